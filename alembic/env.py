@@ -1,0 +1,45 @@
+"""Alembic environment: the URL comes from the caller (tradectl), `-x url=...`, or DATABASE_URL."""
+
+from __future__ import annotations
+
+import os
+
+from alembic import context
+from repositories.db import default_url, make_engine, normalise_url
+from repositories.models import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def _url() -> str:
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        url = context.get_x_argument(as_dictionary=True).get("url") or os.environ.get("DATABASE_URL")
+    return normalise_url(url or default_url())
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    engine = make_engine(_url())
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

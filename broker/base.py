@@ -1,0 +1,58 @@
+"""The ``Broker`` protocol: what the engine needs from any broker, simulated or IBKR.
+
+A broker takes orders and cancels and reports back through a ``BrokerListener`` (the engine):
+status updates and fills, in domain types. Adapters translate their own world (IB ``Trade``,
+``Fill``, error codes) into these at the edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Protocol
+
+from engine.domain import Fill, Order, OrderStatus, Quote
+
+
+@dataclass(slots=True)
+class OrderUpdate:
+    """A status change reported by the broker for one of our orders (keyed by our client order id)."""
+
+    client_order_id: str
+    status: OrderStatus
+    ts: datetime
+    reason: str | None = None
+    broker_order_id: int | None = None
+    perm_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerPosition:
+    symbol: str
+    quantity: Decimal
+    avg_cost: Decimal
+
+
+class BrokerListener(Protocol):
+    def on_order_update(self, update: OrderUpdate) -> None: ...
+
+    def on_fill(self, fill: Fill) -> None: ...
+
+
+class Broker(Protocol):
+    name: str
+
+    def set_listener(self, listener: BrokerListener) -> None: ...
+
+    def submit(self, order: Order) -> None:
+        """Hand an order over. Must not block; the outcome arrives through the listener."""
+        ...
+
+    def cancel(self, client_order_id: str, reason: str) -> None: ...
+
+    def quote(self, symbol: str) -> Quote | None:
+        """The latest quote the broker has for ``symbol`` (the reference price for checks and sizing)."""
+        ...
+
+    def positions(self) -> list[BrokerPosition]: ...

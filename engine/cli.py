@@ -1,0 +1,230 @@
+"""The ``tradectl`` command line.
+
+Operators type these under pressure, so the module imports only typer at load time (``--help`` stays
+fast) and each command imports what it needs. Exit codes: 0 success, 1 failure, 2 bad usage or config.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from engine.config import Settings
+
+app = typer.Typer(
+    name="tradectl",
+    help="Event-driven execution engine for Interactive Brokers: signals -> risk -> orders -> fills.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+DbOpt = Annotated[str | None, typer.Option("--db", help="Database URL (default: DATABASE_URL or ./var/tradectl.db).")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file (or TRADECTL_CONFIG).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+LimitOpt = Annotated[int, typer.Option("--limit", min=1, help="Most recent rows to show.")]
+
+
+def _settings(config: Path | None = None, **overrides: Any) -> Settings:
+    from engine.config import ConfigError, load_settings
+
+    try:
+        return load_settings(config, **overrides)
+    except ConfigError as err:
+        typer.echo(f"tradectl: {err}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def _setup_logging(settings: Settings) -> None:
+    from engine.logging import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level)
+
+
+def _fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
+    typer.echo(f"tradectl: {message}", err=True)
+    return typer.Exit(code)
+
+
+# -- paper ---------------------------------------------------------------------------------------------
+@app.command()
+def paper(
+    signals: Annotated[
+        str | None, typer.Option("--signals", help="JSONL signal file, or '-' for stdin (default: bundled demo).")
+    ] = None,
+    quotes: Annotated[Path | None, typer.Option("--quotes", help="Quotes CSV (default: seeded random walk).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the random walk and the simulated fills.")] = 1,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Run a paper session against the simulated broker and print a summary."""
+    import asyncio
+
+    settings = _settings(config, database_url=db)
+    _setup_logging(settings)
+    from engine.session import DEMO_SIGNALS, PaperSession, count_lines, read_lines
+    from paper.market import QuotesFileError
+
+    if quotes is not None and not quotes.is_file():
+        raise _fail(f"quotes file {quotes} does not exist", EXIT_USAGE)
+    path = None if signals in (None, "-") else Path(signals)  # type: ignore[arg-type]
+    if path is not None and not path.is_file():
+        raise _fail(f"signal file {path} does not exist", EXIT_USAGE)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    err_console = Console(stderr=True)
+    show = progress and not json_out
+    bar = Progress(
+        TextColumn("[bold]paper[/bold]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err_console, disable=not show, transient=False,
+    )
+    try:
+        with bar:
+            if signals == "-":
+                task = bar.add_task("signals", total=None)
+                session = PaperSession(settings, seed=seed, quotes=quotes,
+                                       on_progress=lambda n: bar.update(task, completed=n))
+                summary = asyncio.run(session.run_stream(sys.stdin))
+            else:
+                source = path or DEMO_SIGNALS
+                task = bar.add_task("signals", total=count_lines(source))
+                session = PaperSession(settings, seed=seed, quotes=quotes,
+                                       on_progress=lambda n: bar.update(task, completed=n))
+                try:
+                    summary = session.run_file(read_lines(source))
+                except KeyboardInterrupt:
+                    raise _fail("interrupted", 130) from None
+    except QuotesFileError as err:
+        raise _fail(str(err), EXIT_USAGE) from None
+    if json_out:
+        typer.echo(json.dumps(summary.to_json(), indent=2))
+    else:
+        from engine.report import print_summary
+
+        print_summary(summary)
+
+
+# -- db ------------------------------------------------------------------------------------------------
+@db_app.command("upgrade")
+def db_upgrade(db: DbOpt = None, config: ConfigOpt = None, revision: str = "head") -> None:
+    """Apply migrations up to REVISION (default head)."""
+    settings = _settings(config, database_url=db)
+    from repositories.db import current_revision, upgrade
+
+    upgrade(settings.database_url, revision)
+    typer.echo(f"database at revision {current_revision(settings.database_url)}")
+
+
+@db_app.command("current")
+def db_current(db: DbOpt = None, config: ConfigOpt = None) -> None:
+    """Print the database's revision and the code's head."""
+    settings = _settings(config, database_url=db)
+    from repositories.db import current_revision, head_revision
+
+    typer.echo(f"current: {current_revision(settings.database_url)}  head: {head_revision()}")
+
+
+# -- read commands -------------------------------------------------------------------------------------
+def _store(db: str | None, config: Path | None) -> Any:
+    settings = _settings(config, database_url=db)
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from repositories.db import make_engine
+    from repositories.store import Store
+
+    store = Store(make_engine(settings.database_url), settings.account)
+    try:
+        from repositories.db import current_revision
+
+        if current_revision(settings.database_url) is None:
+            raise _fail("the database has no schema yet: run `tradectl db upgrade` (or a paper session)")
+    except (OperationalError, ProgrammingError) as err:
+        raise _fail(f"cannot read the database: {err.orig}") from None
+    return store
+
+
+def _listing(table: str, db: str | None, config: Path | None, json_out: bool, limit: int,
+             columns: list[str]) -> None:
+    from repositories.store import plain
+
+    rows = plain(_store(db, config).list_rows(table, limit))
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from engine.report import print_rows
+
+    print_rows(table, rows, columns)
+
+
+@app.command()
+def signals(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False, limit: LimitOpt = 50) -> None:
+    """Recent signals with their outcome (accepted with its order, or rejected with the reason)."""
+    _listing("signals", db, config, json_out, limit,
+             ["signal_id", "ts", "strategy", "symbol", "direction", "status", "reason_code", "client_order_id"])
+
+
+@app.command()
+def orders(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False, limit: LimitOpt = 50) -> None:
+    """Recent orders with their latest status."""
+    _listing("orders", db, config, json_out, limit,
+             ["client_order_id", "symbol", "side", "quantity", "order_type", "limit_price", "status",
+              "filled_qty", "avg_fill_price", "commission", "reason"])
+
+
+@app.command()
+def fills(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False, limit: LimitOpt = 50) -> None:
+    """Recent fills (one per execution id)."""
+    _listing("fills", db, config, json_out, limit,
+             ["exec_id", "ts", "client_order_id", "symbol", "side", "quantity", "price", "commission"])
+
+
+@app.command()
+def positions(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Current positions of the account."""
+    _listing("positions", db, config, json_out, 1_000_000,
+             ["symbol", "quantity", "avg_cost", "realized_pnl", "commissions", "updated_at"])
+
+
+@app.command()
+def status(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Totals, kill-switch states and the last session."""
+    store = _store(db, config)
+    from repositories.store import plain
+
+    counts = store.counts()
+    states = {k: v.value for k, v in store.killswitch_states().items()}
+    last = store.last_session()
+    payload = {
+        "account": store.account,
+        "counts": counts,
+        "killswitches": states,
+        "open_orders": len(store.open_orders()),
+        "last_session": plain([last])[0] if last else None,
+    }
+    if json_out:
+        typer.echo(json.dumps(payload, indent=2, default=str))
+        return
+    from engine.report import print_status
+
+    print_status(payload)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,315 @@
+"""Domain types in the trader's words.
+
+Pure data and the rules that belong to the data (the order state machine, position arithmetic,
+tick rounding). Nothing here imports SQLAlchemy, ib_async or structlog: adapters translate at
+the edge. Money and quantities are ``Decimal`` throughout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from enum import StrEnum
+
+ZERO = Decimal(0)
+ONE = Decimal(1)
+
+
+class Side(StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+    @property
+    def sign(self) -> int:
+        return 1 if self is Side.BUY else -1
+
+
+class Direction(StrEnum):
+    LONG = "long"
+    SHORT = "short"
+    FLAT = "flat"
+
+
+class OrderType(StrEnum):
+    MKT = "MKT"
+    LMT = "LMT"
+    STP = "STP"
+    STP_LMT = "STP LMT"
+
+
+class TimeInForce(StrEnum):
+    DAY = "DAY"
+    GTC = "GTC"
+    IOC = "IOC"
+
+
+class KillState(StrEnum):
+    """Trading state of one kill-switch scope, ordered from least to most restrictive."""
+
+    ACTIVE = "ACTIVE"
+    REDUCE_ONLY = "REDUCE_ONLY"
+    HALTED = "HALTED"
+
+    @property
+    def severity(self) -> int:
+        return _KILL_SEVERITY[self]
+
+
+_KILL_SEVERITY = {KillState.ACTIVE: 0, KillState.REDUCE_ONLY: 1, KillState.HALTED: 2}
+
+
+class OrderStatus(StrEnum):
+    PENDING_NEW = "PendingNew"  # written, handed to the broker, not yet acknowledged
+    SUBMITTED = "Submitted"  # working at the broker
+    PARTIALLY_FILLED = "PartiallyFilled"
+    PENDING_CANCEL = "PendingCancel"
+    FILLED = "Filled"
+    CANCELLED = "Cancelled"
+    REJECTED = "Rejected"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED})
+
+_S = OrderStatus
+# Every legal move. A cancel can race a fill (IB error 10148), so PendingCancel may still fill; a
+# market order may fill before any acknowledgement arrives, so PendingNew may fill directly.
+ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    _S.PENDING_NEW: frozenset(
+        {_S.SUBMITTED, _S.PARTIALLY_FILLED, _S.FILLED, _S.REJECTED, _S.CANCELLED, _S.PENDING_CANCEL}
+    ),
+    _S.SUBMITTED: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.PENDING_CANCEL, _S.CANCELLED, _S.REJECTED}),
+    _S.PARTIALLY_FILLED: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.PENDING_CANCEL, _S.CANCELLED}),
+    _S.PENDING_CANCEL: frozenset({_S.CANCELLED, _S.PARTIALLY_FILLED, _S.FILLED, _S.SUBMITTED}),
+    _S.FILLED: frozenset(),
+    _S.CANCELLED: frozenset(),
+    _S.REJECTED: frozenset(),
+}
+
+
+class IllegalTransition(Exception):
+    """An order was asked to move to a status its state machine forbids."""
+
+    def __init__(self, client_order_id: str, current: OrderStatus, target: OrderStatus) -> None:
+        super().__init__(f"order {client_order_id}: illegal transition {current} -> {target}")
+        self.client_order_id = client_order_id
+        self.current = current
+        self.target = target
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    symbol: str
+    sec_type: str = "STK"
+    currency: str = "USD"
+    exchange: str = "SMART"
+    tick_size: Decimal = Decimal("0.01")
+    lot_size: Decimal = ONE
+    tradable: bool = True
+
+    def round_price(self, price: Decimal, side: Side | None = None) -> Decimal:
+        """Round to the tick grid; a buy rounds down and a sell up, so rounding never worsens a limit."""
+        ticks = price / self.tick_size
+        if side is Side.BUY:
+            ticks = ticks.to_integral_value(ROUND_FLOOR)
+        elif side is Side.SELL:
+            ticks = ticks.to_integral_value(ROUND_CEILING)
+        else:
+            ticks = ticks.to_integral_value(ROUND_HALF_EVEN)
+        return (ticks * self.tick_size).normalize() if ticks else ZERO
+
+    def on_tick(self, price: Decimal) -> bool:
+        return (price % self.tick_size) == 0
+
+    def round_lots(self, quantity: Decimal) -> Decimal:
+        """Round a quantity toward zero to whole lots."""
+        lots = (quantity / self.lot_size).to_integral_value(ROUND_FLOOR if quantity >= 0 else ROUND_CEILING)
+        return lots * self.lot_size
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    symbol: str
+    ts: datetime
+    bid: Decimal
+    ask: Decimal
+    bid_size: Decimal
+    ask_size: Decimal
+    last: Decimal
+
+    @property
+    def mid(self) -> Decimal:
+        return (self.bid + self.ask) / 2
+
+
+@dataclass(slots=True)
+class Signal:
+    """A validated trading signal (see engine.signals for the wire format).
+
+    Not frozen: a frozen dataclass costs ~0.3 us a field to build, and signals are built at line rate.
+    Treat it as immutable.
+    """
+
+    id: str
+    ts: datetime
+    strategy: str
+    symbol: str
+    direction: Direction
+    win_prob: Decimal | None = None
+    payoff: Decimal | None = None
+    expected_return: Decimal | None = None
+    volatility: Decimal | None = None
+    stop_distance: Decimal | None = None
+    order_type: OrderType = OrderType.MKT
+    limit_price: Decimal | None = None
+    sec_type: str = "STK"
+    currency: str = "USD"
+    exchange: str = "SMART"
+    ttl_s: float | None = None
+    max_qty: Decimal | None = None
+
+
+@dataclass(slots=True)
+class OrderIntent:
+    """What the engine wants to send, before the pre-trade checks pass it."""
+
+    client_order_id: str
+    signal_id: str | None
+    strategy: str
+    instrument: Instrument
+    side: Side
+    quantity: Decimal
+    order_type: OrderType = OrderType.MKT
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    tif: TimeInForce = TimeInForce.DAY
+    ts: datetime | None = None
+    expires_at: datetime | None = None
+    flatten: bool = False  # an operator-requested close: passes HALTED, never opens exposure
+
+    @property
+    def signed_quantity(self) -> Decimal:
+        return self.quantity if self.side is Side.BUY else -self.quantity
+
+
+@dataclass(slots=True)
+class StatusChange:
+    client_order_id: str
+    ts: datetime
+    from_status: OrderStatus | None
+    to_status: OrderStatus
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class Order:
+    """An order the engine owns; its status moves only through ``transition``."""
+
+    intent: OrderIntent
+    created_at: datetime
+    status: OrderStatus = OrderStatus.PENDING_NEW
+    filled_qty: Decimal = ZERO
+    avg_fill_price: Decimal = ZERO
+    commission: Decimal = ZERO
+    broker_order_id: int | None = None
+    perm_id: int | None = None
+    reason: str | None = None
+    history: list[StatusChange] = field(default_factory=list)
+
+    @property
+    def client_order_id(self) -> str:
+        return self.intent.client_order_id
+
+    @property
+    def symbol(self) -> str:
+        return self.intent.instrument.symbol
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.intent.quantity - self.filled_qty
+
+    @property
+    def signed_remaining(self) -> Decimal:
+        return self.remaining if self.intent.side is Side.BUY else -self.remaining
+
+    def transition(self, target: OrderStatus, ts: datetime, reason: str | None = None) -> StatusChange:
+        if target not in ORDER_TRANSITIONS[self.status]:
+            raise IllegalTransition(self.client_order_id, self.status, target)
+        change = StatusChange(self.client_order_id, ts, self.status, target, reason)
+        self.status = target
+        if reason is not None:
+            self.reason = reason
+        self.history.append(change)
+        return change
+
+    def apply_fill(self, quantity: Decimal, price: Decimal, commission: Decimal) -> None:
+        """Book a fill's quantity and price on the order (status moves separately)."""
+        if quantity <= 0 or quantity > self.remaining:
+            raise ValueError(
+                f"order {self.client_order_id}: fill of {quantity} with {self.remaining} remaining"
+            )
+        total = self.filled_qty + quantity
+        self.avg_fill_price = (self.avg_fill_price * self.filled_qty + price * quantity) / total
+        self.filled_qty = total
+        self.commission += commission
+
+
+@dataclass(slots=True)
+class Fill:
+    exec_id: str
+    client_order_id: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+    price: Decimal
+    commission: Decimal
+    ts: datetime
+    source: str = "broker"  # "broker", or "inferred" when adopted during reconciliation
+
+    @property
+    def signed_quantity(self) -> Decimal:
+        return self.quantity if self.side is Side.BUY else -self.quantity
+
+
+@dataclass(slots=True)
+class Position:
+    """Net position in one symbol, average-cost accounting."""
+
+    symbol: str
+    quantity: Decimal = ZERO
+    avg_cost: Decimal = ZERO
+    realized_pnl: Decimal = ZERO
+    commissions: Decimal = ZERO
+
+    def apply(self, fill: Fill) -> Decimal:
+        """Book a fill; return the P&L it realized (before commission)."""
+        qty = fill.signed_quantity
+        self.commissions += fill.commission
+        realized = ZERO
+        if self.quantity == 0 or (self.quantity > 0) == (qty > 0):
+            new_qty = self.quantity + qty
+            self.avg_cost = (self.avg_cost * abs(self.quantity) + fill.price * abs(qty)) / abs(new_qty)
+            self.quantity = new_qty
+            return realized
+        closing = min(abs(qty), abs(self.quantity))
+        direction = 1 if self.quantity > 0 else -1
+        realized = (fill.price - self.avg_cost) * closing * direction
+        self.realized_pnl += realized
+        new_qty = self.quantity + qty
+        if new_qty == 0:
+            self.avg_cost = ZERO
+        elif (new_qty > 0) != (self.quantity > 0):
+            self.avg_cost = fill.price  # flipped through zero: the remainder opened at this price
+        self.quantity = new_qty
+        return realized
+
+    def unrealized(self, mark: Decimal) -> Decimal:
+        return (mark - self.avg_cost) * self.quantity if self.quantity else ZERO
+
+
+def money(value: Decimal, places: str = "0.01") -> Decimal:
+    return value.quantize(Decimal(places), ROUND_HALF_EVEN)

@@ -1,0 +1,82 @@
+"""Tables for people (rich). Scripts use ``--json`` instead."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from engine.session import SessionSummary
+
+
+def _console() -> Console:
+    return Console()
+
+
+def print_summary(s: SessionSummary) -> None:
+    c = _console()
+    t = Table(title=f"paper session {s.session_id}", show_header=False, title_justify="left")
+    t.add_column("", style="bold")
+    t.add_column("", justify="right")
+    t.add_row("signals", str(s.signals))
+    t.add_row("  accepted (made an order)", str(s.accepted))
+    t.add_row("  rejected by sizing/risk", str(s.rejected))
+    t.add_row("  invalid", str(s.invalid))
+    t.add_row("  duplicate id", str(s.duplicates))
+    t.add_row("orders", ", ".join(f"{k} {v}" for k, v in sorted(s.orders.items())) or "0")
+    t.add_row("  cancelled at end of input", str(s.cancelled_at_end))
+    t.add_row("fills", str(s.fills))
+    t.add_row("realized P&L", f"{s.realized_pnl:,.2f}")
+    t.add_row("unrealized P&L", f"{s.unrealized_pnl:,.2f}")
+    t.add_row("commissions", f"{s.commissions:,.2f}")
+    t.add_row("net P&L", f"{s.realized_pnl + s.unrealized_pnl - s.commissions:,.2f}")
+    t.add_row("elapsed", f"{s.elapsed_s:.3f}s")
+    c.print(t)
+    if s.reject_reasons:
+        r = Table(title="top reject reasons", title_justify="left")
+        r.add_column("reason")
+        r.add_column("signals", justify="right")
+        for code, n in list(s.reject_reasons.items())[:8]:
+            r.add_row(code, str(n))
+        c.print(r)
+    if s.positions:
+        p = Table(title="positions", title_justify="left")
+        for col in ("symbol", "quantity", "avg_cost", "mark", "unrealized_pnl", "realized_pnl"):
+            p.add_column(col, justify="left" if col == "symbol" else "right")
+        for row in s.positions:
+            p.add_row(*(str(row[k]) for k in ("symbol", "quantity", "avg_cost", "mark", "unrealized_pnl",
+                                                "realized_pnl")))
+        c.print(p)
+    for note in s.notes:
+        c.print(f"[dim]{note}[/dim]")
+
+
+def print_rows(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    t = Table(title=f"{title} ({len(rows)})", title_justify="left")
+    for col in columns:
+        t.add_column(col)
+    for row in rows:
+        t.add_row(*("" if row.get(col) is None else str(row.get(col)) for col in columns))
+    _console().print(t)
+
+
+def print_status(payload: dict[str, Any]) -> None:
+    c = _console()
+    counts = payload["counts"]
+    t = Table(title=f"account {payload['account']}", show_header=False, title_justify="left")
+    t.add_column("", style="bold")
+    t.add_column("")
+    sig = counts["signals"]
+    t.add_row("signals", f"accepted {sig['accepted']}, rejected {sig['rejected']}, "
+                         f"invalid/duplicate {sig['invalid_or_duplicate']}")
+    t.add_row("orders", ", ".join(f"{k} {v}" for k, v in sorted(counts["orders"].items())) or "0")
+    t.add_row("open orders", str(payload["open_orders"]))
+    t.add_row("fills", str(counts["fills"]))
+    ks = payload["killswitches"]
+    t.add_row("kill switches", ", ".join(f"{k}={v}" for k, v in sorted(ks.items())) or "all ACTIVE")
+    last = payload.get("last_session")
+    if last:
+        t.add_row("last session", f"#{last['id']} {last['mode']} started {last['started_at']} "
+                                  f"ended {last['ended_at'] or '(running or crashed)'}")
+    c.print(t)

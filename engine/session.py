@@ -1,0 +1,392 @@
+"""Wiring for one paper session: database, simulated broker, market, engine, recorder.
+
+A file runs on simulated time, as fast as the machine allows: the clock follows the signals'
+timestamps and the market steps once per signal. Stdin runs on the wall clock, with the market
+stepping on a timer, until EOF. When the input ends, the market keeps stepping for a bounded number
+of steps so working orders can finish; whatever still works after that is cancelled with the reason
+recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal as os_signal
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+from sqlalchemy import func, select
+
+from engine.bus import EventBus
+from engine.config import Settings
+from engine.domain import ZERO, Quote
+from engine.engine import Engine, InstrumentBook
+from engine.signals import SignalError, parse_signal
+from paper.broker import PaperBroker
+from paper.market import RandomWalkMarket, read_quotes_csv, session_start
+from paper.matching import CommissionSchedule
+from repositories.models import OrderRow
+from repositories.db import current_revision, head_revision, make_engine, upgrade
+from repositories.recorder import Recorder
+from repositories.store import Store
+from risk.checks import Limits, RiskLimits
+from risk.kelly import KellyParams
+
+log = structlog.get_logger("tradectl.session")
+
+DEMO_SIGNALS = Path(__file__).resolve().parent.parent / "paper" / "data" / "demo_signals.jsonl"
+
+
+class SimClock:
+    """Simulated time: moves only forward, to the latest timestamp it is shown."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance_to(self, ts: datetime) -> None:
+        if ts > self.now:
+            self.now = ts
+
+    def advance(self, delta: timedelta) -> None:
+        self.now = self.now + delta
+
+
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def risk_limits(settings: Settings) -> RiskLimits:
+    r = settings.risk
+    default = Limits(
+        max_order_qty=r.max_order_qty,
+        max_order_notional=r.max_order_notional,
+        max_position_qty=r.max_position_qty,
+        max_position_notional=r.max_position_notional,
+        price_collar_pct=r.price_collar_pct,
+        max_quote_age_s=r.max_quote_age_s,
+    )
+
+    def overrides(table: dict[str, Any], upper: bool) -> dict[str, dict[str, Any]]:
+        return {
+            (k.upper() if upper else k): v.model_dump(exclude_none=True) for k, v in table.items()
+        }
+
+    return RiskLimits(default, overrides(r.per_strategy, False), overrides(r.per_symbol, True))
+
+
+def kelly_params(settings: Settings) -> KellyParams:
+    k = settings.kelly
+    return KellyParams(k.fraction, k.max_fraction_of_equity, k.max_qty)
+
+
+def ensure_schema(url: str) -> None:
+    """Migrate to head when behind (a paper session on a fresh checkout needs no separate step)."""
+    if current_revision(url) != head_revision():
+        upgrade(url)
+
+
+@dataclass(slots=True)
+class SessionSummary:
+    session_id: int
+    signals: int
+    accepted: int
+    rejected: int
+    invalid: int
+    duplicates: int
+    reject_reasons: dict[str, int]
+    orders: dict[str, int]
+    fills: int
+    positions: list[dict[str, Any]]
+    realized_pnl: Decimal
+    unrealized_pnl: Decimal
+    commissions: Decimal
+    elapsed_s: float
+    cancelled_at_end: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        def conv(v: Any) -> Any:
+            if isinstance(v, Decimal):
+                return str(v)
+            if isinstance(v, dict):
+                return {k: conv(x) for k, x in v.items()}
+            if isinstance(v, list):
+                return [conv(x) for x in v]
+            return v
+
+        return {k: conv(getattr(self, k)) for k in self.__slots__}  # type: ignore[attr-defined]
+
+
+class PaperSession:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        seed: int = 1,
+        quotes: Path | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.seed = seed
+        self.quotes_path = quotes
+        self.on_progress = on_progress
+        self.db = make_engine(settings.database_url)
+        self.store = Store(self.db, settings.account)
+        self.stop_requested = False
+        self._quotes: Iterator[Quote] | None = None
+        self._next_quote: Quote | None = None
+
+    # -- assembly --------------------------------------------------------------------------------------
+    def _build(self, clock: Callable[[], datetime], started: datetime) -> None:
+        s = self.settings
+        ensure_schema(s.database_url)
+        self.session_id = self.store.start_session("paper", self.seed, started)
+        positions = self.store.positions()
+        p = s.paper
+        self.broker = PaperBroker(
+            clock,
+            CommissionSchedule(p.commission_per_share, p.commission_min, p.commission_max_pct),
+            p.slippage_ticks,
+            timedelta(milliseconds=p.latency_ms),
+            exec_prefix=f"{self.session_id:08x}",
+            initial_positions={pos.symbol: (pos.quantity, pos.avg_cost) for pos in positions if pos.quantity},
+        )
+        self.market = RandomWalkMarket(self.seed, step_vol_bps=p.step_vol_bps)
+        if self.quotes_path is not None:
+            self._quotes = read_quotes_csv(self.quotes_path)
+            self._next_quote = next(self._quotes, None)
+        self.bus = EventBus()
+        self.recorder = Recorder(self.db, self.session_id, s.account, s.flush_rows).attach(self.bus)
+        self.engine = Engine(
+            self.broker,
+            self.bus,
+            clock=clock,
+            equity=s.equity,
+            kelly=kelly_params(s),
+            limits=risk_limits(s),
+            instruments=InstrumentBook(allow_unknown=True),
+            seen_signal_ids=self.store.recent_signal_ids(s.dedupe_capacity),
+            dedupe_capacity=s.dedupe_capacity,
+            positions=positions,
+        )
+        for scope, state in self.store.killswitch_states().items():
+            self.engine.killswitches.set(scope, state)
+
+    # -- market ----------------------------------------------------------------------------------------
+    def _market_to(self, now: datetime, symbol: str | None) -> None:
+        """Bring the market up to ``now``: replay due CSV quotes, or step the symbol's random walk."""
+        if self._quotes is not None:
+            q = self._next_quote
+            while q is not None and q.ts <= now:
+                self.broker.on_quote(q)
+                q = next(self._quotes, None)
+            self._next_quote = q
+        elif symbol is not None:
+            self.broker.on_quote(self.market.step(symbol, now))
+
+    def _drain(self, clock: SimClock | None, step: timedelta) -> int:
+        """Step the market until no order works (bounded); cancel what is left. Returns cancels."""
+        engine = self.engine
+        for _ in range(self.settings.paper.drain_steps):
+            if not engine.orders:
+                break
+            if clock is not None:
+                if self._quotes is not None:
+                    if self._next_quote is None:
+                        break
+                    clock.advance_to(self._next_quote.ts)
+                else:
+                    clock.advance(step)
+            now = engine.clock()
+            engine.expire(now)
+            if self._quotes is not None:
+                self._market_to(now, None)
+            else:
+                for symbol in sorted(self.broker.working_symbols()):
+                    self._market_to(now, symbol)
+        return engine.cancel_where(lambda o: True, "input ended: order still working")
+
+    # -- runs ------------------------------------------------------------------------------------------
+    def run_file(self, lines: Iterable[str]) -> SessionSummary:
+        started = wall_clock()
+        clock = SimClock(session_start(self.seed))
+        self._build(clock, started)
+        t0 = _perf()
+        engine, recorder, progress = self.engine, self.recorder, self.on_progress
+        n = 0
+        for line in lines:
+            if self.stop_requested:
+                break
+            line = line.strip()
+            if not line:
+                continue
+            n += 1
+            self._process_line(line, clock)
+            if progress is not None and n % 500 == 0:
+                progress(n)
+        cancelled = self._drain(clock, timedelta(milliseconds=self.settings.paper.step_ms))
+        if progress is not None:
+            progress(n)
+        recorder.flush()
+        return self._finish(started, _perf() - t0, cancelled)
+
+    def _process_line(self, line: str, clock: SimClock | None) -> None:
+        parsed = parse_signal(line)
+        engine = self.engine
+        if isinstance(parsed, SignalError):
+            engine.on_invalid_signal(parsed)
+            return
+        if clock is not None:
+            clock.advance_to(parsed.ts)
+        now = engine.clock()
+        engine.expire(now)
+        self._market_to(now, parsed.symbol)
+        engine.on_signal(parsed, line)
+
+    async def run_stream(self, stream: TextIO) -> SessionSummary:
+        """Stdin mode: wall clock, market on a timer, flushes on a timer, until EOF or a stop request."""
+        started = wall_clock()
+        self._build(wall_clock, started)
+        t0 = _perf()
+        loop = asyncio.get_running_loop()
+        step_s = self.settings.paper.step_ms / 1000
+        flush_s = self.settings.flush_interval_ms / 1000
+        stop = asyncio.Event()
+        for sig in (os_signal.SIGINT, os_signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+
+        async def ticker() -> None:
+            last_flush = loop.time()
+            while not stop.is_set():
+                await asyncio.sleep(step_s)
+                now = wall_clock()
+                self.engine.expire(now)
+                for symbol in sorted(self.broker.working_symbols()):
+                    self._market_to(now, symbol)
+                if loop.time() - last_flush >= flush_s:
+                    self.recorder.flush()
+                    last_flush = loop.time()
+
+        tick_task = asyncio.create_task(ticker())
+        n = 0
+        try:
+            while not stop.is_set():
+                read = asyncio.ensure_future(loop.run_in_executor(None, stream.readline))
+                waiter = asyncio.ensure_future(stop.wait())
+                done, _ = await asyncio.wait({read, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if read not in done:
+                    read.cancel()
+                    break
+                waiter.cancel()
+                line = read.result()
+                if not line:
+                    break
+                if line.strip():
+                    n += 1
+                    self._process_line(line.strip(), None)
+                    if self.on_progress is not None:
+                        self.on_progress(n)
+        finally:
+            stop.set()
+            tick_task.cancel()
+            for sig in (os_signal.SIGINT, os_signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        cancelled = 0
+        for _ in range(self.settings.paper.drain_steps):
+            if not self.engine.orders:
+                break
+            await asyncio.sleep(step_s)
+            now = wall_clock()
+            for symbol in sorted(self.broker.working_symbols()):
+                self._market_to(now, symbol)
+        cancelled = self.engine.cancel_where(lambda o: True, "input ended: order still working")
+        self.recorder.flush()
+        return self._finish(started, _perf() - t0, cancelled)
+
+    # -- summary ---------------------------------------------------------------------------------------
+    def _finish(self, started: datetime, elapsed: float, cancelled: int) -> SessionSummary:
+        engine = self.engine
+        st = engine.stats
+        positions = []
+        unrealized = ZERO
+        for pos in sorted(engine.positions.values(), key=lambda p: p.symbol):
+            quote = self.broker.quote(pos.symbol)
+            mark = (quote.last if quote.last > 0 else quote.mid) if quote else pos.avg_cost
+            u = pos.unrealized(mark)
+            unrealized += u
+            positions.append(
+                {
+                    "symbol": pos.symbol,
+                    "quantity": pos.quantity,
+                    "avg_cost": pos.avg_cost.quantize(Decimal("0.0001")),
+                    "mark": mark,
+                    "unrealized_pnl": u.quantize(Decimal("0.01")),
+                    "realized_pnl": pos.realized_pnl.quantize(Decimal("0.01")),
+                }
+            )
+        counts = self.store.counts()
+        summary = SessionSummary(
+            session_id=self.session_id,
+            signals=st.signals,
+            accepted=st.accepted,
+            rejected=st.rejected,
+            invalid=st.invalid,
+            duplicates=st.duplicates,
+            reject_reasons=dict(sorted(st.reject_reasons.items(), key=lambda kv: -kv[1])),
+            orders=self._session_order_counts(),
+            fills=st.fills,
+            positions=positions,
+            realized_pnl=engine.realized_pnl.quantize(Decimal("0.01")),
+            unrealized_pnl=unrealized.quantize(Decimal("0.01")),
+            commissions=engine.commissions.quantize(Decimal("0.01")),
+            elapsed_s=round(elapsed, 3),
+            cancelled_at_end=cancelled,
+        )
+        if st.signals and st.duplicates == st.signals:
+            summary.notes.append(
+                "every signal was already in the database: use another --db (or delete it) to replay"
+            )
+        summary.notes.append(f"database totals: {json.dumps(counts['signals'])}")
+        self.store.end_session(self.session_id, wall_clock(), summary.to_json())
+        self.db.dispose()
+        return summary
+
+    def _session_order_counts(self) -> dict[str, int]:
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                select(OrderRow.status, func.count())
+                .where(OrderRow.session_id == self.session_id)
+                .group_by(OrderRow.status)
+            ).all()
+        return {status: n for status, n in rows}
+
+
+def _perf() -> float:
+    import time
+
+    return time.perf_counter()
+
+
+def read_lines(path: Path | None) -> Iterator[str]:
+    if path is None:
+        path = DEMO_SIGNALS
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        yield from fh
+
+
+def count_lines(path: Path) -> int:
+    with path.open("rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def stdin_stream() -> TextIO:
+    return sys.stdin

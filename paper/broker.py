@@ -1,0 +1,113 @@
+"""The simulated broker: the ``Broker`` protocol on top of the matching engine, in process.
+
+It reports through the listener exactly as a real broker would: an acknowledgement, then fills and
+a final status. Fills drive the engine's filled/partially-filled status, so the broker sends only
+Submitted, Cancelled and Rejected updates of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from decimal import Decimal
+from itertools import count
+
+from broker.base import BrokerListener, BrokerPosition, OrderUpdate
+from engine.domain import Order, OrderStatus, Position, Quote
+from paper.matching import CommissionSchedule, Execution, MatchingEngine, SimOrder
+
+
+class PaperBroker:
+    name = "paper"
+
+    def __init__(
+        self,
+        clock: Callable[[], datetime],
+        commission: CommissionSchedule | None = None,
+        slippage_ticks: int = 0,
+        latency: timedelta = timedelta(0),
+        exec_prefix: str = "0000a001",
+        initial_positions: dict[str, tuple[Decimal, Decimal]] | None = None,
+    ) -> None:
+        self._clock = clock
+        self.matching = MatchingEngine(commission, slippage_ticks, latency, exec_prefix)
+        self._listener: BrokerListener | None = None
+        self._ids = count(1)
+        self._by_ref: dict[str, SimOrder] = {}
+        for symbol, (qty, avg) in (initial_positions or {}).items():
+            self.matching.positions[symbol] = Position(symbol, qty, avg)
+
+    def set_listener(self, listener: BrokerListener) -> None:
+        self._listener = listener
+
+    # -- Broker protocol ---------------------------------------------------------------------------
+    def submit(self, order: Order) -> None:
+        listener = self._require_listener()
+        now = self._clock()
+        intent = order.intent
+        oid = next(self._ids)
+        sim = SimOrder(
+            oid,
+            oid,
+            intent.client_order_id,
+            intent.instrument.symbol,
+            intent.side,
+            intent.quantity,
+            intent.order_type,
+            intent.limit_price,
+            intent.stop_price,
+            intent.tif,
+        )
+        self._by_ref[sim.ref] = sim
+        listener.on_order_update(OrderUpdate(sim.ref, OrderStatus.SUBMITTED, now, None, oid, oid))
+        self._report(self.matching.add(sim, now), now)
+        if sim.status == "Cancelled":  # IOC remainder
+            self._by_ref.pop(sim.ref, None)
+            listener.on_order_update(OrderUpdate(sim.ref, OrderStatus.CANCELLED, now, "IOC remainder cancelled"))
+
+    def cancel(self, client_order_id: str, reason: str) -> None:
+        listener = self._require_listener()
+        sim = self._by_ref.pop(client_order_id, None)
+        if sim is None or self.matching.cancel(sim.order_id) is None:
+            return
+        listener.on_order_update(OrderUpdate(client_order_id, OrderStatus.CANCELLED, self._clock(), reason))
+
+    def quote(self, symbol: str) -> Quote | None:
+        return self.matching.quotes.get(symbol)
+
+    def positions(self) -> list[BrokerPosition]:
+        return [
+            BrokerPosition(p.symbol, p.quantity, p.avg_cost)
+            for p in self.matching.positions.values()
+            if p.quantity != 0
+        ]
+
+    # -- market data in ----------------------------------------------------------------------------
+    def on_quote(self, quote: Quote) -> None:
+        self._report(self.matching.on_quote(quote), quote.ts)
+
+    def working_symbols(self) -> set[str]:
+        return {o.symbol for o in self.matching.working()}
+
+    @property
+    def working_count(self) -> int:
+        return len(self._by_ref)
+
+    def _report(self, executions: list[Execution], now: datetime) -> None:
+        if not executions:
+            return
+        listener = self._require_listener()
+        for ex in executions:
+            listener.on_fill(ex.to_fill())
+            if ex.order.status == "Filled":
+                self._by_ref.pop(ex.order.ref, None)
+        for ex in executions:
+            sim = ex.order
+            if sim.status == "Cancelled" and sim.ref in self._by_ref:  # IOC remainder after a partial
+                self._by_ref.pop(sim.ref, None)
+                listener.on_order_update(OrderUpdate(sim.ref, OrderStatus.CANCELLED, now, "IOC remainder cancelled"))
+
+    def _require_listener(self) -> BrokerListener:
+        if self._listener is None:
+            raise RuntimeError("PaperBroker has no listener: call set_listener first")
+        return self._listener

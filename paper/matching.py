@@ -1,0 +1,212 @@
+"""The simulated exchange: resting orders, matching against quotes, executions and commissions.
+
+Shared by the in-process ``PaperBroker`` and the simulated IB Gateway, so both give the same fills
+for the same quotes. Market orders take the touch (plus slippage) up to the displayed size; what is
+left waits for the next quotes. Limit orders rest until the market crosses them. Stops trigger on
+the last price and then behave as market (STP) or limit (STP LMT) orders. Each quote's displayed
+size is consumed by the orders that trade against it, so two orders cannot both take it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from engine.domain import ZERO, Fill, OrderType, Position, Quote, Side, TimeInForce
+
+
+@dataclass(frozen=True, slots=True)
+class CommissionSchedule:
+    """Per-share pricing with a per-order minimum and a cap as a share of trade value (IB fixed, US stocks)."""
+
+    per_share: Decimal = Decimal("0.005")
+    min_per_order: Decimal = Decimal("1.00")
+    max_pct_of_value: Decimal = Decimal("0.01")
+
+    def order_total(self, quantity: Decimal, value: Decimal) -> Decimal:
+        total = max(quantity * self.per_share, self.min_per_order)
+        total = min(total, value * self.max_pct_of_value)
+        return total.quantize(Decimal("0.0001"), ROUND_HALF_EVEN)
+
+
+@dataclass(slots=True)
+class SimOrder:
+    order_id: int
+    perm_id: int
+    ref: str  # the client order id (IB orderRef)
+    symbol: str
+    side: Side
+    quantity: Decimal
+    order_type: OrderType = OrderType.MKT
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    tif: TimeInForce = TimeInForce.DAY
+    account: str = ""
+    client_id: int = 0
+    active_at: datetime | None = None
+    filled: Decimal = ZERO
+    avg_price: Decimal = ZERO
+    commission: Decimal = ZERO
+    status: str = "Submitted"  # IB vocabulary: Submitted / PreSubmitted / Filled / Cancelled / Inactive
+    triggered: bool = False
+    extra: dict[str, object] = field(default_factory=dict)  # adapter-owned (e.g. the gateway's raw fields)
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.quantity - self.filled
+
+    @property
+    def is_done(self) -> bool:
+        return self.status in ("Filled", "Cancelled", "Inactive")
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    exec_id: str
+    order: SimOrder
+    quantity: Decimal
+    price: Decimal
+    commission: Decimal
+    ts: datetime
+    cum_qty: Decimal
+    avg_price: Decimal
+
+    def to_fill(self) -> Fill:
+        o = self.order
+        return Fill(self.exec_id, o.ref, o.symbol, o.side, self.quantity, self.price, self.commission, self.ts)
+
+
+class MatchingEngine:
+    def __init__(
+        self,
+        commission: CommissionSchedule | None = None,
+        slippage_ticks: int = 0,
+        latency: timedelta = timedelta(0),
+        exec_prefix: str = "0000a001",
+        tick: Decimal = Decimal("0.01"),
+    ) -> None:
+        self.commission = commission or CommissionSchedule()
+        self.slippage_ticks = slippage_ticks
+        self.latency = latency
+        self.exec_prefix = exec_prefix
+        self.tick = tick
+        self.quotes: dict[str, Quote] = {}
+        self._avail: dict[str, list[Decimal]] = {}  # symbol -> [bid size left, ask size left] of the quote
+        self._working: dict[str, dict[int, SimOrder]] = {}
+        self.orders: dict[int, SimOrder] = {}
+        self.positions: dict[str, Position] = {}
+        self._exec_seq = 0
+
+    # -- order entry -------------------------------------------------------------------------------
+    def add(self, order: SimOrder, now: datetime) -> list[Execution]:
+        """Accept an order; return what it executes immediately."""
+        if self.latency:
+            order.active_at = now + self.latency
+        self.orders[order.order_id] = order
+        self._working.setdefault(order.symbol, {})[order.order_id] = order
+        if order.active_at is not None and order.active_at > now:
+            return []
+        executions = self._match_order(order, now)
+        if order.tif is TimeInForce.IOC and not order.is_done:
+            self._finish(order, "Cancelled")
+        return executions
+
+    def modify(self, order_id: int, quantity: Decimal, limit: Decimal | None, stop: Decimal | None) -> SimOrder:
+        order = self.orders[order_id]
+        if order.is_done:
+            raise ValueError(f"order {order_id} is {order.status}")
+        if quantity < order.filled:
+            raise ValueError(f"order {order_id}: new quantity {quantity} below filled {order.filled}")
+        order.quantity, order.limit_price, order.stop_price = quantity, limit, stop
+        if order.remaining == 0:
+            self._finish(order, "Filled")
+        return order
+
+    def cancel(self, order_id: int) -> SimOrder | None:
+        """Cancel a working order; None when it is unknown or already done (IB 10147 / 10148)."""
+        order = self.orders.get(order_id)
+        if order is None or order.is_done:
+            return None
+        self._finish(order, "Cancelled")
+        return order
+
+    def working(self, symbol: str | None = None) -> list[SimOrder]:
+        if symbol is not None:
+            return list(self._working.get(symbol, {}).values())
+        return [o for book in self._working.values() for o in book.values()]
+
+    # -- market data -------------------------------------------------------------------------------
+    def on_quote(self, quote: Quote) -> list[Execution]:
+        self.quotes[quote.symbol] = quote
+        self._avail[quote.symbol] = [quote.bid_size, quote.ask_size]
+        book = self._working.get(quote.symbol)
+        if not book:
+            return []
+        executions: list[Execution] = []
+        for order in list(book.values()):
+            if order.active_at is not None and order.active_at > quote.ts:
+                continue
+            executions.extend(self._match_order(order, quote.ts))
+            if order.tif is TimeInForce.IOC and not order.is_done:
+                self._finish(order, "Cancelled")
+        return executions
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _finish(self, order: SimOrder, status: str) -> None:
+        order.status = status
+        book = self._working.get(order.symbol)
+        if book is not None:
+            book.pop(order.order_id, None)
+
+    def _match_order(self, order: SimOrder, now: datetime) -> list[Execution]:
+        quote = self.quotes.get(order.symbol)
+        if quote is None or order.is_done:
+            return []
+        avail = self._avail[order.symbol]
+        buy = order.side is Side.BUY
+        if order.order_type in (OrderType.STP, OrderType.STP_LMT) and not order.triggered:
+            stop = order.stop_price
+            if stop is None or (quote.last < stop if buy else quote.last > stop):
+                return []
+            order.triggered = True
+        limit = order.limit_price if order.order_type in (OrderType.LMT, OrderType.STP_LMT) else None
+        touch = quote.ask if buy else quote.bid
+        if limit is None:
+            slip = self.tick * self.slippage_ticks
+            price = touch + slip if buy else touch - slip
+        else:
+            if (touch > limit) if buy else (touch < limit):
+                return []
+            price = touch
+        side_idx = 1 if buy else 0
+        qty = min(order.remaining, avail[side_idx])
+        if qty <= 0:
+            return []
+        avail[side_idx] -= qty
+        return [self._execute(order, qty, price, now)]
+
+    def _execute(self, order: SimOrder, qty: Decimal, price: Decimal, now: datetime) -> Execution:
+        before = order.commission
+        cum = order.filled + qty
+        order.avg_price = (order.avg_price * order.filled + price * qty) / cum
+        order.filled = cum
+        order.commission = self.commission.order_total(cum, cum * order.avg_price)
+        if order.remaining == 0:
+            self._finish(order, "Filled")
+        self._exec_seq += 1
+        execution = Execution(
+            f"{self.exec_prefix}.{self._exec_seq:08x}.01.01",
+            order,
+            qty,
+            price,
+            order.commission - before,
+            now,
+            cum,
+            order.avg_price,
+        )
+        pos = self.positions.get(order.symbol)
+        if pos is None:
+            pos = self.positions[order.symbol] = Position(order.symbol)
+        pos.apply(execution.to_fill())
+        return execution

@@ -1,0 +1,168 @@
+"""SQLAlchemy 2 models: the schema as code. Tables are created only by Alembic migrations.
+
+Ledger tables (signals, signal_rejects, order_events, fills, killswitch_events, audit_log) are
+append-only. ``orders`` holds each order's latest state; ``positions`` is a snapshot that must
+always equal the sum of ``fills`` (a test holds it to that).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import BigInteger, Index, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from repositories.types import Money, UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class SessionRow(Base):
+    __tablename__ = "sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    mode: Mapped[str] = mapped_column(String(16))
+    account: Mapped[str] = mapped_column(String(32))
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    summary: Mapped[str | None] = mapped_column(Text)
+
+
+class SignalRow(Base):
+    __tablename__ = "signals"
+    signal_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    session_id: Mapped[int] = mapped_column(Integer, index=True)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    strategy: Mapped[str] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(24))
+    direction: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16))  # accepted | rejected
+    reason_code: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)
+    client_order_id: Mapped[str | None] = mapped_column(String(160))
+    payload: Mapped[str | None] = mapped_column(Text)
+
+
+class SignalRejectRow(Base):
+    """Lines that were not valid signals, and repeated signal ids: kept with the reason, never dropped."""
+
+    __tablename__ = "signal_rejects"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[int] = mapped_column(Integer, index=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    signal_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    reason_code: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    raw: Mapped[str | None] = mapped_column(Text)
+
+
+class OrderRow(Base):
+    __tablename__ = "orders"
+    client_order_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    signal_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    session_id: Mapped[int] = mapped_column(Integer)
+    strategy: Mapped[str] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(24))
+    sec_type: Mapped[str] = mapped_column(String(8))
+    currency: Mapped[str] = mapped_column(String(3))
+    exchange: Mapped[str] = mapped_column(String(16))
+    side: Mapped[str] = mapped_column(String(4))
+    quantity: Mapped[Decimal] = mapped_column(Money)
+    order_type: Mapped[str] = mapped_column(String(8))
+    limit_price: Mapped[Decimal | None] = mapped_column(Money)
+    stop_price: Mapped[Decimal | None] = mapped_column(Money)
+    tif: Mapped[str] = mapped_column(String(4))
+    status: Mapped[str] = mapped_column(String(16))
+    filled_qty: Mapped[Decimal] = mapped_column(Money)
+    avg_fill_price: Mapped[Decimal] = mapped_column(Money)
+    commission: Mapped[Decimal] = mapped_column(Money)
+    broker_order_id: Mapped[int | None] = mapped_column(BigInteger)
+    perm_id: Mapped[int | None] = mapped_column(BigInteger)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_orders_status", "status"),)
+
+
+class OrderEventRow(Base):
+    __tablename__ = "order_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    client_order_id: Mapped[str] = mapped_column(String(160), index=True)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class FillRow(Base):
+    __tablename__ = "fills"
+    exec_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_order_id: Mapped[str] = mapped_column(String(160), index=True)
+    session_id: Mapped[int] = mapped_column(Integer)
+    symbol: Mapped[str] = mapped_column(String(24), index=True)
+    side: Mapped[str] = mapped_column(String(4))
+    quantity: Mapped[Decimal] = mapped_column(Money)
+    price: Mapped[Decimal] = mapped_column(Money)
+    commission: Mapped[Decimal] = mapped_column(Money)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(16))
+
+
+class PositionRow(Base):
+    __tablename__ = "positions"
+    account: Mapped[str] = mapped_column(String(32), primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(24), primary_key=True)
+    quantity: Mapped[Decimal] = mapped_column(Money)
+    avg_cost: Mapped[Decimal] = mapped_column(Money)
+    realized_pnl: Mapped[Decimal] = mapped_column(Money)
+    commissions: Mapped[Decimal] = mapped_column(Money)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class KillSwitchEventRow(Base):
+    """Append-only: the current state of a scope is its latest row. Written by the CLI and the engine."""
+
+    __tablename__ = "killswitch_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    account: Mapped[str] = mapped_column(String(32))
+    scope: Mapped[str] = mapped_column(String(96), index=True)
+    from_state: Mapped[str] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(128))
+    flatten: Mapped[bool] = mapped_column(default=False)
+
+
+class KillSwitchAckRow(Base):
+    """The engine's acknowledgement of a kill-switch event: the CLI waits for it."""
+
+    __tablename__ = "killswitch_acks"
+    event_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    engine: Mapped[str] = mapped_column(String(128))
+    cancelled: Mapped[int] = mapped_column(Integer)
+    flatten_orders: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AuditRow(Base):
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str | None] = mapped_column(String(96))
+    detail: Mapped[str | None] = mapped_column(Text)

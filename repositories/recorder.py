@@ -1,0 +1,320 @@
+"""Persists what the bus says, in batches: one transaction per flush, executemany per table.
+
+The engine publishes an order before handing it to the broker, and the client order id is derived
+from the signal id, so a crash between a flush and the broker finds the order again by ``orderRef``
+at reconciliation. Batching is what makes 50k signals/s possible on SQLite.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.expression import bindparam
+
+from engine.bus import EventBus, KillSwitchChange, SignalRejected
+from engine.domain import Fill, Order, Position, Signal, StatusChange
+from repositories.models import (
+    FillRow,
+    KillSwitchEventRow,
+    OrderEventRow,
+    OrderRow,
+    PositionRow,
+    SignalRejectRow,
+    SignalRow,
+)
+
+_signals = SignalRow.__table__
+_rejects = SignalRejectRow.__table__
+_orders = OrderRow.__table__
+_events = OrderEventRow.__table__
+_fills = FillRow.__table__
+_positions = PositionRow.__table__
+_ks = KillSwitchEventRow.__table__
+
+_ORDER_UPDATE = (
+    update(_orders)
+    .where(_orders.c.client_order_id == bindparam("b_coid"))
+    .values(
+        status=bindparam("status"),
+        filled_qty=bindparam("filled_qty"),
+        avg_fill_price=bindparam("avg_fill_price"),
+        commission=bindparam("commission"),
+        broker_order_id=bindparam("broker_order_id"),
+        perm_id=bindparam("perm_id"),
+        reason=bindparam("reason"),
+        updated_at=bindparam("updated_at"),
+    )
+)
+
+
+def _order_row(order: Order, session_id: int, now: datetime) -> dict[str, Any]:
+    i = order.intent
+    inst = i.instrument
+    return {
+        "client_order_id": i.client_order_id,
+        "signal_id": i.signal_id,
+        "session_id": session_id,
+        "strategy": i.strategy,
+        "symbol": inst.symbol,
+        "sec_type": inst.sec_type,
+        "currency": inst.currency,
+        "exchange": inst.exchange,
+        "side": i.side.value,
+        "quantity": i.quantity,
+        "order_type": i.order_type.value,
+        "limit_price": i.limit_price,
+        "stop_price": i.stop_price,
+        "tif": i.tif.value,
+        "status": order.status.value,
+        "filled_qty": order.filled_qty,
+        "avg_fill_price": order.avg_fill_price,
+        "commission": order.commission,
+        "broker_order_id": order.broker_order_id,
+        "perm_id": order.perm_id,
+        "reason": order.reason,
+        "created_at": order.created_at,
+        "updated_at": now,
+    }
+
+
+class Recorder:
+    """Subscribes to a bus; ``flush`` writes everything buffered since the last flush."""
+
+    def __init__(self, engine: Engine, session_id: int, account: str, flush_rows: int = 20_000) -> None:
+        self.engine = engine
+        self.session_id = session_id
+        self.account = account
+        self.flush_rows = flush_rows
+        self._signals: list[dict[str, Any]] = []
+        self._rejects: list[dict[str, Any]] = []
+        self._new_orders: dict[str, Order] = {}
+        self._dirty_orders: dict[str, Order] = {}
+        self._events: list[dict[str, Any]] = []
+        self._fills: list[dict[str, Any]] = []
+        self._positions: dict[str, Position] = {}
+        self._killswitch: list[dict[str, Any]] = []
+        self._pending = 0
+        self.rows_written = 0
+        self.flushes = 0
+
+    def attach(self, bus: EventBus) -> Recorder:
+        bus.signal_accepted += self.on_signal_accepted
+        bus.signal_rejected += self.on_signal_rejected
+        bus.order_submitted += self.on_order_submitted
+        bus.order_status += self.on_order_status
+        bus.fill += self.on_fill
+        bus.position += self.on_position
+        bus.killswitch += self.on_killswitch
+        return self
+
+    # -- bus handlers (hot path: append only) ----------------------------------------------------------
+    def on_signal_accepted(self, signal: Signal, order: Order, raw: str | None) -> None:
+        self._signals.append(
+            self._signal_row(signal, order.created_at, "accepted", None, None, order.client_order_id, raw)
+        )
+        self._bump()
+
+    def on_signal_rejected(self, r: SignalRejected) -> None:
+        if r.valid and r.signal is not None:
+            self._signals.append(self._signal_row(r.signal, r.ts, "rejected", r.code, r.reason, None, r.raw))
+        else:
+            self._rejects.append(
+                {
+                    "session_id": self.session_id,
+                    "received_at": r.ts,
+                    "signal_id": r.signal_id,
+                    "reason_code": r.code,
+                    "reason": r.reason,
+                    "raw": r.raw,
+                }
+            )
+        self._bump()
+
+    def on_order_submitted(self, order: Order) -> None:
+        self._new_orders[order.client_order_id] = order
+        for change in order.history:
+            self._event(change)
+        self._bump()
+
+    def on_order_status(self, order: Order, change: StatusChange) -> None:
+        coid = order.client_order_id
+        if coid not in self._new_orders:
+            self._dirty_orders[coid] = order
+        self._event(change)
+        self._bump()
+
+    def on_fill(self, fill: Fill, order: Order | None) -> None:
+        self._fills.append(
+            {
+                "exec_id": fill.exec_id,
+                "client_order_id": fill.client_order_id,
+                "session_id": self.session_id,
+                "symbol": fill.symbol,
+                "side": fill.side.value,
+                "quantity": fill.quantity,
+                "price": fill.price,
+                "commission": fill.commission,
+                "ts": fill.ts,
+                "source": fill.source,
+            }
+        )
+        if order is not None and order.client_order_id not in self._new_orders:
+            self._dirty_orders[order.client_order_id] = order
+        self._bump()
+
+    def on_position(self, position: Position) -> None:
+        self._positions[position.symbol] = position
+
+    def on_killswitch(self, change: KillSwitchChange) -> None:
+        self._killswitch.append(
+            {
+                "ts": change.ts,
+                "account": self.account,
+                "scope": change.scope,
+                "from_state": change.from_state.value,
+                "to_state": change.to_state.value,
+                "reason": change.reason,
+                "actor": change.actor,
+                "flatten": False,
+            }
+        )
+        self._bump()
+
+    # -- writing ---------------------------------------------------------------------------------------
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def flush(self, now: datetime | None = None) -> int:
+        """Write everything buffered in one transaction; return the number of rows written."""
+        if not self._pending and not self._positions:
+            return 0
+        now = now or datetime.now(UTC)
+        with self.engine.begin() as conn:
+            n = self._write(conn, now)
+        self.rows_written += n
+        self.flushes += 1
+        return n
+
+    def _write(self, conn: Connection, now: datetime) -> int:
+        n = 0
+        sid = self.session_id
+        if self._signals:
+            conn.execute(insert(_signals), self._signals)
+            n += len(self._signals)
+        if self._rejects:
+            conn.execute(insert(_rejects), self._rejects)
+            n += len(self._rejects)
+        if self._new_orders:
+            conn.execute(insert(_orders), [_order_row(o, sid, now) for o in self._new_orders.values()])
+            n += len(self._new_orders)
+        if self._dirty_orders:
+            conn.execute(
+                _ORDER_UPDATE,
+                [
+                    {
+                        "b_coid": o.client_order_id,
+                        "status": o.status.value,
+                        "filled_qty": o.filled_qty,
+                        "avg_fill_price": o.avg_fill_price,
+                        "commission": o.commission,
+                        "broker_order_id": o.broker_order_id,
+                        "perm_id": o.perm_id,
+                        "reason": o.reason,
+                        "updated_at": now,
+                    }
+                    for o in self._dirty_orders.values()
+                ],
+            )
+            n += len(self._dirty_orders)
+        if self._events:
+            conn.execute(insert(_events), self._events)
+            n += len(self._events)
+        if self._fills:
+            conn.execute(insert(_fills), self._fills)
+            n += len(self._fills)
+        if self._positions:
+            self._upsert_positions(conn, now)
+            n += len(self._positions)
+        if self._killswitch:
+            conn.execute(insert(_ks), self._killswitch)
+            n += len(self._killswitch)
+        self._clear()
+        return n
+
+    def _upsert_positions(self, conn: Connection, now: datetime) -> None:
+        rows = [
+            {
+                "account": self.account,
+                "symbol": p.symbol,
+                "quantity": p.quantity,
+                "avg_cost": p.avg_cost,
+                "realized_pnl": p.realized_pnl,
+                "commissions": p.commissions,
+                "updated_at": now,
+            }
+            for p in self._positions.values()
+        ]
+        dialect = conn.dialect.name
+        stmt: Any = (postgresql.insert(_positions) if dialect == "postgresql" else sqlite.insert(_positions))
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["account", "symbol"],
+            set_={c: stmt.excluded[c] for c in ("quantity", "avg_cost", "realized_pnl", "commissions", "updated_at")},
+        )
+        conn.execute(stmt, rows)
+
+    def _clear(self) -> None:
+        self._signals = []
+        self._rejects = []
+        self._new_orders = {}
+        self._dirty_orders = {}
+        self._events = []
+        self._fills = []
+        self._positions = {}
+        self._killswitch = []
+        self._pending = 0
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    def _bump(self) -> None:
+        self._pending += 1
+        if self._pending >= self.flush_rows:
+            self.flush()
+
+    def _event(self, change: StatusChange) -> None:
+        self._events.append(
+            {
+                "client_order_id": change.client_order_id,
+                "ts": change.ts,
+                "from_status": change.from_status.value if change.from_status is not None else None,
+                "to_status": change.to_status.value,
+                "reason": change.reason,
+            }
+        )
+
+    def _signal_row(
+        self,
+        s: Signal,
+        received_at: datetime,
+        status: str,
+        code: str | None,
+        reason: str | None,
+        coid: str | None,
+        raw: str | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "signal_id": s.id,
+            "session_id": self.session_id,
+            "ts": s.ts,
+            "received_at": received_at,
+            "strategy": s.strategy,
+            "symbol": s.symbol,
+            "direction": s.direction.value,
+            "status": status,
+            "reason_code": code,
+            "reason": reason,
+            "client_order_id": coid,
+            "payload": raw,
+        }

@@ -1,0 +1,265 @@
+"""Repositories: reads and the small transactional writes (sessions, kill switches, audit).
+
+High-rate writes go through ``repositories.recorder``; everything here is one statement or one
+short transaction, safe to call from the CLI while a session runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, select, update
+
+from engine.domain import KillState, Position
+from repositories.models import (
+    AuditRow,
+    FillRow,
+    KillSwitchAckRow,
+    KillSwitchEventRow,
+    OrderEventRow,
+    OrderRow,
+    PositionRow,
+    SessionRow,
+    SignalRejectRow,
+    SignalRow,
+)
+
+OPEN_STATUSES = ("PendingNew", "Submitted", "PartiallyFilled", "PendingCancel")
+
+
+@dataclass(frozen=True, slots=True)
+class KillSwitchEvent:
+    id: int
+    ts: datetime
+    scope: str
+    from_state: KillState
+    to_state: KillState
+    reason: str
+    actor: str
+    flatten: bool
+
+
+class Store:
+    def __init__(self, engine: Engine, account: str) -> None:
+        self.engine = engine
+        self.account = account
+
+    # -- sessions --------------------------------------------------------------------------------------
+    def start_session(self, mode: str, seed: int | None, now: datetime) -> int:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                insert(SessionRow).values(started_at=now, mode=mode, account=self.account, seed=seed)
+            )
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+    def end_session(self, session_id: int, now: datetime, summary: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(SessionRow)
+                .where(SessionRow.id == session_id)
+                .values(ended_at=now, summary=json.dumps(summary, default=str))
+            )
+
+    def last_session(self) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(SessionRow).order_by(SessionRow.id.desc()).limit(1)).mappings().first()
+        return dict(row) if row else None
+
+    # -- state a session starts from ------------------------------------------------------------------
+    def positions(self) -> list[Position]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(PositionRow.__table__).where(PositionRow.account == self.account))
+            return [
+                Position(r.symbol, r.quantity, r.avg_cost, r.realized_pnl, r.commissions) for r in rows
+            ]
+
+    def fill_totals(self) -> dict[str, Decimal]:
+        """Signed quantity per symbol summed over every fill: what positions must equal."""
+        totals: dict[str, Decimal] = {}
+        with self.engine.connect() as conn:
+            for symbol, side, qty in conn.execute(select(FillRow.symbol, FillRow.side, FillRow.quantity)):
+                totals[symbol] = totals.get(symbol, Decimal(0)) + (qty if side == "BUY" else -qty)
+        return {s: q for s, q in totals.items()}
+
+    def recent_signal_ids(self, limit: int) -> list[str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(SignalRow.signal_id).order_by(SignalRow.received_at.desc()).limit(limit)
+            ).scalars()
+            return list(rows)[::-1]
+
+    def open_orders(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(OrderRow.__table__).where(OrderRow.status.in_(OPEN_STATUSES)).order_by(OrderRow.created_at)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    # -- kill switches ---------------------------------------------------------------------------------
+    def killswitch_states(self) -> dict[str, KillState]:
+        """The latest state of every scope that has ever changed (ACTIVE scopes included)."""
+        latest = (
+            select(KillSwitchEventRow.scope, func.max(KillSwitchEventRow.id).label("id"))
+            .where(KillSwitchEventRow.account == self.account)
+            .group_by(KillSwitchEventRow.scope)
+            .subquery()
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(KillSwitchEventRow.scope, KillSwitchEventRow.to_state).join(
+                    latest, KillSwitchEventRow.id == latest.c.id
+                )
+            )
+            return {scope: KillState(state) for scope, state in rows}
+
+    def killswitch_events(self, after_id: int = 0, limit: int | None = None) -> list[KillSwitchEvent]:
+        stmt = (
+            select(KillSwitchEventRow)
+            .where(KillSwitchEventRow.account == self.account, KillSwitchEventRow.id > after_id)
+            .order_by(KillSwitchEventRow.id)
+        )
+        if limit:
+            stmt = stmt.limit(limit)
+        with self.engine.connect() as conn:
+            return [
+                KillSwitchEvent(
+                    r.id, r.ts, r.scope, KillState(r.from_state), KillState(r.to_state), r.reason, r.actor, r.flatten
+                )
+                for r in conn.execute(stmt).scalars()
+            ]
+
+    def last_killswitch_event_id(self) -> int:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(func.max(KillSwitchEventRow.id)).where(KillSwitchEventRow.account == self.account)
+            ).scalar()
+            return int(value or 0)
+
+    def record_killswitch(
+        self, scope: str, to_state: KillState, reason: str, actor: str, now: datetime, flatten: bool = False
+    ) -> KillSwitchEvent:
+        """Append a state change (the CLI's write, and automatic triggers'). Audited in the same transaction."""
+        with self.engine.begin() as conn:
+            prev = conn.execute(
+                select(KillSwitchEventRow.to_state)
+                .where(KillSwitchEventRow.account == self.account, KillSwitchEventRow.scope == scope)
+                .order_by(KillSwitchEventRow.id.desc())
+                .limit(1)
+            ).scalar()
+            from_state = KillState(prev) if prev else KillState.ACTIVE
+            result = conn.execute(
+                insert(KillSwitchEventRow).values(
+                    ts=now,
+                    account=self.account,
+                    scope=scope,
+                    from_state=from_state.value,
+                    to_state=to_state.value,
+                    reason=reason,
+                    actor=actor,
+                    flatten=flatten,
+                )
+            )
+            key = result.inserted_primary_key
+            assert key is not None
+            conn.execute(
+                insert(AuditRow).values(
+                    ts=now,
+                    actor=actor,
+                    action=f"killswitch.{to_state.value.lower()}",
+                    scope=scope,
+                    detail=json.dumps({"from": from_state.value, "to": to_state.value, "reason": reason,
+                                       "flatten": flatten}),
+                )
+            )
+        return KillSwitchEvent(int(key[0]), now, scope, from_state, to_state, reason, actor, flatten)
+
+    def ack_killswitch(self, event_id: int, engine_name: str, cancelled: int, flatten_orders: int, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(KillSwitchAckRow).values(
+                    event_id=event_id, ts=now, engine=engine_name, cancelled=cancelled, flatten_orders=flatten_orders
+                )
+            )
+
+    def killswitch_ack(self, event_id: int) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(KillSwitchAckRow.__table__).where(KillSwitchAckRow.event_id == event_id)
+            ).mappings().first()
+            return dict(row) if row else None
+
+    # -- audit -----------------------------------------------------------------------------------------
+    def audit(self, actor: str, action: str, scope: str | None, detail: dict[str, Any], now: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(AuditRow).values(ts=now, actor=actor, action=action, scope=scope,
+                                        detail=json.dumps(detail, default=str))
+            )
+
+    def audit_log(self, since: datetime | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        stmt = select(AuditRow.__table__).order_by(AuditRow.id.desc()).limit(limit)
+        if since is not None:
+            stmt = stmt.where(AuditRow.ts >= since)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()][::-1]
+
+    # -- listings for the CLI --------------------------------------------------------------------------
+    def list_rows(self, table: str, limit: int = 50, status: str | None = None) -> list[dict[str, Any]]:
+        model: Any = {"signals": SignalRow, "orders": OrderRow, "fills": FillRow, "positions": PositionRow,
+                      "rejects": SignalRejectRow, "order_events": OrderEventRow}[table]
+        t = model.__table__
+        order_col = {"signals": t.c.received_at, "orders": t.c.created_at, "fills": t.c.ts,
+                     "positions": t.c.symbol, "rejects": t.c.id, "order_events": t.c.id}[table]
+        stmt = select(t)
+        if status is not None and "status" in t.c:
+            stmt = stmt.where(t.c.status == status)
+        if table == "positions":
+            stmt = stmt.where(t.c.account == self.account).order_by(order_col)
+        else:
+            stmt = stmt.order_by(order_col.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(stmt).mappings()]
+        return rows if table == "positions" else rows[::-1]
+
+    def counts(self) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            sig = dict(
+                conn.execute(select(SignalRow.status, func.count()).group_by(SignalRow.status)).all()
+            )
+            rejects = conn.execute(select(func.count()).select_from(SignalRejectRow)).scalar() or 0
+            orders = dict(conn.execute(select(OrderRow.status, func.count()).group_by(OrderRow.status)).all())
+            fills = conn.execute(select(func.count()).select_from(FillRow)).scalar() or 0
+            reasons = conn.execute(
+                select(SignalRow.reason_code, func.count())
+                .where(SignalRow.status == "rejected")
+                .group_by(SignalRow.reason_code)
+            ).all()
+            reject_reasons = conn.execute(
+                select(SignalRejectRow.reason_code, func.count()).group_by(SignalRejectRow.reason_code)
+            ).all()
+        top: dict[str, int] = {}
+        for code, n in [*reasons, *reject_reasons]:
+            top[code] = top.get(code, 0) + n
+        return {
+            "signals": {"accepted": sig.get("accepted", 0), "rejected": sig.get("rejected", 0),
+                        "invalid_or_duplicate": rejects},
+            "orders": orders,
+            "fills": int(fills),
+            "reject_reasons": dict(sorted(top.items(), key=lambda kv: -kv[1])),
+        }
+
+
+def plain(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as JSON-ready dicts: Decimals as strings (exact), datetimes as ISO 8601."""
+    out = []
+    for row in rows:
+        out.append({k: (str(v) if isinstance(v, Decimal) else v.isoformat() if isinstance(v, datetime) else v)
+                    for k, v in row.items()})
+    return out
