@@ -79,7 +79,7 @@ def paper(
 
     if quotes is not None and not quotes.is_file():
         raise _fail(f"quotes file {quotes} does not exist", EXIT_USAGE)
-    path = None if signals in (None, "-") else Path(signals)  # type: ignore[arg-type]
+    path = None if signals is None or signals == "-" else Path(signals)
     if path is not None and not path.is_file():
         raise _fail(f"signal file {path} does not exist", EXIT_USAGE)
     from rich.console import Console

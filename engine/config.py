@@ -32,6 +32,7 @@ class KellyConfig(BaseModel):
     fraction: Annotated[Decimal, Field(gt=0, le=1)] = Decimal("0.5")
     max_fraction_of_equity: Annotated[Decimal, Field(gt=0, le=1)] = Decimal("0.10")
     max_qty: Annotated[Decimal, Field(gt=0)] | None = None
+    rebalance_band: Annotated[Decimal, Field(ge=0, lt=1)] = Decimal("0.10")
 
 
 class LimitsOverride(BaseModel):

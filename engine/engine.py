@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -38,7 +38,7 @@ from engine.domain import (
 )
 from engine.signals import SignalError, parse_signal
 from risk.checks import DEFAULT_CHECKS, CheckContext, PreTradeCheck, RiskLimits, run_checks
-from risk.kelly import KellyParams, full_kelly, target_quantity
+from risk.kelly import KellyParams, full_kelly, target_quantity, within_band
 from risk.killswitch import KillSwitchBoard
 
 log = structlog.get_logger("tradectl.engine")
@@ -92,7 +92,7 @@ class InstrumentBook:
             self._known[symbol] = inst
         return inst
 
-    def __iter__(self) -> Iterable[Instrument]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[Instrument]:
         return iter(list(self._known.values()))
 
 
@@ -188,9 +188,11 @@ class Engine:
         pos = self.positions.get(symbol)
         position = pos.quantity if pos is not None else ZERO
         working = self.working_qty.get(symbol, ZERO)
-        delta = target - position - working
-        if delta == 0:
-            return self._reject(signal, now, "at_target", f"position+working already {target}", raw)
+        exposure = position + working
+        if within_band(target, exposure, self.kelly.rebalance_band):
+            detail = f"position+working {exposure} is within {self.kelly.rebalance_band:.0%} of target {target}"
+            return self._reject(signal, now, "at_target", detail, raw)
+        delta = target - exposure
         side = Side.BUY if delta > 0 else Side.SELL
         limit = None
         if signal.order_type is OrderType.LMT and signal.limit_price is not None:
@@ -221,7 +223,8 @@ class Engine:
         self.bus.signal_accepted.emit(signal, order, raw)
         return order
 
-    def _reject(self, signal: Signal, now: datetime, code: str, reason: str, raw: str | None) -> None:
+    def _reject(self, signal: Signal, now: datetime, code: str, reason: str, raw: str | None) -> Order | None:
+        """Publish the rejection; returns None (no order) so callers can ``return self._reject(...)``."""
         self.stats.rejected += 1
         self._count_reason(code)
         self.bus.signal_rejected.emit(SignalRejected(now, code, reason, signal, signal.id, raw))
@@ -298,9 +301,9 @@ class Engine:
         status = update.status
         if status is order.status or status in (OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED):
             return  # fills drive filled/partially-filled; repeats are normal (IB repeats orderStatus)
-        if status is OrderStatus.SUBMITTED and order.status is not OrderStatus.PENDING_NEW:
-            if order.status is not OrderStatus.PENDING_CANCEL:
-                return  # a late acknowledgement after fills have started
+        late_ack = order.status not in (OrderStatus.PENDING_NEW, OrderStatus.PENDING_CANCEL)
+        if status is OrderStatus.SUBMITTED and late_ack:
+            return  # a late acknowledgement after fills have started
         self._transition(order, status, update.ts, update.reason)
 
     def on_fill(self, fill: Fill) -> None:

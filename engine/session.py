@@ -14,7 +14,7 @@ import json
 import signal as os_signal
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -31,8 +31,8 @@ from engine.signals import SignalError, parse_signal
 from paper.broker import PaperBroker
 from paper.market import RandomWalkMarket, read_quotes_csv, session_start
 from paper.matching import CommissionSchedule
-from repositories.models import OrderRow
 from repositories.db import current_revision, head_revision, make_engine, upgrade
+from repositories.models import OrderRow
 from repositories.recorder import Recorder
 from repositories.store import Store
 from risk.checks import Limits, RiskLimits
@@ -85,7 +85,7 @@ def risk_limits(settings: Settings) -> RiskLimits:
 
 def kelly_params(settings: Settings) -> KellyParams:
     k = settings.kelly
-    return KellyParams(k.fraction, k.max_fraction_of_equity, k.max_qty)
+    return KellyParams(k.fraction, k.max_fraction_of_equity, k.max_qty, k.rebalance_band)
 
 
 def ensure_schema(url: str) -> None:
@@ -123,7 +123,7 @@ class SessionSummary:
                 return [conv(x) for x in v]
             return v
 
-        return {k: conv(getattr(self, k)) for k in self.__slots__}  # type: ignore[attr-defined]
+        return {f.name: conv(getattr(self, f.name)) for f in fields(self)}
 
 
 class PaperSession:
@@ -221,7 +221,7 @@ class PaperSession:
         clock = SimClock(session_start(self.seed))
         self._build(clock, started)
         t0 = _perf()
-        engine, recorder, progress = self.engine, self.recorder, self.on_progress
+        recorder, progress = self.recorder, self.on_progress
         n = 0
         for line in lines:
             if self.stop_requested:
@@ -280,9 +280,10 @@ class PaperSession:
         n = 0
         try:
             while not stop.is_set():
-                read = asyncio.ensure_future(loop.run_in_executor(None, stream.readline))
-                waiter = asyncio.ensure_future(stop.wait())
-                done, _ = await asyncio.wait({read, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                read: asyncio.Future[str] = asyncio.ensure_future(loop.run_in_executor(None, stream.readline))
+                waiter: asyncio.Future[bool] = asyncio.ensure_future(stop.wait())
+                pending: list[asyncio.Future[Any]] = [read, waiter]
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 if read not in done:
                     read.cancel()
                     break

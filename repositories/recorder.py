@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, update
+from sqlalchemy import Connection, Engine, Table, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.expression import bindparam
 
@@ -26,13 +26,13 @@ from repositories.models import (
     SignalRow,
 )
 
-_signals = SignalRow.__table__
-_rejects = SignalRejectRow.__table__
-_orders = OrderRow.__table__
-_events = OrderEventRow.__table__
-_fills = FillRow.__table__
-_positions = PositionRow.__table__
-_ks = KillSwitchEventRow.__table__
+_signals: Table = SignalRow.__table__  # type: ignore[assignment]
+_rejects: Table = SignalRejectRow.__table__  # type: ignore[assignment]
+_orders: Table = OrderRow.__table__  # type: ignore[assignment]
+_events: Table = OrderEventRow.__table__  # type: ignore[assignment]
+_fills: Table = FillRow.__table__  # type: ignore[assignment]
+_positions: Table = PositionRow.__table__  # type: ignore[assignment]
+_ks: Table = KillSwitchEventRow.__table__  # type: ignore[assignment]
 
 _ORDER_UPDATE = (
     update(_orders)

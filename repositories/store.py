@@ -180,7 +180,9 @@ class Store:
             )
         return KillSwitchEvent(int(key[0]), now, scope, from_state, to_state, reason, actor, flatten)
 
-    def ack_killswitch(self, event_id: int, engine_name: str, cancelled: int, flatten_orders: int, now: datetime) -> None:
+    def ack_killswitch(
+        self, event_id: int, engine_name: str, cancelled: int, flatten_orders: int, now: datetime
+    ) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 insert(KillSwitchAckRow).values(
@@ -246,7 +248,8 @@ class Store:
             ).all()
         top: dict[str, int] = {}
         for code, n in [*reasons, *reject_reasons]:
-            top[code] = top.get(code, 0) + n
+            key = code or "unknown"
+            top[key] = top.get(key, 0) + n
         return {
             "signals": {"accepted": sig.get("accepted", 0), "rejected": sig.get("rejected", 0),
                         "invalid_or_duplicate": rejects},

@@ -19,6 +19,7 @@ class KellyParams:
     fraction: Decimal = Decimal("0.5")
     max_fraction_of_equity: Decimal = Decimal("0.10")  # notional cap per symbol
     max_qty: Decimal | None = None
+    rebalance_band: Decimal = Decimal("0.10")  # no order while within 10% of the target (churn costs)
 
     def __post_init__(self) -> None:
         if not ZERO < self.fraction <= 1:
@@ -41,8 +42,8 @@ def full_kelly(signal: Signal) -> Decimal:
     if signal.win_prob is not None and signal.payoff is not None:
         return kelly_fraction(signal.win_prob, signal.payoff)
     if signal.expected_return is not None and signal.volatility is not None:
-        # A short signal states the return of the short side; its edge is still the magnitude.
-        return kelly_fraction_gaussian(abs(signal.expected_return), signal.volatility)
+        # Like win_prob, expected_return is the trade's, in the signal's direction: negative is no edge.
+        return kelly_fraction_gaussian(signal.expected_return, signal.volatility)
     return ZERO
 
 
@@ -68,3 +69,12 @@ def target_quantity(
         qty = min(qty, signal.max_qty)
     qty = instrument.round_lots(max(qty, ZERO))
     return qty if signal.direction is Direction.LONG else -qty
+
+
+def within_band(target: Decimal, current: Decimal, band: Decimal) -> bool:
+    """True when ``current`` is on the target's side and within ``band`` of it: not worth an order."""
+    if target == current:
+        return True
+    if target == 0 or current == 0 or (target > 0) != (current > 0):
+        return False
+    return abs(target - current) <= band * abs(target)

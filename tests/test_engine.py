@@ -1,0 +1,162 @@
+"""The engine on the in-process simulated broker, without a database."""
+
+from datetime import timedelta
+from decimal import Decimal as D
+
+import pytest
+
+from engine.bus import EventBus, SignalRejected
+from engine.domain import KillState, Order, OrderStatus, Quote
+from engine.engine import Engine, InstrumentBook, RecentIds
+from engine.session import SimClock
+from paper.broker import PaperBroker
+from risk.checks import Limits, RiskLimits
+from tests.conftest import T0, signal_line
+
+
+class Rig:
+    def __init__(self, **engine_kw: object) -> None:
+        self.clock = SimClock(T0)
+        self.broker = PaperBroker(self.clock)
+        self.bus = EventBus()
+        self.rejected: list[SignalRejected] = []
+        self.statuses: list[tuple[str, OrderStatus]] = []
+        self.bus.signal_rejected += self.rejected.append
+        self.bus.order_status += lambda o, c: self.statuses.append((o.client_order_id, c.to_status))
+        self.engine = Engine(self.broker, self.bus, clock=self.clock, equity=D(1_000_000), **engine_kw)  # type: ignore[arg-type]
+
+    def quote(self, bid: str = "100.00", ask: str = "100.02", size: str = "10000", symbol: str = "AAPL") -> None:
+        self.broker.on_quote(Quote(symbol, self.clock(), D(bid), D(ask), D(size), D(size), D(bid)))
+
+
+def test_accepted_signal_becomes_a_filled_order_and_a_position() -> None:
+    rig = Rig()
+    rig.quote()
+    order = rig.engine.on_signal_line(signal_line("s1"))
+    assert isinstance(order, Order) and order.status is OrderStatus.FILLED
+    assert order.client_order_id == "tc-s1"
+    assert rig.engine.positions["AAPL"].quantity == order.intent.quantity
+    assert rig.statuses == [("tc-s1", OrderStatus.SUBMITTED), ("tc-s1", OrderStatus.FILLED)]
+
+
+def test_repeated_signal_id_makes_no_second_order() -> None:
+    rig = Rig()
+    rig.quote()
+    rig.engine.on_signal_line(signal_line("s1"))
+    assert rig.engine.on_signal_line(signal_line("s1", direction="short")) is None
+    assert rig.engine.stats.orders == 1 and rig.rejected[-1].code == "duplicate"
+
+
+def test_signal_ids_seen_in_earlier_sessions_are_duplicates() -> None:
+    rig = Rig(seen_signal_ids=["old-1"])
+    rig.quote()
+    assert rig.engine.on_signal_line(signal_line("old-1")) is None and rig.rejected[-1].code == "duplicate"
+
+
+def test_invalid_line_is_published_with_its_reason() -> None:
+    rig = Rig()
+    rig.engine.on_signal_line('{"id": "x", "symbol": "AAPL", "direction": "long", "win_prob": 3, "payoff": 1}')
+    (r,) = rig.rejected
+    assert r.code == "invalid_signal" and "win_prob" in r.reason and r.signal_id == "x" and not r.valid
+
+
+def test_no_quote_means_no_order() -> None:
+    rig = Rig()
+    assert rig.engine.on_signal_line(signal_line("s1")) is None
+    assert rig.rejected[-1].code == "no_market_data"
+
+
+def test_no_edge_is_rejected_with_its_reason() -> None:
+    rig = Rig()
+    rig.quote()
+    rig.engine.on_signal_line(signal_line("s1", win_prob=0.3, payoff=1))
+    assert rig.rejected[-1].code == "no_edge"
+
+
+def test_signal_at_its_target_makes_no_order() -> None:
+    rig = Rig()
+    rig.quote()
+    rig.engine.on_signal_line(signal_line("s1"))
+    rig.engine.on_signal_line(signal_line("s2"))
+    assert rig.rejected[-1].code == "at_target" and rig.engine.stats.orders == 1
+
+
+def test_flat_signal_closes_the_position() -> None:
+    rig = Rig()
+    rig.quote()
+    rig.engine.on_signal_line(signal_line("s1"))
+    rig.engine.on_signal_line(signal_line("s2", direction="flat"))
+    assert rig.engine.positions["AAPL"].quantity == 0
+
+
+def test_pre_trade_reject_never_reaches_the_broker() -> None:
+    rig = Rig(limits=RiskLimits(Limits(max_order_qty=D("1"))))
+    rig.quote()
+    assert rig.engine.on_signal_line(signal_line("s1")) is None
+    assert rig.rejected[-1].code == "max_order_qty" and rig.broker.matching.orders == {}
+
+
+def test_halt_rejects_new_signals_and_cancels_working_orders_in_scope() -> None:
+    rig = Rig()
+    rig.quote()
+    resting = rig.engine.on_signal_line(signal_line("s1", order_type="LMT", limit_price=99.0))
+    assert resting is not None and resting.status is OrderStatus.SUBMITTED
+    cancelled = rig.engine.set_killswitch("symbol:AAPL", KillState.HALTED, "test", "pytest")
+    assert cancelled == 1 and resting.status is OrderStatus.CANCELLED
+    assert rig.engine.on_signal_line(signal_line("s2", direction="short")) is None
+    assert rig.rejected[-1].code == "killswitch"
+
+
+def test_working_limit_order_counts_toward_the_target() -> None:
+    rig = Rig()
+    rig.quote()
+    rig.engine.on_signal_line(signal_line("s1", order_type="LMT", limit_price=99.0))
+    rig.engine.on_signal_line(signal_line("s2"))
+    assert rig.rejected[-1].code == "at_target"
+
+
+def test_order_expires_after_its_ttl() -> None:
+    rig = Rig()
+    rig.quote()
+    order = rig.engine.on_signal_line(signal_line("s1", order_type="LMT", limit_price=99.0, ttl_s=5))
+    assert order is not None
+    rig.clock.advance(timedelta(seconds=6))
+    assert rig.engine.expire(rig.clock()) == 1
+    assert order.status is OrderStatus.CANCELLED and order.reason == "ttl expired"
+
+
+def test_duplicate_execution_is_booked_once() -> None:
+    rig = Rig()
+    rig.quote()
+    order = rig.engine.on_signal_line(signal_line("s1"))
+    assert order is not None
+    before = rig.engine.positions["AAPL"].quantity
+    from engine.domain import Fill, Side
+
+    rig.engine.on_fill(Fill(f"{1:08x}", "tc-s1", "AAPL", Side.BUY, D(1), D(100), D(0), T0))
+    rig.engine.on_fill(Fill(f"{1:08x}", "tc-s1", "AAPL", Side.BUY, D(1), D(100), D(0), T0))
+    assert rig.engine.positions["AAPL"].quantity == before + 1
+
+
+def test_illegal_broker_transition_is_logged_not_applied(caplog: pytest.LogCaptureFixture) -> None:
+    from broker.base import OrderUpdate
+
+    rig = Rig()
+    rig.quote()
+    order = rig.engine.on_signal_line(signal_line("s1", order_type="LMT", limit_price=99.0))
+    assert order is not None
+    order.status = OrderStatus.PARTIALLY_FILLED
+    rig.engine.on_order_update(OrderUpdate("tc-s1", OrderStatus.REJECTED, T0))
+    assert order.status is OrderStatus.PARTIALLY_FILLED
+
+
+def test_recent_ids_forget_the_oldest_beyond_capacity() -> None:
+    ids = RecentIds(2, ["a", "b"])
+    assert ids.add("c") and "a" not in ids and "b" in ids and len(ids) == 2
+
+
+def test_unknown_symbols_are_refused_when_not_allowed() -> None:
+    rig = Rig(instruments=InstrumentBook(allow_unknown=False))
+    rig.quote()
+    rig.engine.on_signal_line(signal_line("s1"))
+    assert rig.rejected[-1].code == "unknown_symbol"

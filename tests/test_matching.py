@@ -1,0 +1,113 @@
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal as D
+
+from engine.domain import OrderType, Quote, Side, TimeInForce
+from paper.matching import CommissionSchedule, MatchingEngine, SimOrder
+
+T = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
+
+
+def quote(bid: str, ask: str, size: str = "100", ts: datetime = T, last: str | None = None) -> Quote:
+    return Quote("AAPL", ts, D(bid), D(ask), D(size), D(size), D(last or bid))
+
+
+def order(oid: int, qty: str, side: Side = Side.BUY, otype: OrderType = OrderType.MKT, limit: str | None = None,
+          stop: str | None = None, tif: TimeInForce = TimeInForce.DAY) -> SimOrder:
+    return SimOrder(oid, oid, f"r{oid}", "AAPL", side, D(qty), otype, D(limit) if limit else None,
+                    D(stop) if stop else None, tif)
+
+
+def test_market_buy_takes_the_ask_plus_slippage() -> None:
+    m = MatchingEngine(slippage_ticks=2)
+    m.on_quote(quote("10.00", "10.02"))
+    (ex,) = m.add(order(1, "50"), T)
+    assert ex.price == D("10.04") and ex.quantity == D("50") and ex.order.status == "Filled"
+
+
+def test_order_larger_than_displayed_size_fills_across_several_quotes() -> None:
+    m = MatchingEngine()
+    m.on_quote(quote("10.00", "10.02", "100"))
+    first = m.add(order(1, "250"), T)
+    assert [e.quantity for e in first] == [D("100")]
+    second = m.on_quote(quote("10.01", "10.03", "100", T + timedelta(seconds=1)))
+    third = m.on_quote(quote("10.02", "10.04", "100", T + timedelta(seconds=2)))
+    assert [e.quantity for e in second + third] == [D("100"), D("50")]
+    assert third[0].order.status == "Filled"
+    assert third[0].avg_price == (D("10.02") * 100 + D("10.03") * 100 + D("10.04") * 50) / 250
+
+
+def test_two_orders_cannot_both_take_the_same_displayed_size() -> None:
+    m = MatchingEngine()
+    m.on_quote(quote("10.00", "10.02", "100"))
+    m.add(order(1, "80"), T)
+    (ex,) = m.add(order(2, "80"), T)
+    assert ex.quantity == D("20")
+
+
+def test_limit_rests_until_the_market_crosses_it_and_fills_at_the_touch() -> None:
+    m = MatchingEngine()
+    m.on_quote(quote("10.00", "10.02"))
+    assert m.add(order(1, "10", otype=OrderType.LMT, limit="9.95"), T) == []
+    assert m.on_quote(quote("9.96", "9.98", ts=T + timedelta(seconds=1))) == []
+    (ex,) = m.on_quote(quote("9.92", "9.94", ts=T + timedelta(seconds=2)))
+    assert ex.price == D("9.94")
+
+
+def test_sell_stop_triggers_on_last_and_then_trades_as_market() -> None:
+    m = MatchingEngine()
+    m.on_quote(quote("10.00", "10.02", last="10.01"))
+    assert m.add(order(1, "10", Side.SELL, OrderType.STP, stop="9.90"), T) == []
+    (ex,) = m.on_quote(quote("9.88", "9.90", ts=T + timedelta(seconds=1), last="9.89"))
+    assert ex.price == D("9.88")
+
+
+def test_ioc_remainder_is_cancelled() -> None:
+    m = MatchingEngine()
+    m.on_quote(quote("10.00", "10.02", "30"))
+    (ex,) = m.add(order(1, "100", tif=TimeInForce.IOC), T)
+    assert ex.quantity == D("30") and ex.order.status == "Cancelled"
+
+
+def test_latency_delays_the_fill_until_a_later_quote() -> None:
+    m = MatchingEngine(latency=timedelta(milliseconds=50))
+    m.on_quote(quote("10.00", "10.02"))
+    assert m.add(order(1, "10"), T) == []
+    assert m.on_quote(quote("10.00", "10.02", ts=T + timedelta(milliseconds=10))) == []
+    assert len(m.on_quote(quote("10.00", "10.02", ts=T + timedelta(milliseconds=60)))) == 1
+
+
+def test_commission_has_a_per_order_minimum_across_partial_fills() -> None:
+    m = MatchingEngine(CommissionSchedule(D("0.005"), D("1.00"), D("0.01")))
+    m.on_quote(quote("100.00", "100.02", "100"))
+    first = m.add(order(1, "300"), T)
+    later = m.on_quote(quote("100.00", "100.02", "200", T + timedelta(seconds=1)))
+    assert first[0].commission == D("1.00")  # 100 * 0.005 = 0.50, minimum 1.00
+    assert first[0].commission + later[0].commission == D("1.50")  # 300 * 0.005
+
+
+def test_commission_is_capped_at_a_share_of_trade_value() -> None:
+    assert CommissionSchedule().order_total(D("1000"), D("100")) == D("1.00")
+    assert CommissionSchedule(min_per_order=D("1")).order_total(D("10"), D("50")) == D("0.50")
+
+
+def test_cancel_of_a_filled_order_is_refused() -> None:
+    m = MatchingEngine()
+    m.on_quote(quote("10.00", "10.02"))
+    m.add(order(1, "10"), T)
+    assert m.cancel(1) is None and m.cancel(99) is None
+
+
+def test_broker_side_position_is_the_sum_of_executions() -> None:
+    m = MatchingEngine()
+    m.on_quote(quote("10.00", "10.02", "1000"))
+    m.add(order(1, "100"), T)
+    m.add(order(2, "30", Side.SELL), T)
+    assert m.positions["AAPL"].quantity == D("70")
+
+
+def test_modify_changes_a_working_order() -> None:
+    m = MatchingEngine()
+    m.on_quote(quote("10.00", "10.02"))
+    m.add(order(1, "10", otype=OrderType.LMT, limit="9.00"), T)
+    assert m.modify(1, D("20"), D("9.50"), None).limit_price == D("9.50")
+    assert m.working("AAPL")[0].quantity == D("20")
