@@ -31,6 +31,8 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=out),  # type: ignore[arg-type]
+        # Resolve the stream per logger, not once: sys.stderr may be replaced (tests, daemons).
+        logger_factory=(lambda *_: structlog.PrintLogger(stream)) if stream is not None  # type: ignore[arg-type]
+        else (lambda *_: structlog.PrintLogger(sys.stderr)),
         cache_logger_on_first_use=False,
     )

@@ -29,7 +29,7 @@ from engine.domain import ZERO, Quote
 from engine.engine import Engine, InstrumentBook
 from engine.signals import SignalError, parse_signal
 from paper.broker import PaperBroker
-from paper.market import RandomWalkMarket, read_quotes_csv, session_start
+from paper.market import SIM_START, RandomWalkMarket, read_quotes_csv
 from paper.matching import CommissionSchedule
 from repositories.db import current_revision, head_revision, make_engine, upgrade
 from repositories.models import OrderRow
@@ -218,8 +218,10 @@ class PaperSession:
     # -- runs ------------------------------------------------------------------------------------------
     def run_file(self, lines: Iterable[str]) -> SessionSummary:
         started = wall_clock()
-        clock = SimClock(session_start(self.seed))
+        clock = SimClock(SIM_START)
         self._build(clock, started)
+        if self._next_quote is not None:
+            clock.now = self._next_quote.ts  # replayed quotes set the time
         t0 = _perf()
         recorder, progress = self.recorder, self.on_progress
         n = 0

@@ -12,7 +12,7 @@ import random
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -132,7 +132,5 @@ def write_quotes_csv(path: Path, quotes: list[Quote]) -> None:
             w.writerow([q.ts.isoformat(), q.symbol, q.bid, q.ask, q.bid_size, q.ask_size, q.last])
 
 
-def session_start(seed: int) -> datetime:
-    """A fixed simulated start time, so seeded runs give identical timestamps."""
-    return datetime(2026, 1, 5, 14, 30, tzinfo=UTC) + timedelta(days=seed % 7)
+SIM_START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)  # a fixed start, so seeded runs give identical timestamps
 

@@ -217,8 +217,8 @@ class Store:
         model: Any = {"signals": SignalRow, "orders": OrderRow, "fills": FillRow, "positions": PositionRow,
                       "rejects": SignalRejectRow, "order_events": OrderEventRow}[table]
         t = model.__table__
-        order_col = {"signals": t.c.received_at, "orders": t.c.created_at, "fills": t.c.ts,
-                     "positions": t.c.symbol, "rejects": t.c.id, "order_events": t.c.id}[table]
+        order_col = t.c[{"signals": "received_at", "orders": "created_at", "fills": "ts", "positions": "symbol",
+                         "rejects": "id", "order_events": "id"}[table]]
         stmt = select(t)
         if status is not None and "status" in t.c:
             stmt = stmt.where(t.c.status == status)

@@ -25,7 +25,7 @@ settings.register_profile(
 )
 settings.load_profile("default")
 
-PG_URL = os.environ.get("TRADECTL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def _pg_problem() -> str | None:

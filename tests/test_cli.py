@@ -1,0 +1,103 @@
+"""The tradectl command line: exit codes, messages, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from engine.cli import app
+from tests.conftest import signal_line, write_lines
+
+runner = CliRunner()
+
+
+def test_paper_session_prints_a_json_summary_and_records_everything(tmp_path: Path) -> None:
+    sig = write_lines(tmp_path / "s.jsonl", [signal_line("a", seconds=1), "garbage", signal_line("b", "MSFT",
+                                                                                                  seconds=2)])
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    result = runner.invoke(app, ["paper", "--signals", str(sig), "--db", db, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["signals"] == 3 and summary["accepted"] == 2 and summary["invalid"] == 1
+    listed = runner.invoke(app, ["signals", "--db", db, "--json"])
+    assert {row["signal_id"] for row in json.loads(listed.stdout)} == {"a", "b"}
+    for command in ("orders", "fills", "positions", "status"):
+        out = runner.invoke(app, [command, "--db", db, "--json"])
+        assert out.exit_code == 0, out.output
+        json.loads(out.stdout)
+
+
+def test_read_commands_print_tables_for_people(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    runner.invoke(app, ["paper", "--signals", str(write_lines(tmp_path / "s.jsonl", [signal_line("a")])),
+                        "--db", db, "--no-progress"])
+    out = runner.invoke(app, ["orders", "--db", db])
+    assert out.exit_code == 0 and "tc-a" in out.stdout
+    status = runner.invoke(app, ["status", "--db", db])
+    assert "all ACTIVE" in status.stdout
+
+
+def test_missing_signal_file_is_a_usage_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["paper", "--signals", str(tmp_path / "nope.jsonl"), "--db", "sqlite://"])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_bad_config_value_exits_2_naming_the_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[kelly]\nfraction = 3\n")
+    result = runner.invoke(app, ["paper", "--config", str(cfg), "--db", f"sqlite:///{tmp_path}/x.db"])
+    assert result.exit_code == 2 and "kelly.fraction" in result.output
+
+
+def test_unknown_environment_variable_exits_2_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRADECTL_RISK__MAX_ORDR_QTY", "5")
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 2 and "TRADECTL_RISK__MAX_ORDR_QTY" in result.output
+
+
+def test_read_command_on_an_empty_database_says_what_to_do(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["orders", "--db", f"sqlite:///{tmp_path / 'empty.db'}"])
+    assert result.exit_code == 1 and "tradectl db upgrade" in result.output
+
+
+def test_db_upgrade_then_current_reports_head(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'u.db'}"
+    assert runner.invoke(app, ["db", "upgrade", "--db", db]).exit_code == 0
+    assert "current: 0001" in runner.invoke(app, ["db", "current", "--db", db]).stdout
+
+
+def test_bad_quotes_file_names_line_and_column(tmp_path: Path) -> None:
+    quotes = tmp_path / "q.csv"
+    quotes.write_text("ts,symbol,bid,ask\n2026-01-05T14:30:00Z,AAPL,abc,1\n")
+    result = runner.invoke(app, ["paper", "--quotes", str(quotes), "--db", f"sqlite:///{tmp_path}/q.db",
+                                 "--signals", str(write_lines(tmp_path / "s.jsonl", [signal_line("a")]))])
+    assert result.exit_code == 2 and "q.csv:2" in result.output and "'bid'" in result.output
+
+
+@pytest.mark.slow
+def test_installed_console_script_runs_a_stdin_session(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "tradectl"
+    db = f"sqlite:///{tmp_path / 'stdin.db'}"
+    env = {**os.environ, "TRADECTL_PAPER__STEP_MS": "10"}
+    lines = "\n".join([signal_line("a"), signal_line("b", "MSFT", "short")]) + "\n"
+    # Signals on stdin carry wall-clock time: drop the fixed ts so they are fresh.
+    lines = "\n".join(json.dumps({k: v for k, v in json.loads(x).items() if k != "ts"})
+                      for x in lines.splitlines()) + "\n"
+    proc = subprocess.run([str(exe), "paper", "--signals", "-", "--db", db, "--json"], input=lines,
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["accepted"] == 2 and summary["fills"] >= 2
+
+
+def test_help_lists_the_commands() -> None:
+    out = runner.invoke(app, ["--help"])
+    assert out.exit_code == 0
+    for command in ("paper", "db", "signals", "orders", "fills", "positions", "status"):
+        assert command in out.stdout

@@ -1,0 +1,179 @@
+"""Paper sessions persisted end to end, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal as D
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from engine.config import load_settings
+from engine.session import PaperSession
+from repositories.db import make_engine
+from repositories.models import FillRow, OrderEventRow, OrderRow, SignalRejectRow, SignalRow
+from repositories.store import Store
+from tests.conftest import T0, signal_line
+
+
+def run(url: str, lines: list[str], seed: int = 1, quotes: Path | None = None, **cfg: object) -> PaperSession:
+    session = PaperSession(load_settings(database_url=url, **cfg), seed=seed, quotes=quotes)
+    session.summary = session.run_file(lines)  # type: ignore[attr-defined]
+    return session
+
+
+def mixed_lines(n: int = 60) -> list[str]:
+    lines = []
+    for i in range(n):
+        symbol = ["AAPL", "MSFT", "SPY"][i % 3]
+        direction = ["long", "short", "flat", "long"][i % 4]
+        lines.append(signal_line(f"s{i}", symbol, direction, seconds=i))
+    lines.insert(5, "not json at all")
+    lines.insert(9, '{"id": "bad-1", "symbol": "AAPL", "direction": "long", "win_prob": 7, "payoff": 1}')
+    lines.insert(12, lines[3])  # a repeated id
+    return lines
+
+
+def test_every_line_ends_in_the_database_with_an_outcome(db_url: str) -> None:
+    lines = mixed_lines()
+    run(db_url, lines)
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        signals = conn.execute(select(SignalRow.status, SignalRow.reason_code, SignalRow.client_order_id)).all()
+        rejects = conn.execute(select(SignalRejectRow.reason_code, SignalRejectRow.raw)).all()
+        orders = conn.execute(select(func.count()).select_from(OrderRow)).scalar()
+    assert len(signals) + len(rejects) == len(lines)
+    accepted = [s for s in signals if s.status == "accepted"]
+    assert all(s.client_order_id for s in accepted) and len(accepted) == orders
+    assert all(s.reason_code for s in signals if s.status == "rejected")
+    assert sorted(r.reason_code for r in rejects) == ["duplicate", "invalid_signal", "malformed_json"]
+    assert "not json at all" in [r.raw for r in rejects]
+
+
+def test_no_signal_makes_two_orders_even_across_sessions(db_url: str) -> None:
+    lines = mixed_lines(30)
+    run(db_url, lines)
+    second = run(db_url, lines)
+    assert second.summary.duplicates == 30 + 1  # type: ignore[attr-defined]
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        per_signal = conn.execute(
+            select(OrderRow.signal_id, func.count()).group_by(OrderRow.signal_id).having(func.count() > 1)
+        ).all()
+    assert per_signal == []
+
+
+def test_positions_equal_the_sum_of_fills(db_url: str) -> None:
+    run(db_url, mixed_lines(90))
+    store = Store(make_engine(db_url), "DU0000001")
+    positions = {p.symbol: p.quantity for p in store.positions()}
+    assert positions == store.fill_totals()
+    assert any(q != 0 for q in positions.values())
+
+
+def test_every_order_status_change_is_recorded(db_url: str) -> None:
+    run(db_url, [signal_line("s1", order_type="LMT", limit_price=1.0, seconds=1)])
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        events = conn.execute(
+            select(OrderEventRow.from_status, OrderEventRow.to_status, OrderEventRow.reason).order_by(OrderEventRow.id)
+        ).all()
+        final = conn.execute(select(OrderRow.status, OrderRow.reason)).one()
+    assert [(e.from_status, e.to_status) for e in events] == [
+        (None, "PendingNew"), ("PendingNew", "Submitted"), ("Submitted", "PendingCancel"),
+        ("PendingCancel", "Cancelled"),
+    ]
+    assert final.status == "Cancelled" and final.reason == "input ended: order still working"
+
+
+def test_money_round_trips_exactly(db_url: str) -> None:
+    run(db_url, mixed_lines(12))
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        prices = conn.execute(select(FillRow.price, FillRow.commission)).all()
+    assert prices and all(isinstance(p, D) and isinstance(c, D) for p, c in prices)
+    assert all(p == p.quantize(D("0.01")) for p, _ in prices)
+
+
+def test_same_seed_gives_the_same_fills(tmp_path: Path) -> None:
+    lines = mixed_lines(60)
+    fills = []
+    for name in ("a", "b"):
+        url = f"sqlite:///{tmp_path / name}.db"
+        run(url, lines, seed=42)
+        with make_engine(url).connect() as conn:
+            fills.append(conn.execute(
+                select(FillRow.exec_id, FillRow.symbol, FillRow.side, FillRow.quantity, FillRow.price, FillRow.ts)
+                .order_by(FillRow.exec_id)).all())
+    assert fills[0] == fills[1] and len(fills[0]) > 10
+
+
+def test_another_seed_gives_other_prices(tmp_path: Path) -> None:
+    lines = mixed_lines(30)
+    prices = []
+    for seed in (1, 2):
+        url = f"sqlite:///{tmp_path / str(seed)}.db"
+        run(url, lines, seed=seed)
+        with make_engine(url).connect() as conn:
+            prices.append(conn.execute(select(FillRow.price).order_by(FillRow.exec_id)).scalars().all())
+    assert prices[0] != prices[1]
+
+
+def test_quotes_csv_drives_fills_and_stale_quotes_reject(tmp_path: Path) -> None:
+    csv = tmp_path / "q.csv"
+    csv.write_text("ts,symbol,bid,ask,bid_size,ask_size\n"
+                   f"{T0.isoformat()},AAPL,100.00,100.02,1000,1000\n")
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    session = run(url, [signal_line("s1", seconds=1), signal_line("s2", "AAPL", "short", seconds=60)], quotes=csv)
+    with make_engine(url).connect() as conn:
+        fills = conn.execute(select(FillRow.price)).scalars().all()
+        reasons = conn.execute(select(SignalRow.reason_code).where(SignalRow.status == "rejected")).scalars().all()
+    assert fills == [D("100.02")]
+    assert reasons == ["stale_market_data"]
+    assert session.summary.accepted == 1  # type: ignore[attr-defined]
+
+
+def test_a_restarted_session_starts_from_the_stored_positions(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    first = run(url, [signal_line("s1", seconds=1)])
+    qty = first.summary.positions[0]["quantity"]  # type: ignore[attr-defined]
+    second = run(url, [signal_line("s2", "AAPL", "flat", seconds=2)])
+    assert second.summary.accepted == 1 and second.summary.positions[0]["quantity"] == 0  # type: ignore[attr-defined]
+    assert qty > 0
+
+
+@settings(max_examples=15)
+@given(
+    seed=st.integers(0, 10_000),
+    plan=st.lists(
+        st.tuples(st.sampled_from(["AAPL", "MSFT"]), st.sampled_from(["long", "short", "flat"]),
+                  st.sampled_from(["MKT", "LMT"]), st.integers(0, 200)),
+        min_size=1, max_size=25,
+    ),
+)
+def test_property_positions_equal_sum_of_fills_for_random_signals_and_quotes(
+    tmp_path_factory: object, seed: int, plan: list[tuple[str, str, str, int]]
+) -> None:
+    import tempfile
+
+    lines = []
+    for i, (symbol, direction, otype, bps) in enumerate(plan):
+        extra: dict[str, object] = {}
+        if otype == "LMT" and direction != "flat":
+            extra = {"order_type": "LMT", "limit_price": 50 + bps}  # anywhere from far below to through
+        lines.append(signal_line(f"p{i}", symbol, direction, seconds=i, **extra))
+    with tempfile.TemporaryDirectory() as d:
+        url = f"sqlite:///{d}/p.db"
+        run(url, lines, seed=seed, risk={"price_collar_pct": None})
+        store = Store(make_engine(url), "DU0000001")
+        stored = {p.symbol: p.quantity for p in store.positions()}
+        totals = store.fill_totals()
+        assert {k: v for k, v in stored.items() if v} == {k: v for k, v in totals.items() if v}
+        assert store.open_orders() == []
+
+
+def test_summary_json_is_plain_data(tmp_path: Path) -> None:
+    s = run(f"sqlite:///{tmp_path / 'j.db'}", mixed_lines(10))
+    assert json.loads(json.dumps(s.summary.to_json()))["signals"] == 13  # type: ignore[attr-defined]
