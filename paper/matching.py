@@ -144,7 +144,13 @@ class MatchingEngine:
         if not book:
             return []
         executions: list[Execution] = []
+        avail = self._avail[quote.symbol]
         for order in list(book.values()):
+            bid_left, ask_left = avail
+            if bid_left <= 0 and ask_left <= 0:
+                break  # this quote's displayed size is gone: nothing else can trade on it
+            if (ask_left if order.side is Side.BUY else bid_left) <= 0 and order.tif is not TimeInForce.IOC:
+                continue
             if order.active_at is not None and order.active_at > quote.ts:
                 continue
             executions.extend(self._match_order(order, quote.ts))

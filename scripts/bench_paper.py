@@ -1,0 +1,97 @@
+"""Benchmark the whole paper path: validation, dedupe, kill switches, Kelly, checks, simulated fills,
+positions and batched persistence to SQLite (or --db URL).
+
+Prints signals/s end to end, p50/p99 latency from a signal line in to the order handed to the broker,
+and peak RSS. Usage: .venv/bin/python scripts/bench_paper.py [-n 10000 -n 1000000] [--db URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from engine.config import load_settings
+from engine.session import PaperSession, SimClock
+from paper.market import SIM_START
+
+SYMBOLS = [f"SYM{i:02d}" for i in range(20)]
+
+
+def make_lines(n: int) -> list[str]:
+    lines = []
+    ts = SIM_START
+    for i in range(n):
+        ts += timedelta(milliseconds=20)
+        d = ("long", "short", "flat")[i % 3]
+        obj: dict[str, object] = {"id": f"b{i}", "ts": ts.isoformat(), "strategy": "bench",
+                                  "symbol": SYMBOLS[i % len(SYMBOLS)], "direction": d}
+        if d != "flat":
+            obj.update(win_prob=0.55, payoff=1.5)
+        lines.append(json.dumps(obj, separators=(",", ":")))
+    return lines
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(p * len(sorted_values)))]
+
+
+def run(n: int, db: str | None) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as d:
+        url = db or f"sqlite:///{Path(d) / 'bench.db'}"
+        settings = load_settings(database_url=url)
+        session = PaperSession(settings, seed=1)
+        lines = make_lines(n)
+        latencies: list[float] = []
+        submit = None
+
+        clock = SimClock(SIM_START)
+        session._build(clock, SIM_START)  # noqa: SLF001 - the benchmark times the loop, not the setup
+        broker = session.broker
+        submit = broker.submit
+        mark = [0.0]
+
+        def timed_submit(order: object) -> None:
+            latencies.append(time.perf_counter() - mark[0])
+            submit(order)  # type: ignore[arg-type]
+
+        broker.submit = timed_submit  # type: ignore[method-assign]
+        process = session._process_line  # noqa: SLF001
+        perf = time.perf_counter
+        t0 = perf()
+        for line in lines:
+            mark[0] = perf()
+            process(line, clock)
+        session.recorder.flush()
+        elapsed = perf() - t0
+        session.db.dispose()
+    latencies.sort()
+    return {
+        "n": n,
+        "signals_per_s": n / elapsed,
+        "orders": len(latencies),
+        "p50_us": percentile(latencies, 0.50) * 1e6,
+        "p99_us": percentile(latencies, 0.99) * 1e6,
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("-n", type=int, action="append", help="signals per run (repeatable)")
+    ap.add_argument("--db", help="database URL (default: a fresh SQLite file)")
+    args = ap.parse_args()
+    print(f"machine: {platform.node()} {platform.machine()} python {platform.python_version()}")
+    for n in args.n or [10_000, 100_000]:
+        r = run(n, args.db)
+        print(f"N={r['n']:>9,}  {r['signals_per_s']:>9,.0f} signals/s  orders {r['orders']:>8,}  "
+              f"signal->broker p50 {r['p50_us']:6.1f} us  p99 {r['p99_us']:7.1f} us  maxRSS {r['max_rss_mb']:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
