@@ -225,21 +225,31 @@ class PaperSession:
         t0 = _perf()
         recorder, progress = self.recorder, self.on_progress
         n = 0
-        for line in lines:
-            if self.stop_requested:
-                break
-            line = line.strip()
-            if not line:
-                continue
-            n += 1
-            self._process_line(line, clock)
-            if progress is not None and n % 500 == 0:
-                progress(n)
-        cancelled = self._drain(clock, timedelta(milliseconds=self.settings.paper.step_ms))
+        interrupted = False
+        try:
+            for line in lines:
+                if self.stop_requested:
+                    break
+                line = line.strip()
+                if not line:
+                    continue
+                n += 1
+                self._process_line(line, clock)
+                if progress is not None and n % 500 == 0:
+                    progress(n)
+        except KeyboardInterrupt:  # Ctrl-C: stop reading, but record everything handled so far
+            interrupted = True
+        if interrupted:
+            cancelled = self.engine.cancel_where(lambda o: True, "session interrupted (Ctrl-C)")
+        else:
+            cancelled = self._drain(clock, timedelta(milliseconds=self.settings.paper.step_ms))
         if progress is not None:
             progress(n)
         recorder.flush()
-        return self._finish(started, _perf() - t0, cancelled)
+        summary = self._finish(started, _perf() - t0, cancelled)
+        if interrupted:
+            summary.notes.append(f"interrupted after {n} signals; working orders cancelled")
+        return summary
 
     def _process_line(self, line: str, clock: SimClock | None) -> None:
         parsed = parse_signal(line)

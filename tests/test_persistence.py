@@ -177,3 +177,20 @@ def test_property_positions_equal_sum_of_fills_for_random_signals_and_quotes(
 def test_summary_json_is_plain_data(tmp_path: Path) -> None:
     s = run(f"sqlite:///{tmp_path / 'j.db'}", mixed_lines(10))
     assert json.loads(json.dumps(s.summary.to_json()))["signals"] == 13  # type: ignore[attr-defined]
+
+
+def test_ctrl_c_mid_file_keeps_what_was_handled_and_cancels_working_orders(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'i.db'}"
+
+    def lines() -> object:
+        yield signal_line("i1", order_type="LMT", limit_price=1.0, seconds=1)
+        yield signal_line("i2", "MSFT", seconds=2)
+        raise KeyboardInterrupt
+
+    session = PaperSession(load_settings(database_url=url), seed=1)
+    summary = session.run_file(lines())  # type: ignore[arg-type]
+    assert summary.signals == 2 and summary.cancelled_at_end >= 1
+    with make_engine(url).connect() as conn:
+        rows = dict(conn.execute(select(OrderRow.signal_id, OrderRow.reason)).all())
+    assert rows["i1"] == "session interrupted (Ctrl-C)" and set(rows) == {"i1", "i2"}
+    assert Store(make_engine(url), "DU0000001").open_orders() == []
