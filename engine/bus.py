@@ -11,7 +11,7 @@ from datetime import datetime
 
 import eventkit
 
-from engine.domain import Fill, KillState, Order, Position, Signal, StatusChange
+from engine.domain import KillSwitchChange, Signal
 
 
 @dataclass(slots=True)
@@ -28,16 +28,6 @@ class SignalRejected:
     @property
     def valid(self) -> bool:
         return self.signal is not None and self.code != "duplicate"
-
-
-@dataclass(slots=True)
-class KillSwitchChange:
-    ts: datetime
-    scope: str
-    from_state: KillState
-    to_state: KillState
-    reason: str
-    actor: str
 
 
 class EventBus:
@@ -63,4 +53,4 @@ class EventBus:
         self.killswitch = eventkit.Event("killswitch")  # (KillSwitchChange,)
 
 
-__all__ = ["EventBus", "Fill", "KillSwitchChange", "Order", "Position", "SignalRejected", "StatusChange"]
+__all__ = ["EventBus", "KillSwitchChange", "SignalRejected"]

@@ -196,6 +196,20 @@ class OrderIntent:
         return self.quantity if self.side is Side.BUY else -self.quantity
 
 
+@dataclass(frozen=True, slots=True)
+class KillSwitchChange:
+    """One change of a kill-switch scope's state. ``id`` is set once it is stored (the CLI waits on it)."""
+
+    ts: datetime
+    scope: str
+    from_state: KillState
+    to_state: KillState
+    reason: str
+    actor: str
+    flatten: bool = False
+    id: int | None = None
+
+
 @dataclass(slots=True)
 class StatusChange:
     client_order_id: str

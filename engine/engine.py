@@ -18,7 +18,7 @@ from decimal import Decimal
 import structlog
 
 from broker.base import Broker, OrderUpdate
-from engine.bus import EventBus, KillSwitchChange, SignalRejected
+from engine.bus import EventBus, SignalRejected
 from engine.domain import (
     ZERO,
     Direction,
@@ -26,6 +26,7 @@ from engine.domain import (
     IllegalTransition,
     Instrument,
     KillState,
+    KillSwitchChange,
     Order,
     OrderIntent,
     OrderStatus,

@@ -7,15 +7,25 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Any, Literal, TextIO
 
 import structlog
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
+class _StreamLoggerFactory:
+    """Resolve the stream per logger, not once: sys.stderr may be replaced (tests, daemons)."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream
+
+    def __call__(self, *args: Any) -> structlog.PrintLogger:
+        return structlog.PrintLogger(self.stream or sys.stderr)
+
+
 def configure_logging(
-    fmt: Literal["auto", "json", "console"] = "auto", level: str = "info", stream: object | None = None
+    fmt: Literal["auto", "json", "console"] = "auto", level: str = "info", stream: TextIO | None = None
 ) -> None:
     out = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not getattr(out, "isatty", lambda: False)())
@@ -31,8 +41,6 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        # Resolve the stream per logger, not once: sys.stderr may be replaced (tests, daemons).
-        logger_factory=(lambda *_: structlog.PrintLogger(stream)) if stream is not None  # type: ignore[arg-type]
-        else (lambda *_: structlog.PrintLogger(sys.stderr)),
+        logger_factory=_StreamLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )

@@ -35,7 +35,7 @@ from repositories.db import current_revision, head_revision, make_engine, upgrad
 from repositories.models import OrderRow
 from repositories.recorder import Recorder
 from repositories.store import Store
-from risk.checks import Limits, RiskLimits
+from risk.checks import LIMIT_FIELDS, Limits, RiskLimits
 from risk.kelly import KellyParams
 
 log = structlog.get_logger("tradectl.session")
@@ -66,14 +66,7 @@ def wall_clock() -> datetime:
 
 def risk_limits(settings: Settings) -> RiskLimits:
     r = settings.risk
-    default = Limits(
-        max_order_qty=r.max_order_qty,
-        max_order_notional=r.max_order_notional,
-        max_position_qty=r.max_position_qty,
-        max_position_notional=r.max_position_notional,
-        price_collar_pct=r.price_collar_pct,
-        max_quote_age_s=r.max_quote_age_s,
-    )
+    default = Limits(**r.model_dump(include=set(LIMIT_FIELDS)))
 
     def overrides(table: dict[str, Any], upper: bool) -> dict[str, dict[str, Any]]:
         return {
@@ -146,7 +139,8 @@ class PaperSession:
         self._next_quote: Quote | None = None
 
     # -- assembly --------------------------------------------------------------------------------------
-    def _build(self, clock: Callable[[], datetime], started: datetime) -> None:
+    def prepare(self, clock: Callable[[], datetime], started: datetime) -> None:
+        """Migrate, open the session row, and wire broker, market, bus, recorder and engine."""
         s = self.settings
         ensure_schema(s.database_url)
         self.session_id = self.store.start_session("paper", self.seed, started)
@@ -219,7 +213,7 @@ class PaperSession:
     def run_file(self, lines: Iterable[str]) -> SessionSummary:
         started = wall_clock()
         clock = SimClock(SIM_START)
-        self._build(clock, started)
+        self.prepare(clock, started)
         if self._next_quote is not None:
             clock.now = self._next_quote.ts  # replayed quotes set the time
         t0 = _perf()
@@ -234,7 +228,7 @@ class PaperSession:
                 if not line:
                     continue
                 n += 1
-                self._process_line(line, clock)
+                self.process_line(line, clock)
                 if progress is not None and n % 500 == 0:
                     progress(n)
         except KeyboardInterrupt:  # Ctrl-C: stop reading, but record everything handled so far
@@ -251,7 +245,8 @@ class PaperSession:
             summary.notes.append(f"interrupted after {n} signals; working orders cancelled")
         return summary
 
-    def _process_line(self, line: str, clock: SimClock | None) -> None:
+    def process_line(self, line: str, clock: SimClock | None) -> None:
+        """One input line: parse, bring time and the market to the signal, hand it to the engine."""
         parsed = parse_signal(line)
         engine = self.engine
         if isinstance(parsed, SignalError):
@@ -267,7 +262,7 @@ class PaperSession:
     async def run_stream(self, stream: TextIO) -> SessionSummary:
         """Stdin mode: wall clock, market on a timer, flushes on a timer, until EOF or a stop request."""
         started = wall_clock()
-        self._build(wall_clock, started)
+        self.prepare(wall_clock, started)
         t0 = _perf()
         loop = asyncio.get_running_loop()
         step_s = self.settings.paper.step_ms / 1000
@@ -305,7 +300,7 @@ class PaperSession:
                     break
                 if line.strip():
                     n += 1
-                    self._process_line(line.strip(), None)
+                    self.process_line(line.strip(), None)
                     if self.on_progress is not None:
                         self.on_progress(n)
         finally:

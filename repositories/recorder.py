@@ -14,25 +14,18 @@ from sqlalchemy import Connection, Engine, Table, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.expression import bindparam
 
-from engine.bus import EventBus, KillSwitchChange, SignalRejected
-from engine.domain import Fill, Order, Position, Signal, StatusChange
-from repositories.models import (
-    FillRow,
-    KillSwitchEventRow,
-    OrderEventRow,
-    OrderRow,
-    PositionRow,
-    SignalRejectRow,
-    SignalRow,
-)
+from engine.bus import EventBus, SignalRejected
+from engine.domain import Fill, KillSwitchChange, Order, Position, Signal, StatusChange
+from repositories.models import Base
 
-_signals: Table = SignalRow.__table__  # type: ignore[assignment]
-_rejects: Table = SignalRejectRow.__table__  # type: ignore[assignment]
-_orders: Table = OrderRow.__table__  # type: ignore[assignment]
-_events: Table = OrderEventRow.__table__  # type: ignore[assignment]
-_fills: Table = FillRow.__table__  # type: ignore[assignment]
-_positions: Table = PositionRow.__table__  # type: ignore[assignment]
-_ks: Table = KillSwitchEventRow.__table__  # type: ignore[assignment]
+_tables = Base.metadata.tables
+_signals: Table = _tables["signals"]
+_rejects: Table = _tables["signal_rejects"]
+_orders: Table = _tables["orders"]
+_events: Table = _tables["order_events"]
+_fills: Table = _tables["fills"]
+_positions: Table = _tables["positions"]
+_ks: Table = _tables["killswitch_events"]
 
 _ORDER_UPDATE = (
     update(_orders)
@@ -178,7 +171,7 @@ class Recorder:
                 "to_state": change.to_state.value,
                 "reason": change.reason,
                 "actor": change.actor,
-                "flatten": False,
+                "flatten": change.flatten,
             }
         )
         self._bump()

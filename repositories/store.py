@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Engine, func, insert, select, update
 
-from engine.domain import KillState, Position
+from engine.domain import KillState, KillSwitchChange, Position
 from repositories.models import (
     AuditRow,
     FillRow,
@@ -30,18 +29,6 @@ from repositories.models import (
 )
 
 OPEN_STATUSES = ("PendingNew", "Submitted", "PartiallyFilled", "PendingCancel")
-
-
-@dataclass(frozen=True, slots=True)
-class KillSwitchEvent:
-    id: int
-    ts: datetime
-    scope: str
-    from_state: KillState
-    to_state: KillState
-    reason: str
-    actor: str
-    flatten: bool
 
 
 class Store:
@@ -119,7 +106,7 @@ class Store:
             )
             return {scope: KillState(state) for scope, state in rows}
 
-    def killswitch_events(self, after_id: int = 0, limit: int | None = None) -> list[KillSwitchEvent]:
+    def killswitch_events(self, after_id: int = 0, limit: int | None = None) -> list[KillSwitchChange]:
         stmt = (
             select(KillSwitchEventRow)
             .where(KillSwitchEventRow.account == self.account, KillSwitchEventRow.id > after_id)
@@ -129,8 +116,8 @@ class Store:
             stmt = stmt.limit(limit)
         with self.engine.connect() as conn:
             return [
-                KillSwitchEvent(
-                    r.id, r.ts, r.scope, KillState(r.from_state), KillState(r.to_state), r.reason, r.actor, r.flatten
+                KillSwitchChange(
+                    r.ts, r.scope, KillState(r.from_state), KillState(r.to_state), r.reason, r.actor, r.flatten, r.id
                 )
                 for r in conn.execute(stmt).scalars()
             ]
@@ -144,7 +131,7 @@ class Store:
 
     def record_killswitch(
         self, scope: str, to_state: KillState, reason: str, actor: str, now: datetime, flatten: bool = False
-    ) -> KillSwitchEvent:
+    ) -> KillSwitchChange:
         """Append a state change (the CLI's write, and automatic triggers'). Audited in the same transaction."""
         with self.engine.begin() as conn:
             prev = conn.execute(
@@ -178,7 +165,7 @@ class Store:
                                        "flatten": flatten}),
                 )
             )
-        return KillSwitchEvent(int(key[0]), now, scope, from_state, to_state, reason, actor, flatten)
+        return KillSwitchChange(now, scope, from_state, to_state, reason, actor, flatten, int(key[0]))
 
     def ack_killswitch(
         self, event_id: int, engine_name: str, cancelled: int, flatten_orders: int, now: datetime

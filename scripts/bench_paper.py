@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from engine.config import load_settings
+from engine.domain import Order
 from engine.session import PaperSession, SimClock
 from paper.market import SIM_START
 
@@ -48,24 +49,19 @@ def run(n: int, db: str | None) -> dict[str, float]:
         session = PaperSession(settings, seed=1)
         lines = make_lines(n)
         latencies: list[float] = []
-        submit = None
-
         clock = SimClock(SIM_START)
-        session._build(clock, SIM_START)
-        broker = session.broker
-        submit = broker.submit
-        mark = [0.0]
-
-        def timed_submit(order: object) -> None:
-            latencies.append(time.perf_counter() - mark[0])
-            submit(order)  # type: ignore[arg-type]
-
-        broker.submit = timed_submit  # type: ignore[method-assign]
-        process = session._process_line
+        session.prepare(clock, SIM_START)
         perf = time.perf_counter
+        mark = 0.0
+
+        def order_out(order: Order) -> None:  # published just before broker.submit
+            latencies.append(perf() - mark)
+
+        session.bus.order_submitted += order_out
+        process = session.process_line
         t0 = perf()
         for line in lines:
-            mark[0] = perf()
+            mark = perf()
             process(line, clock)
         session.recorder.flush()
         elapsed = perf() - t0

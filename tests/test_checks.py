@@ -1,5 +1,7 @@
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
+from typing import Any
 
 import pytest
 
@@ -27,8 +29,8 @@ def intent(qty: str = "10", side: Side = Side.BUY, limit: str | None = None, ins
                        OrderType.LMT if limit else OrderType.MKT, D(limit) if limit else None)
 
 
-def ctx(position: str = "0", working: str = "0", quote: Quote | None = QUOTE, **limits: object) -> CheckContext:
-    return CheckContext(NOW, quote, D(position), D(working), Limits(**limits))  # type: ignore[arg-type]
+def ctx(position: str = "0", working: str = "0", quote: Quote | None = QUOTE, **limits: Any) -> CheckContext:
+    return CheckContext(NOW, quote, D(position), D(working), replace(Limits(), **limits))
 
 
 def test_a_normal_order_passes_every_default_check() -> None:

@@ -1,5 +1,7 @@
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal as D
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -12,10 +14,8 @@ NOW = datetime(2026, 1, 5, tzinfo=UTC)
 INST = Instrument("X")
 
 
-def sig(direction: Direction = Direction.LONG, **kw: object) -> Signal:
-    kw.setdefault("win_prob", D("0.6"))
-    kw.setdefault("payoff", D("1.5"))
-    return Signal("1", NOW, "s", "X", direction, **kw)  # type: ignore[arg-type]
+def sig(direction: Direction = Direction.LONG, **changes: Any) -> Signal:
+    return replace(Signal("1", NOW, "s", "X", direction, win_prob=D("0.6"), payoff=D("1.5")), **changes)
 
 
 def test_full_kelly_for_a_binary_bet_is_p_minus_q_over_b() -> None:

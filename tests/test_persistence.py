@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from decimal import Decimal as D
 from pathlib import Path
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from engine.config import load_settings
-from engine.session import PaperSession
+from engine.session import PaperSession, SessionSummary
 from repositories.db import make_engine
 from repositories.models import FillRow, OrderEventRow, OrderRow, SignalRejectRow, SignalRow
 from repositories.store import Store
 from tests.conftest import T0, signal_line
 
 
-def run(url: str, lines: list[str], seed: int = 1, quotes: Path | None = None, **cfg: object) -> PaperSession:
-    session = PaperSession(load_settings(database_url=url, **cfg), seed=seed, quotes=quotes)
-    session.summary = session.run_file(lines)  # type: ignore[attr-defined]
-    return session
+def run(url: str, lines: list[str], seed: int = 1, quotes: Path | None = None, **cfg: Any) -> SessionSummary:
+    return PaperSession(load_settings(database_url=url, **cfg), seed=seed, quotes=quotes).run_file(lines)
 
 
 def mixed_lines(n: int = 60) -> list[str]:
@@ -56,7 +56,7 @@ def test_no_signal_makes_two_orders_even_across_sessions(db_url: str) -> None:
     lines = mixed_lines(30)
     run(db_url, lines)
     second = run(db_url, lines)
-    assert second.summary.duplicates == 30 + 1  # type: ignore[attr-defined]
+    assert second.duplicates == 30 + 1
     engine = make_engine(db_url)
     with engine.connect() as conn:
         per_signal = conn.execute(
@@ -126,21 +126,21 @@ def test_quotes_csv_drives_fills_and_stale_quotes_reject(tmp_path: Path) -> None
     csv.write_text("ts,symbol,bid,ask,bid_size,ask_size\n"
                    f"{T0.isoformat()},AAPL,100.00,100.02,1000,1000\n")
     url = f"sqlite:///{tmp_path / 'q.db'}"
-    session = run(url, [signal_line("s1", seconds=1), signal_line("s2", "AAPL", "short", seconds=60)], quotes=csv)
+    summary = run(url, [signal_line("s1", seconds=1), signal_line("s2", "AAPL", "short", seconds=60)], quotes=csv)
     with make_engine(url).connect() as conn:
         fills = conn.execute(select(FillRow.price)).scalars().all()
         reasons = conn.execute(select(SignalRow.reason_code).where(SignalRow.status == "rejected")).scalars().all()
     assert fills == [D("100.02")]
     assert reasons == ["stale_market_data"]
-    assert session.summary.accepted == 1  # type: ignore[attr-defined]
+    assert summary.accepted == 1
 
 
 def test_a_restarted_session_starts_from_the_stored_positions(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'r.db'}"
     first = run(url, [signal_line("s1", seconds=1)])
-    qty = first.summary.positions[0]["quantity"]  # type: ignore[attr-defined]
+    qty = first.positions[0]["quantity"]
     second = run(url, [signal_line("s2", "AAPL", "flat", seconds=2)])
-    assert second.summary.accepted == 1 and second.summary.positions[0]["quantity"] == 0  # type: ignore[attr-defined]
+    assert second.accepted == 1 and second.positions[0]["quantity"] == 0
     assert qty > 0
 
 
@@ -175,20 +175,20 @@ def test_property_positions_equal_sum_of_fills_for_random_signals_and_quotes(
 
 
 def test_summary_json_is_plain_data(tmp_path: Path) -> None:
-    s = run(f"sqlite:///{tmp_path / 'j.db'}", mixed_lines(10))
-    assert json.loads(json.dumps(s.summary.to_json()))["signals"] == 13  # type: ignore[attr-defined]
+    summary = run(f"sqlite:///{tmp_path / 'j.db'}", mixed_lines(10))
+    assert json.loads(json.dumps(summary.to_json()))["signals"] == 13
 
 
 def test_ctrl_c_mid_file_keeps_what_was_handled_and_cancels_working_orders(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'i.db'}"
 
-    def lines() -> object:
+    def lines() -> Iterator[str]:
         yield signal_line("i1", order_type="LMT", limit_price=1.0, seconds=1)
         yield signal_line("i2", "MSFT", seconds=2)
         raise KeyboardInterrupt
 
     session = PaperSession(load_settings(database_url=url), seed=1)
-    summary = session.run_file(lines())  # type: ignore[arg-type]
+    summary = session.run_file(lines())
     assert summary.signals == 2 and summary.cancelled_at_end >= 1
     with make_engine(url).connect() as conn:
         rows = dict(conn.execute(select(OrderRow.signal_id, OrderRow.reason)).all())

@@ -16,7 +16,9 @@ def test_valid_signal_parses_with_defaults() -> None:
 
 def test_naive_timestamp_is_taken_as_utc() -> None:
     s = parse_signal('{"id": "a", "ts": "2026-01-05T14:30:00", "symbol": "X", "direction": "flat"}')
-    assert isinstance(s, Signal) and s.ts.utcoffset() is not None and s.ts.utcoffset().total_seconds() == 0
+    assert isinstance(s, Signal)
+    offset = s.ts.utcoffset()
+    assert offset is not None and offset.total_seconds() == 0
 
 
 @pytest.mark.parametrize(
