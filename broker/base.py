@@ -39,6 +39,10 @@ class BrokerListener(Protocol):
 
     def on_fill(self, fill: Fill) -> None: ...
 
+    def on_connection(self, connected: bool, ts: datetime, reason: str | None = None) -> None:
+        """The link to the broker dropped or returned (feeds the disconnect trigger)."""
+        ...
+
 
 class Broker(Protocol):
     name: str

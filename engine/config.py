@@ -19,6 +19,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from risk.checks import Limits
+from risk.triggers import TriggerLimits
+
 _Strict = ConfigDict(extra="forbid")
 NonNegDecimal = Annotated[Decimal, Field(ge=0)]
 
@@ -35,26 +38,78 @@ class KellyConfig(BaseModel):
     rebalance_band: Annotated[Decimal, Field(ge=0, lt=1)] = Decimal("0.10")
 
 
+_LIM = Limits()
+_TRIG = TriggerLimits()
+PosInt = Annotated[int, Field(gt=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+
+
 class LimitsOverride(BaseModel):
+    """Per-strategy or per-symbol overrides of the account's pre-trade limits (unset = the account's)."""
+
     model_config = _Strict
     max_order_qty: NonNegDecimal | None = None
     max_order_notional: NonNegDecimal | None = None
     max_position_qty: NonNegDecimal | None = None
     max_position_notional: NonNegDecimal | None = None
+    max_gross_exposure: NonNegDecimal | None = None
+    max_net_exposure: NonNegDecimal | None = None
+    max_leverage: NonNegDecimal | None = None
+    max_daily_loss: NonNegDecimal | None = None
     price_collar_pct: NonNegDecimal | None = None
-    max_quote_age_s: Annotated[float, Field(gt=0)] | None = None
+    price_collar_ticks: PosInt | None = None
+    max_quote_age_s: PosFloat | None = None
+    max_orders_per_s: PosInt | None = None
+    max_symbol_orders_per_s: PosInt | None = None
+    duplicate_window_s: PosFloat | None = None
+    prevent_self_cross: bool | None = None
 
 
 class RiskConfig(BaseModel):
+    """Account pre-trade limits (defaults from ``risk.checks.Limits``); null switches a limit off."""
+
     model_config = _Strict
-    max_order_qty: NonNegDecimal | None = Decimal(10_000)
-    max_order_notional: NonNegDecimal | None = Decimal(1_000_000)
-    max_position_qty: NonNegDecimal | None = Decimal(50_000)
-    max_position_notional: NonNegDecimal | None = Decimal(5_000_000)
-    price_collar_pct: NonNegDecimal | None = Decimal("0.05")
-    max_quote_age_s: Annotated[float, Field(gt=0)] | None = 5.0
+    max_order_qty: NonNegDecimal | None = _LIM.max_order_qty
+    max_order_notional: NonNegDecimal | None = _LIM.max_order_notional
+    max_position_qty: NonNegDecimal | None = _LIM.max_position_qty
+    max_position_notional: NonNegDecimal | None = _LIM.max_position_notional
+    max_gross_exposure: NonNegDecimal | None = _LIM.max_gross_exposure
+    max_net_exposure: NonNegDecimal | None = _LIM.max_net_exposure
+    max_leverage: NonNegDecimal | None = _LIM.max_leverage
+    max_daily_loss: NonNegDecimal | None = _LIM.max_daily_loss
+    price_collar_pct: NonNegDecimal | None = _LIM.price_collar_pct
+    price_collar_ticks: PosInt | None = _LIM.price_collar_ticks
+    max_quote_age_s: PosFloat | None = _LIM.max_quote_age_s
+    max_orders_per_s: PosInt | None = _LIM.max_orders_per_s
+    max_symbol_orders_per_s: PosInt | None = _LIM.max_symbol_orders_per_s
+    duplicate_window_s: PosFloat | None = _LIM.duplicate_window_s
+    prevent_self_cross: bool = _LIM.prevent_self_cross
     per_strategy: dict[str, LimitsOverride] = Field(default_factory=dict)
     per_symbol: dict[str, LimitsOverride] = Field(default_factory=dict)
+
+
+class TriggersConfig(BaseModel):
+    """Automatic kill-switch triggers (defaults from ``risk.triggers.TriggerLimits``); null/false = off."""
+
+    model_config = _Strict
+    daily_loss: NonNegDecimal | None = _TRIG.daily_loss
+    drawdown: NonNegDecimal | None = _TRIG.drawdown
+    reject_burst: PosInt | None = _TRIG.reject_burst
+    reject_window_s: PosFloat = _TRIG.reject_window_s
+    rate_breach_burst: PosInt | None = _TRIG.rate_breach_burst
+    rate_breach_window_s: PosFloat = _TRIG.rate_breach_window_s
+    disconnect_timeout_s: PosFloat | None = _TRIG.disconnect_timeout_s
+    reconciliation_mismatch: bool = _TRIG.reconciliation_mismatch
+    unknown_fill: bool = _TRIG.unknown_fill
+
+
+class KillSwitchConfig(BaseModel):
+    model_config = _Strict
+    poll_ms: Annotated[float, Field(gt=0, le=250)] = 50.0  # SQLite; PostgreSQL is woken by NOTIFY
+    heartbeat_s: PosFloat = 1.0  # how often a running engine says it is alive (the CLI checks it)
+    ack_timeout_s: PosFloat = 10.0  # how long `tradectl kill` waits for the engine
+    flatten_collar_pct: Annotated[Decimal, Field(gt=0, lt=Decimal("0.5"))] = Decimal("0.01")
+    reconcile_interval_s: PosFloat = 60.0
 
 
 class PaperConfig(BaseModel):
@@ -91,6 +146,8 @@ class Settings(BaseSettings):
     kelly: KellyConfig = Field(default_factory=KellyConfig)
     risk: RiskConfig = Field(default_factory=RiskConfig)
     paper: PaperConfig = Field(default_factory=PaperConfig)
+    triggers: TriggersConfig = Field(default_factory=TriggersConfig)
+    killswitch: KillSwitchConfig = Field(default_factory=KillSwitchConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -32,15 +32,27 @@ from engine.domain import (
     OrderStatus,
     OrderType,
     Position,
+    Quote,
     Side,
     Signal,
     StatusChange,
     TimeInForce,
 )
 from engine.signals import SignalError, parse_signal
-from risk.checks import DEFAULT_CHECKS, CheckContext, PreTradeCheck, RiskLimits, run_checks
+from risk.checks import (
+    DEFAULT_CHECKS,
+    INFINITY,
+    CheckContext,
+    ExposureBook,
+    PreTradeCheck,
+    RateWindow,
+    RecentOrders,
+    RiskLimits,
+    run_checks,
+)
 from risk.kelly import KellyParams, full_kelly, target_quantity, within_band
-from risk.killswitch import KillSwitchBoard
+from risk.killswitch import GLOBAL, KillSwitchBoard, symbol_scope
+from risk.triggers import Trip, TripWires
 
 log = structlog.get_logger("tradectl.engine")
 
@@ -106,7 +118,16 @@ class EngineStats:
     duplicates: int = 0
     orders: int = 0
     fills: int = 0
+    trips: int = 0
     reject_reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FlattenResult:
+    """What a flatten did: orders sent, and per symbol why nothing was sent where nothing was."""
+
+    sent: list[Order]
+    skipped: dict[str, str]
 
 
 class Engine:
@@ -125,6 +146,7 @@ class Engine:
         seen_signal_ids: Iterable[str] = (),
         dedupe_capacity: int = 200_000,
         positions: Iterable[Position] = (),
+        trips: TripWires | None = None,
     ) -> None:
         self.broker = broker
         self.bus = bus
@@ -144,6 +166,13 @@ class Engine:
         self.commissions = sum((p.commissions for p in self.positions.values()), ZERO)
         self.stats = EngineStats()
         self._expiries: list[tuple[datetime, str]] = []
+        self.trips = trips or TripWires()
+        self.rates = RateWindow(1.0)
+        self.recent_orders = RecentOrders(self.limits.longest_duplicate_window())
+        self.exposure = ExposureBook()
+        self.live_by_symbol: dict[str, dict[str, Order]] = {}
+        self.broker_connected = True
+        self.blocked: str | None = None  # set while trading must stop for a reason outside the board
         broker.set_listener(self)
 
     # -- signals in ------------------------------------------------------------------------------------
@@ -167,6 +196,8 @@ class Engine:
         stats = self.stats
         stats.signals += 1
         now = self.clock()
+        if self.blocked is not None:
+            return self._reject(signal, now, "blocked", self.blocked, raw)
         if not self.signal_ids.add(signal.id):
             stats.duplicates += 1
             self._count_reason("duplicate")
@@ -181,7 +212,9 @@ class Engine:
         if quote is None:
             return self._reject(signal, now, "no_market_data", f"no quote for {symbol}", raw)
         price = quote.last if quote.last > 0 else quote.mid
-        target = target_quantity(signal, instrument, price, self.equity(), self.kelly)
+        equity = self.equity()
+        self._observe_equity(now, equity)
+        target = target_quantity(signal, instrument, price, equity, self.kelly)
         if target == 0 and signal.direction is not Direction.FLAT:
             if full_kelly(signal) <= 0:
                 return self._reject(signal, now, "no_edge", "Kelly fraction is not positive: no edge to trade", raw)
@@ -195,6 +228,14 @@ class Engine:
             return self._reject(signal, now, "at_target", detail, raw)
         delta = target - exposure
         side = Side.BUY if delta > 0 else Side.SELL
+        if self.live_by_symbol.get(symbol) and self._cancel_opposing(symbol, side, signal.id):
+            working = self.working_qty.get(symbol, ZERO)
+            exposure = position + working
+            delta = target - exposure
+            if delta == 0:
+                return self._reject(signal, now, "at_target", "working orders against the new target were "
+                                    f"cancelled; position+working {exposure} is the target", raw)
+            side = Side.BUY if delta > 0 else Side.SELL
         limit = None
         if signal.order_type is OrderType.LMT and signal.limit_price is not None:
             limit = instrument.round_price(signal.limit_price, side)
@@ -215,9 +256,11 @@ class Engine:
         gate = self.killswitches.gate(intent, position, working)
         if not gate.allowed:
             return self._reject(signal, now, "killswitch", gate.reason or "kill switch", raw)
-        ctx = CheckContext(now, quote, position, working, self.limits.for_order(signal.strategy, symbol))
+        ctx = self._context(intent, now, quote, position, working, equity, price)
         reject = run_checks(self.checks, intent, ctx)
         if reject is not None:
+            if reject.code == "order_rate":
+                self._apply_trip(self.trips.on_rate_breach(now, signal.strategy))
             return self._reject(signal, now, reject.code, reject.detail, raw)
         order = self._send(intent, now)
         stats.accepted += 1
@@ -231,6 +274,46 @@ class Engine:
         self.bus.signal_rejected.emit(SignalRejected(now, code, reason, signal, signal.id, raw))
         return None
 
+    def _context(
+        self, intent: OrderIntent, now: datetime, quote: Quote | None, position: Decimal, working: Decimal,
+        equity: Decimal, price: Decimal | None,
+    ) -> CheckContext:
+        """Everything the pre-trade checks may know, for one order at one instant."""
+        symbol = intent.instrument.symbol
+        exposure = self.exposure
+        own_bid = own_ask = None
+        live = self.live_by_symbol.get(symbol)
+        if live:
+            own_bid, own_ask = _own_best(live.values())
+        rates = self.rates
+        return CheckContext(
+            now,
+            quote,
+            position,
+            working,
+            self.limits.for_order(intent.strategy, symbol),
+            equity,
+            exposure.gross,
+            exposure.net,
+            exposure.mark(symbol, position + working, price),
+            equity - self.trips.day_start_equity,
+            rates.count(now),
+            rates.count(now, symbol),
+            self.recent_orders.last((symbol, intent.side, intent.quantity, intent.limit_price), now),
+            own_bid,
+            own_ask,
+            self.broker_connected,
+        )
+
+    def _cancel_opposing(self, symbol: str, side: Side, signal_id: str) -> int:
+        """A new target supersedes working orders that trade the other way: cancel them (never cross them)."""
+        stale = [
+            o.client_order_id
+            for o in self.live_by_symbol[symbol].values()
+            if o.intent.side is not side and not o.intent.flatten and o.status is not OrderStatus.PENDING_CANCEL
+        ]
+        return sum(self.cancel(coid, f"superseded by signal {signal_id}") for coid in stale)
+
     def _count_reason(self, code: str) -> None:
         reasons = self.stats.reject_reasons
         reasons[code] = reasons.get(code, 0) + 1
@@ -242,7 +325,14 @@ class Engine:
         coid = intent.client_order_id
         self.orders[coid] = order
         symbol = intent.instrument.symbol
-        self.working_qty[symbol] = self.working_qty.get(symbol, ZERO) + intent.signed_quantity
+        live = self.live_by_symbol.get(symbol)
+        if live is None:
+            live = self.live_by_symbol[symbol] = {}
+        live[coid] = order
+        working = self.working_qty[symbol] = self.working_qty.get(symbol, ZERO) + intent.signed_quantity
+        self._mark_exposure(symbol, working)
+        self.rates.add(now, symbol)
+        self.recent_orders.add((symbol, intent.side, intent.quantity, intent.limit_price), now)
         if intent.expires_at is not None:
             heapq.heappush(self._expiries, (intent.expires_at, coid))
         self.stats.orders += 1
@@ -251,8 +341,14 @@ class Engine:
         return order
 
     def submit_intent(self, intent: OrderIntent) -> Order | str:
-        """Send an order that did not come from a signal (e.g. a flatten); returns it or the reject reason."""
+        """Send an order that did not come from a signal (e.g. a flatten); returns it or the reject reason.
+
+        The same gates as a signal's order: the board (which lets a flatten through HALTED only while it
+        reduces exposure) and every pre-trade check.
+        """
         now = self.clock()
+        if self.blocked is not None:
+            return f"blocked: {self.blocked}"
         symbol = intent.instrument.symbol
         pos = self.positions.get(symbol)
         position = pos.quantity if pos is not None else ZERO
@@ -261,7 +357,8 @@ class Engine:
         if not gate.allowed:
             return gate.reason or "kill switch"
         quote = self.broker.quote(symbol)
-        ctx = CheckContext(now, quote, position, working, self.limits.for_order(intent.strategy, symbol))
+        price = None if quote is None else (quote.last if quote.last > 0 else quote.mid)
+        ctx = self._context(intent, now, quote, position, working, self.equity(), price)
         reject = run_checks(self.checks, intent, ctx)
         if reject is not None:
             return f"{reject.code}: {reject.detail}"
@@ -302,6 +399,8 @@ class Engine:
         status = update.status
         if status is order.status or status in (OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED):
             return  # fills drive filled/partially-filled; repeats are normal (IB repeats orderStatus)
+        if status is OrderStatus.REJECTED:
+            self._apply_trip(self.trips.on_broker_reject(update.ts, update.reason))
         late_ack = order.status not in (OrderStatus.PENDING_NEW, OrderStatus.PENDING_CANCEL)
         if status is OrderStatus.SUBMITTED and late_ack:
             return  # a late acknowledgement after fills have started
@@ -329,6 +428,21 @@ class Engine:
         if order is not None:
             status = OrderStatus.FILLED if order.remaining == 0 else OrderStatus.PARTIALLY_FILLED
             self._transition(order, status, fill.ts, None)
+        else:
+            self._mark_exposure(symbol, self.working_qty.get(symbol, ZERO))
+            self._apply_trip(self.trips.on_unknown_fill(symbol, fill.exec_id, fill.client_order_id))
+        self._observe_equity(fill.ts, self.equity())
+
+    def on_connection(self, connected: bool, ts: datetime, reason: str | None = None) -> None:
+        """The broker link went down or came back: new orders stop while it is down."""
+        if connected == self.broker_connected:
+            return
+        self.broker_connected = connected
+        self.trips.on_connection(ts, connected)
+        if connected:
+            log.warning("broker.reconnected", reason=reason)
+        else:
+            log.error("broker.disconnected", reason=reason)
 
     def _transition(self, order: Order, status: OrderStatus, ts: datetime, reason: str | None) -> None:
         try:
@@ -342,21 +456,38 @@ class Engine:
             self._retire(order)
 
     def _retire(self, order: Order) -> None:
-        self.orders.pop(order.client_order_id, None)
+        coid = order.client_order_id
+        self.orders.pop(coid, None)
+        symbol = order.symbol
+        live = self.live_by_symbol.get(symbol)
+        if live is not None:
+            live.pop(coid, None)
         if order.remaining:
-            symbol = order.symbol
-            self.working_qty[symbol] = self.working_qty.get(symbol, ZERO) - order.signed_remaining
+            working = self.working_qty[symbol] = self.working_qty.get(symbol, ZERO) - order.signed_remaining
+            self._mark_exposure(symbol, working)
         order.history.clear()  # persisted already; a retired order must not pin memory
 
+    def _mark_exposure(self, symbol: str, working: Decimal) -> None:
+        pos = self.positions.get(symbol)
+        self.exposure.mark(symbol, (pos.quantity if pos is not None else ZERO) + working)
+
     # -- kill switches ---------------------------------------------------------------------------------
-    def set_killswitch(self, scope: str, state: KillState, reason: str, actor: str) -> int:
-        """Apply a kill-switch change; on HALTED cancel every live order in scope. Returns cancels sent."""
+    def set_killswitch(
+        self, scope: str, state: KillState, reason: str, actor: str, event_id: int | None = None
+    ) -> int:
+        """Apply a kill-switch change; on HALTED cancel every live order in scope. Returns cancels sent.
+
+        ``event_id`` is the stored event the change came from (an operator's command); a change without
+        one originates here (a trigger) and subscribers to ``bus.killswitch`` must store it.
+        """
         previous = self.killswitches.set(scope, state)
         now = self.clock()
+        if previous is not state or event_id is not None:
+            self.bus.killswitch.emit(KillSwitchChange(now, scope, previous, state, reason, actor, False, event_id))
         if previous is not state:
-            self.bus.killswitch.emit(KillSwitchChange(now, scope, previous, state, reason, actor))
-            log.warning("killswitch.changed", scope=scope, from_state=str(previous), to_state=str(state),
-                        reason=reason, actor=actor)
+            event = "killswitch.tripped" if state.severity > previous.severity else "killswitch.changed"
+            log.warning(event, scope=scope, from_state=str(previous), to_state=str(state), reason=reason,
+                        actor=actor)
         if state is not KillState.HALTED:
             return 0
         board = self.killswitches
@@ -364,6 +495,83 @@ class Engine:
             lambda o: board.in_scope(scope, o.intent.strategy, o.symbol) and not o.intent.flatten,
             f"kill switch {scope} HALTED: {reason}",
         )
+
+    def _apply_trip(self, trip: Trip | None) -> None:
+        """An automatic trigger fired: raise the scope to its state, never lower it."""
+        if trip is None or self.killswitches.get(trip.scope).severity >= trip.state.severity:
+            return
+        self.stats.trips += 1
+        self.set_killswitch(trip.scope, trip.state, trip.reason, trip.actor)
+
+    def _observe_equity(self, now: datetime, equity: Decimal) -> None:
+        for trip in self.trips.on_equity(now, equity):
+            self._apply_trip(trip)
+
+    def housekeeping(self, now: datetime) -> None:
+        """Timer work: the disconnect timeout, and loss limits on prices that moved without a fill."""
+        self._apply_trip(self.trips.check_disconnect(now))
+        self._observe_equity(now, self.equity())
+
+    def reconcile_positions(self) -> dict[str, tuple[Decimal, Decimal]]:
+        """Compare our positions with the broker's; trip the symbol on a difference. Returns the breaks."""
+        theirs = {p.symbol: p.quantity for p in self.broker.positions()}
+        breaks: dict[str, tuple[Decimal, Decimal]] = {}
+        for symbol in sorted(set(theirs) | set(self.positions)):
+            pos = self.positions.get(symbol)
+            ours = pos.quantity if pos is not None else ZERO
+            broker_qty = theirs.get(symbol, ZERO)
+            if ours != broker_qty:
+                breaks[symbol] = (ours, broker_qty)
+                log.error("reconcile.position_break", symbol=symbol, ours=str(ours), broker=str(broker_qty),
+                          difference=str(broker_qty - ours))
+            self._apply_trip(self.trips.on_position_break(symbol, ours, broker_qty))
+        return breaks
+
+    def pending_cancels(self, scope: str) -> int:
+        board = self.killswitches
+        return sum(
+            1
+            for o in self.orders.values()
+            if o.status is OrderStatus.PENDING_CANCEL and board.in_scope(scope, o.intent.strategy, o.symbol)
+        )
+
+    def flatten(self, scope: str, tag: str, collar: Decimal) -> FlattenResult:
+        """Send orders that close every position in scope: marketable limits ``collar`` through the touch.
+
+        They pass the same checks as any order except the kill switch itself (``flatten`` lets a reducing
+        order through HALTED). Client order ids derive from ``tag`` (the kill event), so a replay finds them.
+        Strategy scopes hold no positions of their own (positions are per account and symbol).
+        """
+        if scope != GLOBAL and not scope.startswith("symbol:"):
+            return FlattenResult([], {scope: "positions are per account and symbol: flatten a symbol or global"})
+        sent: list[Order] = []
+        skipped: dict[str, str] = {}
+        now = self.clock()
+        for symbol in sorted(self.positions):
+            qty = self.positions[symbol].quantity
+            if qty == 0 or (scope != GLOBAL and scope != symbol_scope(symbol)):
+                continue
+            instrument = self.instruments.get(symbol)
+            quote = self.broker.quote(symbol)
+            if instrument is None or quote is None:
+                skipped[symbol] = "no quote to price a closing order"
+                continue
+            side = Side.SELL if qty > 0 else Side.BUY
+            touch = quote.bid if side is Side.SELL else quote.ask
+            raw = touch * (1 - collar) if side is Side.SELL else touch * (1 + collar)
+            limit = instrument.round_price(raw, side)  # rounds toward the touch: never past the collar
+            intent = OrderIntent(
+                f"tc-flat-{tag}-{symbol}", None, "flatten", instrument, side, abs(qty), OrderType.LMT, limit,
+                None, TimeInForce.DAY, now, None, flatten=True,
+            )
+            result = self.submit_intent(intent)
+            if isinstance(result, str):
+                skipped[symbol] = result
+                log.error("flatten.rejected", symbol=symbol, reason=result)
+            else:
+                sent.append(result)
+                log.warning("flatten.sent", symbol=symbol, side=str(side), quantity=str(abs(qty)), limit=str(limit))
+        return FlattenResult(sent, skipped)
 
     # -- account ---------------------------------------------------------------------------------------
     def equity(self) -> Decimal:
@@ -377,3 +585,23 @@ class Engine:
 
     def unrealized_pnl(self) -> Decimal:
         return self.equity() - self.initial_equity - self.realized_pnl + self.commissions
+
+
+def _own_best(orders: Iterable[Order]) -> tuple[Decimal | None, Decimal | None]:
+    """Our most aggressive resting buy and sell prices (a market order counts as crossing everything)."""
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+    for o in orders:
+        i = o.intent
+        if i.order_type in (OrderType.STP, OrderType.STP_LMT):
+            continue  # not resting in the book until triggered
+        limit = i.limit_price
+        if i.side is Side.BUY:
+            p = limit if limit is not None else INFINITY
+            if bid is None or p > bid:
+                bid = p
+        else:
+            p = limit if limit is not None else ZERO
+            if ask is None or p < ask:
+                ask = p
+    return bid, ask

@@ -10,6 +10,7 @@ recorded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal as os_signal
 import sys
@@ -25,18 +26,21 @@ from sqlalchemy import func, select
 
 from engine.bus import EventBus
 from engine.config import Settings
-from engine.domain import ZERO, Quote
+from engine.control import OperatorControl, engine_holder
+from engine.domain import ZERO, KillState, Quote
 from engine.engine import Engine, InstrumentBook
 from engine.signals import SignalError, parse_signal
 from paper.broker import PaperBroker
 from paper.market import SIM_START, RandomWalkMarket, read_quotes_csv
 from paper.matching import CommissionSchedule
 from repositories.db import current_revision, head_revision, make_engine, upgrade
+from repositories.killswitch_feed import KillSwitchFeed
 from repositories.models import OrderRow
 from repositories.recorder import Recorder
 from repositories.store import Store
 from risk.checks import LIMIT_FIELDS, Limits, RiskLimits
 from risk.kelly import KellyParams
+from risk.triggers import TriggerLimits, TripWires
 
 log = structlog.get_logger("tradectl.session")
 
@@ -76,6 +80,10 @@ def risk_limits(settings: Settings) -> RiskLimits:
     return RiskLimits(default, overrides(r.per_strategy, False), overrides(r.per_symbol, True))
 
 
+def trigger_limits(settings: Settings) -> TriggerLimits:
+    return TriggerLimits(**settings.triggers.model_dump())
+
+
 def kelly_params(settings: Settings) -> KellyParams:
     k = settings.kelly
     return KellyParams(k.fraction, k.max_fraction_of_equity, k.max_qty, k.rebalance_band)
@@ -104,6 +112,9 @@ class SessionSummary:
     commissions: Decimal
     elapsed_s: float
     cancelled_at_end: int = 0
+    killswitches: dict[str, str] = field(default_factory=dict)
+    trips: int = 0
+    operator_changes: int = 0
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -144,6 +155,7 @@ class PaperSession:
         s = self.settings
         ensure_schema(s.database_url)
         self.session_id = self.store.start_session("paper", self.seed, started)
+        last_event = self.store.last_killswitch_event_id()  # before the states: nothing falls between
         positions = self.store.positions()
         p = s.paper
         self.broker = PaperBroker(
@@ -171,9 +183,22 @@ class PaperSession:
             seen_signal_ids=self.store.recent_signal_ids(s.dedupe_capacity),
             dedupe_capacity=s.dedupe_capacity,
             positions=positions,
+            trips=TripWires(trigger_limits(s)),
         )
         for scope, state in self.store.killswitch_states().items():
             self.engine.killswitches.set(scope, state)
+            if state is not KillState.ACTIVE:
+                log.warning("killswitch.active_at_start", scope=scope, state=str(state))
+        k = s.killswitch
+        holder = engine_holder()
+        self.control = OperatorControl(
+            self.engine, self.store, self.recorder,
+            KillSwitchFeed(self.store, last_event, poll_s=k.poll_ms / 1000),
+            holder=holder, flatten_collar=k.flatten_collar_pct, heartbeat_s=k.heartbeat_s,
+            reconcile_s=k.reconcile_interval_s,
+        )
+        self.store.claim_engine(holder, "paper", self.session_id, wall_clock())
+        self.engine.reconcile_positions()  # before the first order: our books against the broker's
 
     # -- market ----------------------------------------------------------------------------------------
     def _market_to(self, now: datetime, symbol: str | None) -> None:
@@ -229,6 +254,8 @@ class PaperSession:
                     continue
                 n += 1
                 self.process_line(line, clock)
+                if not n & 63:
+                    self.control.tick()  # paced inside: reads the kill switches every poll interval
                 if progress is not None and n % 500 == 0:
                     progress(n)
         except KeyboardInterrupt:  # Ctrl-C: stop reading, but record everything handled so far
@@ -283,7 +310,24 @@ class PaperSession:
                     self.recorder.flush()
                     last_flush = loop.time()
 
+        async def control_loop() -> None:
+            wake = asyncio.Event()
+            fd = self.control.feed.fileno()
+            if fd is not None:
+                loop.add_reader(fd, wake.set)  # PostgreSQL NOTIFY: act at once, not at the next poll
+            poll_s = self.settings.killswitch.poll_ms / 1000
+            try:
+                while not stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), timeout=poll_s)
+                    wake.clear()
+                    self.control.tick(force=fd is None)
+            finally:
+                if fd is not None:
+                    loop.remove_reader(fd)
+
         tick_task = asyncio.create_task(ticker())
+        control_task = asyncio.create_task(control_loop())
         n = 0
         try:
             while not stop.is_set():
@@ -306,6 +350,7 @@ class PaperSession:
         finally:
             stop.set()
             tick_task.cancel()
+            control_task.cancel()
             for sig in (os_signal.SIGINT, os_signal.SIGTERM):
                 loop.remove_signal_handler(sig)
         cancelled = 0
@@ -323,6 +368,8 @@ class PaperSession:
     # -- summary ---------------------------------------------------------------------------------------
     def _finish(self, started: datetime, elapsed: float, cancelled: int) -> SessionSummary:
         engine = self.engine
+        self.control.tick(force=True)
+        self.control.close()
         st = engine.stats
         positions = []
         unrealized = ZERO
@@ -358,7 +405,12 @@ class PaperSession:
             commissions=engine.commissions.quantize(Decimal("0.01")),
             elapsed_s=round(elapsed, 3),
             cancelled_at_end=cancelled,
+            killswitches={k: str(v) for k, v in sorted(engine.killswitches.snapshot().items())},
+            trips=st.trips,
+            operator_changes=len(self.control.applied),
         )
+        for scope, state in summary.killswitches.items():
+            summary.notes.append(f"kill switch {scope} is {state}: `tradectl resume --scope {scope} --reason ...`")
         if st.signals and st.duplicates == st.signals:
             summary.notes.append(
                 "every signal was already in the database: use another --db (or delete it) to replay"

@@ -34,6 +34,8 @@ class PaperBroker:
         self._listener: BrokerListener | None = None
         self._ids = count(1)
         self._by_ref: dict[str, SimOrder] = {}
+        self.connected = True
+        self.refuse_reason: str | None = None  # fault control: reject every new order with this reason
         for symbol, (qty, avg) in (initial_positions or {}).items():
             self.matching.positions[symbol] = Position(symbol, qty, avg)
 
@@ -45,6 +47,12 @@ class PaperBroker:
         listener = self._require_listener()
         now = self._clock()
         intent = order.intent
+        if not self.connected:  # what an adapter does with a dead socket: refuse, never queue blindly
+            listener.on_order_update(OrderUpdate(intent.client_order_id, OrderStatus.REJECTED, now, "not connected"))
+            return
+        if self.refuse_reason is not None:
+            listener.on_order_update(OrderUpdate(intent.client_order_id, OrderStatus.REJECTED, now, self.refuse_reason))
+            return
         oid = next(self._ids)
         sim = SimOrder(
             oid,
@@ -81,6 +89,18 @@ class PaperBroker:
             for p in self.matching.positions.values()
             if p.quantity != 0
         ]
+
+    # -- fault controls (tests and rehearsals) -----------------------------------------------------
+    def disconnect(self, reason: str = "connection dropped") -> None:
+        """Drop the link: working orders stay at the (simulated) exchange, new orders are refused."""
+        if self.connected:
+            self.connected = False
+            self._require_listener().on_connection(False, self._clock(), reason)
+
+    def reconnect(self) -> None:
+        if not self.connected:
+            self.connected = True
+            self._require_listener().on_connection(True, self._clock(), "reconnected")
 
     # -- market data in ----------------------------------------------------------------------------
     def on_quote(self, quote: Quote) -> None:

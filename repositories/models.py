@@ -156,6 +156,22 @@ class KillSwitchAckRow(Base):
     engine: Mapped[str] = mapped_column(String(128))
     cancelled: Mapped[int] = mapped_column(Integer)
     flatten_orders: Mapped[int] = mapped_column(Integer, default=0)
+    detail: Mapped[str | None] = mapped_column(Text)  # what the engine could not do (e.g. a flatten refused)
+
+
+class EngineLockRow(Base):
+    """The engine trading an account: who it is and when it last said it was alive.
+
+    The CLI reads it to know whether anyone will acknowledge a kill-switch change.
+    """
+
+    __tablename__ = "engine_locks"
+    account: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(160))  # host:pid
+    mode: Mapped[str] = mapped_column(String(16))
+    session_id: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class AuditRow(Base):

@@ -1,5 +1,8 @@
 """Persists what the bus says, in batches: one transaction per flush, executemany per table.
 
+Kill-switch changes are not batched here: they are written at once, with their audit record, by
+``engine.control`` (a trip) or the CLI (an operator).
+
 The engine publishes an order before handing it to the broker, and the client order id is derived
 from the signal id, so a crash between a flush and the broker finds the order again by ``orderRef``
 at reconciliation. Batching is what makes 50k signals/s possible on SQLite.
@@ -15,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.expression import bindparam
 
 from engine.bus import EventBus, SignalRejected
-from engine.domain import Fill, KillSwitchChange, Order, Position, Signal, StatusChange
+from engine.domain import Fill, Order, Position, Signal, StatusChange
 from repositories.models import Base
 
 _tables = Base.metadata.tables
@@ -25,7 +28,6 @@ _orders: Table = _tables["orders"]
 _events: Table = _tables["order_events"]
 _fills: Table = _tables["fills"]
 _positions: Table = _tables["positions"]
-_ks: Table = _tables["killswitch_events"]
 
 _ORDER_UPDATE = (
     update(_orders)
@@ -88,7 +90,6 @@ class Recorder:
         self._events: list[dict[str, Any]] = []
         self._fills: list[dict[str, Any]] = []
         self._positions: dict[str, Position] = {}
-        self._killswitch: list[dict[str, Any]] = []
         self._pending = 0
         self.rows_written = 0
         self.flushes = 0
@@ -100,7 +101,6 @@ class Recorder:
         bus.order_status += self.on_order_status
         bus.fill += self.on_fill
         bus.position += self.on_position
-        bus.killswitch += self.on_killswitch
         return self
 
     # -- bus handlers (hot path: append only) ----------------------------------------------------------
@@ -161,21 +161,6 @@ class Recorder:
     def on_position(self, position: Position) -> None:
         self._positions[position.symbol] = position
 
-    def on_killswitch(self, change: KillSwitchChange) -> None:
-        self._killswitch.append(
-            {
-                "ts": change.ts,
-                "account": self.account,
-                "scope": change.scope,
-                "from_state": change.from_state.value,
-                "to_state": change.to_state.value,
-                "reason": change.reason,
-                "actor": change.actor,
-                "flatten": change.flatten,
-            }
-        )
-        self._bump()
-
     # -- writing ---------------------------------------------------------------------------------------
     @property
     def pending(self) -> int:
@@ -232,9 +217,6 @@ class Recorder:
         if self._positions:
             self._upsert_positions(conn, now)
             n += len(self._positions)
-        if self._killswitch:
-            conn.execute(insert(_ks), self._killswitch)
-            n += len(self._killswitch)
         self._clear()
         return n
 
@@ -267,7 +249,6 @@ class Recorder:
         self._events = []
         self._fills = []
         self._positions = {}
-        self._killswitch = []
         self._pending = 0
 
     # -- helpers ---------------------------------------------------------------------------------------

@@ -12,11 +12,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, text, update
 
 from engine.domain import KillState, KillSwitchChange, Position
 from repositories.models import (
     AuditRow,
+    EngineLockRow,
     FillRow,
     KillSwitchAckRow,
     KillSwitchEventRow,
@@ -29,6 +30,7 @@ from repositories.models import (
 )
 
 OPEN_STATUSES = ("PendingNew", "Submitted", "PartiallyFilled", "PendingCancel")
+KILLSWITCH_CHANNEL = "tradectl_killswitch"  # PostgreSQL NOTIFY channel; the payload is the account
 
 
 class Store:
@@ -161,21 +163,85 @@ class Store:
                     actor=actor,
                     action=f"killswitch.{to_state.value.lower()}",
                     scope=scope,
-                    detail=json.dumps({"from": from_state.value, "to": to_state.value, "reason": reason,
-                                       "flatten": flatten}),
+                    detail=json.dumps({"event_id": int(key[0]), "from": from_state.value, "to": to_state.value,
+                                       "reason": reason, "flatten": flatten}),
                 )
             )
+            if conn.dialect.name == "postgresql":  # delivered at commit: the engine wakes at once
+                conn.execute(text("SELECT pg_notify(:channel, :account)"),
+                             {"channel": KILLSWITCH_CHANNEL, "account": self.account})
         return KillSwitchChange(now, scope, from_state, to_state, reason, actor, flatten, int(key[0]))
 
     def ack_killswitch(
-        self, event_id: int, engine_name: str, cancelled: int, flatten_orders: int, now: datetime
+        self, event_id: int, engine_name: str, cancelled: int, flatten_orders: int, now: datetime,
+        detail: str | None = None, scope: str | None = None,
     ) -> None:
+        """The engine has applied event ``event_id``: what it cancelled and sent. Audited with it."""
         with self.engine.begin() as conn:
             conn.execute(
                 insert(KillSwitchAckRow).values(
-                    event_id=event_id, ts=now, engine=engine_name, cancelled=cancelled, flatten_orders=flatten_orders
+                    event_id=event_id, ts=now, engine=engine_name, cancelled=cancelled,
+                    flatten_orders=flatten_orders, detail=detail,
                 )
             )
+            conn.execute(
+                insert(AuditRow).values(
+                    ts=now, actor=engine_name, action="killswitch.ack", scope=scope,
+                    detail=json.dumps({"event_id": event_id, "cancelled": cancelled,
+                                       "flatten_orders": flatten_orders, "detail": detail}),
+                )
+            )
+
+    def killswitch_list(self) -> list[dict[str, Any]]:
+        """Every scope that has ever changed, with its current state and the change that set it."""
+        latest = (
+            select(func.max(KillSwitchEventRow.id).label("id"))
+            .where(KillSwitchEventRow.account == self.account)
+            .group_by(KillSwitchEventRow.scope)
+            .subquery()
+        )
+        t = KillSwitchEventRow.__table__
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t).where(t.c.id.in_(select(latest.c.id))).order_by(t.c.scope)).mappings()
+            return [
+                {"scope": r["scope"], "state": r["to_state"], "since": r["ts"], "actor": r["actor"],
+                 "reason": r["reason"], "event_id": r["id"]}
+                for r in rows
+            ]
+
+    # -- the running engine ---------------------------------------------------------------------------
+    def claim_engine(self, holder: str, mode: str, session_id: int | None, now: datetime) -> None:
+        """Say that ``holder`` trades this account from now on (issue 5 makes this an exclusive lock)."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(EngineLockRow).where(EngineLockRow.account == self.account))
+            conn.execute(
+                insert(EngineLockRow).values(
+                    account=self.account, holder=holder, mode=mode, session_id=session_id, started_at=now,
+                    heartbeat_at=now,
+                )
+            )
+
+    def heartbeat(self, holder: str, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(EngineLockRow)
+                .where(EngineLockRow.account == self.account, EngineLockRow.holder == holder)
+                .values(heartbeat_at=now)
+            )
+
+    def release_engine(self, holder: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(EngineLockRow).where(EngineLockRow.account == self.account, EngineLockRow.holder == holder)
+            )
+
+    def engine_lock(self) -> dict[str, Any] | None:
+        """The engine row for this account, alive or not (the caller judges the heartbeat's age)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(EngineLockRow.__table__).where(EngineLockRow.account == self.account)
+            ).mappings().first()
+            return dict(row) if row else None
 
     def killswitch_ack(self, event_id: int) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

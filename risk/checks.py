@@ -2,18 +2,26 @@
 
 Each check reads only what the context hands it, so the same checks run in paper mode, against IBKR,
 in the property tests and in the benchmarks. Limits resolve per order: symbol overrides win over
-strategy overrides, which win over the account default.
+strategy overrides, which win over the account default. The state the checks need (order rates,
+recent identical orders, our own resting prices, exposure) is kept by the small pure books at the
+end of this module, which the engine updates as orders go out and come back.
+
+The controls follow SEC 15c3-5 (c)(1) and the FIA's pre-trade list: fat finger, position, exposure
+and credit limits, price collars, reference-data sanity, throttles, duplicates and self-match.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from engine.domain import ZERO, OrderIntent, OrderType, Quote, Side
+
+INFINITY = Decimal("Infinity")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +40,17 @@ class Limits:
     max_order_notional: Decimal | None = Decimal(1_000_000)
     max_position_qty: Decimal | None = Decimal(50_000)
     max_position_notional: Decimal | None = Decimal(5_000_000)
+    max_gross_exposure: Decimal | None = Decimal(4_000_000)  # sum of |position + working| notional
+    max_net_exposure: Decimal | None = Decimal(2_000_000)  # |sum of signed notional|
+    max_leverage: Decimal | None = Decimal(4)  # gross exposure <= equity x leverage (buying power)
+    max_daily_loss: Decimal | None = Decimal(50_000)  # beyond it only exposure-reducing orders pass
     price_collar_pct: Decimal | None = Decimal("0.05")
+    price_collar_ticks: int | None = None
     max_quote_age_s: float | None = 5.0
+    max_orders_per_s: int | None = 40  # account; IB paces at 50 messages/s
+    max_symbol_orders_per_s: int | None = 10
+    duplicate_window_s: float | None = 1.0
+    prevent_self_cross: bool = True
 
 
 LIMIT_FIELDS = frozenset(f.name for f in fields(Limits))
@@ -54,6 +71,13 @@ class RiskLimits:
                 unknown = set(override) - LIMIT_FIELDS
                 if unknown:
                     raise ValueError(f"risk override for {where} {name!r}: unknown limit(s) {sorted(unknown)}")
+
+    def longest_duplicate_window(self) -> float:
+        """How long the engine must remember sent orders for the duplicate check (any override)."""
+        windows = [self.default.duplicate_window_s or 0.0]
+        for table in (self.per_strategy, self.per_symbol):
+            windows += [float(o.get("duplicate_window_s") or 0.0) for o in table.values()]
+        return max(windows)
 
     def for_order(self, strategy: str, symbol: str) -> Limits:
         key = (strategy, symbol)
@@ -77,6 +101,17 @@ class CheckContext:
     position: Decimal  # signed, this symbol, account
     working: Decimal  # signed remaining quantity of open orders, this symbol
     limits: Limits
+    equity: Decimal = ZERO  # account equity marked to market (for buying power); 0 = unknown
+    gross_exposure: Decimal = ZERO  # account, before this order
+    net_exposure: Decimal = ZERO  # account, signed, before this order
+    symbol_exposure: Decimal = ZERO  # this symbol's signed share of the two above
+    day_pnl: Decimal = ZERO  # realized + unrealized since the start of the trading day
+    orders_last_s: int = 0  # orders sent in the rolling second, account
+    symbol_orders_last_s: int = 0  # the same, this symbol
+    last_identical: datetime | None = None  # when the same symbol/side/qty/price last went out
+    own_best_bid: Decimal | None = None  # our most aggressive resting buy on this symbol (MKT = Infinity)
+    own_best_ask: Decimal | None = None  # our most aggressive resting sell (MKT = 0)
+    broker_connected: bool = True
 
     @property
     def reference_price(self) -> Decimal | None:
@@ -153,26 +188,144 @@ def check_position_limit(intent: OrderIntent, ctx: CheckContext) -> Reject | Non
 
 
 def check_price_collar(intent: OrderIntent, ctx: CheckContext) -> Reject | None:
-    """A limit price more than the collar *through* the reference (more aggressive) is a fat finger."""
-    collar = ctx.limits.price_collar_pct
+    """A limit price too far *through* the reference (more aggressive) is a fat finger.
+
+    Each configured bound applies: a percentage of the reference, and a number of ticks (the useful
+    one for low-priced symbols, where a percentage is a fraction of a tick).
+    """
+    lim = ctx.limits
     limit = intent.limit_price
     ref = ctx.reference_price
-    if collar is None or limit is None or not ref:
+    if limit is None or not ref:
         return None
-    through = (limit - ref) / ref if intent.side is Side.BUY else (ref - limit) / ref
-    if through > collar:
+    through = limit - ref if intent.side is Side.BUY else ref - limit
+    if through <= 0:
+        return None
+    collar = lim.price_collar_pct
+    if collar is not None and through / ref > collar:
         return Reject(
-            "price_collar", f"limit {limit} is {through:.2%} through reference {ref} (collar {collar:.2%})"
+            "price_collar",
+            f"limit {limit} is {through / ref:.2%} through reference {ref} (collar {collar:.2%})",
+        )
+    ticks = lim.price_collar_ticks
+    if ticks is not None:
+        n = through / intent.instrument.tick_size
+        if n > ticks:
+            return Reject("price_collar", f"limit {limit} is {n:.0f} ticks through reference {ref} (collar {ticks})")
+    return None
+
+
+def check_connectivity(intent: OrderIntent, ctx: CheckContext) -> Reject | None:
+    if not ctx.broker_connected:
+        return Reject("broker_disconnected", "the broker connection is down: no new orders until it returns")
+    return None
+
+
+def _projected_symbol_exposure(intent: OrderIntent, ctx: CheckContext) -> tuple[Decimal, Decimal]:
+    """This symbol's signed notional before and after the order, at the order's price."""
+    price = _order_price(intent, ctx)
+    qty = ctx.position + ctx.working
+    return qty * price, (qty + intent.signed_quantity) * price
+
+
+def _adds_exposure(intent: OrderIntent, ctx: CheckContext) -> bool:
+    exposure = ctx.position + ctx.working
+    return abs(exposure + intent.signed_quantity) > abs(exposure)
+
+
+def check_exposure(intent: OrderIntent, ctx: CheckContext) -> Reject | None:
+    """Account gross and net exposure, and buying power (gross <= equity x leverage)."""
+    if not _adds_exposure(intent, ctx):
+        return None
+    lim = ctx.limits
+    before, after = _projected_symbol_exposure(intent, ctx)
+    others_gross = ctx.gross_exposure - abs(ctx.symbol_exposure)
+    gross = others_gross + abs(after)
+    net = ctx.net_exposure - ctx.symbol_exposure + after
+    if lim.max_gross_exposure is not None and gross > lim.max_gross_exposure:
+        return Reject("max_gross_exposure", f"projected gross exposure {gross:.2f} > max {lim.max_gross_exposure}")
+    if lim.max_net_exposure is not None and abs(net) > lim.max_net_exposure and abs(net) > abs(ctx.net_exposure):
+        return Reject("max_net_exposure", f"projected net exposure {net:.2f} beyond max {lim.max_net_exposure}")
+    if lim.max_leverage is not None:
+        power = ctx.equity * lim.max_leverage - others_gross - abs(before)
+        added = abs(after) - abs(before)
+        if added > power:
+            return Reject(
+                "buying_power",
+                f"order adds {added:.2f} of exposure; buying power left {max(power, ZERO):.2f}"
+                f" (equity {ctx.equity:.2f} x leverage {lim.max_leverage})",
+            )
+    return None
+
+
+def check_daily_loss(intent: OrderIntent, ctx: CheckContext) -> Reject | None:
+    limit = ctx.limits.max_daily_loss
+    if limit is None or ctx.day_pnl >= -limit or not _adds_exposure(intent, ctx):
+        return None
+    return Reject("daily_loss", f"day P&L {ctx.day_pnl:.2f} is below -{limit}: only exposure-reducing orders")
+
+
+def check_order_rate(intent: OrderIntent, ctx: CheckContext) -> Reject | None:
+    lim = ctx.limits
+    if lim.max_orders_per_s is not None and ctx.orders_last_s >= lim.max_orders_per_s:
+        return Reject("order_rate", f"{ctx.orders_last_s} orders in the last second (max {lim.max_orders_per_s})")
+    if lim.max_symbol_orders_per_s is not None and ctx.symbol_orders_last_s >= lim.max_symbol_orders_per_s:
+        return Reject(
+            "order_rate",
+            f"{ctx.symbol_orders_last_s} {intent.instrument.symbol} orders in the last second"
+            f" (max {lim.max_symbol_orders_per_s})",
         )
     return None
 
 
+def check_duplicate_order(intent: OrderIntent, ctx: CheckContext) -> Reject | None:
+    window = ctx.limits.duplicate_window_s
+    last = ctx.last_identical
+    if window is None or last is None:
+        return None
+    age = (ctx.now - last).total_seconds()
+    if age < window:
+        price = intent.limit_price if intent.limit_price is not None else "MKT"
+        return Reject(
+            "duplicate_order",
+            f"{intent.side} {intent.quantity} {intent.instrument.symbol} @ {price} was sent {age:.3f}s ago"
+            f" (window {window}s)",
+        )
+    return None
+
+
+def check_self_cross(intent: OrderIntent, ctx: CheckContext) -> Reject | None:
+    """An order that could trade against our own resting order is a wash trade: reject it."""
+    if not ctx.limits.prevent_self_cross:
+        return None
+    price = intent.limit_price
+    if intent.side is Side.BUY:
+        rest = ctx.own_best_ask
+        if rest is not None and (price is None or price >= rest):
+            return Reject("self_cross", f"buy would cross our own resting sell at {_shown(rest)}")
+    else:
+        rest = ctx.own_best_bid
+        if rest is not None and (price is None or price <= rest):
+            return Reject("self_cross", f"sell would cross our own resting buy at {_shown(rest)}")
+    return None
+
+
+def _shown(price: Decimal) -> str:
+    return "MKT" if price in (INFINITY, ZERO) else str(price)
+
+
 DEFAULT_CHECKS: tuple[PreTradeCheck, ...] = (
+    check_connectivity,
     check_instrument,
     check_market_data,
     check_order_size,
-    check_position_limit,
     check_price_collar,
+    check_position_limit,
+    check_exposure,
+    check_daily_loss,
+    check_order_rate,
+    check_duplicate_order,
+    check_self_cross,
 )
 
 
@@ -183,3 +336,94 @@ def run_checks(checks: Sequence[PreTradeCheck], intent: OrderIntent, ctx: CheckC
         if reject is not None:
             return reject
     return None
+
+
+# -- the state the checks read, kept by the engine ---------------------------------------------------
+class RateWindow:
+    """Events in a rolling window, account-wide and per key (symbol, strategy)."""
+
+    def __init__(self, seconds: float = 1.0) -> None:
+        self.span = timedelta(seconds=seconds)
+        self._all: deque[datetime] = deque()
+        self._by_key: dict[str, deque[datetime]] = {}
+
+    def _prune(self, times: deque[datetime], now: datetime) -> int:
+        edge = now - self.span
+        while times and times[0] <= edge:
+            times.popleft()
+        return len(times)
+
+    def count(self, now: datetime, key: str | None = None) -> int:
+        if key is None:
+            return self._prune(self._all, now)
+        times = self._by_key.get(key)
+        return 0 if times is None else self._prune(times, now)
+
+    def add(self, now: datetime, key: str) -> None:
+        self._all.append(now)
+        times = self._by_key.get(key)
+        if times is None:
+            times = self._by_key[key] = deque()
+        times.append(now)
+
+
+OrderKey = tuple[str, Side, Decimal, Decimal | None]
+
+
+class RecentOrders:
+    """When each (symbol, side, quantity, price) last went out, forgotten after ``horizon_s``."""
+
+    def __init__(self, horizon_s: float) -> None:
+        self.horizon = timedelta(seconds=horizon_s)
+        self._sent: OrderedDict[OrderKey, datetime] = OrderedDict()
+
+    def last(self, key: OrderKey, now: datetime) -> datetime | None:
+        sent = self._sent
+        edge = now - self.horizon
+        while sent:
+            first = next(iter(sent))
+            if sent[first] > edge:
+                break
+            del sent[first]
+        return sent.get(key)
+
+    def add(self, key: OrderKey, now: datetime) -> None:
+        self._sent[key] = now
+        self._sent.move_to_end(key)
+
+    def __len__(self) -> int:
+        return len(self._sent)
+
+
+class ExposureBook:
+    """Signed notional of position + working per symbol, marked at the last price seen for it.
+
+    Updating one symbol is O(1), so gross and net exposure cost nothing per signal however many
+    symbols the account holds.
+    """
+
+    def __init__(self) -> None:
+        self._notional: dict[str, Decimal] = {}
+        self._price: dict[str, Decimal] = {}
+        self.gross = ZERO
+        self.net = ZERO
+
+    def mark(self, symbol: str, quantity: Decimal, price: Decimal | None = None) -> Decimal:
+        """Set the symbol's exposure to ``quantity`` at ``price`` (default: its last price); return it."""
+        if price is None:
+            price = self._price.get(symbol, ZERO)
+        else:
+            self._price[symbol] = price
+        new = quantity * price
+        old = self._notional.get(symbol, ZERO)
+        if new != old:
+            self.gross += abs(new) - abs(old)
+            self.net += new - old
+            if new:
+                self._notional[symbol] = new
+            else:
+                del self._notional[symbol]
+        return new
+
+    def get(self, symbol: str) -> Decimal:
+        return self._notional.get(symbol, ZERO)

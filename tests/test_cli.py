@@ -69,7 +69,8 @@ def test_read_command_on_an_empty_database_says_what_to_do(tmp_path: Path) -> No
 def test_db_upgrade_then_current_reports_head(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'u.db'}"
     assert runner.invoke(app, ["db", "upgrade", "--db", db]).exit_code == 0
-    assert "current: 0001" in runner.invoke(app, ["db", "current", "--db", db]).stdout
+    out = runner.invoke(app, ["db", "current", "--db", db]).stdout
+    assert "current: 0002" in out and "head: 0002" in out
 
 
 def test_bad_quotes_file_names_line_and_column(tmp_path: Path) -> None:

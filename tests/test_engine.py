@@ -2,32 +2,14 @@
 
 from datetime import timedelta
 from decimal import Decimal as D
-from typing import Any
 
 import pytest
 
-from engine.bus import EventBus, SignalRejected
-from engine.domain import KillState, Order, OrderStatus, Quote
-from engine.engine import Engine, InstrumentBook, RecentIds
-from engine.session import SimClock
-from paper.broker import PaperBroker
+from engine.domain import KillState, Order, OrderStatus
+from engine.engine import InstrumentBook, RecentIds
 from risk.checks import Limits, RiskLimits
 from tests.conftest import T0, signal_line
-
-
-class Rig:
-    def __init__(self, **engine_kw: Any) -> None:
-        self.clock = SimClock(T0)
-        self.broker = PaperBroker(self.clock)
-        self.bus = EventBus()
-        self.rejected: list[SignalRejected] = []
-        self.statuses: list[tuple[str, OrderStatus]] = []
-        self.bus.signal_rejected += self.rejected.append
-        self.bus.order_status += lambda o, c: self.statuses.append((o.client_order_id, c.to_status))
-        self.engine = Engine(self.broker, self.bus, clock=self.clock, equity=D(1_000_000), **engine_kw)
-
-    def quote(self, bid: str = "100.00", ask: str = "100.02", size: str = "10000", symbol: str = "AAPL") -> None:
-        self.broker.on_quote(Quote(symbol, self.clock(), D(bid), D(ask), D(size), D(size), D(bid)))
+from tests.rig import Rig
 
 
 def test_accepted_signal_becomes_a_filled_order_and_a_position() -> None:

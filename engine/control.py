@@ -1,0 +1,180 @@
+"""Operator control of a running engine through the database.
+
+The CLI appends kill-switch events; this applies them to the engine (cancels in scope, a flatten when
+asked), then writes the acknowledgement the CLI waits for. Changes that start inside the engine (the
+automatic triggers) go the other way: they are stored, with the audit record, the moment they happen.
+It also keeps the engine's heartbeat, so an operator's `tradectl kill` knows whether anyone listens.
+
+Everything here runs on the engine's own thread, between signals: the engine is never touched from
+two places at once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+
+from engine.domain import KillState, KillSwitchChange
+from engine.engine import Engine
+from repositories.killswitch_feed import KillSwitchFeed
+from repositories.recorder import Recorder
+from repositories.store import Store
+
+log = structlog.get_logger("tradectl.control")
+
+UNREADABLE = "kill-switch state unreadable"
+
+
+def engine_holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def wall_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class _PendingFlatten:
+    event: KillSwitchChange
+    cancelled: int
+    deadline: float
+
+
+class OperatorControl:
+    def __init__(
+        self,
+        engine: Engine,
+        store: Store,
+        recorder: Recorder,
+        feed: KillSwitchFeed,
+        *,
+        holder: str,
+        flatten_collar: Decimal = Decimal("0.01"),
+        heartbeat_s: float = 1.0,
+        reconcile_s: float = 60.0,
+        flatten_wait_s: float = 5.0,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.recorder = recorder
+        self.feed = feed
+        self.holder = holder
+        self.flatten_collar = flatten_collar
+        self.heartbeat_s = heartbeat_s
+        self.reconcile_s = reconcile_s
+        self.flatten_wait_s = flatten_wait_s
+        self.applied: list[KillSwitchChange] = []
+        self._pending: list[_PendingFlatten] = []
+        now = time.monotonic()
+        self._next_heartbeat = now + heartbeat_s
+        self._next_reconcile = now + reconcile_s
+        engine.bus.killswitch += self._store_trip
+
+    # -- engine -> database ---------------------------------------------------------------------------
+    def _store_trip(self, change: KillSwitchChange) -> None:
+        """A change without an event id started here (a trigger): store it and its audit record now."""
+        if change.id is not None:
+            return
+        try:
+            stored = self.store.record_killswitch(change.scope, change.to_state, change.reason, change.actor,
+                                                  wall_now())
+        except SQLAlchemyError as err:  # the trip holds in memory; the record is what failed
+            log.error("killswitch.store_failed", scope=change.scope, to_state=str(change.to_state), error=str(err))
+            return
+        assert stored.id is not None
+        self.feed.own.add(stored.id)
+
+    # -- database -> engine ---------------------------------------------------------------------------
+    def tick(self, force: bool = False) -> int:
+        """Apply new operator changes, finish deferred flattens, heartbeat, timers. Returns events applied."""
+        engine = self.engine
+        try:
+            events = self.feed.poll(force)
+        except SQLAlchemyError as err:
+            if engine.blocked is None:
+                engine.blocked = f"{UNREADABLE}: {type(err).__name__}"
+                log.error("killswitch.unreadable", error=str(err).splitlines()[0])
+            return 0
+        if engine.blocked is not None and engine.blocked.startswith(UNREADABLE):
+            engine.blocked = None
+            log.warning("killswitch.readable_again")
+        for event in events:
+            self.apply(event)
+        if self._pending:
+            self._finish_flattens()
+        now = time.monotonic()
+        engine.housekeeping(engine.clock())
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.heartbeat_s
+            try:
+                self.store.heartbeat(self.holder, wall_now())
+            except SQLAlchemyError as err:
+                log.error("engine.heartbeat_failed", error=str(err).splitlines()[0])
+        if now >= self._next_reconcile:
+            self._next_reconcile = now + self.reconcile_s
+            engine.reconcile_positions()
+        return len(events)
+
+    def apply(self, event: KillSwitchChange) -> None:
+        assert event.id is not None
+        engine = self.engine
+        cancelled = engine.set_killswitch(event.scope, event.to_state, event.reason, event.actor, event.id)
+        self.applied.append(event)
+        log.warning("killswitch.applied", event_id=event.id, scope=event.scope, to_state=str(event.to_state),
+                    actor=event.actor, cancelled=cancelled, flatten=event.flatten)
+        if event.flatten and event.to_state is KillState.HALTED:
+            if engine.pending_cancels(event.scope):  # close only once the cancels are confirmed
+                self._pending.append(_PendingFlatten(event, cancelled, time.monotonic() + self.flatten_wait_s))
+                return
+            self._flatten_and_ack(event, cancelled)
+            return
+        self._ack(event, cancelled, 0, None)
+
+    def _flatten_and_ack(self, event: KillSwitchChange, cancelled: int) -> None:
+        assert event.id is not None
+        result = self.engine.flatten(event.scope, str(event.id), self.flatten_collar)
+        detail = None
+        if result.skipped:
+            detail = "not flattened: " + "; ".join(f"{k}: {v}" for k, v in sorted(result.skipped.items()))
+        self._ack(event, cancelled, len(result.sent), detail)
+
+    def _finish_flattens(self) -> None:
+        now = time.monotonic()
+        still: list[_PendingFlatten] = []
+        for p in self._pending:
+            waiting = self.engine.pending_cancels(p.event.scope)
+            if not waiting:
+                self._flatten_and_ack(p.event, p.cancelled)
+            elif now >= p.deadline:
+                self._ack(p.event, p.cancelled, 0,
+                          f"not flattened: {waiting} cancel(s) unconfirmed after {self.flatten_wait_s}s")
+            else:
+                still.append(p)
+        self._pending = still
+
+    def _ack(self, event: KillSwitchChange, cancelled: int, flatten_orders: int, detail: str | None) -> None:
+        assert event.id is not None
+        self.recorder.flush()  # the cancels are on disk before the operator hears they happened
+        try:
+            self.store.ack_killswitch(event.id, self.holder, cancelled, flatten_orders, wall_now(), detail,
+                                      event.scope)
+        except SQLAlchemyError as err:
+            log.error("killswitch.ack_failed", event_id=event.id, error=str(err).splitlines()[0])
+
+    # -- lifetime -------------------------------------------------------------------------------------
+    def close(self) -> None:
+        for p in self._pending:
+            self._ack(p.event, p.cancelled, 0, "not flattened: the session ended first")
+        self._pending = []
+        self.feed.close()
+        try:
+            self.store.release_engine(self.holder)
+        except SQLAlchemyError as err:
+            log.error("engine.release_failed", error=str(err).splitlines()[0])
