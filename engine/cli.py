@@ -25,6 +25,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+ks_app = typer.Typer(help="Kill-switch states (change them with kill / reduce-only / resume).", no_args_is_help=True)
+app.add_typer(ks_app, name="killswitch")
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -220,6 +222,151 @@ def status(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False
     from engine.report import print_status
 
     print_status(payload)
+
+
+# -- operator controls ---------------------------------------------------------------------------------
+ScopeOpt = Annotated[str, typer.Option("--scope", help="global | strategy:NAME | symbol:SYM")]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why: recorded in the audit log (required).")]
+TimeoutOpt = Annotated[
+    float | None, typer.Option("--timeout", min=0, help="Seconds to wait for the engine (default: config).")
+]
+
+
+def _writable_store(settings: Settings) -> Any:
+    """A store on a migrated database: an operator may halt an account before its first session."""
+    from sqlalchemy.exc import OperationalError
+
+    from repositories.db import make_engine
+    from repositories.store import Store
+
+    try:
+        from engine.session import ensure_schema
+
+        ensure_schema(settings.database_url)
+    except OperationalError as err:
+        raise _fail(f"cannot reach the database: {err.orig}") from None
+    return Store(make_engine(settings.database_url), settings.account)
+
+
+def _change(state_name: str, scope: str, reason: str, flatten: bool, db: str | None, config: Path | None,
+            json_out: bool, timeout: float | None) -> None:
+    settings = _settings(config, database_url=db)
+    from engine.domain import KillState
+    from engine.operator import change_killswitch, operator_actor
+    from risk.killswitch import parse_scope
+
+    try:
+        scope = parse_scope(scope)
+    except ValueError as err:
+        raise _fail(str(err), EXIT_USAGE) from None
+    if not reason.strip():
+        raise _fail("--reason must say why (it goes into the audit log)", EXIT_USAGE)
+    if flatten and scope.startswith("strategy:"):
+        raise _fail("--flatten needs a symbol or global scope: positions are kept per account and symbol, "
+                    "so a strategy has none of its own to close", EXIT_USAGE)
+    k = settings.killswitch
+    store = _writable_store(settings)
+    outcome = change_killswitch(
+        store, scope, KillState(state_name), reason.strip(), actor=operator_actor(), flatten=flatten,
+        timeout_s=k.ack_timeout_s if timeout is None else timeout, stale_after_s=max(5 * k.heartbeat_s, 3.0),
+    )
+    store.engine.dispose()
+    if json_out:
+        typer.echo(json.dumps(outcome.to_json(), indent=2))
+    else:
+        c = outcome.change
+        was = "" if c.from_state is c.to_state else f" (was {c.from_state})"
+        typer.echo(f"{c.scope} is {c.to_state}{was}: event #{c.id} by {c.actor}: {c.reason}")
+        ack = outcome.ack
+        if ack is not None:
+            line = (f"acknowledged by {ack['engine']} in {outcome.waited_s * 1000:.0f} ms: "
+                    f"{ack['cancelled']} open order(s) cancelled")
+            if flatten:
+                line += f", {ack['flatten_orders']} closing order(s) sent"
+            typer.echo(line)
+            if ack.get("detail"):
+                typer.echo(f"warning: {ack['detail']}", err=True)
+        else:
+            typer.echo(f"{outcome.note}; the state is recorded and holds for the next session that starts")
+    if outcome.engine is not None and outcome.ack is None:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command()
+def kill(
+    reason: ReasonOpt,
+    scope: ScopeOpt = "global",
+    flatten: Annotated[bool, typer.Option("--flatten", help="Also send orders that close the positions in scope.")]
+    = False,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+    timeout: TimeoutOpt = None,
+) -> None:
+    """HALT a scope: no new orders, every open order in scope cancelled. Waits for the engine's ack."""
+    _change("HALTED", scope, reason, flatten, db, config, json_out, timeout)
+
+
+@app.command("reduce-only")
+def reduce_only(reason: ReasonOpt, scope: ScopeOpt = "global", db: DbOpt = None, config: ConfigOpt = None,
+                json_out: JsonOpt = False, timeout: TimeoutOpt = None) -> None:
+    """Let only orders that reduce exposure in scope through."""
+    _change("REDUCE_ONLY", scope, reason, False, db, config, json_out, timeout)
+
+
+@app.command()
+def resume(reason: ReasonOpt, scope: ScopeOpt = "global", db: DbOpt = None, config: ConfigOpt = None,
+           json_out: JsonOpt = False, timeout: TimeoutOpt = None) -> None:
+    """Set a scope back to ACTIVE (the only way out of a halt, operator's or automatic)."""
+    _change("ACTIVE", scope, reason, False, db, config, json_out, timeout)
+
+
+@ks_app.command("list")
+def killswitch_list(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Every scope that was ever changed, with its state and who set it, when and why."""
+    from repositories.store import plain
+
+    rows = plain(_store(db, config).killswitch_list())
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no kill switch has ever been set: every scope is ACTIVE")
+        return
+    from engine.report import print_rows
+
+    print_rows("kill switches", rows, ["scope", "state", "since", "actor", "reason", "event_id"])
+
+
+@app.command()
+def audit(
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+    since: Annotated[str | None, typer.Option("--since", help="15m, 2h, 1d, or an ISO date/time.")] = None,
+    limit: LimitOpt = 1000,
+) -> None:
+    """The audit log: kill-switch changes (operators' and triggers'), acknowledgements."""
+    from datetime import UTC, datetime
+
+    from engine.operator import parse_since
+    from repositories.store import plain
+
+    start = None
+    if since is not None:
+        try:
+            start = parse_since(since, datetime.now(UTC))
+        except ValueError as err:
+            raise _fail(str(err), EXIT_USAGE) from None
+    rows = plain(_store(db, config).audit_log(start, limit))
+    if json_out:
+        for row in rows:
+            row["detail"] = json.loads(row["detail"]) if row.get("detail") else None
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from engine.report import print_audit
+
+    print_audit(rows)
 
 
 def main() -> None:

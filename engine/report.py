@@ -80,3 +80,33 @@ def print_status(payload: dict[str, Any]) -> None:
         t.add_row("last session", f"#{last['id']} {last['mode']} started {last['started_at']} "
                                   f"ended {last['ended_at'] or '(running or crashed)'}")
     c.print(t)
+
+
+def audit_summary(row: dict[str, Any]) -> str:
+    """One line per audit record, in an operator's words."""
+    import json
+
+    detail = row.get("detail")
+    try:
+        d = json.loads(detail) if isinstance(detail, str) else (detail or {})
+    except ValueError:
+        return str(detail)
+    if not isinstance(d, dict):
+        return str(d)
+    if row["action"] == "killswitch.ack":
+        text = f"event #{d.get('event_id')}: {d.get('cancelled')} cancelled, {d.get('flatten_orders')} closing sent"
+        return text + (f" ({d['detail']})" if d.get("detail") else "")
+    if row["action"].startswith("killswitch."):
+        flat = " +flatten" if d.get("flatten") else ""
+        return f"#{d.get('event_id')} {d.get('from')} -> {d.get('to')}{flat}: {d.get('reason')}"
+    return json.dumps(d)
+
+
+def print_audit(rows: list[dict[str, Any]]) -> None:
+    t = Table(title=f"audit log ({len(rows)})", title_justify="left")
+    for col in ("ts", "actor", "action", "scope", "what"):
+        t.add_column(col, overflow="fold")
+    for row in rows:
+        ts = str(row["ts"])[:19].replace("T", " ")
+        t.add_row(ts, str(row["actor"]), str(row["action"]), str(row.get("scope") or ""), audit_summary(row))
+    _console().print(t)

@@ -109,11 +109,8 @@ class Store:
             return {scope: KillState(state) for scope, state in rows}
 
     def killswitch_events(self, after_id: int = 0, limit: int | None = None) -> list[KillSwitchChange]:
-        stmt = (
-            select(KillSwitchEventRow)
-            .where(KillSwitchEventRow.account == self.account, KillSwitchEventRow.id > after_id)
-            .order_by(KillSwitchEventRow.id)
-        )
+        t = KillSwitchEventRow.__table__
+        stmt = select(t).where(t.c.account == self.account, t.c.id > after_id).order_by(t.c.id)
         if limit:
             stmt = stmt.limit(limit)
         with self.engine.connect() as conn:
@@ -121,7 +118,7 @@ class Store:
                 KillSwitchChange(
                     r.ts, r.scope, KillState(r.from_state), KillState(r.to_state), r.reason, r.actor, r.flatten, r.id
                 )
-                for r in conn.execute(stmt).scalars()
+                for r in conn.execute(stmt)
             ]
 
     def last_killswitch_event_id(self) -> int:
