@@ -14,9 +14,9 @@ from tests.conftest import T0
 
 
 class Rig:
-    def __init__(self, **engine_kw: Any) -> None:
+    def __init__(self, broker_cls: type[PaperBroker] = PaperBroker, **engine_kw: Any) -> None:
         self.clock = SimClock(T0)
-        self.broker = PaperBroker(self.clock)
+        self.broker = broker_cls(self.clock)
         self.bus = EventBus()
         self.rejected: list[SignalRejected] = []
         self.statuses: list[tuple[str, OrderStatus]] = []

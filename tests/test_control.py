@@ -1,0 +1,153 @@
+"""Operator control through the database: events applied, flattens, acks, trips stored (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal as D
+
+from engine.config import load_settings
+from engine.domain import Fill, KillState, OrderStatus, Side
+from engine.operator import live_engine, parse_since
+from engine.session import PaperSession, SimClock
+from paper.market import SIM_START
+from repositories.db import make_engine
+from repositories.killswitch_feed import KillSwitchFeed
+from repositories.store import Store
+from risk.killswitch import GLOBAL
+from tests.conftest import signal_line
+from tests.rig import Rig
+
+
+def open_session(url: str) -> tuple[PaperSession, SimClock]:
+    session = PaperSession(load_settings(database_url=url), seed=3)
+    clock = SimClock(SIM_START)
+    session.prepare(clock, datetime.now(UTC))
+    return session, clock
+
+
+def operator(url: str) -> Store:
+    return Store(make_engine(url), "DU0000001")
+
+
+def test_operator_halt_with_flatten_cancels_closes_and_acknowledges(db_url: str) -> None:
+    session, clock = open_session(db_url)
+    session.process_line(signal_line("a1", symbol="AAPL"), clock)  # a market order: a position
+    session.process_line(signal_line("m1", symbol="MSFT", order_type="LMT", limit_price=1.0), clock)  # rests
+    engine = session.engine
+    assert engine.positions["AAPL"].quantity > 0 and len(engine.orders) == 1
+
+    event = operator(db_url).record_killswitch(GLOBAL, KillState.HALTED, "drill", "ops@desk", datetime.now(UTC),
+                                                flatten=True)
+    assert session.control.tick(force=True) == 1
+
+    assert engine.killswitches.get(GLOBAL) is KillState.HALTED and engine.orders == {}
+    assert engine.positions["AAPL"].quantity == 0  # the closing order was marketable and filled
+    assert event.id is not None
+    ack = operator(db_url).killswitch_ack(event.id)
+    assert ack is not None and ack["cancelled"] == 1 and ack["flatten_orders"] == 1 and ack["detail"] is None
+    session._finish(datetime.now(UTC), 0.0, 0)
+
+
+def test_an_event_is_applied_once_however_often_the_feed_is_read(db_url: str) -> None:
+    session, _ = open_session(db_url)
+    operator(db_url).record_killswitch("symbol:AAPL", KillState.REDUCE_ONLY, "news", "ops@desk", datetime.now(UTC))
+    assert session.control.tick(force=True) == 1
+    assert session.control.tick(force=True) == 0
+    assert len(session.control.applied) == 1
+    session._finish(datetime.now(UTC), 0.0, 0)
+
+
+def test_a_trip_is_stored_with_its_audit_record_and_not_applied_twice(db_url: str) -> None:
+    session, clock = open_session(db_url)
+    session.process_line(signal_line("a1", symbol="AAPL"), clock)
+    session.engine.on_fill(Fill("ext.1", "placed-in-tws", "AAPL", Side.BUY, D(5), D(100), D(1), clock()))
+    store = operator(db_url)
+    assert store.killswitch_states() == {"symbol:AAPL": KillState.HALTED}
+    (trip,) = store.killswitch_events()
+    assert trip.actor == "trigger:unknown_fill" and "never sent" in trip.reason
+    assert [a["action"] for a in store.audit_log()] == ["killswitch.halted"]
+    assert session.control.tick(force=True) == 0  # its own event: nothing to apply, nothing to ack
+    session._finish(datetime.now(UTC), 0.0, 0)
+
+
+def test_the_running_engine_is_visible_to_the_cli_until_it_ends(db_url: str) -> None:
+    session, _ = open_session(db_url)
+    store = operator(db_url)
+    holder, _ = live_engine(store, 5.0, datetime.now(UTC))
+    assert holder is not None and holder == session.control.holder
+    stale, sentence = live_engine(store, 5.0, datetime.now(UTC) + timedelta(seconds=60))
+    assert stale is None and "last heard from" in sentence
+    session._finish(datetime.now(UTC), 0.0, 0)
+    assert live_engine(store, 5.0, datetime.now(UTC))[0] is None
+
+
+def test_postgresql_notify_wakes_the_feed_without_waiting_for_the_poll(pg_url: str) -> None:
+    from repositories.db import upgrade
+
+    upgrade(pg_url)
+    store = operator(pg_url)
+    feed = KillSwitchFeed(store, after_id=0, fallback_s=3600)
+    assert feed.listening and feed.fileno() is not None
+    feed.poll(force=True)
+    assert feed.poll() == []
+    store.record_killswitch(GLOBAL, KillState.HALTED, "drill", "ops@desk", datetime.now(UTC))
+    (event,) = feed.poll()  # woken by NOTIFY although the fallback read is an hour away
+    assert event.to_state is KillState.HALTED
+    feed.close()
+
+
+def test_flatten_goes_through_the_pre_trade_checks() -> None:
+    from risk.checks import Limits, RiskLimits
+
+    r = Rig(limits=RiskLimits(Limits(max_order_qty=D(50_000))))
+    r.quote()
+    r.engine.on_signal_line(signal_line("s1"))
+    r.engine.limits = RiskLimits(Limits(max_order_qty=D(1)))  # tightened after the position was built
+    r.engine.set_killswitch(GLOBAL, KillState.HALTED, "drill", "ops")
+    result = r.engine.flatten(GLOBAL, "1", D("0.01"))
+    assert result.sent == [] and result.skipped["AAPL"].startswith("max_order_qty")
+
+
+def test_flatten_is_a_collared_marketable_limit_that_never_opens_a_position() -> None:
+    r = Rig()
+    r.quote()
+    r.engine.on_signal_line(signal_line("s1"))
+    held = r.engine.positions["AAPL"].quantity
+    r.engine.set_killswitch(GLOBAL, KillState.HALTED, "drill", "ops")
+    (order,) = r.engine.flatten(GLOBAL, "9", D("0.01")).sent
+    assert order.client_order_id == "tc-flat-9-AAPL" and order.intent.side is Side.SELL
+    assert order.intent.quantity == held and order.intent.limit_price == D("99.00")  # bid 100.00 less 1%
+    assert order.status is OrderStatus.FILLED and r.engine.positions["AAPL"].quantity == 0
+    assert r.engine.flatten(GLOBAL, "10", D("0.01")).sent == []  # flat: nothing more to send
+
+
+def test_flatten_refuses_a_strategy_scope() -> None:
+    r = Rig()
+    result = r.engine.flatten("strategy:s", "1", D("0.01"))
+    assert result.sent == [] and "per account and symbol" in result.skipped["strategy:s"]
+
+
+def test_reduce_only_lets_a_closing_signal_through_and_refuses_an_opening_one() -> None:
+    r = Rig()
+    r.quote()
+    r.engine.on_signal_line(signal_line("s1"))
+    r.engine.set_killswitch(GLOBAL, KillState.REDUCE_ONLY, "drill", "ops")
+    r.engine.on_signal_line(signal_line("s2", symbol="AAPL", direction="flat"))
+    assert r.engine.positions["AAPL"].quantity == 0
+    r.quote(symbol="MSFT")
+    r.engine.on_signal_line(signal_line("s3", symbol="MSFT"))
+    assert r.rejected[-1].code == "killswitch" and "REDUCE_ONLY" in r.rejected[-1].reason
+
+
+def test_since_accepts_relative_and_absolute_times() -> None:
+    now = datetime(2026, 11, 22, 12, tzinfo=UTC)
+    assert parse_since("15m", now) == now - timedelta(minutes=15)
+    assert parse_since("1d", now) == now - timedelta(days=1)
+    assert parse_since("2026-11-22T08:00", now) == datetime(2026, 11, 22, 8, tzinfo=UTC)
+
+
+def test_since_says_what_it_accepts() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="15m, 2h, 1d"):
+        parse_since("yesterday", datetime.now(UTC))
