@@ -102,3 +102,56 @@ def test_help_lists_the_commands() -> None:
     assert out.exit_code == 0
     for command in ("paper", "db", "signals", "orders", "fills", "positions", "status"):
         assert command in out.stdout
+
+
+# -- operator controls (no engine running: recorded, and said so) --------------------------------------
+def test_kill_requires_a_reason() -> None:
+    result = runner.invoke(app, ["kill"])
+    assert result.exit_code == 2 and "--reason" in result.output
+
+
+def test_blank_reason_is_refused(db_url: str) -> None:
+    result = runner.invoke(app, ["kill", "--db", db_url, "--reason", "  "])
+    assert result.exit_code == 2 and "must say why" in result.output
+
+
+def test_bad_scope_is_refused_with_the_accepted_forms(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["kill", "--db", f"sqlite:///{tmp_path / 'k.db'}", "--reason", "x",
+                                 "--scope", "desk:eq"])
+    assert result.exit_code == 2 and "strategy:NAME" in result.output
+
+
+def test_kill_reduce_only_resume_are_listed_and_audited(db_url: str) -> None:
+    for args in (["kill", "--scope", "symbol:aapl", "--reason", "bad prints"],
+                 ["reduce-only", "--scope", "strategy:mr", "--reason", "model review"],
+                 ["resume", "--scope", "symbol:AAPL", "--reason", "prints fixed"]):
+        result = runner.invoke(app, [*args, "--db", db_url, "--json"])
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.stdout)
+        assert out["acknowledged"] is False and "no engine is running" in out["note"]
+    listed = json.loads(runner.invoke(app, ["killswitch", "list", "--db", db_url, "--json"]).stdout)
+    assert {(r["scope"], r["state"]) for r in listed} == {("symbol:AAPL", "ACTIVE"), ("strategy:mr", "REDUCE_ONLY")}
+    audit = json.loads(runner.invoke(app, ["audit", "--db", db_url, "--json", "--since", "1h"]).stdout)
+    assert [a["action"] for a in audit] == ["killswitch.halted", "killswitch.reduce_only", "killswitch.active"]
+    assert audit[2]["detail"]["from"] == "HALTED" and audit[2]["detail"]["reason"] == "prints fixed"
+    assert "@" in audit[0]["actor"]
+
+
+def test_audit_since_in_the_future_is_empty_and_bad_since_is_usage(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    runner.invoke(app, ["kill", "--db", db, "--reason", "x"])
+    assert json.loads(runner.invoke(app, ["audit", "--db", db, "--json", "--since", "2999-01-01"]).stdout) == []
+    assert runner.invoke(app, ["audit", "--db", db, "--since", "soon"]).exit_code == 2
+    table = runner.invoke(app, ["audit", "--db", db])
+    assert table.exit_code == 0 and "killswitch.halted" in table.stdout
+
+
+def test_flatten_with_a_strategy_scope_is_refused() -> None:
+    result = runner.invoke(app, ["kill", "--scope", "strategy:mr", "--reason", "x", "--flatten"])
+    assert result.exit_code == 2 and "symbol or global" in result.output
+
+
+def test_killswitch_list_on_a_fresh_database_says_everything_is_active(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'l.db'}"
+    runner.invoke(app, ["db", "upgrade", "--db", db])
+    assert "every scope is ACTIVE" in runner.invoke(app, ["killswitch", "list", "--db", db]).stdout
