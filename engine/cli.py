@@ -149,9 +149,9 @@ def _store(db: str | None, config: Path | None) -> Any:
 
     store = Store(make_engine(settings.database_url), settings.account)
     try:
-        from repositories.db import current_revision
+        from repositories.db import schema_revision
 
-        if current_revision(settings.database_url) is None:
+        if schema_revision(store.engine) is None:
             raise _fail("the database has no schema yet: run `tradectl db upgrade` (or a paper session)")
     except (OperationalError, ProgrammingError) as err:
         raise _fail(f"cannot read the database: {err.orig}") from None
@@ -240,7 +240,7 @@ def _writable_store(settings: Settings) -> Any:
     from repositories.store import Store
 
     try:
-        from engine.session import ensure_schema
+        from repositories.db import ensure_schema
 
         ensure_schema(settings.database_url)
     except OperationalError as err:

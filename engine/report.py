@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
-from engine.session import SessionSummary
+if TYPE_CHECKING:  # the listing commands must not pay for importing the whole session
+    from engine.session import SessionSummary
 
 
 def _console() -> Console:

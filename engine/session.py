@@ -33,7 +33,7 @@ from engine.signals import SignalError, parse_signal
 from paper.broker import PaperBroker
 from paper.market import SIM_START, RandomWalkMarket, read_quotes_csv
 from paper.matching import CommissionSchedule
-from repositories.db import current_revision, head_revision, make_engine, upgrade
+from repositories.db import ensure_schema, make_engine
 from repositories.killswitch_feed import KillSwitchFeed
 from repositories.models import OrderRow
 from repositories.recorder import Recorder
@@ -87,12 +87,6 @@ def trigger_limits(settings: Settings) -> TriggerLimits:
 def kelly_params(settings: Settings) -> KellyParams:
     k = settings.kelly
     return KellyParams(k.fraction, k.max_fraction_of_equity, k.max_qty, k.rebalance_band)
-
-
-def ensure_schema(url: str) -> None:
-    """Migrate to head when behind (a paper session on a fresh checkout needs no separate step)."""
-    if current_revision(url) != head_revision():
-        upgrade(url)
 
 
 @dataclass(slots=True)

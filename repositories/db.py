@@ -9,6 +9,9 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
+# The newest Alembic revision this code expects. Kept here so the CLI can check a database without
+# loading Alembic (half a second); tests/test_migrations.py fails when it falls behind the scripts.
+SCHEMA_HEAD = "0002"
 ALEMBIC_DIR = ROOT / "alembic"
 DEFAULT_SQLITE_PATH = Path("var") / "tradectl.db"
 
@@ -80,6 +83,31 @@ def current_revision(url: str) -> str | None:
             return MigrationContext.configure(conn).get_current_revision()
     finally:
         engine.dispose()
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The database's Alembic revision by a plain query (None when it has no schema yet)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except (OperationalError, ProgrammingError) as err:
+        if "alembic_version" in str(err.orig):
+            return None
+        raise
+
+
+def ensure_schema(url: str) -> None:
+    """Migrate to head when behind (a paper session, or a kill on a fresh database, needs no extra step)."""
+    engine = make_engine(url)
+    try:
+        current = schema_revision(engine)
+    finally:
+        engine.dispose()
+    if current != SCHEMA_HEAD:
+        upgrade(url)
 
 
 def head_revision() -> str | None:

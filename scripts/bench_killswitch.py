@@ -24,16 +24,18 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
 
 from engine.domain import KillState
 from engine.operator import change_killswitch
-from engine.session import ensure_schema
-from repositories.db import make_engine
+from repositories.db import ensure_schema, make_engine
 from repositories.models import OrderEventRow, OrderRow
 from repositories.store import Store
 from risk.killswitch import GLOBAL
@@ -68,6 +70,24 @@ def open_orders(store: Store) -> int:
         ).scalar() or 0)
 
 
+@contextmanager
+def fresh_database(url: str) -> Iterator[str]:
+    """A throwaway PostgreSQL database beside the one named (never the shared one); SQLite as given."""
+    if not url.startswith("postgresql"):
+        yield url
+        return
+    name = f"tradectl_bench_{os.getpid()}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def run(url: str, trips: int, min_open: int, cli_trips: int) -> dict[str, object]:
     ensure_schema(url)
     store = Store(make_engine(url), "DU0000001")
@@ -80,6 +100,11 @@ def run(url: str, trips: int, min_open: int, cli_trips: int) -> dict[str, object
     assert session.stdin is not None
     stop = threading.Event()
     feeder = threading.Thread(target=feed, args=(session.stdin, stop, 2 * min_open), daemon=True)
+    ready = time.monotonic() + 30
+    while store.engine_lock() is None:  # feed only once the engine runs: a backlog burst is throttled
+        if time.monotonic() > ready:
+            raise RuntimeError("the paper session did not start within 30s")
+        time.sleep(0.02)
     feeder.start()
     ack_ms: list[float] = []
     cancel_ms: list[float] = []
@@ -161,7 +186,8 @@ def main() -> None:
     for url in urls:
         name = url.split(":", 1)[0]
         try:
-            r = run(url, args.trips, args.min_open, args.cli_trips)
+            with fresh_database(url) as db:
+                r = run(db, args.trips, args.min_open, args.cli_trips)
         except Exception as exc:  # one database down must not hide the other's figures
             print(f"{name}: skipped ({type(exc).__name__}: {str(exc).splitlines()[0]})")
             continue

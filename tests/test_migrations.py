@@ -4,7 +4,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from repositories.db import current_revision, downgrade, head_revision, make_engine, upgrade
+from repositories.db import SCHEMA_HEAD, current_revision, downgrade, head_revision, make_engine, upgrade
 from repositories.models import Base
 
 
@@ -24,3 +24,7 @@ def test_upgrade_reaches_head_and_downgrade_removes_every_table(db_url: str) -> 
     assert tables == set()
     upgrade(db_url)
     assert set(Base.metadata.tables) <= set(inspect(make_engine(db_url)).get_table_names())
+
+
+def test_the_schema_head_the_code_expects_is_the_newest_migration() -> None:
+    assert head_revision() == SCHEMA_HEAD
