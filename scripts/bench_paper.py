@@ -15,6 +15,7 @@ import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from engine.config import load_settings
 from engine.domain import Order
@@ -42,10 +43,18 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(p * len(sorted_values)))]
 
 
-def run(n: int, db: str | None) -> dict[str, float]:
+def run(n: int, db: str | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d:
         url = db or f"sqlite:///{Path(d) / 'bench.db'}"
-        settings = load_settings(database_url=url)
+        # The synthetic stream sends 50 orders per simulated second and flips every position each second,
+        # paying the spread each time: the throttles (40/s, under IB's pacing) and the daily loss limits
+        # would rightly stop it within minutes. They are off here so the whole run exercises the path;
+        # every other check runs. Their cost per signal is in the rejected signals' path all the same.
+        settings = load_settings(
+            database_url=url,
+            risk={"max_orders_per_s": None, "max_symbol_orders_per_s": None, "max_daily_loss": None},
+            triggers={"rate_breach_burst": None, "daily_loss": None, "drawdown": None},
+        )
         session = PaperSession(settings, seed=1)
         lines = make_lines(n)
         latencies: list[float] = []
@@ -65,6 +74,7 @@ def run(n: int, db: str | None) -> dict[str, float]:
             process(line, clock)
         session.recorder.flush()
         elapsed = perf() - t0
+        reasons = sorted(session.engine.stats.reject_reasons.items(), key=lambda kv: -kv[1])[:4]
         session.db.dispose()
     latencies.sort()
     return {
@@ -74,6 +84,7 @@ def run(n: int, db: str | None) -> dict[str, float]:
         "p50_us": percentile(latencies, 0.50) * 1e6,
         "p99_us": percentile(latencies, 0.99) * 1e6,
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rejects": ", ".join(f"{k} {v}" for k, v in reasons),
     }
 
 
@@ -87,6 +98,7 @@ def main() -> None:
         r = run(n, args.db)
         print(f"N={r['n']:>9,}  {r['signals_per_s']:>9,.0f} signals/s  orders {r['orders']:>8,}  "
               f"signal->broker p50 {r['p50_us']:6.1f} us  p99 {r['p99_us']:7.1f} us  maxRSS {r['max_rss_mb']:.0f} MB")
+        print(f"             top rejects: {r['rejects']}")
 
 
 if __name__ == "__main__":
