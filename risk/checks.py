@@ -222,8 +222,8 @@ def check_connectivity(intent: OrderIntent, ctx: CheckContext) -> Reject | None:
 
 
 def _projected_symbol_exposure(intent: OrderIntent, ctx: CheckContext) -> tuple[Decimal, Decimal]:
-    """This symbol's signed notional before and after the order, at the order's price."""
-    price = _order_price(intent, ctx)
+    """This symbol's signed notional before and after the order, marked like the book: at the market."""
+    price = ctx.reference_price or _order_price(intent, ctx)
     qty = ctx.position + ctx.working
     return qty * price, (qty + intent.signed_quantity) * price
 

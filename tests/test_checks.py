@@ -230,3 +230,9 @@ def test_exposure_book_keeps_gross_and_net_as_symbols_change() -> None:
     assert (book.gross, book.net) == (D(2000), D(0))
     book.mark("AAPL", D(0))
     assert (book.gross, book.net, book.get("AAPL")) == (D(1000), D(-1000), D(0))
+
+
+def test_exposure_is_marked_at_the_market_not_at_a_far_away_limit() -> None:
+    # A buy 10,000 @ 1.00 while the market is 100: if it ever fills, the position is worth ~1,000,000.
+    r = check_exposure(intent("10000", limit="1.00"), ctx(max_gross_exposure=D("500000")))
+    assert r is not None and r.code == "max_gross_exposure"
