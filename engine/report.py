@@ -28,6 +28,8 @@ def print_summary(s: SessionSummary) -> None:
     t.add_row("orders", ", ".join(f"{k} {v}" for k, v in sorted(s.orders.items())) or "0")
     t.add_row("  cancelled at end of input", str(s.cancelled_at_end))
     t.add_row("fills", str(s.fills))
+    t.add_row("kill switches", ", ".join(f"{k} {v}" for k, v in s.killswitches.items()) or "all ACTIVE")
+    t.add_row("  automatic trips / operator changes", f"{s.trips} / {s.operator_changes}")
     t.add_row("realized P&L", f"{s.realized_pnl:,.2f}")
     t.add_row("unrealized P&L", f"{s.unrealized_pnl:,.2f}")
     t.add_row("commissions", f"{s.commissions:,.2f}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
+import pytest
+
 from engine.config import load_settings
 from engine.domain import Fill, KillState, OrderStatus, Side
 from engine.operator import live_engine, parse_since
@@ -147,7 +149,26 @@ def test_since_accepts_relative_and_absolute_times() -> None:
 
 
 def test_since_says_what_it_accepts() -> None:
-    import pytest
-
     with pytest.raises(ValueError, match="15m, 2h, 1d"):
         parse_since("yesterday", datetime.now(UTC))
+
+
+def test_engine_refuses_to_trade_while_it_cannot_read_the_kill_switches(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    session, clock = open_session(sqlite_url)
+
+    def unreadable(force: bool = False) -> list[object]:
+        raise OperationalError("SELECT killswitch_events", {}, Exception("database is locked"))
+
+    with monkeypatch.context() as m:
+        m.setattr(session.control.feed, "poll", unreadable)
+        session.control.tick(force=True)
+        session.process_line(signal_line("b1"), clock)
+        assert session.engine.stats.reject_reasons == {"blocked": 1} and session.engine.stats.orders == 0
+    session.control.tick(force=True)  # readable again: trading resumes by itself (no switch had changed)
+    session.process_line(signal_line("b2"), clock)
+    assert session.engine.stats.orders == 1
+    session._finish(datetime.now(UTC), 0.0, 0)
