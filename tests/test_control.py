@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
@@ -89,10 +90,13 @@ def test_postgresql_notify_wakes_the_feed_without_waiting_for_the_poll(pg_url: s
     upgrade(pg_url)
     store = operator(pg_url)
     feed = KillSwitchFeed(store, after_id=0, fallback_s=3600)
-    assert feed.listening and feed.fileno() is not None
+    fd = feed.fileno()
+    assert feed.listening and fd is not None
     feed.poll(force=True)
     assert feed.poll() == []
     store.record_killswitch(GLOBAL, KillState.HALTED, "drill", "ops@desk", datetime.now(UTC))
+    readable, _, _ = select.select([fd], [], [], 5.0)  # what the session's event loop waits on
+    assert readable
     (event,) = feed.poll()  # woken by NOTIFY although the fallback read is an hour away
     assert event.to_state is KillState.HALTED
     feed.close()
