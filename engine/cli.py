@@ -224,6 +224,38 @@ def status(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False
     print_status(payload)
 
 
+# -- simulated gateway ---------------------------------------------------------------------------------
+@app.command("gateway-sim")
+def gateway_sim(
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="IB Gateway paper port by default.")] = 4002,
+    account: Annotated[str, typer.Option("--account")] = "DU0000001",
+    config: ConfigOpt = None,
+) -> None:
+    """Run the simulated IB Gateway (TWS API over TCP). This slice serves connecting; orders come next."""
+    import asyncio
+
+    settings = _settings(config)
+    _setup_logging(settings)
+    from paper.gateway import GatewaySim
+
+    async def serve() -> None:
+        gw = GatewaySim(host, port, account)
+        await gw.start()
+        typer.echo(f"simulated IB Gateway on {host}:{gw.port}, account {account} (Ctrl-C to stop)", err=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await gw.stop()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        return
+    except OSError as err:
+        raise _fail(f"cannot listen on {host}:{port}: {err.strerror}") from None
+
+
 # -- operator controls ---------------------------------------------------------------------------------
 ScopeOpt = Annotated[str, typer.Option("--scope", help="global | strategy:NAME | symbol:SYM")]
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why: recorded in the audit log (required).")]
