@@ -145,6 +145,11 @@ class Quote:
     def mid(self) -> Decimal:
         return (self.bid + self.ask) / 2
 
+    @property
+    def reference(self) -> Decimal:
+        """The price sizing, checks and marks use: the last trade, or the mid before any trade."""
+        return self.last if self.last > 0 else (self.bid + self.ask) / 2
+
 
 @dataclass(slots=True)
 class Signal:

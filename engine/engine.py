@@ -211,7 +211,7 @@ class Engine:
         quote = self.broker.quote(symbol)
         if quote is None:
             return self._reject(signal, now, "no_market_data", f"no quote for {symbol}", raw)
-        price = quote.last if quote.last > 0 else quote.mid
+        price = quote.reference
         equity = self.equity()
         self._observe_equity(now, equity)
         target = target_quantity(signal, instrument, price, equity, self.kelly)
@@ -357,7 +357,7 @@ class Engine:
         if not gate.allowed:
             return gate.reason or "kill switch"
         quote = self.broker.quote(symbol)
-        price = None if quote is None else (quote.last if quote.last > 0 else quote.mid)
+        price = None if quote is None else quote.reference
         ctx = self._context(intent, now, quote, position, working, self.equity(), price)
         reject = run_checks(self.checks, intent, ctx)
         if reject is not None:
@@ -580,7 +580,7 @@ class Engine:
             if pos.quantity:
                 quote = self.broker.quote(pos.symbol)
                 if quote is not None:
-                    unrealized += pos.unrealized(quote.last if quote.last > 0 else quote.mid)
+                    unrealized += pos.unrealized(quote.reference)
         return self.initial_equity + self.realized_pnl - self.commissions + unrealized
 
     def unrealized_pnl(self) -> Decimal:

@@ -369,7 +369,7 @@ class PaperSession:
         unrealized = ZERO
         for pos in sorted(engine.positions.values(), key=lambda p: p.symbol):
             quote = self.broker.quote(pos.symbol)
-            mark = (quote.last if quote.last > 0 else quote.mid) if quote else pos.avg_cost
+            mark = quote.reference if quote else pos.avg_cost
             u = pos.unrealized(mark)
             unrealized += u
             positions.append(

@@ -94,19 +94,7 @@ class Store:
     # -- kill switches ---------------------------------------------------------------------------------
     def killswitch_states(self) -> dict[str, KillState]:
         """The latest state of every scope that has ever changed (ACTIVE scopes included)."""
-        latest = (
-            select(KillSwitchEventRow.scope, func.max(KillSwitchEventRow.id).label("id"))
-            .where(KillSwitchEventRow.account == self.account)
-            .group_by(KillSwitchEventRow.scope)
-            .subquery()
-        )
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(KillSwitchEventRow.scope, KillSwitchEventRow.to_state).join(
-                    latest, KillSwitchEventRow.id == latest.c.id
-                )
-            )
-            return {scope: KillState(state) for scope, state in rows}
+        return {row["scope"]: KillState(row["state"]) for row in self.killswitch_list()}
 
     def killswitch_events(self, after_id: int = 0, limit: int | None = None) -> list[KillSwitchChange]:
         t = KillSwitchEventRow.__table__

@@ -116,9 +116,7 @@ class CheckContext:
     @property
     def reference_price(self) -> Decimal | None:
         q = self.quote
-        if q is None:
-            return None
-        return q.last if q.last > 0 else q.mid
+        return None if q is None else q.reference
 
 
 PreTradeCheck = Callable[[OrderIntent, CheckContext], Reject | None]
