@@ -224,25 +224,100 @@ def status(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False
     print_status(payload)
 
 
+# -- IBKR ----------------------------------------------------------------------------------------------
+@app.command()
+def run(
+    broker: Annotated[str, typer.Option("--broker", help="ibkr (TWS / IB Gateway / gateway-sim) or paper.")] = "ibkr",
+    host: Annotated[str | None, typer.Option("--host", help="TWS / IB Gateway host (default: config).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Default: IB's, 4002 paper / 4001 live (TWS: 7497 / "
+                                                            "7496 with --tws).")] = None,
+    client_id: Annotated[int | None, typer.Option("--client-id", help="API client id (default: config).")] = None,
+    account: Annotated[str | None, typer.Option("--account", help="Account to trade (default: config).")] = None,
+    signals: Annotated[str | None, typer.Option("--signals", help="JSONL signal file, or '-' for stdin.")] = None,
+    live: Annotated[bool, typer.Option("--live", help="Trade a LIVE account (must match the configured one).")]
+    = False,
+    tws: Annotated[bool, typer.Option("--tws", help="Default ports of TWS instead of IB Gateway.")] = False,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run the engine against IBKR (or the simulated gateway) with the same risk path as paper mode."""
+    import asyncio
+
+    if broker == "paper":
+        paper(signals=signals, quotes=None, seed=1, db=db, config=config, json_out=json_out, progress=not json_out)
+        return
+    if broker != "ibkr":
+        raise _fail(f"--broker must be ibkr or paper, not {broker!r}", EXIT_USAGE)
+    settings = _settings(config, database_url=db)
+    _setup_logging(settings)
+    from broker.ibkr import IbkrError
+    from engine.live import IB_PORTS, AccountRefused, IbkrSession
+    from engine.session import DEMO_SIGNALS, read_lines
+
+    path = None if signals is None or signals == "-" else Path(signals)
+    if path is not None and not path.is_file():
+        raise _fail(f"signal file {path} does not exist", EXIT_USAGE)
+    ib = settings.ibkr
+    the_port = port or ib.port or IB_PORTS[("tws" if tws else "gateway", live)]
+    session = IbkrSession(settings, host=host or ib.host, port=the_port,
+                          client_id=ib.client_id if client_id is None else client_id, account=account, live=live)
+
+    async def go() -> Any:
+        await session.connect()
+        if signals == "-":
+            return await session.run(stream=sys.stdin)
+        return await session.run(read_lines(path or DEMO_SIGNALS))
+
+    try:
+        summary = asyncio.run(go())
+    except AccountRefused as err:
+        raise _fail(f"refusing to trade: {err}", EXIT_USAGE) from None
+    except IbkrError as err:
+        raise _fail(str(err)) from None
+    if json_out:
+        typer.echo(json.dumps(summary.to_json(), indent=2))
+    else:
+        from engine.report import print_summary
+
+        print_summary(summary)
+
+
 # -- simulated gateway ---------------------------------------------------------------------------------
 @app.command("gateway-sim")
 def gateway_sim(
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="IB Gateway paper port by default.")] = 4002,
     account: Annotated[str, typer.Option("--account")] = "DU0000001",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random-walk market.")] = 1,
+    quotes: Annotated[Path | None, typer.Option("--quotes", help="Replay a quotes CSV instead of the walk.")] = None,
+    symbols: Annotated[str | None, typer.Option("--symbols", help="Comma-separated symbols it knows.")] = None,
+    step_ms: Annotated[float, typer.Option("--step-ms", min=1, help="Market step interval.")] = 250.0,
+    control_port: Annotated[int | None, typer.Option("--control-port", help="Fault-control port (default: port "
+                                                                            "+ 100; 0 = any free).")] = None,
+    no_pacing: Annotated[bool, typer.Option("--no-pacing", help="Do not disconnect clients above 50 msg/s.")]
+    = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Run the simulated IB Gateway (TWS API over TCP). This slice serves connecting; orders come next."""
+    """Run the simulated IB Gateway: TWS API over TCP on the paper matching engine, with fault controls."""
     import asyncio
 
     settings = _settings(config)
     _setup_logging(settings)
-    from paper.gateway import GatewaySim
+    from paper.gateway import DEFAULT_SYMBOLS, PACING_LIMIT, GatewaySim
+    from paper.market import QuotesFileError
+
+    if quotes is not None and not quotes.is_file():
+        raise _fail(f"quotes file {quotes} does not exist", EXIT_USAGE)
+    known = tuple(s.strip().upper() for s in symbols.split(",") if s.strip()) if symbols else DEFAULT_SYMBOLS
+    ctl = port + 100 if control_port is None else control_port
 
     async def serve() -> None:
-        gw = GatewaySim(host, port, account)
+        gw = GatewaySim(host, port, account, seed=seed, symbols=known, quotes=quotes, step_s=step_ms / 1000,
+                        pacing_limit=None if no_pacing else PACING_LIMIT, control_port=ctl)
         await gw.start()
-        typer.echo(f"simulated IB Gateway on {host}:{gw.port}, account {account} (Ctrl-C to stop)", err=True)
+        typer.echo(f"simulated IB Gateway on {host}:{gw.port}, account {account}, control port {gw.control_port} "
+                   f"(Ctrl-C to stop)", err=True)
         try:
             await asyncio.Event().wait()
         finally:
@@ -252,8 +327,40 @@ def gateway_sim(
         asyncio.run(serve())
     except KeyboardInterrupt:
         return
+    except QuotesFileError as err:
+        raise _fail(str(err), EXIT_USAGE) from None
     except OSError as err:
         raise _fail(f"cannot listen on {host}:{port}: {err.strerror}") from None
+
+
+@app.command("gateway-ctl")
+def gateway_ctl(
+    command: Annotated[str, typer.Argument(help="status | drop | restart | outage | restore | delay | drop-replies "
+                                                "| duplicate-exec | correct | reject-next | refuse-short | step "
+                                                "| clear")],
+    args: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE arguments, e.g. seconds=0.5, symbol=AAPL, "
+                                                          "exec_id=... price=101.5, msg=11 count=1")] = None,
+    port: Annotated[int, typer.Option("--port", help="The simulator's control port.")] = 4102,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+) -> None:
+    """Send one fault control or query to a running gateway-sim and print its JSON answer."""
+    import socket
+
+    request: dict[str, Any] = {"cmd": command}
+    for arg in args or []:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise _fail(f"argument {arg!r} is not KEY=VALUE", EXIT_USAGE)
+        request[key] = value
+    try:
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            reply = sock.makefile().readline()
+    except OSError as err:
+        raise _fail(f"no simulator control port at {host}:{port}: {err.strerror or err}") from None
+    typer.echo(reply.strip())
+    if not json.loads(reply or "{}").get("ok"):
+        raise typer.Exit(EXIT_FAILURE)
 
 
 # -- operator controls ---------------------------------------------------------------------------------

@@ -124,6 +124,19 @@ class PaperConfig(BaseModel):
     drain_steps: Annotated[int, Field(ge=0)] = 200
 
 
+class IbkrConfig(BaseModel):
+    """TWS / IB Gateway connection (flags of ``tradectl run`` override host, port and client id)."""
+
+    model_config = _Strict
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(gt=0, lt=65536)] | None = None  # None: IB's default for gateway/tws, paper/live
+    client_id: Annotated[int, Field(ge=0)] = 1
+    pacing_per_s: PosInt | None = 45  # order messages a second (IB disconnects above 50); null = off
+    connect_timeout_s: PosFloat = 10.0
+    quote_wait_s: PosFloat = 5.0  # how long a new symbol's first quote is awaited
+    drain_s: Annotated[float, Field(ge=0)] = 5.0  # at the end of input: time for working orders to finish
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TRADECTL_",
@@ -148,6 +161,7 @@ class Settings(BaseSettings):
     paper: PaperConfig = Field(default_factory=PaperConfig)
     triggers: TriggersConfig = Field(default_factory=TriggersConfig)
     killswitch: KillSwitchConfig = Field(default_factory=KillSwitchConfig)
+    ibkr: IbkrConfig = Field(default_factory=IbkrConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -288,6 +288,7 @@ class Fill:
     commission: Decimal
     ts: datetime
     source: str = "broker"  # "broker", or "inferred" when adopted during reconciliation
+    corrects: str | None = None  # the execution id this one replaces (an IB execution correction)
 
     @property
     def signed_quantity(self) -> Decimal:

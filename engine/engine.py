@@ -56,6 +56,8 @@ from risk.triggers import Trip, TripWires
 
 log = structlog.get_logger("tradectl.engine")
 
+RECENT_FILLS = 10_000  # fills kept in memory so an execution correction can find the one it replaces
+
 
 def client_order_id_for(signal_id: str) -> str:
     """Derived, not random: a signal replayed after a crash finds its order at the broker by orderRef."""
@@ -144,6 +146,7 @@ class Engine:
         instruments: InstrumentBook | None = None,
         checks: Sequence[PreTradeCheck] = DEFAULT_CHECKS,
         seen_signal_ids: Iterable[str] = (),
+        seen_exec_ids: Iterable[str] = (),
         dedupe_capacity: int = 200_000,
         positions: Iterable[Position] = (),
         trips: TripWires | None = None,
@@ -158,7 +161,8 @@ class Engine:
         self.instruments = instruments or InstrumentBook()
         self.checks = tuple(checks)
         self.signal_ids = RecentIds(dedupe_capacity, seen_signal_ids)
-        self.exec_ids = RecentIds(dedupe_capacity)
+        self.exec_ids = RecentIds(dedupe_capacity, seen_exec_ids)
+        self._recent_fills: OrderedDict[str, tuple[Fill, Order | None]] = OrderedDict()  # for corrections
         self.positions: dict[str, Position] = {p.symbol: p for p in positions}
         self.orders: dict[str, Order] = {}  # live orders only; terminal ones are retired
         self.working_qty: dict[str, Decimal] = {}
@@ -410,7 +414,14 @@ class Engine:
         if not self.exec_ids.add(fill.exec_id):
             log.info("fill.duplicate_ignored", exec_id=fill.exec_id)
             return
+        if fill.corrects is not None:
+            self._correct(fill)
+            return
         order = self.orders.get(fill.client_order_id)
+        recent = self._recent_fills
+        recent[fill.exec_id] = (fill, order)
+        if len(recent) > RECENT_FILLS:
+            recent.popitem(last=False)
         symbol = fill.symbol
         if order is not None:
             order.apply_fill(fill.quantity, fill.price, fill.commission)
@@ -432,6 +443,36 @@ class Engine:
             self._mark_exposure(symbol, self.working_qty.get(symbol, ZERO))
             self._apply_trip(self.trips.on_unknown_fill(symbol, fill.exec_id, fill.client_order_id))
         self._observe_equity(fill.ts, self.equity())
+
+    def _correct(self, fill: Fill) -> None:
+        """An execution correction replaces the fill it names: undo that one's effect, book this one."""
+        assert fill.corrects is not None
+        known = self._recent_fills.pop(fill.corrects, None)
+        if known is None:
+            log.error("fill.correction_unknown", exec_id=fill.exec_id, corrects=fill.corrects,
+                      detail="the corrected fill is not in memory; reconciliation compares positions")
+            return
+        old, order = known
+        self._recent_fills[fill.exec_id] = (fill, order)
+        symbol = fill.symbol
+        pos = self.positions[symbol]
+        undo = Fill(old.exec_id, old.client_order_id, symbol, Side.SELL if old.side is Side.BUY else Side.BUY,
+                    old.quantity, old.price, -old.commission, fill.ts)
+        self.realized_pnl += pos.apply(undo) + pos.apply(fill)
+        self.commissions += fill.commission - old.commission
+        if order is not None:
+            filled = order.filled_qty - old.quantity + fill.quantity
+            value = order.avg_fill_price * order.filled_qty - old.price * old.quantity + fill.price * fill.quantity
+            order.avg_fill_price = value / filled if filled else ZERO
+            if order.client_order_id in self.orders:
+                self.working_qty[symbol] -= fill.signed_quantity - old.signed_quantity
+            order.filled_qty = filled
+            order.commission += fill.commission - old.commission
+        log.warning("fill.corrected", exec_id=fill.exec_id, corrects=old.exec_id, old_price=str(old.price),
+                    price=str(fill.price), old_quantity=str(old.quantity), quantity=str(fill.quantity))
+        self.bus.fill.emit(fill, order)
+        self.bus.position.emit(pos)
+        self._mark_exposure(symbol, self.working_qty.get(symbol, ZERO))
 
     def on_connection(self, connected: bool, ts: datetime, reason: str | None = None) -> None:
         """The broker link went down or came back: new orders stop while it is down."""

@@ -24,10 +24,11 @@ from typing import Any, TextIO
 import structlog
 from sqlalchemy import func, select
 
+from broker.base import Broker
 from engine.bus import EventBus
 from engine.config import Settings
 from engine.control import OperatorControl, engine_holder
-from engine.domain import ZERO, KillState, Quote
+from engine.domain import ZERO, KillState, Position, Quote
 from engine.engine import Engine, InstrumentBook
 from engine.signals import SignalError, parse_signal
 from paper.broker import PaperBroker
@@ -124,57 +125,41 @@ class SessionSummary:
         return {f.name: conv(getattr(self, f.name)) for f in fields(self)}
 
 
-class PaperSession:
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        seed: int = 1,
-        quotes: Path | None = None,
-        on_progress: Callable[[int], None] | None = None,
-    ) -> None:
+class Session:
+    """What every session shares: database, bus, recorder, engine, kill-switch control, the summary."""
+
+    mode = "paper"
+
+    def __init__(self, settings: Settings, *, on_progress: Callable[[int], None] | None = None) -> None:
         self.settings = settings
-        self.seed = seed
-        self.quotes_path = quotes
         self.on_progress = on_progress
         self.db = make_engine(settings.database_url)
         self.store = Store(self.db, settings.account)
         self.stop_requested = False
-        self._quotes: Iterator[Quote] | None = None
-        self._next_quote: Quote | None = None
 
-    # -- assembly --------------------------------------------------------------------------------------
-    def prepare(self, clock: Callable[[], datetime], started: datetime) -> None:
-        """Migrate, open the session row, and wire broker, market, bus, recorder and engine."""
+    def _open(self, seed: int | None, started: datetime) -> list[Position]:
+        """Migrate and open the session row; return the positions the database holds."""
+        ensure_schema(self.settings.database_url)
+        self.session_id = self.store.start_session(self.mode, seed, started)
+        self._last_event = self.store.last_killswitch_event_id()  # before the states: nothing falls between
+        return self.store.positions()
+
+    def _wire(self, broker: Broker, clock: Callable[[], datetime], positions: list[Position],
+              instruments: InstrumentBook) -> None:
+        """Bus, recorder, engine on ``broker``, kill-switch states and the operator control loop."""
         s = self.settings
-        ensure_schema(s.database_url)
-        self.session_id = self.store.start_session("paper", self.seed, started)
-        last_event = self.store.last_killswitch_event_id()  # before the states: nothing falls between
-        positions = self.store.positions()
-        p = s.paper
-        self.broker = PaperBroker(
-            clock,
-            CommissionSchedule(p.commission_per_share, p.commission_min, p.commission_max_pct),
-            p.slippage_ticks,
-            timedelta(milliseconds=p.latency_ms),
-            exec_prefix=f"{self.session_id:08x}",
-            initial_positions={pos.symbol: (pos.quantity, pos.avg_cost) for pos in positions if pos.quantity},
-        )
-        self.market = RandomWalkMarket(self.seed, step_vol_bps=p.step_vol_bps)
-        if self.quotes_path is not None:
-            self._quotes = read_quotes_csv(self.quotes_path)
-            self._next_quote = next(self._quotes, None)
         self.bus = EventBus()
         self.recorder = Recorder(self.db, self.session_id, s.account, s.flush_rows).attach(self.bus)
         self.engine = Engine(
-            self.broker,
+            broker,
             self.bus,
             clock=clock,
             equity=s.equity,
             kelly=kelly_params(s),
             limits=risk_limits(s),
-            instruments=InstrumentBook(allow_unknown=True),
+            instruments=instruments,
             seen_signal_ids=self.store.recent_signal_ids(s.dedupe_capacity),
+            seen_exec_ids=self.store.recent_exec_ids(s.dedupe_capacity) if self.mode != "paper" else (),
             dedupe_capacity=s.dedupe_capacity,
             positions=positions,
             trips=TripWires(trigger_limits(s)),
@@ -187,12 +172,110 @@ class PaperSession:
         holder = engine_holder()
         self.control = OperatorControl(
             self.engine, self.store, self.recorder,
-            KillSwitchFeed(self.store, last_event, poll_s=k.poll_ms / 1000),
+            KillSwitchFeed(self.store, self._last_event, poll_s=k.poll_ms / 1000),
             holder=holder, flatten_collar=k.flatten_collar_pct, heartbeat_s=k.heartbeat_s,
             reconcile_s=k.reconcile_interval_s,
         )
-        self.store.claim_engine(holder, "paper", self.session_id, wall_clock())
+        self.store.claim_engine(holder, self.mode, self.session_id, wall_clock())
         self.engine.reconcile_positions()  # before the first order: our books against the broker's
+
+    # -- summary ---------------------------------------------------------------------------------------
+    def _finish(self, started: datetime, elapsed: float, cancelled: int) -> SessionSummary:
+        engine = self.engine
+        self.control.tick(force=True)
+        self.control.close()
+        st = engine.stats
+        positions = []
+        unrealized = ZERO
+        for pos in sorted(engine.positions.values(), key=lambda p: p.symbol):
+            quote = self.engine.broker.quote(pos.symbol)
+            mark = quote.reference if quote else pos.avg_cost
+            u = pos.unrealized(mark)
+            unrealized += u
+            positions.append(
+                {
+                    "symbol": pos.symbol,
+                    "quantity": pos.quantity,
+                    "avg_cost": pos.avg_cost.quantize(Decimal("0.0001")),
+                    "mark": mark,
+                    "unrealized_pnl": u.quantize(Decimal("0.01")),
+                    "realized_pnl": pos.realized_pnl.quantize(Decimal("0.01")),
+                }
+            )
+        counts = self.store.counts()
+        summary = SessionSummary(
+            session_id=self.session_id,
+            signals=st.signals,
+            accepted=st.accepted,
+            rejected=st.rejected,
+            invalid=st.invalid,
+            duplicates=st.duplicates,
+            reject_reasons=dict(sorted(st.reject_reasons.items(), key=lambda kv: -kv[1])),
+            orders=self._session_order_counts(),
+            fills=st.fills,
+            positions=positions,
+            realized_pnl=engine.realized_pnl.quantize(Decimal("0.01")),
+            unrealized_pnl=unrealized.quantize(Decimal("0.01")),
+            commissions=engine.commissions.quantize(Decimal("0.01")),
+            elapsed_s=round(elapsed, 3),
+            cancelled_at_end=cancelled,
+            killswitches={k: str(v) for k, v in sorted(engine.killswitches.snapshot().items())},
+            trips=st.trips,
+            operator_changes=len(self.control.applied),
+        )
+        for scope, state in summary.killswitches.items():
+            summary.notes.append(f"kill switch {scope} is {state}: `tradectl resume --scope {scope} --reason ...`")
+        if st.signals and st.duplicates == st.signals:
+            summary.notes.append(
+                "every signal was already in the database: use another --db (or delete it) to replay"
+            )
+        summary.notes.append(f"database totals: {json.dumps(counts['signals'])}")
+        self.store.end_session(self.session_id, wall_clock(), summary.to_json())
+        self.db.dispose()
+        return summary
+
+    def _session_order_counts(self) -> dict[str, int]:
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                select(OrderRow.status, func.count())
+                .where(OrderRow.session_id == self.session_id)
+                .group_by(OrderRow.status)
+            ).all()
+        return {status: n for status, n in rows}
+
+
+class PaperSession(Session):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        seed: int = 1,
+        quotes: Path | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        super().__init__(settings, on_progress=on_progress)
+        self.seed = seed
+        self.quotes_path = quotes
+        self._quotes: Iterator[Quote] | None = None
+        self._next_quote: Quote | None = None
+
+    def prepare(self, clock: Callable[[], datetime], started: datetime) -> None:
+        """Migrate, open the session row, and wire broker, market, bus, recorder and engine."""
+        positions = self._open(self.seed, started)
+        p = self.settings.paper
+        self.broker = PaperBroker(
+            clock,
+            CommissionSchedule(p.commission_per_share, p.commission_min, p.commission_max_pct),
+            p.slippage_ticks,
+            timedelta(milliseconds=p.latency_ms),
+            exec_prefix=f"{self.session_id:08x}",
+            initial_positions={pos.symbol: (pos.quantity, pos.avg_cost) for pos in positions if pos.quantity},
+        )
+        self.market = RandomWalkMarket(self.seed, step_vol_bps=p.step_vol_bps)
+        if self.quotes_path is not None:
+            self._quotes = read_quotes_csv(self.quotes_path)
+            self._next_quote = next(self._quotes, None)
+        self._wire(self.broker, clock, positions, InstrumentBook(allow_unknown=True))
 
     # -- market ----------------------------------------------------------------------------------------
     def _market_to(self, now: datetime, symbol: str | None) -> None:
@@ -358,71 +441,6 @@ class PaperSession:
         cancelled = self.engine.cancel_where(lambda o: True, "input ended: order still working")
         self.recorder.flush()
         return self._finish(started, _perf() - t0, cancelled)
-
-    # -- summary ---------------------------------------------------------------------------------------
-    def _finish(self, started: datetime, elapsed: float, cancelled: int) -> SessionSummary:
-        engine = self.engine
-        self.control.tick(force=True)
-        self.control.close()
-        st = engine.stats
-        positions = []
-        unrealized = ZERO
-        for pos in sorted(engine.positions.values(), key=lambda p: p.symbol):
-            quote = self.broker.quote(pos.symbol)
-            mark = quote.reference if quote else pos.avg_cost
-            u = pos.unrealized(mark)
-            unrealized += u
-            positions.append(
-                {
-                    "symbol": pos.symbol,
-                    "quantity": pos.quantity,
-                    "avg_cost": pos.avg_cost.quantize(Decimal("0.0001")),
-                    "mark": mark,
-                    "unrealized_pnl": u.quantize(Decimal("0.01")),
-                    "realized_pnl": pos.realized_pnl.quantize(Decimal("0.01")),
-                }
-            )
-        counts = self.store.counts()
-        summary = SessionSummary(
-            session_id=self.session_id,
-            signals=st.signals,
-            accepted=st.accepted,
-            rejected=st.rejected,
-            invalid=st.invalid,
-            duplicates=st.duplicates,
-            reject_reasons=dict(sorted(st.reject_reasons.items(), key=lambda kv: -kv[1])),
-            orders=self._session_order_counts(),
-            fills=st.fills,
-            positions=positions,
-            realized_pnl=engine.realized_pnl.quantize(Decimal("0.01")),
-            unrealized_pnl=unrealized.quantize(Decimal("0.01")),
-            commissions=engine.commissions.quantize(Decimal("0.01")),
-            elapsed_s=round(elapsed, 3),
-            cancelled_at_end=cancelled,
-            killswitches={k: str(v) for k, v in sorted(engine.killswitches.snapshot().items())},
-            trips=st.trips,
-            operator_changes=len(self.control.applied),
-        )
-        for scope, state in summary.killswitches.items():
-            summary.notes.append(f"kill switch {scope} is {state}: `tradectl resume --scope {scope} --reason ...`")
-        if st.signals and st.duplicates == st.signals:
-            summary.notes.append(
-                "every signal was already in the database: use another --db (or delete it) to replay"
-            )
-        summary.notes.append(f"database totals: {json.dumps(counts['signals'])}")
-        self.store.end_session(self.session_id, wall_clock(), summary.to_json())
-        self.db.dispose()
-        return summary
-
-    def _session_order_counts(self) -> dict[str, int]:
-        with self.db.connect() as conn:
-            rows = conn.execute(
-                select(OrderRow.status, func.count())
-                .where(OrderRow.session_id == self.session_id)
-                .group_by(OrderRow.status)
-            ).all()
-        return {status: n for status, n in rows}
-
 
 def _perf() -> float:
     import time

@@ -1,86 +1,329 @@
-"""The simulated IB Gateway: a TCP server speaking the TWS API socket protocol (first slice: connecting).
+"""The simulated IB Gateway: a TCP server speaking the TWS API socket protocol on the paper matching engine.
 
-This slice serves what a client needs to connect and be ready: the ``API\\0`` handshake with version
-negotiation, startApi, managedAccounts and nextValidId, the farm notices, and every request
-``ib_async``'s ``IB.connect()`` sends on connect, each closed by its end marker. Orders, market data and
-the fault controls come next (issue 4). Field layouts follow ``../shared/ib_protocol.md`` and the client
-libraries' decoders.
+Unmodified clients (``ib_async``, IB's own ``ibapi``) connect, trade and cannot tell: the handshake with
+version negotiation, everything ``IB.connect()`` waits for, orders (place, modify, cancel, global
+cancel) with openOrder / orderStatus / execDetails / commissionReport, positions, portfolio and
+account values, market data and contract details, and IB's refusals (103, 104, 105, 110, 200, 201,
+326, 10147, 10148, the pacing disconnect). ``Faults`` lets tests and rehearsals drop connections,
+delay or drop replies, send an execution twice or a correction, and restart with orders working; a
+running simulator takes the same controls as JSON lines on its control port (``tradectl gateway-ctl``).
 
-Framing: a 4-byte big-endian length, then ``\\0``-terminated ASCII fields.
+Orders are keyed by IB's permId inside the matching engine; (clientId, orderId) finds them for the
+client that placed them. State (orders, executions, positions, order-id sequences) lives across
+client connections and restarts of the listener, as a real gateway's does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import struct
-from collections.abc import Sequence
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
 
 import structlog
 
+from engine.domain import ZERO, OrderType, Quote, Side, TimeInForce
+from paper import wire
+from paper.market import RandomWalkMarket, read_quotes_csv
+from paper.matching import CommissionSchedule, Execution, MatchingEngine, SimOrder
+from paper.wire import SimContract, WireExecution, WireOrder, negotiate
+
 log = structlog.get_logger("tradectl.gateway")
 
-MIN_SERVER_VERSION = 157  # the floor both ib_async and ibapi accept
-MAX_SERVER_VERSION = 178  # the newest layout implemented here (below 201, where IB moves to protobuf)
+DEFAULT_SYMBOLS = ("AAPL", "AMZN", "MSFT", "NVDA", "QQQ", "SPY", "TSLA", "IBM")
+PACING_LIMIT = 50  # client messages per second before IB disconnects (error 100)
+ORDER_TYPES = {t.value: t for t in OrderType}
+TIFS = {t.value: t for t in TimeInForce}
 
 
-def frame(fields: Sequence[object]) -> bytes:
-    payload = b"".join(str(f).encode() + b"\0" for f in fields)
-    return struct.pack(">I", len(payload)) + payload
+def con_id_for(symbol: str) -> int:
+    """A stable contract id per symbol (real conIds are stable too)."""
+    return 100_000 + zlib.crc32(symbol.encode()) % 900_000_000
 
 
-async def read_frame(reader: asyncio.StreamReader) -> list[str]:
-    (size,) = struct.unpack(">I", await reader.readexactly(4))
-    payload = await reader.readexactly(size)
-    return payload.decode(errors="replace").split("\0")[:-1]
-
-
-def negotiate(version_text: str) -> int | None:
-    """The server version for a client's ``v<min>..<max>`` (or ``v<n>``); None when no overlap."""
-    text = version_text.split(" ", 1)[0].removeprefix("v")
-    low, _, high = text.partition("..")
+def _dec(text: str) -> Decimal | None:
+    if text in ("", wire.UNSET_DOUBLE):
+        return None
     try:
-        cmin, cmax = int(low), int(high or low)
-    except ValueError:
+        value = Decimal(text)
+    except InvalidOperation:
         return None
-    version = min(cmax, MAX_SERVER_VERSION)
-    if version < MIN_SERVER_VERSION or version < cmin:
+    if not value.is_finite():
         return None
-    return version
+    return value.quantize(Decimal(1)) if value == value.to_integral_value() else value.normalize()
+
+
+@dataclass(slots=True)
+class Faults:
+    """Fault controls; each is consumed or cleared explicitly, so a test states exactly what goes wrong."""
+
+    reply_delay_s: float = 0.0  # every reply waits this long (order kept)
+    drop_replies: dict[int, int] = field(default_factory=dict)  # message id -> how many to drop
+    duplicate_next_execution: bool = False
+    reject_next: str | None = None  # the next new order gets 201 with this reason
+    refuse_short: set[str] = field(default_factory=set)  # sells that would open/extend a short: 201
+    connectivity_lost: bool = False  # between 1100 and 1102: orders wait, no fills are reported live
+
+    def to_json(self) -> dict[str, Any]:
+        return {"reply_delay_s": self.reply_delay_s, "drop_replies": dict(self.drop_replies),
+                "duplicate_next_execution": self.duplicate_next_execution, "reject_next": self.reject_next,
+                "refuse_short": sorted(self.refuse_short), "connectivity_lost": self.connectivity_lost}
 
 
 class _Client:
-    def __init__(self, writer: asyncio.StreamWriter, version: int) -> None:
+    """One API connection."""
+
+    def __init__(self, gw: GatewaySim, writer: asyncio.StreamWriter, version: int) -> None:
+        self.gw = gw
         self.writer = writer
         self.version = version
         self.client_id: int | None = None
+        self.positions = False  # reqPositions subscription
+        self.account_updates = False
+        self.market: dict[int, str] = {}  # reqId -> symbol
+        self._times: deque[float] = deque()
+        self._delayed: deque[tuple[float, bytes]] = deque()
+        self._flusher: asyncio.TimerHandle | None = None
 
-    def send(self, *fields: object) -> None:
-        self.writer.write(frame(fields))
+    @property
+    def open(self) -> bool:
+        return not self.writer.is_closing()
+
+    def send(self, fields: list[object]) -> None:
+        faults = self.gw.faults
+        msg_id = int(str(fields[0]))
+        left = faults.drop_replies.get(msg_id)
+        if left:
+            faults.drop_replies[msg_id] = left - 1
+            log.info("gateway.reply_dropped", msg=msg_id, client_id=self.client_id)
+            return
+        data = wire.frame(fields)
+        if faults.reply_delay_s > 0 or self._delayed:
+            loop = asyncio.get_running_loop()
+            self._delayed.append((loop.time() + faults.reply_delay_s, data))
+            if self._flusher is None:
+                self._flusher = loop.call_at(self._delayed[0][0], self._flush_delayed)
+            return
+        if self.open:
+            self.writer.write(data)
+
+    def _flush_delayed(self) -> None:
+        self._flusher = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._delayed and self._delayed[0][0] <= now:
+            data = self._delayed.popleft()[1]
+            if self.open:
+                self.writer.write(data)
+        if self._delayed:
+            self._flusher = loop.call_at(self._delayed[0][0], self._flush_delayed)
+
+    def error(self, req_id: int, code: int, message: str) -> None:
+        self.send(wire.error(self.version, req_id, code, message))
+
+    def paced_out(self, limit: int | None) -> bool:
+        """Record one incoming message; True when the client exceeded ``limit`` messages in a second."""
+        if limit is None:
+            return False
+        now = time.monotonic()
+        times = self._times
+        times.append(now)
+        while times and now - times[0] > 1.0:
+            times.popleft()
+        return len(times) > limit
+
+    def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        self.writer.close()
 
 
 class GatewaySim:
-    def __init__(self, host: str = "127.0.0.1", port: int = 4002, account: str = "DU0000001") -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 4002,
+        account: str = "DU0000001",
+        *,
+        seed: int = 1,
+        symbols: tuple[str, ...] = DEFAULT_SYMBOLS,
+        quotes: Path | None = None,
+        clock: Callable[[], datetime] | None = None,
+        step_s: float | None = 0.25,
+        commission: CommissionSchedule | None = None,
+        pacing_limit: int | None = PACING_LIMIT,
+        starting_cash: Decimal = Decimal(1_000_000),
+        control_port: int | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.account = account
-        self.next_order_id = 1
-        self._server: asyncio.Server | None = None
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.step_s = step_s
+        self.pacing_limit = pacing_limit
+        self.control_port = control_port
+        self.faults = Faults()
+        self.matching = MatchingEngine(commission, exec_prefix=f"{seed & 0xFFFFFFFF:08x}")
+        self.market = RandomWalkMarket(seed)
+        self._quotes: Iterator[Quote] | None = None
+        if quotes is not None:
+            rows = list(read_quotes_csv(quotes))
+            symbols = tuple(sorted({q.symbol for q in rows}))
+            self._quotes = iter(rows)
+        self.contracts = {s: SimContract(con_id_for(s), s) for s in symbols}
+        self._by_con_id = {c.con_id: c for c in self.contracts.values()}
+        self.cash = starting_cash
+        self._perm_ids = iter(range(1_000_001, 2**62))
+        self.next_valid_id: dict[int, int] = {}  # clientId -> lowest order id it may use next
+        self.live: dict[tuple[int, int], SimOrder] = {}  # (clientId, orderId) -> working order
+        self.done: dict[tuple[int, int], SimOrder] = {}
+        self.completed_at: dict[int, tuple[datetime, str]] = {}  # permId -> (when, why)
+        self.executions: list[WireExecution] = []
+        self._corrections: dict[str, int] = {}  # exec id prefix -> last correction number
         self._clients: dict[int, _Client] = {}
+        self._server: asyncio.Server | None = None
+        self._control: asyncio.Server | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self.messages_in = 0
 
+    # -- lifetime ------------------------------------------------------------------------------------
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]  # port 0 asks the OS for a free one
-        log.info("gateway.listening", host=self.host, port=self.port, account=self.account)
+        if self.control_port is not None and self._control is None:
+            self._control = await asyncio.start_server(self._serve_control, "127.0.0.1", self.control_port)
+            self.control_port = self._control.sockets[0].getsockname()[1]
+        if self.step_s is not None and self._ticker is None:
+            self._ticker = asyncio.create_task(self._tick_market(self.step_s))
+        log.info("gateway.listening", host=self.host, port=self.port, account=self.account,
+                 control_port=self.control_port)
 
     async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        if self._control is not None:
+            self._control.close()
+            await self._control.wait_closed()
+            self._control = None
+        await self._close_listener()
+
+    async def _close_listener(self) -> None:
+        self.drop_connections()
         if self._server is not None:
             self._server.close()
-            for c in list(self._clients.values()):
-                c.writer.close()
             await self._server.wait_closed()
             self._server = None
 
+    async def restart(self, down_s: float = 0.0) -> None:
+        """Fault: the gateway restarts. Sockets drop, the port is closed for ``down_s``; orders keep working."""
+        log.warning("gateway.restarting", down_s=down_s)
+        await self._close_listener()
+        await asyncio.sleep(down_s)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+
+    # -- fault controls ------------------------------------------------------------------------------
+    def drop_connections(self) -> int:
+        """Fault: every API socket drops (the gateway's state stays). Returns how many were open."""
+        clients = list(self._clients.values())
+        for c in clients:
+            c.close()
+        self._clients.clear()
+        if clients:
+            log.warning("gateway.connections_dropped", clients=len(clients))
+        return len(clients)
+
+    def lose_connectivity(self) -> None:
+        """Fault: IB's servers become unreachable (1100); sockets stay up, nothing trades or reports."""
+        self.faults.connectivity_lost = True
+        self._broadcast(1100, "Connectivity between IB and Trader Workstation has been lost.")
+
+    def restore_connectivity(self, data_lost: bool = False) -> None:
+        """1101 (data lost: resubscribe) or 1102 (maintained). Orders resume matching on the next quotes."""
+        self.faults.connectivity_lost = False
+        if data_lost:
+            self._broadcast(1101, "Connectivity between IB and TWS has been restored- data lost.")
+        else:
+            self._broadcast(1102, "Connectivity between IB and TWS has been restored- data maintained.")
+
+    def correct_execution(self, exec_id: str, price: Decimal) -> WireExecution:
+        """Fault: IB corrects an execution's price; the correction's execId differs in its last segment."""
+        base = exec_id.rsplit(".", 1)[0]
+        original = next(e for e in reversed(self.executions) if e.exec_id.rsplit(".", 1)[0] == base)
+        n = self._corrections.get(base, int(original.exec_id.rsplit(".", 1)[1])) + 1
+        self._corrections[base] = n
+        corrected = WireExecution(f"{base}.{n:02d}", original.ts, original.order, original.shares, price,
+                                  original.cum_qty, original.avg_price, original.commission, None)
+        symbol = self._symbol_of(original.order)
+        pos = self.matching.positions[symbol]
+        signed = original.shares if original.order.action == "BUY" else -original.shares
+        if pos.quantity:  # the corrected price moves the average cost of what is still held
+            pos.avg_cost += (price - original.price) * signed / pos.quantity
+        self.cash -= (price - original.price) * signed
+        self.executions.append(corrected)
+        log.warning("gateway.execution_corrected", exec_id=corrected.exec_id, corrects=original.exec_id,
+                    price=str(price))
+        self._send_execution(symbol, corrected)
+        return corrected
+
+    # -- market --------------------------------------------------------------------------------------
+    def step(self, symbol: str, ts: datetime | None = None) -> Quote:
+        """Move ``symbol``'s seeded random walk one step, as the in-process paper session does per signal."""
+        quote = self.market.step(symbol, ts or self.clock())
+        self.on_quote(quote)
+        return quote
+
+    def on_quote(self, quote: Quote) -> None:
+        executions = self.matching.on_quote(quote) if not self.faults.connectivity_lost else []
+        if self.faults.connectivity_lost:
+            self.matching.quotes[quote.symbol] = quote
+        for c in self._clients.values():
+            for req_id, symbol in c.market.items():
+                if symbol == quote.symbol:
+                    self._send_quote(c, req_id, quote)
+        self._report(executions)
+        self._after_quote(quote.symbol)
+
+    async def _tick_market(self, step_s: float) -> None:
+        while True:
+            await asyncio.sleep(step_s)
+            if self._quotes is not None:
+                quote = next(self._quotes, None)
+                if quote is not None:
+                    self.on_quote(quote)
+                continue
+            wanted = {o.symbol for o in self.matching.working()}
+            for c in self._clients.values():
+                wanted.update(c.market.values())
+            for symbol in sorted(wanted):
+                self.step(symbol)
+
+    def _send_quote(self, c: _Client, req_id: int, q: Quote) -> None:
+        c.send(wire.tick_price(req_id, wire.BID, q.bid, q.bid_size))
+        c.send(wire.tick_price(req_id, wire.ASK, q.ask, q.ask_size))
+        c.send(wire.tick_price(req_id, wire.LAST, q.last, Decimal(100)))
+        c.send(wire.tick_size(req_id, wire.BID_SIZE, q.bid_size))
+        c.send(wire.tick_size(req_id, wire.ASK_SIZE, q.ask_size))
+
+    def _after_quote(self, symbol: str) -> None:
+        """Orders that became done by a quote (IOC remainders) are reported once."""
+        for key, order in list(self.live.items()):
+            if order.symbol == symbol and order.is_done:
+                self._retire(key, order, "IOC remainder cancelled" if order.status == "Cancelled" else "")
+
+    # -- connections ---------------------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         client: _Client | None = None
         try:
@@ -88,82 +331,449 @@ class GatewaySim:
                 writer.close()
                 return
             (size,) = struct.unpack(">I", await reader.readexactly(4))
-            versions = (await reader.readexactly(size)).decode(errors="replace").rstrip("\0")  # no field NUL
+            versions = (await reader.readexactly(size)).decode(errors="replace").rstrip("\0")
             version = negotiate(versions)
             if version is None:  # a real gateway answers nothing useful and drops the socket
                 log.warning("gateway.version_refused", client_versions=versions)
                 writer.close()
                 return
-            now = datetime.now(UTC).strftime("%Y%m%d %H:%M:%S UTC")
-            client = _Client(writer, version)
-            client.send(version, now)
-            while True:
-                fields = await read_frame(reader)
+            client = _Client(self, writer, version)
+            writer.write(wire.frame([version, self.clock().strftime("%Y%m%d %H:%M:%S UTC")]))
+            while client.open:
+                fields = await wire.read_frame(reader)
+                self.messages_in += 1
+                if client.paced_out(self.pacing_limit):
+                    client.error(-1, 100, f"Max rate of messages per second has been exceeded:"
+                                                    f"max={self.pacing_limit} rec={len(client._times)} (1)")
+                    log.warning("gateway.pacing_disconnect", client_id=client.client_id)
+                    break
                 if fields:
-                    self._dispatch(client, fields)
+                    try:
+                        self._dispatch(client, fields)
+                    except (IndexError, ValueError) as exc:  # a malformed request: say so, keep serving
+                        log.error("gateway.bad_request", fields=fields[:4], error=str(exc))
+                        client.error(-1, 320, f"Server error when reading an API client request: {exc}")
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
         finally:
-            if client is not None and client.client_id is not None:
-                self._clients.pop(client.client_id, None)
+            if client is not None and client.client_id is not None and self._clients.get(client.client_id) is client:
+                del self._clients[client.client_id]
+                log.info("gateway.client_disconnected", client_id=client.client_id)
             writer.close()
 
     def _dispatch(self, c: _Client, f: list[str]) -> None:
         msg = int(f[0])
-        if msg == 71:  # startApi [71, 2, clientId, optCapab]
+        if c.client_id is None and msg != 71:
+            return  # nothing before startApi
+        if msg == 3:
+            self._place_order(c, f)
+        elif msg == 4:  # cancelOrder [4, 1, orderId, manualCancelOrderTime?]
+            self._cancel_order(c, int(f[2]))
+        elif msg == 1:  # reqMktData [1, 11, reqId, contract(12), dnc flag, ...]
+            self._req_mkt_data(c, int(f[2]), f)
+        elif msg == 2:  # cancelMktData [2, 2, reqId]
+            c.market.pop(int(f[2]), None)
+        elif msg == 9:  # reqContractDetails [9, 8, reqId, contract(12), ...]
+            self._contract_details(c, int(f[2]), f)
+        elif msg == 71:  # startApi [71, 2, clientId, optCapab]
             self._start_api(c, int(f[2]))
         elif msg == 61:  # reqPositions
-            c.send(62, 1)
-        elif msg == 5 or msg == 16:  # reqOpenOrders
-            c.send(53, 1)
-        elif msg == 99:  # reqCompletedOrders
-            c.send(102)
+            c.positions = True
+            for symbol, pos in sorted(self.matching.positions.items()):
+                c.send(wire.position(self.account, self._contract(symbol), pos.quantity, pos.avg_cost))
+            c.send([wire.POSITION_END, 1])
+        elif msg == 64:  # cancelPositions
+            c.positions = False
+        elif msg in (5, 16):  # reqOpenOrders (this client's) / reqAllOpenOrders
+            for (cid, _), order in sorted(self.live.items()):
+                if msg == 16 or cid == c.client_id or c.client_id == 0:
+                    self._send_open_order(c, order)
+                    self._send_status(c, order)
+            c.send([wire.OPEN_ORDER_END, 1])
+        elif msg == 99:  # reqCompletedOrders [99, apiOnly]
+            for order in self.done.values():
+                when, why = self.completed_at.get(order.perm_id, (self.clock(), ""))
+                c.send(wire.completed_order(c.version, self._contract(order.symbol), self._wire(order), when, why))
+            c.send([wire.COMPLETED_ORDERS_END])
         elif msg == 6:  # reqAccountUpdates [6, 2, subscribe, account]
-            if f[2] == "1":
+            c.account_updates = f[2] == "1"
+            if c.account_updates:
                 self._account_updates(c)
         elif msg == 76:  # reqAccountUpdatesMulti [76, 1, reqId, account, modelCode, ledgerAndNLV]
             req = f[2]
             for key, value in self._account_values():
-                c.send(73, 1, req, self.account, "", key, value, "USD")
-            c.send(74, 1, req)
-        elif msg == 7:  # reqExecutions [7, 3, reqId, ...filter]
-            c.send(55, 1, f[2])
+                c.send([wire.ACCOUNT_UPDATE_MULTI, 1, req, self.account, "", key, value, "USD"])
+            c.send([wire.ACCOUNT_UPDATE_MULTI_END, 1, req])
+        elif msg == 7:  # reqExecutions [7, 3, reqId, clientId, acct, time, symbol, secType, exchange, side]
+            self._req_executions(c, int(f[2]), f)
         elif msg == 8:  # reqIds
-            c.send(9, 1, self.next_order_id)
+            c.send([wire.NEXT_VALID_ID, 1, self._next_id(c)])
         elif msg == 49:  # reqCurrentTime
-            c.send(49, 1, int(datetime.now(UTC).timestamp()))
+            c.send([wire.CURRENT_TIME, 1, int(self.clock().timestamp())])
+        elif msg == 58:  # reqGlobalCancel
+            for live_key, order in list(self.live.items()):
+                self._cancel(live_key, order, "global cancel")
         elif msg == 62:  # reqAccountSummary [62, 1, reqId, group, tags]
             for key, value in self._account_values():
-                c.send(63, 1, f[2], self.account, key, value, "USD")
-            c.send(64, 1, f[2])
-        elif msg in (15, 63, 64, 77):  # auto-open-orders, cancel summaries/updates: nothing to answer
+                c.send([wire.ACCOUNT_SUMMARY, 1, f[2], self.account, key, value, "USD"])
+            c.send([wire.ACCOUNT_SUMMARY_END, 1, f[2]])
+        elif msg == 59 or msg in (15, 63, 77):  # reqMarketDataType: live data is all the simulator has
             return
         else:
             log.info("gateway.unhandled", msg=msg, client_id=c.client_id)
 
     def _start_api(self, c: _Client, client_id: int) -> None:
         if client_id in self._clients:
-            c.send(4, 2, -1, 326,
-                   "Unable to connect as the client id is already in use. Retry with a unique client id.", "")
-            c.writer.close()
+            c.error(-1, 326, "Unable to connect as the client id is already in use. "
+                                       "Retry with a unique client id.")
+            c.close()
             return
         c.client_id = client_id
         self._clients[client_id] = c
-        c.send(15, 1, self.account)
-        c.send(9, 1, self.next_order_id)
+        c.send([wire.MANAGED_ACCTS, 1, self.account])
+        c.send([wire.NEXT_VALID_ID, 1, self._next_id(c)])
         for code, text in ((2104, "Market data farm connection is OK:usfarm"),
                            (2106, "HMDS data farm connection is OK:ushmds"),
                            (2158, "Sec-def data farm connection is OK:secdefnj")):
-            c.send(4, 2, -1, code, text, "")
+            c.error(-1, code, text)
+        if self.faults.connectivity_lost:
+            c.error(-1, 1100, "Connectivity between IB and Trader Workstation has been lost.")
         log.info("gateway.client_connected", client_id=client_id, server_version=c.version)
 
+    def _next_id(self, c: _Client) -> int:
+        assert c.client_id is not None
+        return self.next_valid_id.setdefault(c.client_id, 1)
+
+    # -- orders --------------------------------------------------------------------------------------
+    def _place_order(self, c: _Client, f: list[str]) -> None:
+        assert c.client_id is not None
+        order_id = int(f[1])
+        key = (c.client_id, order_id)
+        quantity = _dec(f[17]) or ZERO
+        lmt, aux = _dec(f[19]), _dec(f[20])
+        live = self.live.get(key)
+        if live is not None:
+            self._modify(c, key, live, quantity, lmt, aux)
+            return
+        if key in self.done:
+            c.error(order_id, 104, f"Can't modify a filled order. Order id {order_id} is "
+                                             f"{self.done[key].status}.")
+            return
+        if order_id < self._next_id(c):
+            c.error(order_id, 103, "Duplicate order id")
+            return
+        self.next_valid_id[c.client_id] = order_id + 1
+        contract = self._by_con_id.get(int(f[2] or 0)) or self.contracts.get(f[3].upper())
+        if contract is None or f[4] not in ("STK", ""):
+            c.error(order_id, 200, "No security definition has been found for the request")
+            return
+        side = Side.BUY if f[16].upper() == "BUY" else Side.SELL
+        order_type = ORDER_TYPES.get(f[18].upper())
+        tif = TIFS.get(f[21].upper() or "DAY")
+        account = f[23] or self.account
+        order = SimOrder(next(self._perm_ids), 0, f[26], contract.symbol, side, quantity,
+                         order_type or OrderType.MKT, lmt, aux, tif or TimeInForce.DAY, account, c.client_id)
+        order.perm_id = order.order_id
+        order.extra["order_id"] = order_id
+        order.extra["order_type"] = f[18].upper()
+        reason = self._refusal(order, order_type, tif, account, contract)
+        if reason is None and self.faults.reject_next is not None:
+            reason, self.faults.reject_next = self.faults.reject_next, None
+        if reason is not None:
+            order.status = "Inactive"
+            self.done[key] = order
+            self.completed_at[order.perm_id] = (self.clock(), f"Rejected: {reason}")
+            c.error(order_id, 201, f"Order rejected - reason:{reason}")
+            self._send_open_order(c, order)
+            self._send_status(c, order)
+            log.info("gateway.order_rejected", client_id=c.client_id, order_id=order_id, reason=reason)
+            return
+        if lmt is not None and order.order_type in (OrderType.LMT, OrderType.STP_LMT) and lmt % contract.min_tick:
+            c.error(order_id, 110, "The price does not conform to the minimum price variation for "
+                                             "this contract.")
+            return
+        self.live[key] = order
+        stop_waits = order.order_type in (OrderType.STP, OrderType.STP_LMT)
+        order.status = "PreSubmitted" if stop_waits else "Submitted"
+        self._send_open_order(c, order)
+        self._send_status(c, order)
+        if self.faults.connectivity_lost:
+            return  # accepted, but nothing trades until connectivity returns
+        executions = self.matching.add(order, self.clock())
+        self._report(executions)
+        if order.is_done and key in self.live:
+            self._retire(key, order, "IOC remainder cancelled" if order.status == "Cancelled" else "")
+
+    def _refusal(self, order: SimOrder, order_type: OrderType | None, tif: TimeInForce | None, account: str,
+                 contract: SimContract) -> str | None:
+        """The gateway's own pre-trade refusals (error 201), in IB's words where IB has them."""
+        if account != self.account:
+            return f"Account {account} is not managed by this login"
+        if order_type is None:
+            return f"Unsupported order type {order.extra['order_type']}"
+        if tif is None:
+            return "Unsupported time in force"
+        if order.quantity <= 0:
+            return "The order size must be positive"
+        if order_type in (OrderType.LMT, OrderType.STP_LMT) and order.limit_price is None:
+            return "A limit order needs a limit price"
+        if order_type in (OrderType.STP, OrderType.STP_LMT) and order.stop_price is None:
+            return "A stop order needs a stop price"
+        if order.side is Side.SELL and contract.symbol in self.faults.refuse_short:
+            pos = self.matching.positions.get(contract.symbol)
+            held = pos.quantity if pos is not None else ZERO
+            working_sells = sum((o.remaining for o in self.matching.working(contract.symbol)
+                                 if o.side is Side.SELL), ZERO)
+            if held - working_sells - order.quantity < 0:
+                return "The contract is not available for short sale."
+        return None
+
+    def _modify(self, c: _Client, key: tuple[int, int], order: SimOrder, quantity: Decimal, lmt: Decimal | None,
+                aux: Decimal | None) -> None:
+        try:
+            self.matching.modify(order.order_id, quantity, lmt, aux)
+        except ValueError as exc:
+            c.error(key[1], 105, f"Order being modified does not match original order: {exc}")
+            return
+        log.info("gateway.order_modified", client_id=key[0], order_id=key[1], quantity=str(quantity),
+                 limit=str(lmt))
+        if order.is_done:  # cut down to what had filled
+            self._retire(key, order, "")
+            return
+        self._send_open_order(c, order)
+        self._send_status(c, order)
+        if not self.faults.connectivity_lost:
+            self._report(self.matching.rematch(order.order_id, self.clock()))
+
+    def _cancel_order(self, c: _Client, order_id: int) -> None:
+        assert c.client_id is not None
+        key = (c.client_id, order_id)
+        order = self.live.get(key)
+        if order is None:
+            done = self.done.get(key)
+            if done is None:
+                c.error(order_id, 10147, f"OrderId {order_id} that needs to be cancelled is not found.")
+            else:
+                c.error(order_id, 10148, f"OrderId {order_id} that needs to be cancelled cannot be "
+                                                   f"cancelled, state: {done.status}.")
+            return
+        self._cancel(key, order, "")
+
+    def _cancel(self, key: tuple[int, int], order: SimOrder, why: str) -> None:
+        if self.matching.cancel(order.order_id) is None:
+            order.status = "Cancelled"  # accepted during an outage: never reached the matching engine
+        self._retire(key, order, why)
+
+    def _retire(self, key: tuple[int, int], order: SimOrder, why: str) -> None:
+        """A working order reached a final state: tell its client, keep it for completed-order queries."""
+        self.live.pop(key, None)
+        self.done[key] = order
+        self.completed_at[order.perm_id] = (self.clock(), why or order.status)
+        c = self._clients.get(key[0])
+        if c is None:
+            return
+        if order.status == "Cancelled":
+            self._send_status(c, order)
+            c.error(key[1], 202, f"Order Canceled - reason:{why}")
+        else:
+            self._send_open_order(c, order)
+            self._send_status(c, order)
+
+    # -- executions ----------------------------------------------------------------------------------
+    def _report(self, executions: list[Execution]) -> None:
+        for ex in executions:
+            order = ex.order
+            signed = ex.quantity if order.side is Side.BUY else -ex.quantity
+            self.cash -= signed * ex.price + ex.commission
+            wex = WireExecution(ex.exec_id, ex.ts, self._wire(order), ex.quantity, ex.price, ex.cum_qty,
+                                ex.avg_price, ex.commission, ex.realized or None)
+            self.executions.append(wex)
+            self._send_execution(order.symbol, wex)
+            key = (order.client_id, int(str(order.extra["order_id"])))
+            c = self._clients.get(order.client_id)
+            if order.status == "Filled":
+                if key in self.live:
+                    self._retire(key, order, "")
+            elif c is not None:
+                self._send_status(c, order, ex.price)
+
+    def _send_execution(self, symbol: str, e: WireExecution) -> None:
+        contract = self._contract(symbol)
+        times = 2 if self.faults.duplicate_next_execution else 1
+        self.faults.duplicate_next_execution = False
+        c = self._clients.get(e.order.client_id)
+        if c is not None:
+            for _ in range(times):
+                c.send(wire.exec_details(c.version, -1, contract, e, self.account))
+                c.send(wire.commission_report(e))
+        pos = self.matching.positions.get(symbol)
+        if pos is None:
+            return
+        quote = self.matching.quotes.get(symbol)
+        mark = quote.reference if quote is not None else e.price
+        for other in self._clients.values():
+            if other.positions:
+                other.send(wire.position(self.account, contract, pos.quantity, pos.avg_cost))
+            if other.account_updates:
+                other.send(wire.portfolio(self.account, contract, pos.quantity, mark, pos.avg_cost, pos.realized_pnl))
+
+    def _req_executions(self, c: _Client, req_id: int, f: list[str]) -> None:
+        client_filter = int(f[3] or 0)
+        symbol = f[6].upper() if len(f) > 6 else ""
+        side = f[9].upper() if len(f) > 9 else ""
+        for e in self.executions:
+            if client_filter and e.order.client_id != client_filter:
+                continue
+            sym = self._symbol_of(e.order)
+            if symbol and sym != symbol:
+                continue
+            if side and side not in (e.order.action, "BOT" if e.order.action == "BUY" else "SLD"):
+                continue
+            c.send(wire.exec_details(c.version, req_id, self._contract(sym), e, self.account))
+        c.send([wire.EXECUTION_DATA_END, 1, req_id])
+        for e in self.executions:  # TWS sends the commission reports after the executions
+            if (not client_filter or e.order.client_id == client_filter) and (
+                    not symbol or self._symbol_of(e.order) == symbol):
+                c.send(wire.commission_report(e))
+
+    # -- market data and contracts -------------------------------------------------------------------
+    def _contract_from(self, f: list[str], at: int) -> SimContract | None:
+        """The contract fields (conId, symbol, secType, ...) starting at index ``at`` of a request."""
+        by_id = self._by_con_id.get(int(f[at] or 0))
+        if by_id is not None:
+            return by_id
+        if f[at + 2] not in ("STK", "") or (f[at + 9] and f[at + 9] != "USD"):
+            return None
+        return self.contracts.get(f[at + 1].upper())
+
+    def _req_mkt_data(self, c: _Client, req_id: int, f: list[str]) -> None:
+        contract = self._contract_from(f, 3)
+        if contract is None:
+            c.error(req_id, 200, "No security definition has been found for the request")
+            return
+        c.market[req_id] = contract.symbol
+        c.send([wire.MARKET_DATA_TYPE, 1, req_id, 1])
+        quote = self.matching.quotes.get(contract.symbol)
+        if quote is not None:
+            self._send_quote(c, req_id, quote)
+
+    def _contract_details(self, c: _Client, req_id: int, f: list[str]) -> None:
+        contract = self._contract_from(f, 3)
+        if contract is None:
+            c.error(req_id, 200, "No security definition has been found for the request")
+            return
+        c.send(wire.contract_details(c.version, req_id, contract))
+        c.send([wire.CONTRACT_DATA_END, 1, req_id])
+
+    # -- account -------------------------------------------------------------------------------------
+    def net_liquidation(self) -> Decimal:
+        value = self.cash
+        for symbol, pos in self.matching.positions.items():
+            quote = self.matching.quotes.get(symbol)
+            value += pos.quantity * (quote.reference if quote is not None else pos.avg_cost)
+        return value
+
     def _account_values(self) -> list[tuple[str, str]]:
-        return [("NetLiquidation", "1000000.00"), ("TotalCashValue", "1000000.00"),
-                ("AvailableFunds", "1000000.00"), ("BuyingPower", "4000000.00")]
+        nlv = self.net_liquidation().quantize(Decimal("0.01"))
+        cash = self.cash.quantize(Decimal("0.01"))
+        return [("NetLiquidation", str(nlv)), ("TotalCashValue", str(cash)), ("AvailableFunds", str(nlv)),
+                ("BuyingPower", str(nlv * 4))]
 
     def _account_updates(self, c: _Client) -> None:
         for key, value in self._account_values():
-            c.send(6, 2, key, value, "USD", self.account)
-        c.send(8, 1, datetime.now(UTC).strftime("%H:%M"))
-        c.send(54, 1, self.account)
+            c.send([wire.ACCT_VALUE, 2, key, value, "USD", self.account])
+        for symbol, pos in sorted(self.matching.positions.items()):
+            quote = self.matching.quotes.get(symbol)
+            mark = quote.reference if quote is not None else pos.avg_cost
+            c.send(wire.portfolio(self.account, self._contract(symbol), pos.quantity, mark, pos.avg_cost,
+                                  pos.realized_pnl))
+        c.send([wire.ACCT_UPDATE_TIME, 1, self.clock().strftime("%H:%M")])
+        c.send([wire.ACCT_DOWNLOAD_END, 1, self.account])
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _contract(self, symbol: str) -> SimContract:
+        contract = self.contracts.get(symbol)
+        if contract is None:
+            contract = self.contracts[symbol] = SimContract(con_id_for(symbol), symbol)
+            self._by_con_id[contract.con_id] = contract
+        return contract
+
+    def _symbol_of(self, o: WireOrder) -> str:
+        return self.matching.orders[o.perm_id].symbol
+
+    def _wire(self, order: SimOrder) -> WireOrder:
+        return WireOrder(int(str(order.extra["order_id"])), order.client_id, order.perm_id, order.side.value,
+                         order.quantity, str(order.extra["order_type"]), order.limit_price, order.stop_price,
+                         order.tif.value, order.account, order.ref, order.status, order.filled)
+
+    def _send_open_order(self, c: _Client, order: SimOrder) -> None:
+        c.send(wire.open_order(c.version, self._contract(order.symbol), self._wire(order)))
+
+    def _send_status(self, c: _Client, order: SimOrder, last_fill: Decimal = ZERO) -> None:
+        c.send(wire.order_status(self._wire(order), order.avg_price, last_fill))
+
+    def _broadcast(self, code: int, message: str) -> None:
+        for c in self._clients.values():
+            c.error(-1, code, message)
+
+    # -- control port --------------------------------------------------------------------------------
+    async def _serve_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """JSON lines: ``{"cmd": "drop"}`` -> ``{"ok": true, ...}``. Loopback only."""
+        try:
+            while line := await reader.readline():
+                try:
+                    request = json.loads(line)
+                    reply = await self.control(str(request.pop("cmd")), **request)
+                except Exception as exc:  # a bad command must not take the simulator down
+                    reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def control(self, cmd: str, **args: Any) -> dict[str, Any]:
+        """One fault or query by name: the Python API behind the control port."""
+        f = self.faults
+        if cmd == "status":
+            return {"ok": True, "clients": sorted(self._clients), "working": len(self.live),
+                    "executions": len(self.executions), "faults": f.to_json(),
+                    "positions": {s: str(p.quantity) for s, p in sorted(self.matching.positions.items())}}
+        if cmd == "drop":
+            return {"ok": True, "dropped": self.drop_connections()}
+        if cmd == "restart":
+            await self.restart(float(args.get("down_s", 0.0)))
+            return {"ok": True}
+        if cmd == "outage":
+            self.lose_connectivity()
+            return {"ok": True}
+        if cmd == "restore":
+            self.restore_connectivity(str(args.get("data_lost", "")).lower() in ("1", "true", "yes"))
+            return {"ok": True}
+        if cmd == "delay":
+            f.reply_delay_s = float(args["seconds"])
+            return {"ok": True}
+        if cmd == "drop-replies":
+            f.drop_replies[int(args["msg"])] = int(args.get("count", 1))
+            return {"ok": True}
+        if cmd == "duplicate-exec":
+            f.duplicate_next_execution = True
+            return {"ok": True}
+        if cmd == "correct":
+            e = self.correct_execution(str(args["exec_id"]), Decimal(str(args["price"])))
+            return {"ok": True, "exec_id": e.exec_id}
+        if cmd == "reject-next":
+            f.reject_next = str(args.get("reason", "rejected by the simulator"))
+            return {"ok": True}
+        if cmd == "refuse-short":
+            f.refuse_short.add(str(args["symbol"]).upper())
+            return {"ok": True}
+        if cmd == "step":
+            q = self.step(str(args["symbol"]).upper())
+            return {"ok": True, "bid": str(q.bid), "ask": str(q.ask), "last": str(q.last)}
+        if cmd == "clear":
+            self.faults = Faults()
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}

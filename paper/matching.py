@@ -9,7 +9,7 @@ size is consumed by the orders that trade against it, so two orders cannot both 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -71,6 +71,7 @@ class Execution:
     ts: datetime
     cum_qty: Decimal
     avg_price: Decimal
+    realized: Decimal = ZERO  # P&L this execution realized on the account's position (IB's commission report)
 
     def to_fill(self) -> Fill:
         o = self.order
@@ -122,6 +123,13 @@ class MatchingEngine:
         if order.remaining == 0:
             self._finish(order, "Filled")
         return order
+
+    def rematch(self, order_id: int, now: datetime) -> list[Execution]:
+        """Match a working order against the current quote again (after a modify moved its price)."""
+        order = self.orders[order_id]
+        if order.is_done or (order.active_at is not None and order.active_at > now):
+            return []
+        return self._match_order(order, now)
 
     def cancel(self, order_id: int) -> SimOrder | None:
         """Cancel a working order; None when it is unknown or already done (IB 10147 / 10148)."""
@@ -214,5 +222,7 @@ class MatchingEngine:
         pos = self.positions.get(order.symbol)
         if pos is None:
             pos = self.positions[order.symbol] = Position(order.symbol)
-        pos.apply(execution.to_fill())
+        realized = pos.apply(execution.to_fill())
+        if realized:
+            execution = replace(execution, realized=realized)
         return execution

@@ -29,6 +29,8 @@ _events: Table = _tables["order_events"]
 _fills: Table = _tables["fills"]
 _positions: Table = _tables["positions"]
 
+CORRECTED = "corrected"  # fills.source of a fill an execution correction replaced
+
 _ORDER_UPDATE = (
     update(_orders)
     .where(_orders.c.client_order_id == bindparam("b_coid"))
@@ -42,6 +44,17 @@ _ORDER_UPDATE = (
         reason=bindparam("reason"),
         updated_at=bindparam("updated_at"),
     )
+)
+
+
+# A fill the database already holds (an execution replayed by the broker after a restart) is not
+# written twice: the execution id is the key, and a second insert of it does nothing.
+_FILL_INSERT: dict[str, Any] = {
+    "postgresql": postgresql.insert(_fills).on_conflict_do_nothing(index_elements=["exec_id"]),
+    "sqlite": sqlite.insert(_fills).on_conflict_do_nothing(index_elements=["exec_id"]),
+}
+_FILL_SUPERSEDE = (
+    update(_fills).where(_fills.c.exec_id == bindparam("b_exec_id")).values(source=CORRECTED)
 )
 
 
@@ -89,6 +102,7 @@ class Recorder:
         self._dirty_orders: dict[str, Order] = {}
         self._events: list[dict[str, Any]] = []
         self._fills: list[dict[str, Any]] = []
+        self._superseded: list[dict[str, Any]] = []
         self._positions: dict[str, Position] = {}
         self._pending = 0
         self.rows_written = 0
@@ -154,6 +168,8 @@ class Recorder:
                 "source": fill.source,
             }
         )
+        if fill.corrects is not None:  # the corrected row stays, marked, so the history is complete
+            self._superseded.append({"b_exec_id": fill.corrects})
         if order is not None and order.client_order_id not in self._new_orders:
             self._dirty_orders[order.client_order_id] = order
         self._bump()
@@ -212,8 +228,11 @@ class Recorder:
             conn.execute(insert(_events), self._events)
             n += len(self._events)
         if self._fills:
-            conn.execute(insert(_fills), self._fills)
+            conn.execute(_FILL_INSERT[conn.dialect.name], self._fills)
             n += len(self._fills)
+        if self._superseded:
+            conn.execute(_FILL_SUPERSEDE, self._superseded)
+            n += len(self._superseded)
         if self._positions:
             self._upsert_positions(conn, now)
             n += len(self._positions)
@@ -248,6 +267,7 @@ class Recorder:
         self._dirty_orders = {}
         self._events = []
         self._fills = []
+        self._superseded = []
         self._positions = {}
         self._pending = 0
 

@@ -70,10 +70,11 @@ class Store:
             ]
 
     def fill_totals(self) -> dict[str, Decimal]:
-        """Signed quantity per symbol summed over every fill: what positions must equal."""
+        """Signed quantity per symbol summed over every fill a correction did not replace: what positions must equal."""
         totals: dict[str, Decimal] = {}
+        stmt = select(FillRow.symbol, FillRow.side, FillRow.quantity).where(FillRow.source != "corrected")
         with self.engine.connect() as conn:
-            for symbol, side, qty in conn.execute(select(FillRow.symbol, FillRow.side, FillRow.quantity)):
+            for symbol, side, qty in conn.execute(stmt):
                 totals[symbol] = totals.get(symbol, Decimal(0)) + (qty if side == "BUY" else -qty)
         return {s: q for s, q in totals.items()}
 
@@ -82,6 +83,12 @@ class Store:
             rows = conn.execute(
                 select(SignalRow.signal_id).order_by(SignalRow.received_at.desc()).limit(limit)
             ).scalars()
+            return list(rows)[::-1]
+
+    def recent_exec_ids(self, limit: int) -> list[str]:
+        """The newest execution ids, oldest first: a broker replaying today's executions must not book them twice."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(FillRow.exec_id).order_by(FillRow.ts.desc()).limit(limit)).scalars()
             return list(rows)[::-1]
 
     def open_orders(self) -> list[dict[str, Any]]:

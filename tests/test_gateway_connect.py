@@ -8,7 +8,8 @@ import time
 import pytest
 from ib_async import IB
 
-from paper.gateway import GatewaySim, negotiate
+from paper.gateway import GatewaySim
+from paper.wire import negotiate
 
 
 def test_version_negotiation_answers_the_clients_max_within_what_is_implemented() -> None:

@@ -1,0 +1,446 @@
+"""The IBKR adapter: the ``Broker`` protocol on ``ib_async`` (TWS / IB Gateway, or ``tradectl gateway-sim``).
+
+Translation happens here and nowhere else: domain orders become IB orders (our client order id travels
+as ``orderRef``; the account is always set), IB's statuses, executions, commission reports and error
+codes become domain ``OrderUpdate`` and ``Fill`` events.
+
+What IB does that the adapter must not get wrong:
+
+- A fill is reported once its commission report arrives (``execDetails`` comes first; a fallback emits it
+  without commission if the report never comes). Executions are deduplicated by the full execId; one
+  that differs from an earlier one only in the last segment is a correction and replaces it.
+- ``ib_async`` turns any order error into a local ``Cancelled``; the error code tells a reject (103, 110,
+  200, 201) from a cancel (202). Error 10148 (cancel refused) usually means the order filled: it is never
+  booked as cancelled.
+- When the socket drops, ``ib_async`` forgets its trades and fills. The adapter reconnects with backoff,
+  rebuilds from the open orders, completed orders and executions the gateway replays, and reports what
+  changed while it was away. New orders are refused while the link is down.
+- Pacing: at most ``pacing_per_s`` order messages a second leave; the rest wait in a queue (logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+
+import structlog
+from ib_async import IB, Contract, Stock, Ticker, Trade
+from ib_async import Fill as IBFill
+from ib_async import Order as IBOrder
+
+from broker.base import BrokerListener, BrokerPosition, OrderUpdate
+from engine.domain import Fill, Order, OrderStatus, OrderType, Quote, Side
+
+log = structlog.get_logger("tradectl.ibkr")
+
+REJECT_CODES = frozenset({103, 104, 110, 200, 201, 203, 321, 10147})
+CANCEL_REFUSED = 10148
+LINK_LOST = 1100
+LINK_BACK = frozenset({1101, 1102})
+COMMISSION_WAIT_S = 2.0
+EXEC_MEMORY = 200_000
+
+
+class IbkrError(Exception):
+    """Connecting or qualifying failed in a way the operator must hear about."""
+
+
+def dec(x: float) -> Decimal:
+    """IB sends doubles; their shortest repr is the decimal the gateway printed (``100.0`` -> ``100``)."""
+    if not math.isfinite(x):
+        return Decimal(0)
+    d = Decimal(repr(x))
+    return d.quantize(Decimal(1)) if d == d.to_integral_value() else d
+
+
+def is_paper_account(account: str) -> bool:
+    """IB paper accounts start with DU (individual) or DF (advisor paper)."""
+    return account.upper().startswith(("DU", "DF"))
+
+
+class IbkrBroker:
+    name = "ibkr"
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        client_id: int,
+        account: str,
+        clock: Callable[[], datetime],
+        *,
+        pacing_per_s: int | None = 45,
+        connect_timeout_s: float = 10.0,
+        backoff_s: tuple[float, float] = (0.5, 30.0),
+        ib: IB | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.client_id = client_id
+        self.account = account
+        self.clock = clock
+        self.pacing_per_s = pacing_per_s
+        self.connect_timeout_s = connect_timeout_s
+        self.backoff_s = backoff_s
+        self.ib = ib or IB()
+        self.ib.client.MaxRequests = pacing_per_s or 0  # ib_async's own throttle, for every message type
+        self.connected = False
+        self.closing = False
+        self._listener: BrokerListener | None = None
+        self._contracts: dict[str, Contract] = {}
+        self._tickers: dict[str, Ticker] = {}
+        self._quotes: dict[str, Quote] = {}
+        self._trades: dict[str, Trade] = {}  # client order id -> the live ib_async Trade
+        self._final: dict[str, OrderStatus] = {}  # client order ids we reported final (bounded)
+        self._cancel_reasons: dict[str, str] = {}
+        self._seen_execs: OrderedDict[str, None] = OrderedDict()
+        self._exec_bases: OrderedDict[str, str] = OrderedDict()  # execId prefix -> latest execId
+        self._waiting_commission: dict[str, tuple[IBFill, str | None, asyncio.TimerHandle]] = {}
+        self._queue: deque[tuple[str, Callable[[], None]]] = deque()
+        self._sent: deque[float] = deque()
+        self._drain: asyncio.TimerHandle | None = None
+        self._reconnect: asyncio.Task[None] | None = None
+        self.paced = 0  # orders that had to wait for pacing
+        ib_ = self.ib
+        ib_.orderStatusEvent += self._on_order_status
+        ib_.execDetailsEvent += self._on_exec_details
+        ib_.commissionReportEvent += self._on_commission
+        ib_.errorEvent += self._on_error
+        ib_.disconnectedEvent += self._on_disconnected
+        ib_.pendingTickersEvent += self._on_tickers
+
+    # -- lifetime ------------------------------------------------------------------------------------
+    def set_listener(self, listener: BrokerListener) -> None:
+        self._listener = listener
+
+    async def connect(self) -> list[str]:
+        """Connect and wait until the gateway's startup replies are in. Returns the managed accounts."""
+        try:
+            await self.ib.connectAsync(self.host, self.port, clientId=self.client_id,
+                                       timeout=self.connect_timeout_s, account=self.account)
+        except (OSError, TimeoutError) as err:
+            self.ib.disconnect()
+            raise IbkrError(f"cannot connect to IB at {self.host}:{self.port} as client {self.client_id}: "
+                            f"{err or type(err).__name__}") from None
+        self.connected = True
+        log.info("broker.connected", host=self.host, port=self.port, client_id=self.client_id,
+                 accounts=self.ib.managedAccounts(), server_version=self.ib.client.serverVersion())
+        return self.ib.managedAccounts()
+
+    async def close(self) -> None:
+        self.closing = True
+        if self._reconnect is not None:
+            self._reconnect.cancel()
+        for _, _, timer in self._waiting_commission.values():
+            timer.cancel()
+        if self._drain is not None:
+            self._drain.cancel()
+        self.connected = False  # a deliberate close is not a disconnect to report
+        self.ib.disconnect()
+
+    async def subscribe(self, symbol: str, currency: str = "USD", wait_s: float = 5.0) -> Quote | None:
+        """Qualify the contract (cached) and stream its quotes; wait for the first one up to ``wait_s``."""
+        if symbol not in self._contracts:
+            contract = Stock(symbol, "SMART", currency)
+            qualified = await self.ib.qualifyContractsAsync(contract)
+            found = qualified[0] if qualified else None
+            if not isinstance(found, Contract):
+                log.warning("broker.unknown_contract", symbol=symbol)
+                return None
+            self._contracts[symbol] = found
+        if symbol not in self._tickers:
+            self._tickers[symbol] = self.ib.reqMktData(self._contracts[symbol], "", False, False)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while symbol not in self._quotes and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        return self._quotes.get(symbol)
+
+    async def sync(self) -> None:
+        """A round trip: every reply the gateway sent before this one has been processed when it returns."""
+        await self.ib.reqCurrentTimeAsync()
+
+    # -- Broker protocol -----------------------------------------------------------------------------
+    def submit(self, order: Order) -> None:
+        intent = order.intent
+        coid = intent.client_order_id
+        if not self.connected:
+            self._update(coid, OrderStatus.REJECTED, "not connected to IB")
+            return
+        contract = self._contracts.get(intent.instrument.symbol)
+        if contract is None:
+            self._update(coid, OrderStatus.REJECTED, f"no qualified IB contract for {intent.instrument.symbol}")
+            return
+        ib_order = IBOrder(
+            action=intent.side.value,
+            totalQuantity=float(intent.quantity),
+            orderType=intent.order_type.value,
+            tif=intent.tif.value,
+            orderRef=coid,
+            account=self.account,
+        )
+        if intent.limit_price is not None and intent.order_type in (OrderType.LMT, OrderType.STP_LMT):
+            ib_order.lmtPrice = float(intent.limit_price)
+        if intent.stop_price is not None:
+            ib_order.auxPrice = float(intent.stop_price)
+        self._paced(coid, lambda: self._place(coid, contract, ib_order))
+
+    def cancel(self, client_order_id: str, reason: str) -> None:
+        trade = self._trades.get(client_order_id)
+        if trade is None:
+            queued = [i for i, (coid, _) in enumerate(self._queue) if coid == client_order_id]
+            if queued:  # never left: take it out of the pacing queue
+                del self._queue[queued[0]]
+                self._update(client_order_id, OrderStatus.CANCELLED, reason)
+            return
+        self._cancel_reasons[client_order_id] = reason
+        self._paced(client_order_id, lambda: self._cancel_now(trade))
+
+    def quote(self, symbol: str) -> Quote | None:
+        return self._quotes.get(symbol)
+
+    def positions(self) -> list[BrokerPosition]:
+        return [
+            BrokerPosition(p.contract.symbol, dec(p.position), dec(p.avgCost))
+            for p in self.ib.positions(self.account)
+            if p.position
+        ]
+
+    # -- sending -------------------------------------------------------------------------------------
+    def _place(self, coid: str, contract: Contract, ib_order: IBOrder) -> None:
+        if not self.connected:
+            self._update(coid, OrderStatus.REJECTED, "not connected to IB")
+            return
+        trade = self.ib.placeOrder(contract, ib_order)
+        self._trades[coid] = trade
+        log.debug("order.submitted", client_order_id=coid, order_id=trade.order.orderId)
+
+    def _cancel_now(self, trade: Trade) -> None:
+        if self.connected and not trade.isDone():
+            self.ib.cancelOrder(trade.order)
+
+    def _paced(self, coid: str, send: Callable[[], None]) -> None:
+        """Send now if the pacing budget allows, else queue (in order) and say so."""
+        limit = self.pacing_per_s
+        if limit is None:
+            send()
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        sent = self._sent
+        while sent and now - sent[0] >= 1.0:
+            sent.popleft()
+        if not self._queue and len(sent) < limit:
+            sent.append(now)
+            send()
+            return
+        self._queue.append((coid, send))
+        self.paced += 1
+        log.warning("order.paced", client_order_id=coid, queued=len(self._queue), limit_per_s=limit)
+        if self._drain is None:
+            self._drain = loop.call_at(sent[0] + 1.0, self._drain_queue)
+
+    def _drain_queue(self) -> None:
+        self._drain = None
+        assert self.pacing_per_s is not None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        sent = self._sent
+        while sent and now - sent[0] >= 1.0:
+            sent.popleft()
+        while self._queue and len(sent) < self.pacing_per_s:
+            _, send = self._queue.popleft()
+            sent.append(now)
+            send()
+        if self._queue:
+            self._drain = loop.call_at(sent[0] + 1.0, self._drain_queue)
+
+    # -- IB events in --------------------------------------------------------------------------------
+    def _on_order_status(self, trade: Trade) -> None:
+        coid = trade.order.orderRef
+        if not coid or self._trades.get(coid) is not trade:
+            return
+        st = trade.orderStatus
+        status = st.status
+        ids = (trade.order.orderId, trade.order.permId or None)
+        if status in ("PreSubmitted", "Submitted"):
+            self._update(coid, OrderStatus.SUBMITTED, None, *ids)
+        elif status == "Inactive":
+            self._update(coid, OrderStatus.REJECTED, self._last_error(trade) or "Inactive at IB", *ids)
+        elif status in ("Cancelled", "ApiCancelled"):
+            entry = trade.log[-1] if trade.log else None
+            code = entry.errorCode if entry is not None else 0
+            if code == CANCEL_REFUSED:
+                log.warning("order.cancel_refused", client_order_id=coid, message=entry.message if entry else "")
+                return  # usually filled: the fills and the next status say what happened
+            if code in REJECT_CODES and st.filled == 0:
+                self._update(coid, OrderStatus.REJECTED, self._last_error(trade), *ids)
+            else:
+                reason = self._cancel_reasons.pop(coid, None) or self._last_error(trade) or "cancelled at IB"
+                self._update(coid, OrderStatus.CANCELLED, reason, *ids)
+        elif status == "Filled":
+            self._trades.pop(coid, None)  # the fills drive the domain status; nothing left to cancel
+        elif status == "ValidationError":
+            log.warning("order.ib_warning", client_order_id=coid, message=self._last_error(trade))
+
+    @staticmethod
+    def _last_error(trade: Trade) -> str | None:
+        for entry in reversed(trade.log):
+            if entry.errorCode:
+                return f"IB {entry.errorCode}: {entry.message.split(': ', 1)[-1]}"
+        return None
+
+    def _on_exec_details(self, trade: Trade, fill: IBFill) -> None:
+        self._take_execution(fill)
+
+    def _take_execution(self, fill: IBFill) -> None:
+        exec_id = fill.execution.execId
+        if exec_id in self._seen_execs or exec_id in self._waiting_commission:
+            return
+        base = exec_id.rsplit(".", 1)[0]
+        previous = self._exec_bases.get(base)
+        corrects = previous if previous is not None and previous != exec_id else None
+        self._exec_bases[base] = exec_id
+        if len(self._exec_bases) > EXEC_MEMORY:
+            self._exec_bases.popitem(last=False)
+        if fill.commissionReport.execId == exec_id:  # replayed with its report already attached
+            self._emit_fill(fill, corrects, Decimal(repr(fill.commissionReport.commission)))
+            return
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(COMMISSION_WAIT_S, self._commission_missing, exec_id)
+        self._waiting_commission[exec_id] = (fill, corrects, timer)
+
+    def _on_commission(self, trade: Trade, fill: IBFill, report: object) -> None:
+        waiting = self._waiting_commission.pop(fill.execution.execId, None)
+        if waiting is None:
+            return
+        ib_fill, corrects, timer = waiting
+        timer.cancel()
+        self._emit_fill(ib_fill, corrects, dec(fill.commissionReport.commission))
+
+    def _commission_missing(self, exec_id: str) -> None:
+        waiting = self._waiting_commission.pop(exec_id, None)
+        if waiting is not None:
+            log.warning("fill.commission_missing", exec_id=exec_id, waited_s=COMMISSION_WAIT_S)
+            self._emit_fill(waiting[0], waiting[1], Decimal(0))
+
+    def _emit_fill(self, ib_fill: IBFill, corrects: str | None, commission: Decimal) -> None:
+        ex = ib_fill.execution
+        self._seen_execs[ex.execId] = None
+        if len(self._seen_execs) > EXEC_MEMORY:
+            self._seen_execs.popitem(last=False)
+        fill = Fill(
+            ex.execId,
+            ex.orderRef,
+            ib_fill.contract.symbol,
+            Side.BUY if ex.side == "BOT" else Side.SELL,
+            dec(ex.shares),
+            dec(ex.price),
+            commission,
+            ex.time,
+            corrects=corrects,
+        )
+        if corrects is not None:
+            log.warning("fill.correction", exec_id=ex.execId, corrects=corrects, price=str(fill.price))
+        self._require_listener().on_fill(fill)
+
+    def _on_error(self, req_id: int, code: int, message: str, contract: object) -> None:
+        if code == LINK_LOST:
+            self._link(False, f"IB {code}: {message}")
+        elif code in LINK_BACK:
+            self._link(True, f"IB {code}: {message}")
+            if code == 1101:  # data lost: the market data subscriptions must be made again
+                for symbol in list(self._tickers):
+                    self.ib.cancelMktData(self._contracts[symbol])
+                    self._tickers[symbol] = self.ib.reqMktData(self._contracts[symbol], "", False, False)
+        elif code == 100:
+            log.error("broker.pacing_violation", message=message)
+        elif 2100 <= code < 2200:
+            log.debug("broker.notice", code=code, message=message)
+
+    def _on_tickers(self, tickers: set[Ticker]) -> None:
+        now = self.clock()
+        for t in tickers:
+            if t.contract is None:
+                continue
+            bid, ask = t.bid, t.ask
+            if not (math.isfinite(bid) and math.isfinite(ask)) or bid <= 0 or ask <= 0:
+                continue
+            last = t.last if math.isfinite(t.last) and t.last > 0 else 0.0
+            symbol = t.contract.symbol
+            self._quotes[symbol] = Quote(symbol, now, dec(bid), dec(ask), dec(t.bidSize), dec(t.askSize), dec(last))
+
+    # -- connection ----------------------------------------------------------------------------------
+    def _link(self, up: bool, reason: str) -> None:
+        if self._listener is not None:
+            self._listener.on_connection(up, self.clock(), reason)
+
+    def _on_disconnected(self) -> None:
+        if not self.connected:
+            return
+        self.connected = False
+        self._quotes.clear()
+        self._tickers.clear()
+        log.error("broker.disconnected", host=self.host, port=self.port)
+        self._link(False, "socket to IB closed")
+        if not self.closing and self._reconnect is None:
+            self._reconnect = asyncio.get_event_loop().create_task(self._reconnect_loop())
+
+    async def _reconnect_loop(self) -> None:
+        delay, cap = self.backoff_s
+        try:
+            while not self.closing:
+                await asyncio.sleep(delay)
+                try:
+                    await self.connect()
+                except IbkrError as err:
+                    log.warning("broker.reconnect_failed", error=str(err), retry_in_s=min(delay * 2, cap))
+                    delay = min(delay * 2, cap)
+                    continue
+                await self._resync()
+                self._link(True, "reconnected")
+                return
+        finally:
+            self._reconnect = None
+
+    async def _resync(self) -> None:
+        """After a reconnect: adopt the gateway's replayed trades, report fills and final states we missed."""
+        by_ref: dict[str, Trade] = {}
+        for trade in self.ib.trades():
+            if trade.order.orderRef:
+                by_ref[trade.order.orderRef] = trade
+        for fill in sorted(self.ib.fills(), key=lambda f: f.execution.time):
+            self._take_execution(fill)
+        for coid in list(self._trades):
+            found = by_ref.get(coid)
+            if found is None:
+                del self._trades[coid]
+                self._update(coid, OrderStatus.REJECTED, "not found at IB after reconnect: it never arrived")
+                continue
+            self._trades[coid] = found
+            self._on_order_status(found)
+        for symbol in list(self._contracts):
+            self._tickers[symbol] = self.ib.reqMktData(self._contracts[symbol], "", False, False)
+        log.warning("broker.resynced", open_orders=len(self.ib.openTrades()), fills=len(self.ib.fills()))
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _update(self, coid: str, status: OrderStatus, reason: str | None, order_id: int | None = None,
+                perm_id: int | None = None) -> None:
+        if status.is_terminal:
+            if coid in self._final:
+                return
+            self._final[coid] = status
+            if len(self._final) > EXEC_MEMORY:
+                del self._final[next(iter(self._final))]
+            self._trades.pop(coid, None)
+            self._cancel_reasons.pop(coid, None)
+        self._require_listener().on_order_update(OrderUpdate(coid, status, self.clock(), reason, order_id, perm_id))
+
+    def _require_listener(self) -> BrokerListener:
+        if self._listener is None:
+            raise RuntimeError("IbkrBroker has no listener: call set_listener first")
+        return self._listener

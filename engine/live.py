@@ -1,0 +1,206 @@
+"""Wiring for a session against IBKR (TWS, IB Gateway, or ``tradectl gateway-sim``): ``tradectl run --broker ibkr``.
+
+The same engine, risk path, recorder and kill-switch control as a paper session, on ``IbkrBroker``. It
+connects first, checks which account it is about to trade (a live account only with ``--live`` and the
+configured account id; never ``--live`` on a paper account), reconciles positions, then reads signals.
+A symbol's contract is qualified and its quotes subscribed the first time a signal names it.
+
+``lockstep`` is for rehearsals and tests against the simulator: before each signal ``before_signal`` may
+move the simulated market, and after it the session waits for a round trip to the gateway, so every
+fill the signal caused is booked before the next one is read (the in-process paper session's order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal as os_signal
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
+from typing import TextIO
+
+import structlog
+
+from broker.ibkr import IbkrBroker, is_paper_account
+from engine.config import Settings
+from engine.domain import Signal
+from engine.engine import InstrumentBook
+from engine.session import Session, SessionSummary, SimClock, _perf, wall_clock
+from engine.signals import SignalError, parse_signal
+
+log = structlog.get_logger("tradectl.live")
+
+IB_PORTS = {("gateway", False): 4002, ("gateway", True): 4001, ("tws", False): 7497, ("tws", True): 7496}
+
+
+class AccountRefused(Exception):
+    """The account the gateway offers is not one this run may trade; the message says why."""
+
+
+def check_account(managed: list[str], requested: str, live: bool, configured: str) -> str:
+    """The account to trade, or AccountRefused: the guard between a paper rehearsal and real money."""
+    if requested not in managed:
+        raise AccountRefused(f"account {requested} is not managed by this login (it manages {', '.join(managed)})")
+    paper = is_paper_account(requested)
+    if live and paper:
+        raise AccountRefused(f"--live given but {requested} is a paper account: drop --live to trade it")
+    if not live and not paper:
+        raise AccountRefused(f"{requested} is a LIVE account: refusing without --live "
+                             f"(and the account id must match the configured account)")
+    if live and requested != configured:
+        raise AccountRefused(f"--live: account {requested} does not match the configured account {configured}")
+    return requested
+
+
+class IbkrSession(Session):
+    mode = "ibkr"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        host: str,
+        port: int,
+        client_id: int,
+        account: str | None = None,
+        live: bool = False,
+        clock: SimClock | None = None,
+        lockstep: bool = False,
+        before_signal: Callable[[Signal], Awaitable[None]] | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        super().__init__(settings, on_progress=on_progress)
+        self.host, self.port, self.client_id = host, port, client_id
+        self.account = account or settings.account
+        self.live = live
+        self.sim_clock = clock
+        self.clock: Callable[[], datetime] = clock if clock is not None else wall_clock
+        self.lockstep = lockstep
+        self.before_signal = before_signal
+        self.subscribed: set[str] = set()
+
+    async def connect(self) -> None:
+        """Connect, check the account, open the session and reconcile. Raises IbkrError / AccountRefused."""
+        started = wall_clock()
+        ib = self.settings.ibkr
+        self.broker = IbkrBroker(self.host, self.port, self.client_id, self.account, self.clock,
+                                 pacing_per_s=ib.pacing_per_s, connect_timeout_s=ib.connect_timeout_s)
+        managed = await self.broker.connect()
+        try:
+            check_account(managed, self.account, self.live, self.settings.account)
+        except AccountRefused:
+            await self.broker.close()
+            raise
+        positions = self._open(None, started)
+        self._started = started
+        for pos in positions:  # marks for what we hold, before the first signal sizes against equity
+            if pos.quantity:
+                await self._subscribe(pos.symbol)
+        for bp in self.broker.positions():
+            await self._subscribe(bp.symbol)
+        self._wire(self.broker, self.clock, positions, InstrumentBook(allow_unknown=True))
+
+    async def _subscribe(self, symbol: str) -> None:
+        if symbol in self.subscribed:
+            return
+        self.subscribed.add(symbol)
+        if await self.broker.subscribe(symbol, wait_s=self.settings.ibkr.quote_wait_s) is None:
+            log.warning("marketdata.no_quote_yet", symbol=symbol)
+
+    async def process_line(self, line: str) -> None:
+        parsed = parse_signal(line)
+        engine = self.engine
+        if isinstance(parsed, SignalError):
+            engine.on_invalid_signal(parsed)
+            return
+        if self.sim_clock is not None:
+            self.sim_clock.advance_to(parsed.ts)
+        await self._subscribe(parsed.symbol)
+        if self.before_signal is not None:
+            await self.before_signal(parsed)
+        if self.lockstep:
+            await self.broker.sync()
+        engine.expire(engine.clock())
+        engine.on_signal(parsed, line)
+        if self.lockstep:
+            await self.broker.sync()
+
+    async def run(self, lines: Iterable[str] = (), stream: TextIO | None = None) -> SessionSummary:
+        """Connect (if not yet), trade every line (of ``stream`` when given), drain, cancel what is left."""
+        if not hasattr(self, "engine"):
+            await self.connect()
+        loop = asyncio.get_running_loop()
+        t0 = _perf()
+        stop = asyncio.Event()
+        for sig in (os_signal.SIGINT, os_signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        timers = asyncio.create_task(self._timers(stop))
+        n = 0
+        try:
+            if stream is not None:
+                while not stop.is_set():
+                    line = await loop.run_in_executor(None, stream.readline)
+                    if not line:
+                        break
+                    if line.strip():
+                        n += 1
+                        await self.process_line(line.strip())
+                        self._progress(n)
+            else:
+                for line in lines:
+                    if stop.is_set():
+                        break
+                    if line.strip():
+                        n += 1
+                        await self.process_line(line.strip())
+                        self._progress(n)
+                        if not n & 63:
+                            await asyncio.sleep(0)  # let broker events in between signals
+            cancelled = await self._drain(stop)
+        finally:
+            stop.set()
+            timers.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await timers
+            for sig in (os_signal.SIGINT, os_signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+        self.recorder.flush()
+        summary = self._finish(self._started, _perf() - t0, cancelled)
+        await self.broker.close()
+        if self.broker.paced:
+            summary.notes.append(f"{self.broker.paced} order message(s) waited for IB pacing")
+        return summary
+
+    def _progress(self, n: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(n)
+
+    async def _drain(self, stop: asyncio.Event) -> int:
+        """Give working orders ``ibkr.drain_s`` to finish, then cancel the rest and wait for IB to confirm."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.ibkr.drain_s
+        while self.engine.orders and loop.time() < deadline and not stop.is_set():
+            await asyncio.sleep(0.05)
+        cancelled = self.engine.cancel_where(lambda o: True, "input ended: order still working")
+        deadline = loop.time() + self.settings.ibkr.drain_s
+        while self.engine.orders and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        if self.broker.connected:
+            await self.broker.sync()
+        return cancelled
+
+    async def _timers(self, stop: asyncio.Event) -> None:
+        """Kill-switch feed, heartbeats, reconciliation timer and recorder flushes, off the signal path."""
+        s = self.settings
+        poll_s = s.killswitch.poll_ms / 1000
+        flush_s = s.flush_interval_ms / 1000
+        loop = asyncio.get_running_loop()
+        last_flush = loop.time()
+        while not stop.is_set():
+            await asyncio.sleep(poll_s)
+            self.control.tick()
+            if loop.time() - last_flush >= flush_s:
+                self.recorder.flush()
+                last_flush = loop.time()
