@@ -383,8 +383,7 @@ class IbkrBroker:
         if not self.connected:
             return
         self.connected = False
-        self._quotes.clear()
-        self._tickers.clear()
+        self._tickers.clear()  # the last quotes stay: checks then reject new orders as disconnected
         log.error("broker.disconnected", host=self.host, port=self.port)
         self._link(False, "socket to IB closed")
         if not self.closing and self._reconnect is None:

@@ -403,12 +403,12 @@ class Engine:
         status = update.status
         if status is order.status or status in (OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED):
             return  # fills drive filled/partially-filled; repeats are normal (IB repeats orderStatus)
-        if status is OrderStatus.REJECTED:
-            self._apply_trip(self.trips.on_broker_reject(update.ts, update.reason))
         late_ack = order.status not in (OrderStatus.PENDING_NEW, OrderStatus.PENDING_CANCEL)
         if status is OrderStatus.SUBMITTED and late_ack:
             return  # a late acknowledgement after fills have started
         self._transition(order, status, update.ts, update.reason)
+        if status is OrderStatus.REJECTED:  # after the order is final: a trip's cancels must not touch it
+            self._apply_trip(self.trips.on_broker_reject(update.ts, update.reason))
 
     def on_fill(self, fill: Fill) -> None:
         if not self.exec_ids.add(fill.exec_id):

@@ -456,16 +456,16 @@ class GatewaySim:
         if live is not None:
             self._modify(c, key, live, quantity, lmt, aux)
             return
-        if key in self.done:
+        if key in self.done and self.done[key].status == "Filled":
             c.error(order_id, 104, f"Can't modify a filled order. Order id {order_id} is "
                                              f"{self.done[key].status}.")
             return
-        if order_id < self._next_id(c):
+        if order_id < self._next_id(c) or key in self.done:
             c.error(order_id, 103, "Duplicate order id")
             return
         self.next_valid_id[c.client_id] = order_id + 1
-        contract = self._by_con_id.get(int(f[2] or 0)) or self.contracts.get(f[3].upper())
-        if contract is None or f[4] not in ("STK", ""):
+        contract = self._contract_from(f, 2)
+        if contract is None:
             c.error(order_id, 200, "No security definition has been found for the request")
             return
         side = Side.BUY if f[16].upper() == "BUY" else Side.SELL

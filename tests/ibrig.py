@@ -1,0 +1,102 @@
+"""An engine on the IBKR adapter, talking over real TCP to the simulated gateway, on simulated time.
+
+Everything runs in one event loop: the test moves the gateway's market and waits for round trips
+(``settle``), so what the engine sees is deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal as D
+from typing import Any, TypeVar
+
+from broker.ibkr import IbkrBroker
+from engine.bus import EventBus, SignalRejected
+from engine.domain import Fill, Order, OrderStatus, Quote
+from engine.engine import Engine
+from engine.session import SimClock
+from paper.gateway import GatewaySim
+from tests.conftest import T0
+
+T = TypeVar("T")
+
+
+class IbRig:
+    def __init__(self, account: str = "DU0000001", pacing_per_s: int | None = None, **engine_kw: Any) -> None:
+        self.clock = SimClock(T0)
+        self.gw = GatewaySim(port=0, account=account, step_s=None, clock=self.clock, pacing_limit=None)
+        self.broker = IbkrBroker("127.0.0.1", 0, 1, account, self.clock, pacing_per_s=pacing_per_s,
+                                 backoff_s=(0.05, 0.2), connect_timeout_s=5)
+        self.bus = EventBus()
+        self.rejected: list[SignalRejected] = []
+        self.statuses: list[tuple[str, OrderStatus, str | None]] = []
+        self.fills: list[Fill] = []
+        self.bus.signal_rejected += self.rejected.append
+        self.bus.order_status += lambda o, c: self.statuses.append((o.client_order_id, c.to_status, c.reason))
+        self.bus.fill += lambda f, o: self.fills.append(f)
+        self.engine = Engine(self.broker, self.bus, clock=self.clock, equity=D(1_000_000), **engine_kw)
+
+    async def start(self) -> IbRig:
+        await self.gw.start()
+        self.broker.port = self.gw.port
+        await self.broker.connect()
+        return self
+
+    async def stop(self) -> None:
+        await self.broker.close()
+        await self.gw.stop()
+
+    async def quote(self, bid: str, ask: str, size: str = "10000", symbol: str = "AAPL", last: str | None = None) -> None:
+        """Publish a quote at the gateway (it matches working orders) and wait until the engine has it."""
+        if symbol not in self.broker._contracts:
+            await self.broker.subscribe(symbol, wait_s=0)
+        self.gw.on_quote(Quote(symbol, self.clock(), D(bid), D(ask), D(size), D(size), D(last or bid)))
+        await self.settle()
+
+    async def settle(self, rounds: int = 2) -> None:
+        for _ in range(rounds):
+            await self.broker.sync()
+            await asyncio.sleep(0)
+
+    async def until(self, condition: Callable[[], bool], timeout: float = 5.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not condition():
+            if loop.time() > deadline:
+                raise AssertionError("condition not reached in time")
+            await asyncio.sleep(0.01)
+
+    def status_of(self, order: Order) -> list[OrderStatus]:
+        return [s for coid, s, _ in self.statuses if coid == order.client_order_id]
+
+
+def run(scenario: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(scenario())  # type: ignore[arg-type]
+
+
+@contextmanager
+def gateway_in_thread(**kw: Any) -> Iterator[GatewaySim]:
+    """A simulated gateway on its own thread and loop, for code that runs its own asyncio.run (the CLI)."""
+    loop = asyncio.new_event_loop()
+    gw = GatewaySim(port=0, **kw)
+    ready = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(gw.start())
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(gw.stop())
+        loop.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield gw
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
