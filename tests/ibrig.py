@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from decimal import Decimal as D
 from typing import Any, TypeVar
@@ -49,7 +49,8 @@ class IbRig:
         await self.broker.close()
         await self.gw.stop()
 
-    async def quote(self, bid: str, ask: str, size: str = "10000", symbol: str = "AAPL", last: str | None = None) -> None:
+    async def quote(self, bid: str, ask: str, size: str = "10000", symbol: str = "AAPL",
+                    last: str | None = None) -> None:
         """Publish a quote at the gateway (it matches working orders) and wait until the engine has it."""
         if symbol not in self.broker._contracts:
             await self.broker.subscribe(symbol, wait_s=0)
@@ -73,8 +74,8 @@ class IbRig:
         return [s for coid, s, _ in self.statuses if coid == order.client_order_id]
 
 
-def run(scenario: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(scenario())  # type: ignore[arg-type]
+def run(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(scenario())
 
 
 @contextmanager

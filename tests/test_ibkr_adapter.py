@@ -8,10 +8,11 @@ the engine ends with.
 from __future__ import annotations
 
 from decimal import Decimal as D
+from typing import Any
 
 import pytest
 
-from engine.domain import KillState, OrderStatus, Side
+from engine.domain import KillState, Order, OrderStatus, Side, Signal
 from engine.signals import parse_signal
 from paper.wire import EXECUTION_DATA
 from risk.killswitch import GLOBAL
@@ -23,14 +24,14 @@ pytestmark = pytest.mark.timeout(60)
 S = OrderStatus
 
 
-def _signal(sid: str, **kw: object) -> object:
-    sig = parse_signal(signal_line(sid, **kw))  # type: ignore[arg-type]
-    assert not hasattr(sig, "code")
+def _signal(sid: str, **kw: Any) -> Signal:
+    sig = parse_signal(signal_line(sid, **kw))
+    assert isinstance(sig, Signal)
     return sig
 
 
-async def _order(rig: IbRig, sid: str, **kw: object):  # type: ignore[no-untyped-def]
-    order = rig.engine.on_signal(_signal(sid, **kw))  # type: ignore[arg-type]
+async def _order(rig: IbRig, sid: str, **kw: Any) -> Order:
+    order = rig.engine.on_signal(_signal(sid, **kw))
     assert order is not None, rig.rejected[-1] if rig.rejected else "no order"
     await rig.settle()
     return order
@@ -177,7 +178,7 @@ def test_a_fill_while_disconnected_is_booked_after_the_reconnect_and_new_orders_
         order = await _order(rig, "w1", order_type="LMT", limit_price=99)
         rig.gw.drop_connections()
         await rig.until(lambda: not rig.engine.broker_connected)
-        assert rig.engine.on_signal(_signal("w2", symbol="MSFT")) is None  # type: ignore[arg-type]
+        assert rig.engine.on_signal(_signal("w2", symbol="MSFT")) is None
         assert rig.rejected[-1].code == "broker_disconnected"
         from engine.domain import Quote
 
@@ -264,7 +265,7 @@ def test_pacing_queues_orders_beyond_the_rate_and_sends_them_in_order() -> None:
         rig = await IbRig(pacing_per_s=2).start()
         for sym in ("AAPL", "MSFT", "NVDA", "AMZN"):
             await rig.quote("100.00", "100.02", symbol=sym)
-        orders = [rig.engine.on_signal(_signal(f"pc{i}", symbol=sym))  # type: ignore[arg-type]
+        orders = [rig.engine.on_signal(_signal(f"pc{i}", symbol=sym))
                   for i, sym in enumerate(("AAPL", "MSFT", "NVDA", "AMZN"))]
         assert all(o is not None for o in orders)
         assert rig.broker.paced == 2
