@@ -233,8 +233,12 @@ class Engine:
         delta = target - exposure
         side = Side.BUY if delta > 0 else Side.SELL
         if self.live_by_symbol.get(symbol) and self._cancel_opposing(symbol, side, signal.id):
+            # Size against what stays working: a broker that confirms cancels later (IB) must give the same
+            # order as one that confirms at once. The checks below still count those orders until confirmed.
+            cancelling = sum((o.signed_remaining for o in self.live_by_symbol[symbol].values()
+                              if o.status is OrderStatus.PENDING_CANCEL), ZERO)
             working = self.working_qty.get(symbol, ZERO)
-            exposure = position + working
+            exposure = position + working - cancelling
             delta = target - exposure
             if delta == 0:
                 return self._reject(signal, now, "at_target", "working orders against the new target were "
@@ -636,6 +640,8 @@ def _own_best(orders: Iterable[Order]) -> tuple[Decimal | None, Decimal | None]:
         i = o.intent
         if i.order_type in (OrderType.STP, OrderType.STP_LMT):
             continue  # not resting in the book until triggered
+        if o.status is OrderStatus.PENDING_CANCEL:
+            continue  # being cancelled: a new order on the other side is what replaces it
         limit = i.limit_price
         if i.side is Side.BUY:
             p = limit if limit is not None else INFINITY

@@ -104,7 +104,8 @@ class IbkrSession(Session):
         if symbol in self.subscribed:
             return
         self.subscribed.add(symbol)
-        if await self.broker.subscribe(symbol, wait_s=self.settings.ibkr.quote_wait_s) is None:
+        wait_s = 0.0 if self.lockstep else self.settings.ibkr.quote_wait_s  # lockstep: the hook moves the market
+        if await self.broker.subscribe(symbol, wait_s=wait_s) is None and not self.lockstep:
             log.warning("marketdata.no_quote_yet", symbol=symbol)
 
     async def process_line(self, line: str) -> None:
@@ -116,11 +117,11 @@ class IbkrSession(Session):
         if self.sim_clock is not None:
             self.sim_clock.advance_to(parsed.ts)
         await self._subscribe(parsed.symbol)
+        engine.expire(engine.clock())
         if self.before_signal is not None:
             await self.before_signal(parsed)
         if self.lockstep:
             await self.broker.sync()
-        engine.expire(engine.clock())
         engine.on_signal(parsed, line)
         if self.lockstep:
             await self.broker.sync()

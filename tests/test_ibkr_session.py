@@ -1,0 +1,194 @@
+"""Whole sessions against the simulated gateway: parity with the in-process paper broker, persistence
+across disconnects, and the guard that keeps a paper rehearsal off a live account."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal as D
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from engine.cli import app
+from engine.config import load_settings
+from engine.domain import Fill, Order, Signal
+from engine.live import AccountRefused, IbkrSession, check_account
+from engine.session import PaperSession, SimClock
+from paper.gateway import GatewaySim
+from paper.market import SIM_START
+from repositories.models import FillRow, PositionRow
+from tests.conftest import signal_line, write_lines
+from tests.ibrig import gateway_in_thread, run
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
+
+SYMBOLS = ("AAPL", "MSFT", "NVDA")
+
+
+def _signals(n: int) -> list[str]:
+    """A mixed, deterministic stream: market and resting limit orders, both directions, three symbols."""
+    lines = []
+    for i in range(n):
+        symbol = SYMBOLS[i % 3]
+        direction = ("long", "short", "long", "flat")[(i // 3) % 4]
+        extra: dict[str, Any] = {}
+        if i % 5 == 0:
+            extra = {"order_type": "LMT", "limit_price": 10.0 if direction == "long" else 10_000.0}  # rests
+        lines.append(signal_line(f"s{i:03d}", symbol=symbol, direction=direction, seconds=i * 2.0, **extra))
+    return lines
+
+
+def _fill_key(f: Fill) -> tuple[str, str, str, D, D, D]:
+    return (f.client_order_id, f.symbol, f.side.value, f.quantity, f.price, f.commission)
+
+
+def test_a_session_against_gateway_sim_gives_the_same_fills_and_positions_as_the_paper_broker(
+        tmp_path: Path) -> None:
+    lines = _signals(60)
+    cfg: dict[str, Any] = {"risk": {"max_orders_per_s": None, "max_symbol_orders_per_s": None}}
+
+    paper = PaperSession(load_settings(database_url=f"sqlite:///{tmp_path / 'p.db'}", **cfg), seed=7)
+    clock = SimClock(SIM_START)
+    paper.prepare(clock, datetime.now(UTC))
+    paper_fills: list[Fill] = []
+    paper.bus.fill += lambda f, o: paper_fills.append(f)
+    for line in lines:
+        paper.process_line(line, clock)
+    paper_positions = {s: p.quantity for s, p in paper.engine.positions.items() if p.quantity}
+    paper.recorder.flush()
+
+    async def over_tcp() -> tuple[list[Fill], dict[str, D], dict[str, D]]:
+        sim_clock = SimClock(SIM_START)
+        gw = GatewaySim(port=0, seed=7, step_s=None, clock=sim_clock, pacing_limit=None)
+        await gw.start()
+
+        async def step(signal: Signal) -> None:
+            gw.step(signal.symbol, sim_clock())
+
+        session = IbkrSession(load_settings(database_url=f"sqlite:///{tmp_path / 'i.db'}", **cfg),
+                              host="127.0.0.1", port=gw.port, client_id=1, clock=sim_clock, lockstep=True,
+                              before_signal=step)
+        await session.connect()
+        fills: list[Fill] = []
+        session.bus.fill += lambda f, o: fills.append(f)
+        for line in lines:
+            await session.process_line(line)
+        positions = {s: p.quantity for s, p in session.engine.positions.items() if p.quantity}
+        theirs = {p.symbol: p.quantity for p in session.broker.positions()}
+        session.recorder.flush()
+        await session.broker.close()
+        await gw.stop()
+        return fills, positions, theirs
+
+    ib_fills, ib_positions, broker_positions = run(over_tcp)
+    assert len(paper_fills) > 20
+    assert [_fill_key(f) for f in ib_fills] == [_fill_key(f) for f in paper_fills]
+    assert ib_positions == paper_positions == broker_positions
+
+
+def _db_fills(url: str) -> tuple[int, int, dict[str, D]]:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(FillRow)).scalar() or 0
+        distinct = conn.execute(select(func.count(func.distinct(FillRow.exec_id)))).scalar() or 0
+        positions = {r.symbol: r.quantity for r in conn.execute(select(PositionRow.symbol, PositionRow.quantity))
+                     if r.quantity}
+    engine.dispose()
+    return total, distinct, positions
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_a_disconnect_with_working_orders_and_a_doubled_execution_persists_every_fill_once(
+        db: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    url = f"sqlite:///{tmp_path / 't.db'}" if db == "sqlite" else str(request.getfixturevalue("pg_url"))
+
+    async def scenario() -> dict[str, D]:
+        sim_clock = SimClock(SIM_START)
+        gw = GatewaySim(port=0, seed=3, step_s=None, clock=sim_clock, pacing_limit=None)
+        await gw.start()
+
+        async def step(signal: Signal) -> None:
+            gw.step(signal.symbol, sim_clock())
+
+        session = IbkrSession(load_settings(database_url=url, ibkr={"drain_s": 0.2}), host="127.0.0.1",
+                              port=gw.port, client_id=4, clock=sim_clock, lockstep=True, before_signal=step)
+        await session.connect()
+        session.broker.backoff_s = (0.05, 0.2)
+        orders: list[Order] = []
+        session.bus.order_submitted += orders.append
+        await session.process_line(signal_line("a", symbol="AAPL", seconds=1, order_type="LMT", limit_price=1.0))
+        gw.faults.duplicate_next_execution = True
+        await session.process_line(signal_line("b", symbol="MSFT", seconds=2))
+        resting = orders[0]
+        gw.drop_connections()
+        await _until(lambda: not session.engine.broker_connected, "the engine sees the drop")
+        gw.matching.modify(gw.live[(4, resting.broker_order_id or 0)].order_id, resting.intent.quantity,
+                           D(100_000), None)  # moved into the market while we are away (as if by TWS)
+        gw.step("AAPL", sim_clock())
+        await _until(lambda: session.engine.broker_connected, "reconnected")
+        await _until(lambda: resting.status.value == "Filled", "the fill made while away is booked")
+        summary = await session.run([])
+        assert summary.fills == 2
+        theirs = {s: p.quantity for s, p in gw.matching.positions.items() if p.quantity}
+        await gw.stop()
+        return theirs
+
+    theirs = run(scenario)
+    total, distinct, positions = _db_fills(url)
+    assert total == distinct == 2
+    assert positions == theirs
+
+
+async def _until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"timed out waiting until: {what}"
+        await asyncio.sleep(0.01)
+
+
+def test_the_account_guard_refuses_live_without_flag_and_live_on_paper() -> None:
+    assert check_account(["DU1"], "DU1", False, "DU1") == "DU1"
+    assert check_account(["U7"], "U7", True, "U7") == "U7"
+    for managed, requested, live, configured, words in (
+        (["U7"], "U7", False, "U7", "LIVE account"),
+        (["DU1"], "DU1", True, "DU1", "paper account"),
+        (["U7", "U8"], "U8", True, "U7", "does not match the configured account"),
+        (["DU1"], "DU2", False, "DU2", "not managed"),
+    ):
+        with pytest.raises(AccountRefused, match=words):
+            check_account(managed, requested, live, configured)
+
+
+def test_tradectl_run_refuses_a_live_account_without_live_and_exits_2(tmp_path: Path) -> None:
+    with gateway_in_thread(account="U1234567", step_s=0.05) as gw:
+        result = CliRunner().invoke(app, ["run", "--broker", "ibkr", "--port", str(gw.port), "--account", "U1234567",
+                                          "--db", f"sqlite:///{tmp_path / 'x.db'}"])
+    assert result.exit_code == 2
+    assert "LIVE account" in result.output
+    assert not (tmp_path / "x.db").exists()  # refused before anything was opened
+
+
+def test_tradectl_run_trades_a_signal_file_through_the_simulated_gateway(tmp_path: Path) -> None:
+    signals = write_lines(tmp_path / "s.jsonl", [
+        signal_line("r1", symbol="AAPL"), signal_line("r2", symbol="MSFT", direction="short"),
+        "not json",
+    ])
+    db = f"sqlite:///{tmp_path / 'run.db'}"
+    with gateway_in_thread(step_s=0.05) as gw:
+        result = CliRunner().invoke(app, ["run", "--broker", "ibkr", "--port", str(gw.port), "--client-id", "3",
+                                          "--signals", str(signals), "--db", db, "--json"],
+                                    env={"TRADECTL_IBKR__DRAIN_S": "0.5"})
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("\n{\n") + 1:] if "\n{\n" in result.stdout
+                         else result.stdout)
+    assert summary["signals"] == 3 and summary["invalid"] == 1 and summary["fills"] >= 2
+    assert {p["symbol"] for p in summary["positions"]} == {"AAPL", "MSFT"}
