@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from decimal import Decimal as D
 from typing import Any
 
@@ -232,18 +231,18 @@ def test_ibs_official_ibapi_client_connects_and_sees_an_orders_status() -> None:
 
     loop = asyncio.new_event_loop()
     gw = GatewaySim(port=0, step_s=None)
+    listening = threading.Event()
 
     def serve() -> None:
         asyncio.set_event_loop(loop)
         loop.run_until_complete(gw.start())
         gw.on_quote(Quote("AAPL", T0, D("100.00"), D("100.02"), D(500), D(500), D("100.01")))
+        listening.set()
         loop.run_forever()
 
     server = threading.Thread(target=serve, daemon=True)
     server.start()
-    deadline = time.monotonic() + 5
-    while gw._server is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert listening.wait(5)
     app = App()
     app.connect("127.0.0.1", gw.port, clientId=9)
     reader = threading.Thread(target=app.run, daemon=True)
@@ -259,6 +258,7 @@ def test_ibs_official_ibapi_client_connects_and_sees_an_orders_status() -> None:
     finally:
         app.disconnect()
         reader.join(5)
+        asyncio.run_coroutine_threadsafe(gw.stop(), loop).result(5)
         loop.call_soon_threadsafe(loop.stop)
         server.join(5)
     assert seen["accounts"] == "DU0000001"
