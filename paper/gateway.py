@@ -261,7 +261,9 @@ class GatewaySim:
     def correct_execution(self, exec_id: str, price: Decimal) -> WireExecution:
         """Fault: IB corrects an execution's price; the correction's execId differs in its last segment."""
         base = exec_id.rsplit(".", 1)[0]
-        original = next(e for e in reversed(self.executions) if e.exec_id.rsplit(".", 1)[0] == base)
+        original = next((e for e in reversed(self.executions) if e.exec_id.rsplit(".", 1)[0] == base), None)
+        if original is None:
+            raise KeyError(f"no execution {exec_id} to correct")
         n = self._corrections.get(base, int(original.exec_id.rsplit(".", 1)[1])) + 1
         self._corrections[base] = n
         corrected = WireExecution(f"{base}.{n:02d}", original.ts, original.order, original.shares, price,
