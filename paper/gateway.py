@@ -619,6 +619,8 @@ class GatewaySim:
                 other.send(wire.position(self.account, contract, pos.quantity, pos.avg_cost))
             if other.account_updates:
                 other.send(wire.portfolio(self.account, contract, pos.quantity, mark, pos.avg_cost, pos.realized_pnl))
+                for key, value in self._account_values():
+                    other.send([wire.ACCT_VALUE, 2, key, value, "USD", self.account])
 
     def _req_executions(self, c: _Client, req_id: int, f: list[str]) -> None:
         client_filter = int(f[3] or 0)

@@ -147,6 +147,48 @@ def test_a_disconnect_with_working_orders_and_a_doubled_execution_persists_every
     assert positions == theirs
 
 
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_an_execution_correction_is_stored_beside_the_fill_it_replaces(
+        db: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}" if db == "sqlite" else str(request.getfixturevalue("pg_url"))
+
+    async def scenario() -> tuple[str, str]:
+        sim_clock = SimClock(SIM_START)
+        gw = GatewaySim(port=0, seed=5, step_s=None, clock=sim_clock, pacing_limit=None)
+        await gw.start()
+
+        async def step(signal: Signal) -> None:
+            gw.step(signal.symbol, sim_clock())
+
+        session = IbkrSession(load_settings(database_url=url, ibkr={"drain_s": 0.1}), host="127.0.0.1",
+                              port=gw.port, client_id=6, clock=sim_clock, lockstep=True, before_signal=step)
+        await session.connect()
+        await session.process_line(signal_line("c1", symbol="AAPL", seconds=1))
+        original = gw.executions[-1]
+        fixed = gw.correct_execution(original.exec_id, original.price - D("0.05"))
+        await _until(lambda: session.engine.stats.fills == 1 and len(session.engine._recent_fills) == 1
+                     and fixed.exec_id in session.engine._recent_fills, "the correction is booked")
+        await session.run([])
+        await gw.stop()
+        return original.exec_id, fixed.exec_id
+
+    old_id, new_id = run(scenario)
+    from sqlalchemy import create_engine
+
+    from repositories.store import Store
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = {r.exec_id: (r.source, r.price) for r in conn.execute(select(FillRow.exec_id, FillRow.source,
+                                                                            FillRow.price))}
+        [(qty, avg)] = conn.execute(select(PositionRow.quantity, PositionRow.avg_cost)).all()
+    totals = Store(engine, "DU0000001").fill_totals()
+    engine.dispose()
+    assert rows[old_id][0] == "corrected" and rows[new_id][0] == "broker"
+    assert avg == rows[new_id][1]  # the position carries the corrected price
+    assert totals == {"AAPL": qty}  # positions are the sum of the fills no correction replaced
+
+
 async def _until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
