@@ -78,6 +78,7 @@ def paper(
     _setup_logging(settings)
     from engine.session import DEMO_SIGNALS, PaperSession, count_lines, read_lines
     from paper.market import QuotesFileError
+    from repositories.store import EngineLocked
 
     if quotes is not None and not quotes.is_file():
         raise _fail(f"quotes file {quotes} does not exist", EXIT_USAGE)
@@ -110,6 +111,8 @@ def paper(
                 except KeyboardInterrupt:
                     raise _fail("interrupted", 130) from None
     except QuotesFileError as err:
+        raise _fail(str(err), EXIT_USAGE) from None
+    except EngineLocked as err:
         raise _fail(str(err), EXIT_USAGE) from None
     if json_out:
         typer.echo(json.dumps(summary.to_json(), indent=2))
@@ -254,6 +257,7 @@ def run(
     from broker.ibkr import IbkrError
     from engine.live import IB_PORTS, AccountRefused, IbkrSession
     from engine.session import DEMO_SIGNALS, read_lines
+    from repositories.store import EngineLocked
 
     path = None if signals is None or signals == "-" else Path(signals)
     if path is not None and not path.is_file():
@@ -273,6 +277,8 @@ def run(
         summary = asyncio.run(go())
     except AccountRefused as err:
         raise _fail(f"refusing to trade: {err}", EXIT_USAGE) from None
+    except EngineLocked as err:
+        raise _fail(str(err), EXIT_USAGE) from None
     except IbkrError as err:
         raise _fail(str(err)) from None
     if json_out:

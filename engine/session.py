@@ -140,7 +140,15 @@ class Session:
     def _open(self, seed: int | None, started: datetime) -> list[Position]:
         """Migrate and open the session row; return the positions the database holds."""
         ensure_schema(self.settings.database_url)
-        self.session_id = self.store.start_session(self.mode, seed, started)
+        self.holder = engine_holder()
+        k = self.settings.killswitch
+        self.store.claim_engine(self.holder, self.mode, wall_clock(), stale_after_s=max(5 * k.heartbeat_s, 3.0))
+        try:
+            self.session_id = self.store.start_session(self.mode, seed, started)
+            self.store.lock_session(self.holder, self.session_id)
+        except BaseException:
+            self.store.release_engine(self.holder)
+            raise
         self._last_event = self.store.last_killswitch_event_id()  # before the states: nothing falls between
         return self.store.positions()
 
@@ -169,14 +177,13 @@ class Session:
             if state is not KillState.ACTIVE:
                 log.warning("killswitch.active_at_start", scope=scope, state=str(state))
         k = s.killswitch
-        holder = engine_holder()
+        holder = self.holder
         self.control = OperatorControl(
             self.engine, self.store, self.recorder,
             KillSwitchFeed(self.store, self._last_event, poll_s=k.poll_ms / 1000),
             holder=holder, flatten_collar=k.flatten_collar_pct, heartbeat_s=k.heartbeat_s,
             reconcile_s=k.reconcile_interval_s,
         )
-        self.store.claim_engine(holder, self.mode, self.session_id, wall_clock())
         self.engine.reconcile_positions()  # before the first order: our books against the broker's
 
     # -- summary ---------------------------------------------------------------------------------------
