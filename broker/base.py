@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
-from engine.domain import Fill, Order, OrderStatus, Quote
+from engine.domain import Fill, Order, OrderStatus, OrderType, Quote, Side
 
 
 @dataclass(slots=True)
@@ -32,6 +32,33 @@ class BrokerPosition:
     symbol: str
     quantity: Decimal
     avg_cost: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerOrder:
+    """An order as the broker reports it (open, or completed today), keyed by our client order id."""
+
+    client_order_id: str  # IB orderRef
+    symbol: str
+    side: Side
+    quantity: Decimal
+    filled: Decimal
+    status: OrderStatus  # SUBMITTED while working, else its final state
+    order_type: OrderType = OrderType.MKT
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    broker_order_id: int | None = None
+    perm_id: int | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSnapshot:
+    """What the broker says it has: what reconciliation compares our records against."""
+
+    orders: list[BrokerOrder]
+    executions: list[Fill]  # today's, with commissions where known
+    positions: list[BrokerPosition]
 
 
 class BrokerListener(Protocol):
@@ -60,3 +87,7 @@ class Broker(Protocol):
         ...
 
     def positions(self) -> list[BrokerPosition]: ...
+
+    def snapshot(self) -> BrokerSnapshot:
+        """Open and completed orders, today's executions and positions, as the broker has them now."""
+        ...

@@ -32,11 +32,14 @@ from ib_async import IB, Contract, Stock, Ticker, Trade
 from ib_async import Fill as IBFill
 from ib_async import Order as IBOrder
 
-from broker.base import BrokerListener, BrokerPosition, OrderUpdate
+from broker.base import BrokerListener, BrokerOrder, BrokerPosition, BrokerSnapshot, OrderUpdate
 from engine.domain import Fill, Order, OrderStatus, OrderType, Quote, Side
 
 log = structlog.get_logger("tradectl.ibkr")
 
+IB_FINAL = {"Filled": OrderStatus.FILLED, "Cancelled": OrderStatus.CANCELLED, "ApiCancelled": OrderStatus.CANCELLED,
+            "Inactive": OrderStatus.REJECTED}
+ORDER_TYPES = frozenset(t.value for t in OrderType)
 REJECT_CODES = frozenset({103, 104, 110, 200, 201, 203, 321, 10147})
 CANCEL_REFUSED = 10148
 LINK_LOST = 1100
@@ -49,11 +52,16 @@ class IbkrError(Exception):
     """Connecting or qualifying failed in a way the operator must hear about."""
 
 
-def dec(x: float) -> Decimal:
+def dec(x: float | Decimal | None) -> Decimal:
     """IB sends doubles; their shortest repr is the decimal the gateway printed (``100.0`` -> ``100``)."""
-    if not math.isfinite(x):
+    if x is None:
         return Decimal(0)
-    d = Decimal(repr(x))
+    if isinstance(x, Decimal):
+        d = x
+    elif not math.isfinite(x) or x >= 1e300:  # UNSET_DOUBLE
+        return Decimal(0)
+    else:
+        d = Decimal(repr(x))
     return d.quantize(Decimal(1)) if d == d.to_integral_value() else d
 
 
@@ -209,6 +217,39 @@ class IbkrBroker:
             for p in self.ib.positions(self.account)
             if p.position
         ]
+
+    def snapshot(self) -> BrokerSnapshot:
+        """IB's orders (open and completed today), executions and positions as fetched on connect.
+
+        Our open orders found here are adopted: their later statuses and fills map to our client order ids.
+        """
+        orders = []
+        for trade in self.ib.trades():
+            o, st = trade.order, trade.orderStatus
+            if not o.orderRef:
+                continue
+            status = IB_FINAL.get(st.status, OrderStatus.SUBMITTED)
+            if status is OrderStatus.SUBMITTED and o.orderRef not in self._final:
+                self._trades[o.orderRef] = trade
+            filled = dec(st.filled) or dec(o.filledQuantity)
+            lmt = dec(o.lmtPrice) if o.orderType in ("LMT", "STP LMT") else None
+            aux = dec(o.auxPrice) if o.orderType in ("STP", "STP LMT") else None
+            orders.append(BrokerOrder(
+                o.orderRef, trade.contract.symbol, Side.BUY if o.action == "BUY" else Side.SELL,
+                dec(o.totalQuantity), filled, status,
+                OrderType(o.orderType) if o.orderType in ORDER_TYPES else OrderType.MKT,
+                lmt or None, aux or None, o.orderId or None, o.permId or None, self._last_error(trade),
+            ))
+        executions = [
+            Fill(f.execution.execId, f.execution.orderRef, f.contract.symbol,
+                 Side.BUY if f.execution.side == "BOT" else Side.SELL, dec(f.execution.shares),
+                 dec(f.execution.price), dec(f.commissionReport.commission), f.execution.time)
+            for f in sorted(self.ib.fills(), key=lambda f: f.execution.time)
+        ]
+        for fill in executions:  # already known: the live path must not book them again
+            self._seen_execs[fill.exec_id] = None
+            self._exec_bases[fill.exec_id.rsplit(".", 1)[0]] = fill.exec_id
+        return BrokerSnapshot(orders, executions, self.positions())
 
     # -- sending -------------------------------------------------------------------------------------
     def _place(self, coid: str, contract: Contract, ib_order: IBOrder) -> None:

@@ -348,6 +348,17 @@ class Engine:
         self.broker.submit(order)
         return order
 
+    def adopt_order(self, order: Order) -> None:
+        """Take over an order that is working at the broker (found by reconciliation): tracked, not sent."""
+        coid = order.client_order_id
+        self.orders[coid] = order
+        symbol = order.symbol
+        self.live_by_symbol.setdefault(symbol, {})[coid] = order
+        working = self.working_qty[symbol] = self.working_qty.get(symbol, ZERO) + order.signed_remaining
+        self._mark_exposure(symbol, working)
+        if order.intent.signal_id is not None:
+            self.signal_ids.add(order.intent.signal_id)
+
     def submit_intent(self, intent: OrderIntent) -> Order | str:
         """Send an order that did not come from a signal (e.g. a flatten); returns it or the reject reason.
 
@@ -445,7 +456,8 @@ class Engine:
             self._transition(order, status, fill.ts, None)
         else:
             self._mark_exposure(symbol, self.working_qty.get(symbol, ZERO))
-            self._apply_trip(self.trips.on_unknown_fill(symbol, fill.exec_id, fill.client_order_id))
+            if fill.source != "inferred":  # reconciliation books fills of orders that ended while we were away
+                self._apply_trip(self.trips.on_unknown_fill(symbol, fill.exec_id, fill.client_order_id))
         self._observe_equity(fill.ts, self.equity())
 
     def _correct(self, fill: Fill) -> None:

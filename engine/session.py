@@ -24,11 +24,24 @@ from typing import Any, TextIO
 import structlog
 from sqlalchemy import func, select
 
-from broker.base import Broker
+from broker.base import Broker, BrokerOrder, OrderUpdate
+from broker.reconcile import OpenOrderRecord, ReconcileReport, reconcile
 from engine.bus import EventBus
 from engine.config import Settings
 from engine.control import OperatorControl, engine_holder
-from engine.domain import ZERO, KillState, Position, Quote
+from engine.domain import (
+    ZERO,
+    Instrument,
+    KillState,
+    Order,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    Position,
+    Quote,
+    Side,
+    TimeInForce,
+)
 from engine.engine import Engine, InstrumentBook
 from engine.signals import SignalError, parse_signal
 from paper.broker import PaperBroker
@@ -184,7 +197,62 @@ class Session:
             holder=holder, flatten_collar=k.flatten_collar_pct, heartbeat_s=k.heartbeat_s,
             reconcile_s=k.reconcile_interval_s,
         )
-        self.engine.reconcile_positions()  # before the first order: our books against the broker's
+        self.report = self.reconcile_at_start()  # before the first order: our books against the broker's
+
+    def reconcile_at_start(self, apply: bool = True) -> ReconcileReport:
+        """Compare the database with the broker; adopt, close and book what differs; trip on breaks."""
+        engine, store = self.engine, self.store
+        snap = engine.broker.snapshot()
+        rows = {r["client_order_id"]: r for r in store.open_orders()}
+        report = reconcile(
+            [OpenOrderRecord(c, r["symbol"], r["filled_qty"], r["status"]) for c, r in rows.items()],
+            store.existing_order_ids([o.client_order_id for o in snap.orders]),
+            store.existing_exec_ids([f.exec_id for f in snap.executions]),
+            {sym: p.quantity for sym, p in engine.positions.items()},
+            snap,
+        )
+        if not apply:
+            return report
+        now = wall_clock()
+        for coid, status, why in report.close_orders:
+            store.close_order(coid, status.value, why, now)
+            log.warning("reconcile.order_closed", client_order_id=coid, status=status.value, reason=why)
+        fills_by_order: dict[str, Decimal] = {}
+        for f in report.adopt_fills:
+            fills_by_order[f.client_order_id] = fills_by_order.get(f.client_order_id, ZERO) + f.quantity
+        for b in report.keep_open:
+            order = order_from_row(rows[b.client_order_id])
+            order.filled_qty = b.filled - fills_by_order.get(b.client_order_id, ZERO)
+            engine.adopt_order(order)
+            if order.status is OrderStatus.PENDING_NEW:  # the acknowledgement was lost in the crash
+                engine.on_order_update(OrderUpdate(order.client_order_id, OrderStatus.SUBMITTED, engine.clock(),
+                                                   "reconciliation: working at the broker", b.broker_order_id,
+                                                   b.perm_id))
+        for b in report.adopt_orders:
+            order = order_from_broker(b, engine.instruments.get(b.symbol) or Instrument(b.symbol), engine.clock())
+            order.filled_qty = b.filled - fills_by_order.get(b.client_order_id, ZERO)
+            signal_id = order.intent.signal_id
+            if signal_id is not None:
+                store.adopt_signal(signal_id, order.client_order_id, b.symbol, order.intent.strategy, self.session_id,
+                                   now)
+            self.bus.order_submitted.emit(order)  # recorded with the state the broker reports
+            if not b.status.is_terminal:
+                engine.adopt_order(order)
+            elif signal_id is not None:
+                engine.signal_ids.add(signal_id)
+            log.warning("reconcile.order_adopted", client_order_id=order.client_order_id, status=b.status.value)
+        for fill in report.adopt_fills:
+            engine.on_fill(fill)
+            log.warning("reconcile.fill_inferred", exec_id=fill.exec_id, client_order_id=fill.client_order_id,
+                        symbol=fill.symbol, quantity=str(fill.signed_quantity))
+        self.recorder.flush()
+        if not report.clean:
+            store.audit("reconciliation", "reconcile", None, report.to_json(), now)
+        log.info("reconcile.done", clean=report.clean, adopted_orders=len(report.adopt_orders),
+                 closed_orders=len(report.close_orders), inferred_fills=len(report.adopt_fills),
+                 kept_open=len(report.keep_open), breaks=len(report.position_breaks))
+        engine.reconcile_positions()  # halts each symbol that still differs, with ours and theirs
+        return report
 
     # -- summary ---------------------------------------------------------------------------------------
     def _finish(self, started: datetime, elapsed: float, cancelled: int) -> SessionSummary:
@@ -448,6 +516,28 @@ class PaperSession(Session):
         cancelled = self.engine.cancel_where(lambda o: True, "input ended: order still working")
         self.recorder.flush()
         return self._finish(started, _perf() - t0, cancelled)
+
+def order_from_row(r: dict[str, Any]) -> Order:
+    """An order as the database holds it (to track it again after a restart)."""
+    intent = OrderIntent(
+        r["client_order_id"], r["signal_id"], r["strategy"],
+        Instrument(r["symbol"], r["sec_type"], r["currency"], r["exchange"]), Side(r["side"]), r["quantity"],
+        OrderType(r["order_type"]), r["limit_price"], r["stop_price"], TimeInForce(r["tif"]), r["created_at"],
+    )
+    return Order(intent, r["created_at"], OrderStatus(r["status"]), r["filled_qty"], r["avg_fill_price"],
+                 r["commission"], r["broker_order_id"], r["perm_id"], r["reason"])
+
+
+def order_from_broker(b: BrokerOrder, instrument: Instrument, now: datetime) -> Order:
+    """An order only the broker knew of: ours by its orderRef, so its signal id is derived back."""
+    coid = b.client_order_id
+    signal_id = coid.removeprefix("tc-") if coid.startswith("tc-") and not coid.startswith("tc-flat-") else None
+    intent = OrderIntent(coid, signal_id, "adopted", instrument, b.side, b.quantity, b.order_type, b.limit_price,
+                         b.stop_price, TimeInForce.DAY, now)
+    status = b.status if b.status.is_terminal else OrderStatus.SUBMITTED
+    return Order(intent, now, status, ZERO, ZERO, ZERO, b.broker_order_id, b.perm_id,
+                 b.reason or "adopted from the broker at reconciliation")
+
 
 def _perf() -> float:
     import time

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from itertools import count
 
-from broker.base import BrokerListener, BrokerPosition, OrderUpdate
+from broker.base import BrokerListener, BrokerOrder, BrokerPosition, BrokerSnapshot, OrderUpdate
 from engine.domain import Order, OrderStatus, Position, Quote
 from paper.matching import CommissionSchedule, Execution, MatchingEngine, SimOrder
 
@@ -89,6 +89,15 @@ class PaperBroker:
             for p in self.matching.positions.values()
             if p.quantity != 0
         ]
+
+    def snapshot(self) -> BrokerSnapshot:
+        """The in-process broker's state lives as long as the session: working orders and positions."""
+        orders = [
+            BrokerOrder(o.ref, o.symbol, o.side, o.quantity, o.filled, OrderStatus.SUBMITTED, o.order_type,
+                        o.limit_price, o.stop_price, o.order_id, o.perm_id)
+            for o in self.matching.working()
+        ]
+        return BrokerSnapshot(orders, [], self.positions())
 
     # -- fault controls (tests and rehearsals) -----------------------------------------------------
     def disconnect(self, reason: str = "connection dropped") -> None:

@@ -137,6 +137,41 @@ class Store:
             ).mappings()
             return [dict(r) for r in rows]
 
+    # -- reconciliation --------------------------------------------------------------------------------
+    def existing_order_ids(self, client_order_ids: Sequence[str]) -> set[str]:
+        return self._existing(OrderRow.client_order_id, client_order_ids)
+
+    def existing_exec_ids(self, exec_ids: Sequence[str]) -> set[str]:
+        return self._existing(FillRow.exec_id, exec_ids)
+
+    def _existing(self, column: Any, keys: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for i in range(0, len(keys), 500):
+                found.update(conn.execute(select(column).where(column.in_(keys[i:i + 500]))).scalars())
+        return found
+
+    def close_order(self, client_order_id: str, status: str, reason: str, now: datetime) -> None:
+        """Give an order the final state reconciliation found for it, with its event."""
+        with self.engine.begin() as conn:
+            prev = conn.execute(select(OrderRow.status).where(OrderRow.client_order_id == client_order_id)).scalar()
+            conn.execute(update(OrderRow).where(OrderRow.client_order_id == client_order_id)
+                         .values(status=status, reason=reason, updated_at=now))
+            conn.execute(insert(OrderEventRow).values(client_order_id=client_order_id, ts=now, from_status=prev,
+                                                      to_status=status, reason=reason))
+
+    def adopt_signal(self, signal_id: str, client_order_id: str, symbol: str, strategy: str, session_id: int,
+                     now: datetime) -> None:
+        """The signal behind an order found only at the broker: recorded, so a replay of it is a duplicate."""
+        with self.engine.begin() as conn:
+            if conn.execute(select(SignalRow.signal_id).where(SignalRow.signal_id == signal_id)).first():
+                return
+            conn.execute(insert(SignalRow).values(
+                signal_id=signal_id, session_id=session_id, ts=now, received_at=now, strategy=strategy,
+                symbol=symbol, direction="unknown", status="accepted", reason_code="adopted",
+                reason="order found at the broker by orderRef during reconciliation", client_order_id=client_order_id,
+                payload=None))
+
     # -- kill switches ---------------------------------------------------------------------------------
     def killswitch_states(self) -> dict[str, KillState]:
         """The latest state of every scope that has ever changed (ACTIVE scopes included)."""

@@ -1,0 +1,137 @@
+"""Reconciliation: the pure comparison, and a restart after a crash against the simulated gateway."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal as D
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from broker.base import BrokerOrder, BrokerPosition, BrokerSnapshot
+from broker.reconcile import OpenOrderRecord, reconcile
+from engine.config import load_settings
+from engine.domain import Fill, OrderStatus, Side, Signal
+from engine.live import IbkrSession
+from engine.session import SimClock
+from paper.gateway import GatewaySim
+from paper.market import SIM_START
+from repositories.db import make_engine
+from repositories.models import FillRow, OrderRow, SignalRow
+from repositories.store import Store
+from tests.conftest import signal_line
+from tests.ibrig import run
+
+S = OrderStatus
+TS = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
+
+
+def _bo(coid: str, status: OrderStatus, filled: str = "0", symbol: str = "AAPL") -> BrokerOrder:
+    return BrokerOrder(coid, symbol, Side.BUY, D(100), D(filled), status)
+
+
+def _fill(exec_id: str, coid: str, qty: str = "100", symbol: str = "AAPL") -> Fill:
+    return Fill(exec_id, coid, symbol, Side.BUY, D(qty), D("10"), D("1"), TS)
+
+
+def test_an_order_only_the_broker_has_is_adopted_and_its_fill_inferred() -> None:
+    snap = BrokerSnapshot([_bo("tc-a", S.FILLED, "100")], [_fill("e1", "tc-a")], [BrokerPosition("AAPL", D(100), D(10))])
+    report = reconcile([], set(), set(), {}, snap)
+    assert [o.client_order_id for o in report.adopt_orders] == ["tc-a"]
+    assert [(f.exec_id, f.source) for f in report.adopt_fills] == [("e1", "inferred")]
+    assert report.position_breaks == {}
+
+
+def test_open_orders_the_broker_finished_or_never_saw_are_closed_and_working_ones_kept() -> None:
+    ours = [OpenOrderRecord("tc-done", "AAPL", D(0), "Submitted"), OpenOrderRecord("tc-lost", "AAPL", D(0),
+                                                                                   "PendingNew"),
+            OpenOrderRecord("tc-part", "AAPL", D(50), "PartiallyFilled"), OpenOrderRecord("tc-live", "AAPL", D(0),
+                                                                                          "Submitted")]
+    snap = BrokerSnapshot([_bo("tc-done", S.CANCELLED), _bo("tc-live", S.SUBMITTED), _bo("tc-part", S.CANCELLED,
+                                                                                         "50")], [], [])
+    report = reconcile(ours, {"tc-done", "tc-live", "tc-part"}, set(), {}, snap)
+    closed = {c: s for c, s, _ in report.close_orders}
+    assert closed == {"tc-done": S.CANCELLED, "tc-lost": S.REJECTED, "tc-part": S.CANCELLED}
+    assert [o.client_order_id for o in report.keep_open] == ["tc-live"]
+    assert report.adopt_orders == []
+
+
+def test_known_fills_and_foreign_orders_are_left_alone() -> None:
+    snap = BrokerSnapshot([_bo("manual-1", S.SUBMITTED)], [_fill("e1", "tc-a")], [BrokerPosition("AAPL", D(100),
+                                                                                                  D(10))])
+    report = reconcile([], set(), {"e1"}, {"AAPL": D(100)}, snap)
+    assert report.clean and report.foreign_orders == 1
+
+
+def test_a_position_the_fills_cannot_explain_is_a_break_naming_both_sides() -> None:
+    snap = BrokerSnapshot([], [_fill("e2", "tc-b", "30")], [BrokerPosition("AAPL", D(200), D(10))])
+    report = reconcile([], set(), set(), {"AAPL": D(100)}, snap)
+    assert report.position_breaks == {"AAPL": (D(130), D(200))}
+    assert report.to_json()["position_breaks"] == [{"symbol": "AAPL", "ours": "130", "theirs": "200",
+                                                    "difference": "70"}]
+
+
+@pytest.mark.timeout(60)
+def test_after_a_crash_that_lost_unflushed_writes_the_restart_adopts_and_a_replay_sends_nothing_twice(
+        tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'crash.db'}"
+    lines = [signal_line("m1", symbol="AAPL", seconds=1),
+             signal_line("l1", symbol="MSFT", seconds=2, order_type="LMT", limit_price=1.0)]
+
+    async def scenario() -> tuple[dict[str, int], int, dict[str, D], dict[str, D], int, int]:
+        clock = SimClock(SIM_START)
+        gw = GatewaySim(port=0, seed=11, step_s=None, clock=clock, pacing_limit=None)
+        await gw.start()
+
+        async def step(signal: Signal) -> None:
+            gw.step(signal.symbol, clock())
+
+        def session() -> IbkrSession:
+            return IbkrSession(load_settings(database_url=url, flush_rows=1_000_000, ibkr={"drain_s": 0.1}),
+                               host="127.0.0.1", port=gw.port, client_id=8, clock=clock, lockstep=True,
+                               before_signal=step)
+
+        first = session()
+        await first.connect()
+        for line in lines:
+            await first.process_line(line)
+        # The crash: nothing since the start was flushed; the socket and the lock go with the process.
+        await first.broker.close()
+        first.store.release_engine(first.holder)
+        while gw._clients:
+            await step_once()
+
+        second = session()
+        await second.connect()  # reconciles before the first signal
+        report = second.report
+        for line in lines:  # the signal source replays what it had sent
+            await second.process_line(line)
+        summary = await second.run([])
+        refs: dict[str, int] = {}
+        for order in list(gw.live.values()) + list(gw.done.values()):
+            refs[order.ref] = refs.get(order.ref, 0) + 1
+        ours = {p["symbol"]: p["quantity"] for p in summary.positions}
+        theirs = {s: p.quantity for s, p in gw.matching.positions.items() if p.quantity}
+        await gw.stop()
+        return refs, len(report.adopt_fills), ours, theirs, summary.duplicates, len(gw.executions)
+
+    refs, inferred, ours, theirs, duplicates, executions = run(scenario)
+    assert refs == {"tc-m1": 1, "tc-l1": 1}  # one order per signal at the broker
+    assert inferred == 1 and duplicates == 2
+    assert ours == theirs == {"AAPL": ours["AAPL"]}
+    store = Store(make_engine(url), "DU0000001")
+    with store.engine.connect() as conn:
+        fills = conn.execute(select(FillRow.source, func.count()).group_by(FillRow.source)).all()
+        orders = dict(conn.execute(select(OrderRow.client_order_id, OrderRow.status)).all())
+        signals = dict(conn.execute(select(SignalRow.signal_id, SignalRow.reason_code)).all())
+    assert ("inferred", 1) in fills  # the fill made before the crash, adopted from the broker
+    assert sum(n for _, n in fills) == executions  # every execution once
+    assert orders["tc-l1"] == "Cancelled" and orders["tc-m1"] in ("Filled", "Cancelled")  # all final
+    assert signals == {"m1": "adopted", "l1": "adopted"}
+
+
+async def step_once() -> None:
+    import asyncio
+
+    await asyncio.sleep(0.01)
