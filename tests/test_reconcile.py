@@ -36,7 +36,8 @@ def _fill(exec_id: str, coid: str, qty: str = "100", symbol: str = "AAPL") -> Fi
 
 
 def test_an_order_only_the_broker_has_is_adopted_and_its_fill_inferred() -> None:
-    snap = BrokerSnapshot([_bo("tc-a", S.FILLED, "100")], [_fill("e1", "tc-a")], [BrokerPosition("AAPL", D(100), D(10))])
+    snap = BrokerSnapshot([_bo("tc-a", S.FILLED, "100")], [_fill("e1", "tc-a")],
+                          [BrokerPosition("AAPL", D(100), D(10))])
     report = reconcile([], set(), set(), {}, snap)
     assert [o.client_order_id for o in report.adopt_orders] == ["tc-a"]
     assert [(f.exec_id, f.source) for f in report.adopt_fills] == [("e1", "inferred")]
