@@ -30,6 +30,7 @@ from repositories.store import Store
 log = structlog.get_logger("tradectl.control")
 
 UNREADABLE = "kill-switch state unreadable"
+DB_DOWN = "database unavailable"
 
 
 def engine_holder() -> str:
@@ -76,6 +77,18 @@ class OperatorControl:
         self._next_heartbeat = now + heartbeat_s
         self._next_reconcile = now + reconcile_s
         engine.bus.killswitch += self._store_trip
+        recorder.on_health = self._database_health
+
+    def _database_health(self, failing: str | None) -> None:
+        """Writes failing: no new orders (what is in memory is kept and written when the database returns)."""
+        engine = self.engine
+        if failing is not None:
+            if engine.blocked is None:
+                engine.blocked = f"{DB_DOWN}: {failing}"
+                log.error("engine.blocked", reason=engine.blocked)
+        elif engine.blocked is not None and engine.blocked.startswith(DB_DOWN):
+            engine.blocked = None
+            log.warning("engine.unblocked", reason="database writes succeed again")
 
     # -- engine -> database ---------------------------------------------------------------------------
     def _store_trip(self, change: KillSwitchChange) -> None:
@@ -103,7 +116,7 @@ class OperatorControl:
                 log.error("killswitch.unreadable", error=str(err).splitlines()[0])
             return 0
         if engine.blocked is not None and engine.blocked.startswith(UNREADABLE):
-            engine.blocked = None
+            engine.blocked = f"{DB_DOWN}: {self.recorder.failing}" if self.recorder.failing else None
             log.warning("killswitch.readable_again")
         for event in events:
             self.apply(event)

@@ -10,16 +10,22 @@ at reconciliation. Batching is what makes 50k signals/s possible on SQLite.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import Connection, Engine, Table, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import bindparam
 
 from engine.bus import EventBus, SignalRejected
 from engine.domain import Fill, Order, Position, Signal, StatusChange
 from repositories.models import Base
+
+log = structlog.get_logger("tradectl.recorder")
 
 _tables = Base.metadata.tables
 _signals: Table = _tables["signals"]
@@ -107,6 +113,10 @@ class Recorder:
         self._pending = 0
         self.rows_written = 0
         self.flushes = 0
+        self.failing: str | None = None  # why the last write failed, while the database is unreachable
+        self.on_health: Callable[[str | None], None] | None = None
+        self.retry_s = 0.5
+        self._retry_at = 0.0
 
     def attach(self, bus: EventBus) -> Recorder:
         bus.signal_accepted += self.on_signal_accepted
@@ -183,12 +193,33 @@ class Recorder:
         return self._pending
 
     def flush(self, now: datetime | None = None) -> int:
-        """Write everything buffered in one transaction; return the number of rows written."""
+        """Write everything buffered in one transaction; return the number of rows written.
+
+        When the database is unreachable the buffers are kept (nothing is lost), ``on_health`` is told,
+        and the write is tried again at most every ``retry_s``; the first write that succeeds says so.
+        """
         if not self._pending and not self._positions:
             return 0
+        if self.failing is not None and time.monotonic() < self._retry_at:
+            return 0
         now = now or datetime.now(UTC)
-        with self.engine.begin() as conn:
-            n = self._write(conn, now)
+        try:
+            with self.engine.begin() as conn:
+                n = self._write(conn, now)
+        except DBAPIError as err:
+            self._retry_at = time.monotonic() + self.retry_s
+            if self.failing is None:
+                self.failing = str(err.orig).splitlines()[0] if err.orig else type(err).__name__
+                log.error("recorder.flush_failed", error=self.failing, buffered=self._pending)
+                if self.on_health is not None:
+                    self.on_health(self.failing)
+            return 0
+        self._clear()  # only after the commit: a failed transaction keeps every row for the next try
+        if self.failing is not None:
+            log.warning("recorder.recovered", rows=n)
+            self.failing = None
+            if self.on_health is not None:
+                self.on_health(None)
         self.rows_written += n
         self.flushes += 1
         return n
@@ -236,7 +267,6 @@ class Recorder:
         if self._positions:
             self._upsert_positions(conn, now)
             n += len(self._positions)
-        self._clear()
         return n
 
     def _upsert_positions(self, conn: Connection, now: datetime) -> None:
@@ -274,7 +304,7 @@ class Recorder:
     # -- helpers ---------------------------------------------------------------------------------------
     def _bump(self) -> None:
         self._pending += 1
-        if self._pending >= self.flush_rows:
+        if self._pending >= self.flush_rows and (self.failing is None or time.monotonic() >= self._retry_at):
             self.flush()
 
     def _event(self, change: StatusChange) -> None:

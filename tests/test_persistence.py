@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from engine.config import load_settings
 from engine.session import PaperSession, SessionSummary
@@ -194,3 +198,42 @@ def test_ctrl_c_mid_file_keeps_what_was_handled_and_cancels_working_orders(tmp_p
         rows = dict(conn.execute(select(OrderRow.signal_id, OrderRow.reason)).all())
     assert rows["i1"] == "session interrupted (Ctrl-C)" and set(rows) == {"i1", "i2"}
     assert Store(make_engine(url), "DU0000001").open_orders() == []
+
+
+@pytest.mark.timeout(60)
+def test_the_database_going_away_halts_new_orders_keeps_everything_and_writes_it_when_it_returns(
+        pg_url: str) -> None:
+    from engine.session import SimClock
+    from paper.market import SIM_START
+    from repositories.db import ensure_schema
+    from tests.tcp_proxy import TcpProxy
+
+    ensure_schema(pg_url)
+    url = make_url(pg_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    session = PaperSession(load_settings(database_url=proxied, flush_rows=1), seed=1)
+    clock = SimClock(SIM_START)
+    session.prepare(clock, datetime.now(UTC))
+    session.process_line(signal_line("up1", symbol="AAPL", seconds=1), clock)
+    assert session.recorder.failing is None
+    proxy.cut()
+    session.process_line(signal_line("down1", symbol="MSFT", seconds=2), clock)  # its write fails
+    assert session.recorder.failing is not None
+    assert session.engine.blocked is not None and session.engine.blocked.startswith("database unavailable")
+    session.process_line(signal_line("down2", symbol="NVDA", seconds=3), clock)
+    assert session.engine.stats.reject_reasons.get("blocked") == 1  # no order while writes fail
+    proxy.restore()
+    time.sleep(session.recorder.retry_s)
+    session.recorder.flush()
+    assert session.recorder.failing is None and session.engine.blocked is None
+    session.process_line(signal_line("up2", symbol="SPY", seconds=4), clock)
+    session.recorder.flush()
+    session.control.close()
+    proxy.close()
+    engine = make_engine(pg_url)
+    with engine.connect() as conn:
+        rows = dict(conn.execute(select(SignalRow.signal_id, SignalRow.reason_code)).all())
+    engine.dispose()
+    assert set(rows) == {"up1", "down1", "down2", "up2"}  # nothing written during the outage was lost
+    assert rows["down2"] == "blocked"
