@@ -135,6 +135,7 @@ class IbkrConfig(BaseModel):
     connect_timeout_s: PosFloat = 10.0
     quote_wait_s: PosFloat = 5.0  # how long a new symbol's first quote is awaited
     drain_s: Annotated[float, Field(ge=0)] = 5.0  # at the end of input: time for working orders to finish
+    on_stop: Literal["leave", "cancel"] = "leave"  # SIGTERM / Ctrl-C: what happens to working orders
 
 
 class Settings(BaseSettings):

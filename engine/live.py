@@ -17,7 +17,7 @@ import contextlib
 import signal as os_signal
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 import structlog
 
@@ -25,7 +25,7 @@ from broker.ibkr import IbkrBroker, is_paper_account
 from engine.config import Settings
 from engine.domain import Signal
 from engine.engine import InstrumentBook
-from engine.session import Session, SessionSummary, SimClock, _perf, wall_clock
+from engine.session import Session, SessionSummary, SimClock, _perf, stop_handler, wall_clock
 from engine.signals import SignalError, parse_signal
 
 log = structlog.get_logger("tradectl.live")
@@ -135,19 +135,26 @@ class IbkrSession(Session):
         stop = asyncio.Event()
         for sig in (os_signal.SIGINT, os_signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, stop_handler(stop, sig))
         timers = asyncio.create_task(self._timers(stop))
         n = 0
         try:
             if stream is not None:
+                stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
                 while not stop.is_set():
-                    line = await loop.run_in_executor(None, stream.readline)
+                    read: asyncio.Future[Any] = asyncio.ensure_future(loop.run_in_executor(None, stream.readline))
+                    await asyncio.wait([read, stopping], return_when=asyncio.FIRST_COMPLETED)
+                    if not read.done():  # a stop request while waiting for input
+                        read.cancel()
+                        break
+                    line = read.result()
                     if not line:
                         break
                     if line.strip():
                         n += 1
                         await self.process_line(line.strip())
                         self._progress(n)
+                stopping.cancel()
             else:
                 for line in lines:
                     if stop.is_set():
@@ -158,7 +165,16 @@ class IbkrSession(Session):
                         self._progress(n)
                         if not n & 63:
                             await asyncio.sleep(0)  # let broker events in between signals
-            cancelled = await self._drain(stop)
+            stopped = stop.is_set()
+            left = 0
+            if not stopped:
+                cancelled = await self._drain(stop)
+            elif self.settings.ibkr.on_stop == "cancel":
+                cancelled = await self._drain(stop, wait=False)
+            else:
+                cancelled, left = 0, len(self.engine.orders)
+                log.warning("session.orders_left_working", orders=left,
+                            detail="left at IB as configured (ibkr.on_stop = leave); reconciled at the next start")
         finally:
             stop.set()
             timers.cancel()
@@ -172,17 +188,22 @@ class IbkrSession(Session):
         await self.broker.close()
         if self.broker.paced:
             summary.notes.append(f"{self.broker.paced} order message(s) waited for IB pacing")
+        if stopped:
+            summary.notes.append(f"stopped by a signal after {n} input line(s)")
+        if left:
+            summary.notes.append(f"{left} order(s) left working at IB (ibkr.on_stop = leave): the next start "
+                                 f"reconciles them")
         return summary
 
     def _progress(self, n: int) -> None:
         if self.on_progress is not None:
             self.on_progress(n)
 
-    async def _drain(self, stop: asyncio.Event) -> int:
+    async def _drain(self, stop: asyncio.Event, wait: bool = True) -> int:
         """Give working orders ``ibkr.drain_s`` to finish, then cancel the rest and wait for IB to confirm."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.ibkr.drain_s
-        while self.engine.orders and loop.time() < deadline and not stop.is_set():
+        while wait and self.engine.orders and loop.time() < deadline and not stop.is_set():
             await asyncio.sleep(0.05)
         cancelled = self.engine.cancel_where(lambda o: True, "input ended: order still working")
         deadline = loop.time() + self.settings.ibkr.drain_s

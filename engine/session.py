@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal as os_signal
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -76,6 +77,19 @@ class SimClock:
 
     def advance(self, delta: timedelta) -> None:
         self.now = self.now + delta
+
+
+def stop_handler(stop: asyncio.Event, sig: int) -> Callable[[], None]:
+    """First SIGINT/SIGTERM: stop taking signals and shut down in order. A second SIGINT: exit at once."""
+
+    def handle() -> None:
+        if stop.is_set() and sig == os_signal.SIGINT:
+            log.error("session.abort", detail="second Ctrl-C: exiting at once; reconciliation restores the rest")
+            os._exit(130)
+        log.warning("session.stopping", signal=os_signal.Signals(sig).name)
+        stop.set()
+
+    return handle
 
 
 def wall_clock() -> datetime:
@@ -448,7 +462,7 @@ class PaperSession(Session):
         flush_s = self.settings.flush_interval_ms / 1000
         stop = asyncio.Event()
         for sig in (os_signal.SIGINT, os_signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, stop_handler(stop, sig))
 
         async def ticker() -> None:
             last_flush = loop.time()
