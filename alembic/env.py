@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from alembic import context
 from repositories.db import default_url, make_engine, normalise_url
@@ -28,14 +29,23 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = make_engine(_url())
     with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # pysqlite commits before every DDL statement on its own; take the transaction over so that a
+            # migration interrupted half-way (a crash, kill -9) leaves the schema as it was, not half-built.
+            driver: Any = connection.connection.driver_connection
+            driver.isolation_level = None
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            # SQLite can roll DDL back too: a crash mid-migration must not leave a half-built schema.
+            transactional_ddl=True,
         )
         with context.begin_transaction():
             context.run_migrations()
+        connection.commit()
     engine.dispose()
 
 
