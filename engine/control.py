@@ -131,8 +131,9 @@ class OperatorControl:
             except SQLAlchemyError as err:
                 log.error("engine.heartbeat_failed", error=str(err).splitlines()[0])
         if now >= self._next_reconcile:
-            self._next_reconcile = now + self.reconcile_s
-            engine.reconcile_positions()
+            engine.reconcile_positions(confirm=True)
+            # a difference seen once is looked at again soon, not in a full interval
+            self._next_reconcile = now + (min(2.0, self.reconcile_s) if engine.suspect_breaks else self.reconcile_s)
         return len(events)
 
     def apply(self, event: KillSwitchChange) -> None:

@@ -177,6 +177,7 @@ class Engine:
         self.live_by_symbol: dict[str, dict[str, Order]] = {}
         self.broker_connected = True
         self.blocked: str | None = None  # set while trading must stop for a reason outside the board
+        self.suspect_breaks: dict[str, tuple[Decimal, Decimal]] = {}  # differences awaiting a second look
         broker.set_listener(self)
 
     # -- signals in ------------------------------------------------------------------------------------
@@ -498,6 +499,7 @@ class Engine:
         self.trips.on_connection(ts, connected)
         if connected:
             log.warning("broker.reconnected", reason=reason)
+            self.reconcile_positions(confirm=True)  # what happened while we were away
         else:
             log.error("broker.disconnected", reason=reason)
 
@@ -569,8 +571,12 @@ class Engine:
         self._apply_trip(self.trips.check_disconnect(now))
         self._observe_equity(now, self.equity())
 
-    def reconcile_positions(self) -> dict[str, tuple[Decimal, Decimal]]:
-        """Compare our positions with the broker's; trip the symbol on a difference. Returns the breaks."""
+    def reconcile_positions(self, confirm: bool = False) -> dict[str, tuple[Decimal, Decimal]]:
+        """Compare our positions with the broker's; trip the symbol on a difference. Returns the breaks.
+
+        With ``confirm`` (checks while trading) a difference trips only when the next check finds the same
+        one: a fill the broker has counted may still be waiting for its commission report here.
+        """
         theirs = {p.symbol: p.quantity for p in self.broker.positions()}
         breaks: dict[str, tuple[Decimal, Decimal]] = {}
         for symbol in sorted(set(theirs) | set(self.positions)):
@@ -579,9 +585,14 @@ class Engine:
             broker_qty = theirs.get(symbol, ZERO)
             if ours != broker_qty:
                 breaks[symbol] = (ours, broker_qty)
+                if confirm and self.suspect_breaks.get(symbol) != (ours, broker_qty):
+                    log.warning("reconcile.position_differs", symbol=symbol, ours=str(ours), broker=str(broker_qty),
+                                detail="checking again before halting")
+                    continue
                 log.error("reconcile.position_break", symbol=symbol, ours=str(ours), broker=str(broker_qty),
                           difference=str(broker_qty - ours))
             self._apply_trip(self.trips.on_position_break(symbol, ours, broker_qty))
+        self.suspect_breaks = breaks if confirm else {}
         return breaks
 
     def pending_cancels(self, scope: str) -> int:

@@ -5,7 +5,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from engine.domain import KillState, Order, OrderStatus
+from engine.domain import KillState, Order, OrderStatus, Position
 from engine.engine import InstrumentBook, RecentIds
 from risk.checks import Limits, RiskLimits
 from tests.conftest import T0, signal_line
@@ -144,3 +144,12 @@ def test_unknown_symbols_are_refused_when_not_allowed() -> None:
     rig.quote()
     rig.engine.on_signal_line(signal_line("s1"))
     assert rig.rejected[-1].code == "unknown_symbol"
+
+
+def test_a_position_difference_found_while_trading_halts_only_when_the_next_check_sees_it_again() -> None:
+    rig = Rig()
+    rig.broker.matching.positions["AAPL"] = Position("AAPL", D(100), D(10))  # the broker counts a fill we lack
+    assert rig.engine.reconcile_positions(confirm=True) == {"AAPL": (D(0), D(100))}
+    assert rig.engine.killswitches.get("symbol:AAPL") is KillState.ACTIVE  # maybe a report in flight
+    rig.engine.reconcile_positions(confirm=True)
+    assert rig.engine.killswitches.get("symbol:AAPL") is KillState.HALTED
