@@ -289,6 +289,89 @@ def run(
         print_summary(summary)
 
 
+@app.command()
+def reconcile(
+    broker: Annotated[str, typer.Option("--broker", help="ibkr or paper (the in-process broker keeps nothing "
+                                                         "between sessions: its open orders are stale).")] = "ibkr",
+    host: Annotated[str | None, typer.Option("--host")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Default: IB Gateway paper 4002.")] = None,
+    client_id: Annotated[int | None, typer.Option("--client-id")] = None,
+    account: Annotated[str | None, typer.Option("--account")] = None,
+    apply: Annotated[bool, typer.Option("--apply", help="Write the adoptions and closures (takes the engine "
+                                                        "lock, so not while an engine trades).")] = False,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Compare the database with the broker: orders by orderRef, fills by execution id, positions.
+
+    Prints the report and changes nothing unless --apply is given. Exit 0 when clean, 1 when not.
+    """
+    import asyncio
+
+    if broker not in ("ibkr", "paper"):
+        raise _fail(f"--broker must be ibkr or paper, not {broker!r}", EXIT_USAGE)
+    settings = _settings(config, database_url=db)
+    _setup_logging(settings)
+    from broker.ibkr import IbkrBroker, IbkrError
+    from broker.reconcile import ReconcileReport
+    from engine.live import IB_PORTS, IbkrSession
+    from engine.session import PaperSession, compare_with_broker, wall_clock
+    from paper.broker import PaperBroker
+    from repositories.store import EngineLocked
+
+    ib = settings.ibkr
+    the_host, the_port = host or ib.host, port or ib.port or IB_PORTS[("gateway", False)]
+    the_client = ib.client_id if client_id is None else client_id
+    the_account = account or settings.account
+
+    async def read_only() -> ReconcileReport:
+        store = _store(db, config)
+        positions = {p.symbol: p.quantity for p in store.positions()}
+        if broker == "paper":
+            paper_broker = PaperBroker(wall_clock, initial_positions={
+                p.symbol: (p.quantity, p.avg_cost) for p in store.positions() if p.quantity})
+            return compare_with_broker(store, paper_broker.snapshot(), positions)
+        ib_broker = IbkrBroker(the_host, the_port, the_client, the_account, wall_clock)
+        await ib_broker.connect()
+        try:
+            return compare_with_broker(store, ib_broker.snapshot(), positions)
+        finally:
+            await ib_broker.close()
+
+    async def applied() -> ReconcileReport:
+        if broker == "paper":
+            paper_session = PaperSession(settings)
+            paper_session.prepare(wall_clock, wall_clock())
+            report = paper_session.report
+            paper_session.recorder.flush()
+            paper_session._finish(wall_clock(), 0.0, 0)
+            return report
+        session = IbkrSession(settings, host=the_host, port=the_port, client_id=the_client, account=the_account)
+        await session.connect()
+        report = session.report
+        session.recorder.flush()
+        session._finish(wall_clock(), 0.0, 0)
+        await session.broker.close()
+        return report
+
+    try:
+        result = asyncio.run(applied() if apply else read_only())
+    except IbkrError as err:
+        raise _fail(str(err)) from None
+    except EngineLocked as err:
+        raise _fail(str(err), EXIT_USAGE) from None
+    payload = {"applied": apply, **result.to_json()}
+    if json_out:
+        typer.echo(json.dumps(payload, indent=2))
+    else:
+        from engine.report import print_reconcile
+
+        print_reconcile(payload)
+    if not result.clean:
+        raise typer.Exit(EXIT_FAILURE)
+
+
 # -- simulated gateway ---------------------------------------------------------------------------------
 @app.command("gateway-sim")
 def gateway_sim(

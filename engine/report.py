@@ -113,3 +113,26 @@ def print_audit(rows: list[dict[str, Any]]) -> None:
         ts = str(row["ts"])[:19].replace("T", " ")
         t.add_row(ts, str(row["actor"]), str(row["action"]), str(row.get("scope") or ""), audit_summary(row))
     _console().print(t)
+
+
+def print_reconcile(report: dict[str, Any]) -> None:
+    """The reconciliation report: what differs between our records and the broker's, and what it means."""
+    console = Console()
+    verb = "applied" if report["applied"] else "found (nothing changed: --apply writes it)"
+    if report["clean"]:
+        console.print(f"[green]reconciled: the database and the broker agree[/green] ({report['foreign_orders']} "
+                      f"order(s) at the broker not placed by tradectl, left alone)")
+        return
+    console.print(f"[bold yellow]differences {verb}[/bold yellow]")
+    for title, key, cols in (
+        ("orders at the broker, missing here (adopt)", "adopt_orders",
+         ["client_order_id", "symbol", "side", "quantity", "filled", "status"]),
+        ("open orders here the broker has finished or never saw (close)", "close_orders",
+         ["client_order_id", "status", "reason"]),
+        ("executions missing here (recorded as inferred)", "adopt_fills",
+         ["exec_id", "client_order_id", "symbol", "side", "quantity", "price"]),
+        ("position breaks after those fills (the symbol halts)", "position_breaks",
+         ["symbol", "ours", "theirs", "difference"]),
+    ):
+        if report[key]:
+            print_rows(title, report[key], cols)

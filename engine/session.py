@@ -25,7 +25,7 @@ from typing import Any, TextIO
 import structlog
 from sqlalchemy import func, select
 
-from broker.base import Broker, BrokerOrder, OrderUpdate
+from broker.base import Broker, BrokerOrder, BrokerSnapshot, OrderUpdate
 from broker.reconcile import OpenOrderRecord, ReconcileReport, reconcile
 from engine.bus import EventBus
 from engine.config import Settings
@@ -216,15 +216,9 @@ class Session:
     def reconcile_at_start(self, apply: bool = True) -> ReconcileReport:
         """Compare the database with the broker; adopt, close and book what differs; trip on breaks."""
         engine, store = self.engine, self.store
-        snap = engine.broker.snapshot()
         rows = {r["client_order_id"]: r for r in store.open_orders()}
-        report = reconcile(
-            [OpenOrderRecord(c, r["symbol"], r["filled_qty"], r["status"]) for c, r in rows.items()],
-            store.existing_order_ids([o.client_order_id for o in snap.orders]),
-            store.existing_exec_ids([f.exec_id for f in snap.executions]),
-            {sym: p.quantity for sym, p in engine.positions.items()},
-            snap,
-        )
+        report = compare_with_broker(store, engine.broker.snapshot(),
+                                     {sym: p.quantity for sym, p in engine.positions.items()}, rows)
         if not apply:
             return report
         now = wall_clock()
@@ -530,6 +524,19 @@ class PaperSession(Session):
         cancelled = self.engine.cancel_where(lambda o: True, "input ended: order still working")
         self.recorder.flush()
         return self._finish(started, _perf() - t0, cancelled)
+
+def compare_with_broker(store: Store, snap: BrokerSnapshot, positions: dict[str, Decimal],
+                        open_rows: dict[str, dict[str, Any]] | None = None) -> ReconcileReport:
+    """The reconciliation report for the database behind ``store`` against a broker snapshot (reads only)."""
+    rows = open_rows if open_rows is not None else {r["client_order_id"]: r for r in store.open_orders()}
+    return reconcile(
+        [OpenOrderRecord(c, r["symbol"], r["filled_qty"], r["status"]) for c, r in rows.items()],
+        store.existing_order_ids([o.client_order_id for o in snap.orders]),
+        store.existing_exec_ids([f.exec_id for f in snap.executions]),
+        positions,
+        snap,
+    )
+
 
 def order_from_row(r: dict[str, Any]) -> Order:
     """An order as the database holds it (to track it again after a restart)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal as D
 from pathlib import Path
@@ -133,6 +134,52 @@ def test_after_a_crash_that_lost_unflushed_writes_the_restart_adopts_and_a_repla
 
 
 async def step_once() -> None:
-    import asyncio
-
     await asyncio.sleep(0.01)
+
+
+@pytest.mark.timeout(90)
+def test_tradectl_reconcile_reports_without_changing_anything_and_apply_makes_it_clean(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+    from tests.ibrig import gateway_in_thread
+
+    db = f"sqlite:///{tmp_path / 'rec.db'}"
+    with gateway_in_thread(step_s=0.02) as gw:
+        async def crashed_session() -> None:
+            session = IbkrSession(load_settings(database_url=db, flush_rows=1_000_000), host="127.0.0.1",
+                                  port=gw.port, client_id=3)
+            await session.connect()
+            await session.process_line(signal_line("r1", symbol="AAPL"))
+            await session.process_line(signal_line("r2", symbol="MSFT", order_type="LMT", limit_price=1.0))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while session.engine.stats.fills == 0 and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            await session.broker.close()  # the crash: nothing flushed since the start
+            session.store.release_engine(session.holder)
+
+        run(crashed_session)
+        from tests.test_kill_integration import wait_for
+
+        wait_for(lambda: not gw._clients, 10, "the gateway to drop the client")
+        cli = CliRunner()
+        args = ["reconcile", "--port", str(gw.port), "--client-id", "3", "--db", db, "--json"]  # IB shows a client
+        # its own open orders: reconcile as the engine's client id
+        first = cli.invoke(app, args)
+        assert first.exit_code == 1, first.output
+        report = json.loads(first.stdout)
+        assert not report["applied"]
+        assert {o["client_order_id"] for o in report["adopt_orders"]} == {"tc-r1", "tc-r2"}
+        assert len(report["adopt_fills"]) >= 1
+        wait_for(lambda: not gw._clients, 10, "the gateway to drop the client")
+        assert cli.invoke(app, args).exit_code == 1  # read-only: still the same differences
+        wait_for(lambda: not gw._clients, 10, "the gateway to drop the client")
+        applied = cli.invoke(app, [*args, "--apply"])
+        assert json.loads(applied.stdout)["applied"] is True
+        wait_for(lambda: not gw._clients, 10, "the gateway to drop the client")
+        again = cli.invoke(app, args)
+        assert again.exit_code == 0, again.stdout
+        assert json.loads(again.stdout)["clean"] is True
