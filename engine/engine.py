@@ -146,7 +146,6 @@ class Engine:
         instruments: InstrumentBook | None = None,
         checks: Sequence[PreTradeCheck] = DEFAULT_CHECKS,
         seen_signal_ids: Iterable[str] = (),
-        seen_exec_ids: Iterable[str] = (),
         dedupe_capacity: int = 200_000,
         positions: Iterable[Position] = (),
         trips: TripWires | None = None,
@@ -161,7 +160,7 @@ class Engine:
         self.instruments = instruments or InstrumentBook()
         self.checks = tuple(checks)
         self.signal_ids = RecentIds(dedupe_capacity, seen_signal_ids)
-        self.exec_ids = RecentIds(dedupe_capacity, seen_exec_ids)
+        self.exec_ids = RecentIds(dedupe_capacity)  # this session's; earlier ones: reconciliation reads the DB
         self._recent_fills: OrderedDict[str, tuple[Fill, Order | None]] = OrderedDict()  # for corrections
         self.positions: dict[str, Position] = {p.symbol: p for p in positions}
         self.orders: dict[str, Order] = {}  # live orders only; terminal ones are retired

@@ -82,6 +82,7 @@ class IbkrSession(Session):
     async def connect(self) -> None:
         """Connect, check the account, open the session and reconcile. Raises IbkrError / AccountRefused."""
         started = wall_clock()
+        self._t_connect = _perf()
         ib = self.settings.ibkr
         self.broker = IbkrBroker(self.host, self.port, self.client_id, self.account, self.clock,
                                  pacing_per_s=ib.pacing_per_s, connect_timeout_s=ib.connect_timeout_s)
@@ -99,6 +100,8 @@ class IbkrSession(Session):
         for bp in self.broker.positions():
             await self._subscribe(bp.symbol)
         self._wire(self.broker, self.clock, positions, InstrumentBook(allow_unknown=True))
+        log.info("session.ready", mode=self.mode, session_id=self.session_id, account=self.account,
+                 startup_s=round(_perf() - self._t_connect, 3))
 
     async def _subscribe(self, symbol: str) -> None:
         if symbol in self.subscribed:

@@ -194,7 +194,6 @@ class Session:
             limits=risk_limits(s),
             instruments=instruments,
             seen_signal_ids=self.store.recent_signal_ids(s.dedupe_capacity),
-            seen_exec_ids=self.store.recent_exec_ids(s.dedupe_capacity) if self.mode != "paper" else (),
             dedupe_capacity=s.dedupe_capacity,
             positions=positions,
             trips=TripWires(trigger_limits(s)),

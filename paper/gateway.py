@@ -19,10 +19,12 @@ import asyncio
 import contextlib
 import json
 import struct
+import threading
 import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -781,3 +783,28 @@ class GatewaySim:
             self.faults = Faults()
             return {"ok": True}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+
+@contextmanager
+def serve_in_thread(**kw: Any) -> Iterator[GatewaySim]:
+    """A simulated gateway on its own thread and loop, for code that runs its own asyncio.run (the CLI)."""
+    loop = asyncio.new_event_loop()
+    gw = GatewaySim(port=0, **kw)
+    ready = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(gw.start())
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(gw.stop())
+        loop.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield gw
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)

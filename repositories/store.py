@@ -124,12 +124,6 @@ class Store:
             ).scalars()
             return list(rows)[::-1]
 
-    def recent_exec_ids(self, limit: int) -> list[str]:
-        """The newest execution ids, oldest first: a broker replaying today's executions must not book them twice."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(FillRow.exec_id).order_by(FillRow.ts.desc()).limit(limit)).scalars()
-            return list(rows)[::-1]
-
     def open_orders(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(

@@ -7,9 +7,7 @@ Everything runs in one event loop: the test moves the gateway's market and waits
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Coroutine
 from decimal import Decimal as D
 from typing import Any, TypeVar
 
@@ -18,7 +16,7 @@ from engine.bus import EventBus, SignalRejected
 from engine.domain import Fill, Order, OrderStatus, Quote
 from engine.engine import Engine
 from engine.session import SimClock
-from paper.gateway import GatewaySim
+from paper.gateway import GatewaySim, serve_in_thread
 from tests.conftest import T0
 
 T = TypeVar("T")
@@ -78,26 +76,4 @@ def run(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return asyncio.run(scenario())
 
 
-@contextmanager
-def gateway_in_thread(**kw: Any) -> Iterator[GatewaySim]:
-    """A simulated gateway on its own thread and loop, for code that runs its own asyncio.run (the CLI)."""
-    loop = asyncio.new_event_loop()
-    gw = GatewaySim(port=0, **kw)
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(gw.start())
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(gw.stop())
-        loop.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    ready.wait(10)
-    try:
-        yield gw
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+gateway_in_thread = serve_in_thread  # the simulator on its own thread, for code with its own loop
