@@ -177,6 +177,8 @@ class Engine:
         self.broker_connected = True
         self.blocked: str | None = None  # set while trading must stop for a reason outside the board
         self.suspect_breaks: dict[str, tuple[Decimal, Decimal]] = {}  # differences awaiting a second look
+        # Live sessions commit an order (and its signal) before it leaves; False from the hook stops the order.
+        self.before_submit: Callable[[Order], bool] | None = None
         broker.set_listener(self)
 
     # -- signals in ------------------------------------------------------------------------------------
@@ -270,10 +272,8 @@ class Engine:
             if reject.code == "order_rate":
                 self._apply_trip(self.trips.on_rate_breach(now, signal.strategy))
             return self._reject(signal, now, reject.code, reject.detail, raw)
-        order = self._send(intent, now)
         stats.accepted += 1
-        self.bus.signal_accepted.emit(signal, order, raw)
-        return order
+        return self._send(intent, now, signal, raw)
 
     def _reject(self, signal: Signal, now: datetime, code: str, reason: str, raw: str | None) -> Order | None:
         """Publish the rejection; returns None (no order) so callers can ``return self._reject(...)``."""
@@ -327,7 +327,7 @@ class Engine:
         reasons[code] = reasons.get(code, 0) + 1
 
     # -- orders out ------------------------------------------------------------------------------------
-    def _send(self, intent: OrderIntent, now: datetime) -> Order:
+    def _send(self, intent: OrderIntent, now: datetime, signal: Signal | None = None, raw: str | None = None) -> Order:
         order = Order(intent, now)
         order.history.append(StatusChange(intent.client_order_id, now, None, OrderStatus.PENDING_NEW))
         coid = intent.client_order_id
@@ -345,6 +345,12 @@ class Engine:
             heapq.heappush(self._expiries, (intent.expires_at, coid))
         self.stats.orders += 1
         self.bus.order_submitted.emit(order)  # recorded before it leaves the engine
+        if signal is not None:
+            self.bus.signal_accepted.emit(signal, order, raw)
+        commit = self.before_submit
+        if commit is not None and not commit(order):  # the record did not reach the database: do not send
+            self._transition(order, OrderStatus.REJECTED, now, "not recorded (database unavailable): not sent")
+            return order
         self.broker.submit(order)
         return order
 

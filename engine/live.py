@@ -100,6 +100,10 @@ class IbkrSession(Session):
         for bp in self.broker.positions():
             await self._subscribe(bp.symbol)
         self._wire(self.broker, self.clock, positions, InstrumentBook(allow_unknown=True))
+        # Live: a signal is on disk before it is acted on, and an order before it reaches IB (a crash between
+        # the two is found again by orderRef). Orders leave at IB's pace, so a commit each costs nothing.
+        self.recorder.flush_rows = ib.commit_every
+        self.engine.before_submit = self.recorder.commit_now
         log.info("session.ready", mode=self.mode, session_id=self.session_id, account=self.account,
                  startup_s=round(_perf() - self._t_connect, 3))
 

@@ -301,6 +301,11 @@ class Recorder:
         self._positions = {}
         self._pending = 0
 
+    def commit_now(self, order: Order | None = None) -> bool:
+        """Write everything buffered at once (a live order before it leaves); True when it is on disk."""
+        self.flush()
+        return self.failing is None and not self._pending
+
     # -- helpers ---------------------------------------------------------------------------------------
     def _bump(self) -> None:
         self._pending += 1

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from broker.base import BrokerOrder, BrokerPosition, BrokerSnapshot
 from broker.reconcile import OpenOrderRecord, reconcile
 from engine.config import load_settings
-from engine.domain import Fill, OrderStatus, Side, Signal
+from engine.domain import Fill, Order, OrderStatus, Side, Signal
 from engine.live import IbkrSession
 from engine.session import SimClock
 from paper.gateway import GatewaySim
@@ -90,12 +90,13 @@ def test_after_a_crash_that_lost_unflushed_writes_the_restart_adopts_and_a_repla
             gw.step(signal.symbol, clock())
 
         def session() -> IbkrSession:
-            return IbkrSession(load_settings(database_url=url, flush_rows=1_000_000, ibkr={"drain_s": 0.1}),
+            return IbkrSession(load_settings(database_url=url, ibkr={"drain_s": 0.1, "commit_every": 10**6}),
                                host="127.0.0.1", port=gw.port, client_id=8, clock=clock, lockstep=True,
                                before_signal=step)
 
         first = session()
         await first.connect()
+        first.engine.before_submit = None  # fully batched writes: the crash loses everything since the start
         for line in lines:
             await first.process_line(line)
         # The crash: nothing since the start was flushed; the socket and the lock go with the process.
@@ -149,9 +150,10 @@ def test_tradectl_reconcile_reports_without_changing_anything_and_apply_makes_it
     db = f"sqlite:///{tmp_path / 'rec.db'}"
     with gateway_in_thread(step_s=0.02) as gw:
         async def crashed_session() -> None:
-            session = IbkrSession(load_settings(database_url=db, flush_rows=1_000_000), host="127.0.0.1",
-                                  port=gw.port, client_id=3)
+            session = IbkrSession(load_settings(database_url=db, ibkr={"commit_every": 1_000_000}),
+                                  host="127.0.0.1", port=gw.port, client_id=3)
             await session.connect()
+            session.engine.before_submit = None  # fully batched writes, so the crash loses them
             await session.process_line(signal_line("r1", symbol="AAPL"))
             await session.process_line(signal_line("r2", symbol="MSFT", order_type="LMT", limit_price=1.0))
             loop = asyncio.get_running_loop()
@@ -183,3 +185,42 @@ def test_tradectl_reconcile_reports_without_changing_anything_and_apply_makes_it
         again = cli.invoke(app, args)
         assert again.exit_code == 0, again.stdout
         assert json.loads(again.stdout)["clean"] is True
+
+
+@pytest.mark.timeout(60)
+def test_a_live_session_has_the_order_and_its_signal_on_disk_before_the_order_reaches_the_broker(
+        tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    seen_at_submit: list[tuple[int, int]] = []
+
+    async def scenario() -> None:
+        clock = SimClock(SIM_START)
+        gw = GatewaySim(port=0, seed=2, step_s=None, clock=clock, pacing_limit=None)
+        await gw.start()
+
+        async def step(signal: Signal) -> None:
+            gw.step(signal.symbol, clock())
+
+        session = IbkrSession(load_settings(database_url=url), host="127.0.0.1", port=gw.port, client_id=2,
+                              clock=clock, lockstep=True, before_signal=step)
+        await session.connect()
+        submit = session.broker.submit
+        store = Store(make_engine(url), "DU0000001")
+
+        def spy(order: Order) -> None:
+            with store.engine.connect() as conn:
+                seen_at_submit.append((
+                    conn.execute(select(func.count()).select_from(OrderRow)
+                                 .where(OrderRow.client_order_id == order.client_order_id)).scalar() or 0,
+                    conn.execute(select(func.count()).select_from(SignalRow)
+                                 .where(SignalRow.signal_id == order.intent.signal_id)).scalar() or 0))
+            submit(order)
+
+        session.broker.submit = spy  # type: ignore[method-assign]
+        await session.process_line(signal_line("d1", symbol="AAPL", seconds=1))
+        await session.broker.close()
+        session.store.release_engine(session.holder)
+        await gw.stop()
+
+    run(scenario)
+    assert seen_at_submit == [(1, 1)]
