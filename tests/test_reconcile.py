@@ -224,3 +224,22 @@ def test_a_live_session_has_the_order_and_its_signal_on_disk_before_the_order_re
 
     run(scenario)
     assert seen_at_submit == [(1, 1)]
+
+
+def test_a_paper_session_after_a_crash_closes_the_open_orders_the_dead_process_held(tmp_path: Path) -> None:
+    from engine.session import PaperSession
+
+    url = f"sqlite:///{tmp_path / 'paper.db'}"
+    first = PaperSession(load_settings(database_url=url), seed=4)
+    clock = SimClock(SIM_START)
+    first.prepare(clock, datetime.now(UTC))
+    first.process_line(signal_line("rest", symbol="AAPL", order_type="LMT", limit_price=1.0), clock)
+    first.recorder.flush()
+    first.store.release_engine(first.holder)  # the process died: its simulated exchange went with it
+    second = PaperSession(load_settings(database_url=url), seed=4)
+    second.prepare(SimClock(SIM_START), datetime.now(UTC))
+    assert [c for c, _, _ in second.report.close_orders] == ["tc-rest"]
+    with second.db.connect() as conn:
+        status, reason = conn.execute(select(OrderRow.status, OrderRow.reason)).one()
+    second.control.close()
+    assert status == "Rejected" and "no such order working" in reason
