@@ -13,10 +13,13 @@ from typing import Any, TypeVar
 
 from broker.ibkr import IbkrBroker
 from engine.bus import EventBus, SignalRejected
-from engine.domain import Fill, Order, OrderStatus, Quote
+from engine.config import Settings
+from engine.domain import Fill, Order, OrderStatus, Quote, Signal
 from engine.engine import Engine
+from engine.live import IbkrSession
 from engine.session import SimClock
 from paper.gateway import GatewaySim, serve_in_thread
+from paper.market import SIM_START
 from tests.conftest import T0
 
 T = TypeVar("T")
@@ -77,3 +80,21 @@ def run(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 gateway_in_thread = serve_in_thread  # the simulator on its own thread, for code with its own loop
+
+
+async def lockstep_session(settings: Settings, client_id: int, seed: int = 1,
+                           connect: bool = True) -> tuple[GatewaySim, IbkrSession, SimClock]:
+    """A simulated gateway stepped like the paper session (one market step per signal, on the signal's time)
+    and an IbkrSession on it that books each signal's fills before reading the next."""
+    clock = SimClock(SIM_START)
+    gw = GatewaySim(port=0, seed=seed, step_s=None, clock=clock, pacing_limit=None)
+    await gw.start()
+
+    async def step(signal: Signal) -> None:
+        gw.step(signal.symbol, clock())
+
+    session = IbkrSession(settings, host="127.0.0.1", port=gw.port, client_id=client_id, clock=clock,
+                          lockstep=True, before_signal=step)
+    if connect:
+        await session.connect()
+    return gw, session, clock

@@ -17,14 +17,13 @@ from typer.testing import CliRunner
 
 from engine.cli import app
 from engine.config import load_settings
-from engine.domain import Fill, Order, Signal
-from engine.live import AccountRefused, IbkrSession, check_account
+from engine.domain import Fill, Order
+from engine.live import AccountRefused, check_account
 from engine.session import PaperSession, SimClock
-from paper.gateway import GatewaySim
 from paper.market import SIM_START
 from repositories.models import FillRow, PositionRow
 from tests.conftest import signal_line, write_lines
-from tests.ibrig import gateway_in_thread, run
+from tests.ibrig import gateway_in_thread, lockstep_session, run
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -64,17 +63,8 @@ def test_a_session_against_gateway_sim_gives_the_same_fills_and_positions_as_the
     paper.recorder.flush()
 
     async def over_tcp() -> tuple[list[Fill], dict[str, D], dict[str, D]]:
-        sim_clock = SimClock(SIM_START)
-        gw = GatewaySim(port=0, seed=7, step_s=None, clock=sim_clock, pacing_limit=None)
-        await gw.start()
-
-        async def step(signal: Signal) -> None:
-            gw.step(signal.symbol, sim_clock())
-
-        session = IbkrSession(load_settings(database_url=f"sqlite:///{tmp_path / 'i.db'}", **cfg),
-                              host="127.0.0.1", port=gw.port, client_id=1, clock=sim_clock, lockstep=True,
-                              before_signal=step)
-        await session.connect()
+        gw, session, _ = await lockstep_session(load_settings(database_url=f"sqlite:///{tmp_path / 'i.db'}", **cfg),
+                                                client_id=1, seed=7)
         fills: list[Fill] = []
         session.bus.fill += lambda f, o: fills.append(f)
         for line in lines:
@@ -111,16 +101,8 @@ def test_a_disconnect_with_working_orders_and_a_doubled_execution_persists_every
     url = f"sqlite:///{tmp_path / 't.db'}" if db == "sqlite" else str(request.getfixturevalue("pg_url"))
 
     async def scenario() -> dict[str, D]:
-        sim_clock = SimClock(SIM_START)
-        gw = GatewaySim(port=0, seed=3, step_s=None, clock=sim_clock, pacing_limit=None)
-        await gw.start()
-
-        async def step(signal: Signal) -> None:
-            gw.step(signal.symbol, sim_clock())
-
-        session = IbkrSession(load_settings(database_url=url, ibkr={"drain_s": 0.2}), host="127.0.0.1",
-                              port=gw.port, client_id=4, clock=sim_clock, lockstep=True, before_signal=step)
-        await session.connect()
+        gw, session, sim_clock = await lockstep_session(load_settings(database_url=url, ibkr={"drain_s": 0.2}),
+                                                        client_id=4, seed=3)
         session.broker.backoff_s = (0.05, 0.2)
         orders: list[Order] = []
         session.bus.order_submitted += orders.append
@@ -153,16 +135,8 @@ def test_an_execution_correction_is_stored_beside_the_fill_it_replaces(
     url = f"sqlite:///{tmp_path / 'c.db'}" if db == "sqlite" else str(request.getfixturevalue("pg_url"))
 
     async def scenario() -> tuple[str, str]:
-        sim_clock = SimClock(SIM_START)
-        gw = GatewaySim(port=0, seed=5, step_s=None, clock=sim_clock, pacing_limit=None)
-        await gw.start()
-
-        async def step(signal: Signal) -> None:
-            gw.step(signal.symbol, sim_clock())
-
-        session = IbkrSession(load_settings(database_url=url, ibkr={"drain_s": 0.1}), host="127.0.0.1",
-                              port=gw.port, client_id=6, clock=sim_clock, lockstep=True, before_signal=step)
-        await session.connect()
+        gw, session, _ = await lockstep_session(load_settings(database_url=url, ibkr={"drain_s": 0.1}),
+                                                client_id=6, seed=5)
         await session.process_line(signal_line("c1", symbol="AAPL", seconds=1))
         original = gw.executions[-1]
         fixed = gw.correct_execution(original.exec_id, original.price - D("0.05"))

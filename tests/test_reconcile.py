@@ -22,7 +22,7 @@ from repositories.db import make_engine
 from repositories.models import FillRow, OrderRow, SignalRow
 from repositories.store import Store
 from tests.conftest import signal_line
-from tests.ibrig import run
+from tests.ibrig import lockstep_session, run
 
 S = OrderStatus
 TS = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
@@ -194,16 +194,7 @@ def test_a_live_session_has_the_order_and_its_signal_on_disk_before_the_order_re
     seen_at_submit: list[tuple[int, int]] = []
 
     async def scenario() -> None:
-        clock = SimClock(SIM_START)
-        gw = GatewaySim(port=0, seed=2, step_s=None, clock=clock, pacing_limit=None)
-        await gw.start()
-
-        async def step(signal: Signal) -> None:
-            gw.step(signal.symbol, clock())
-
-        session = IbkrSession(load_settings(database_url=url), host="127.0.0.1", port=gw.port, client_id=2,
-                              clock=clock, lockstep=True, before_signal=step)
-        await session.connect()
+        gw, session, _ = await lockstep_session(load_settings(database_url=url), client_id=2, seed=2)
         submit = session.broker.submit
         store = Store(make_engine(url), "DU0000001")
 
