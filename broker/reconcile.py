@@ -70,7 +70,12 @@ def reconcile(
 ) -> ReconcileReport:
     """Compare; ``known_order_ids`` are the broker's order refs that our database holds (any state)."""
     report = ReconcileReport()
-    theirs = {o.client_order_id: o for o in snapshot.orders if o.client_order_id.startswith(OURS)}
+    theirs: dict[str, BrokerOrder] = {}
+    for o in snapshot.orders:  # one order can be listed open and completed (it finished between the two replies)
+        if o.client_order_id.startswith(OURS):
+            prior = theirs.get(o.client_order_id)
+            if prior is None or (o.status.is_terminal and not prior.status.is_terminal):
+                theirs[o.client_order_id] = o
     report.foreign_orders = sum(1 for o in snapshot.orders
                                 if not o.client_order_id.startswith(OURS) and not o.status.is_terminal)
     open_ids: set[str] = set()

@@ -120,6 +120,8 @@ def paper(
         from engine.report import print_summary
 
         print_summary(summary)
+    if summary.unwritten is not None:
+        raise _fail(summary.unwritten)
 
 
 # -- db ------------------------------------------------------------------------------------------------
@@ -287,6 +289,8 @@ def run(
         from engine.report import print_summary
 
         print_summary(summary)
+    if summary.unwritten is not None:
+        raise _fail(summary.unwritten)
 
 
 @app.command()

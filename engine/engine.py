@@ -445,8 +445,14 @@ class Engine:
             recent.popitem(last=False)
         symbol = fill.symbol
         if order is not None:
+            if fill.quantity > order.remaining:  # the broker filled more than we think was left: it is right
+                log.error("fill.overfill", exec_id=fill.exec_id, client_order_id=order.client_order_id,
+                          quantity=str(fill.quantity), remaining=str(order.remaining))
+                self.working_qty[symbol] -= order.signed_remaining
+                order.intent.quantity = order.filled_qty + fill.quantity
+            else:
+                self.working_qty[symbol] -= fill.signed_quantity
             order.apply_fill(fill.quantity, fill.price, fill.commission)
-            self.working_qty[symbol] -= fill.signed_quantity
         else:
             log.warning("fill.unknown_order", exec_id=fill.exec_id, client_order_id=fill.client_order_id)
         pos = self.positions.get(symbol)
@@ -455,8 +461,8 @@ class Engine:
         self.realized_pnl += pos.apply(fill)
         self.commissions += fill.commission
         self.stats.fills += 1
+        self.bus.position.emit(pos)  # first: a fill's row and its position are written in one transaction
         self.bus.fill.emit(fill, order)
-        self.bus.position.emit(pos)
         if order is not None:
             status = OrderStatus.FILLED if order.remaining == 0 else OrderStatus.PARTIALLY_FILLED
             self._transition(order, status, fill.ts, None)
@@ -492,8 +498,8 @@ class Engine:
             order.commission += fill.commission - old.commission
         log.warning("fill.corrected", exec_id=fill.exec_id, corrects=old.exec_id, old_price=str(old.price),
                     price=str(fill.price), old_quantity=str(old.quantity), quantity=str(fill.quantity))
+        self.bus.position.emit(pos)  # first: a fill's row and its position are written in one transaction
         self.bus.fill.emit(fill, order)
-        self.bus.position.emit(pos)
         self._mark_exposure(symbol, self.working_qty.get(symbol, ZERO))
 
     def on_connection(self, connected: bool, ts: datetime, reason: str | None = None) -> None:

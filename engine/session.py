@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 import structlog
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 
 from broker.base import Broker, BrokerOrder, BrokerSnapshot, OrderUpdate
 from broker.reconcile import OpenOrderRecord, ReconcileReport, reconcile
@@ -138,6 +139,7 @@ class SessionSummary:
     trips: int = 0
     operator_changes: int = 0
     notes: list[str] = field(default_factory=list)
+    unwritten: str | None = None  # set when the session's last rows could not be written (exit 1)
 
     def to_json(self) -> dict[str, Any]:
         def conv(v: Any) -> Any:
@@ -223,6 +225,11 @@ class Session:
         now = wall_clock()
         for coid, status, why in report.close_orders:
             store.close_order(coid, status.value, why, now)
+            signal_id = rows[coid]["signal_id"]
+            if signal_id is not None:  # a replay of its signal must find it, even if the signal's row was lost
+                store.adopt_signal(signal_id, coid, rows[coid]["symbol"], rows[coid]["strategy"], self.session_id,
+                                   now)
+                engine.signal_ids.add(signal_id)
             log.warning("reconcile.order_closed", client_order_id=coid, status=status.value, reason=why)
         fills_by_order: dict[str, Decimal] = {}
         for f in report.adopt_fills:
@@ -235,6 +242,9 @@ class Session:
                 engine.on_order_update(OrderUpdate(order.client_order_id, OrderStatus.SUBMITTED, engine.clock(),
                                                    "reconciliation: working at the broker", b.broker_order_id,
                                                    b.perm_id))
+            elif order.status is OrderStatus.PENDING_CANCEL:  # our cancel may have died with the process
+                engine.broker.cancel(order.client_order_id, order.reason or "reconciliation: cancel sent again")
+                log.warning("reconcile.cancel_resent", client_order_id=order.client_order_id)
         for b in report.adopt_orders:
             order = order_from_broker(b, engine.instruments.get(b.symbol) or Instrument(b.symbol), engine.clock())
             order.filled_qty = b.filled - fills_by_order.get(b.client_order_id, ZERO)
@@ -264,6 +274,9 @@ class Session:
     # -- summary ---------------------------------------------------------------------------------------
     def _finish(self, started: datetime, elapsed: float, cancelled: int) -> SessionSummary:
         engine = self.engine
+        unwritten = self.recorder.flush_final()
+        if unwritten is not None:
+            log.error("session.rows_not_written", detail=unwritten)
         self.control.tick(force=True)
         self.control.close()
         st = engine.stats
@@ -284,7 +297,12 @@ class Session:
                     "realized_pnl": pos.realized_pnl.quantize(Decimal("0.01")),
                 }
             )
-        counts = self.store.counts()
+        try:
+            counts = self.store.counts()
+            order_counts = self._session_order_counts()
+        except DBAPIError as err:  # the summary still prints, from memory
+            counts, order_counts = {"signals": "database unreachable"}, {}
+            log.error("session.summary_counts_unavailable", error=str(err.orig).splitlines()[0])
         summary = SessionSummary(
             session_id=self.session_id,
             signals=st.signals,
@@ -293,7 +311,7 @@ class Session:
             invalid=st.invalid,
             duplicates=st.duplicates,
             reject_reasons=dict(sorted(st.reject_reasons.items(), key=lambda kv: -kv[1])),
-            orders=self._session_order_counts(),
+            orders=order_counts,
             fills=st.fills,
             positions=positions,
             realized_pnl=engine.realized_pnl.quantize(Decimal("0.01")),
@@ -305,6 +323,9 @@ class Session:
             trips=st.trips,
             operator_changes=len(self.control.applied),
         )
+        if unwritten is not None:
+            summary.notes.append(f"NOT ALL WRITTEN: {unwritten}")
+            summary.unwritten = unwritten
         for scope, state in summary.killswitches.items():
             summary.notes.append(f"kill switch {scope} is {state}: `tradectl resume --scope {scope} --reason ...`")
         if st.signals and st.duplicates == st.signals:
@@ -312,7 +333,10 @@ class Session:
                 "every signal was already in the database: use another --db (or delete it) to replay"
             )
         summary.notes.append(f"database totals: {json.dumps(counts['signals'])}")
-        self.store.end_session(self.session_id, wall_clock(), summary.to_json())
+        try:
+            self.store.end_session(self.session_id, wall_clock(), summary.to_json())
+        except DBAPIError as err:
+            log.error("session.end_not_recorded", error=str(err.orig).splitlines()[0])
         self.db.dispose()
         return summary
 

@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import bindparam
 
 from engine.bus import EventBus, SignalRejected
-from engine.domain import Fill, Order, Position, Signal, StatusChange
+from engine.domain import Fill, Order, OrderStatus, Position, Signal, StatusChange
 from repositories.models import Base
 
 log = structlog.get_logger("tradectl.recorder")
@@ -154,7 +154,10 @@ class Recorder:
         self._new_orders[order.client_order_id] = order
         for change in order.history:
             self._event(change)
-        self._bump()
+        if order.intent.signal_id is not None and order.status is OrderStatus.PENDING_NEW:
+            self._pending += 1  # its signal's row follows at once: the two are written in one transaction
+        else:
+            self._bump()
 
     def on_order_status(self, order: Order, change: StatusChange) -> None:
         coid = order.client_order_id
@@ -185,6 +188,7 @@ class Recorder:
         self._bump()
 
     def on_position(self, position: Position) -> None:
+        """No flush of its own: the fill that moved the position comes next and writes both."""
         self._positions[position.symbol] = position
 
     # -- writing ---------------------------------------------------------------------------------------
@@ -192,7 +196,7 @@ class Recorder:
     def pending(self) -> int:
         return self._pending
 
-    def flush(self, now: datetime | None = None) -> int:
+    def flush(self, now: datetime | None = None, force: bool = False) -> int:
         """Write everything buffered in one transaction; return the number of rows written.
 
         When the database is unreachable the buffers are kept (nothing is lost), ``on_health`` is told,
@@ -200,7 +204,7 @@ class Recorder:
         """
         if not self._pending and not self._positions:
             return 0
-        if self.failing is not None and time.monotonic() < self._retry_at:
+        if self.failing is not None and time.monotonic() < self._retry_at and not force:
             return 0
         now = now or datetime.now(UTC)
         try:
@@ -300,6 +304,17 @@ class Recorder:
         self._superseded = []
         self._positions = {}
         self._pending = 0
+
+    def flush_final(self, patience_s: float = 5.0) -> str | None:
+        """The last write of a session: retried for up to ``patience_s``; returns why it failed, if it did."""
+        deadline = time.monotonic() + patience_s
+        while True:
+            self.flush(force=True)
+            if self.failing is None:
+                return None
+            if time.monotonic() >= deadline:
+                return f"{self._pending} row(s) could not be written: {self.failing}"
+            time.sleep(self.retry_s)
 
     def commit_now(self, order: Order | None = None) -> bool:
         """Write everything buffered at once (a live order before it leaves); True when it is on disk."""

@@ -7,6 +7,7 @@ Seeded (the kill moments come from random.Random(SEED)) and bounded in time; a f
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -20,13 +21,15 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from paper.gateway import GatewaySim
+from repositories.db import make_engine
 from repositories.models import FillRow, OrderRow, PositionRow, SignalRow
+from repositories.store import Store
 from tests.conftest import signal_line, write_lines
 from tests.ibrig import gateway_in_thread
 from tests.test_kill_integration import _env, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-SEED = 20261123
+SEED = int(os.environ.get("CRASH_SEED", "20261123"))  # replay a failure: CRASH_SEED=<seed> pytest ...
 CONFIG = """
 [risk]
 max_orders_per_s = 1000
@@ -94,6 +97,7 @@ def test_sigkill_at_random_moments_then_restart_loses_and_doubles_nothing(tmp_pa
         positions = {r.symbol: r.quantity for r in conn.execute(select(PositionRow.symbol, PositionRow.quantity))
                      if r.quantity}
         signal_states = dict(conn.execute(select(SignalRow.signal_id, SignalRow.status)).all())
+
     engine.dispose()
     context = f"seed {SEED}, killed after {kills}s"
     assert all(n == 1 for n in at_broker.values()), f"{context}: an order went to the broker twice: {at_broker}"
@@ -101,7 +105,10 @@ def test_sigkill_at_random_moments_then_restart_loses_and_doubles_nothing(tmp_pa
     never_sent = {c: s for c, s in orders.items() if c not in at_broker}  # cancelled in the pacing queue, or
     assert set(never_sent.values()) <= {"Cancelled", "Rejected"}, context  # lost in a crash before sending
     assert sorted(fills) == sorted(executions), f"{context}: fills in the database differ from the executions"
-    assert {s: D(q) for s, q in positions.items()} == theirs, f"{context}: positions differ from the broker's"
+    ours = {s: D(q) for s, q in positions.items()}
+    assert ours == theirs, f"{context}: positions differ from the broker's: ours {ours}, theirs {theirs}"
+    totals = {s: q for s, q in Store(make_engine(db), "DU0000001").fill_totals().items() if q}
+    assert totals == ours, f"{context}: positions {ours} are not the sum of the fills {totals}"
     assert len(signal_states) == 400 and set(signal_states.values()) <= {"accepted", "rejected"}, context
     assert all(s in ("Filled", "Cancelled", "Rejected") for s in orders.values()), f"{context}: {orders}"
     assert working_at_broker == 0
