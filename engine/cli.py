@@ -53,6 +53,18 @@ def _setup_logging(settings: Settings) -> None:
     configure_logging(settings.log_format, settings.log_level)
 
 
+def _report_session(summary: Any, json_out: bool) -> None:
+    """A session's summary (table or JSON); exit 1 when its last rows could not be written."""
+    if json_out:
+        typer.echo(json.dumps(summary.to_json(), indent=2))
+    else:
+        from engine.report import print_summary
+
+        print_summary(summary)
+    if summary.unwritten is not None:
+        raise _fail(summary.unwritten)
+
+
 def _fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
     typer.echo(f"tradectl: {message}", err=True)
     return typer.Exit(code)
@@ -114,14 +126,7 @@ def paper(
         raise _fail(str(err), EXIT_USAGE) from None
     except EngineLocked as err:
         raise _fail(str(err), EXIT_USAGE) from None
-    if json_out:
-        typer.echo(json.dumps(summary.to_json(), indent=2))
-    else:
-        from engine.report import print_summary
-
-        print_summary(summary)
-    if summary.unwritten is not None:
-        raise _fail(summary.unwritten)
+    _report_session(summary, json_out)
 
 
 # -- db ------------------------------------------------------------------------------------------------
@@ -283,14 +288,7 @@ def run(
         raise _fail(str(err), EXIT_USAGE) from None
     except IbkrError as err:
         raise _fail(str(err)) from None
-    if json_out:
-        typer.echo(json.dumps(summary.to_json(), indent=2))
-    else:
-        from engine.report import print_summary
-
-        print_summary(summary)
-    if summary.unwritten is not None:
-        raise _fail(summary.unwritten)
+    _report_session(summary, json_out)
 
 
 @app.command()
