@@ -188,6 +188,7 @@ class GatewaySim:
         self._perm_ids = iter(range(1_000_001, 2**62))
         self.next_valid_id: dict[int, int] = {}  # clientId -> lowest order id it may use next
         self.live: dict[tuple[int, int], SimOrder] = {}  # (clientId, orderId) -> working order
+        self._held: list[tuple[int, int]] = []  # accepted during an outage, not yet at the exchange
         self.done: dict[tuple[int, int], SimOrder] = {}
         self.completed_at: dict[int, tuple[datetime, str]] = {}  # permId -> (when, why)
         self.executions: list[WireExecution] = []
@@ -255,6 +256,11 @@ class GatewaySim:
     def restore_connectivity(self, data_lost: bool = False) -> None:
         """1101 (data lost: resubscribe) or 1102 (maintained). Orders resume matching on the next quotes."""
         self.faults.connectivity_lost = False
+        held, self._held = self._held, []
+        for key in held:  # orders accepted during the outage go to the exchange now
+            order = self.live.get(key)
+            if order is not None:
+                self._to_exchange(key, order)
         if data_lost:
             self._broadcast(1101, "Connectivity between IB and TWS has been restored- data lost.")
         else:
@@ -298,7 +304,6 @@ class GatewaySim:
                 if symbol == quote.symbol:
                     self._send_quote(c, req_id, quote)
         self._report(executions)
-        self._after_quote(quote.symbol)
 
     async def _tick_market(self, step_s: float) -> None:
         while True:
@@ -320,12 +325,6 @@ class GatewaySim:
         c.send(wire.tick_price(req_id, wire.LAST, q.last, Decimal(100)))
         c.send(wire.tick_size(req_id, wire.BID_SIZE, q.bid_size))
         c.send(wire.tick_size(req_id, wire.ASK_SIZE, q.ask_size))
-
-    def _after_quote(self, symbol: str) -> None:
-        """Orders that became done by a quote (IOC remainders) are reported once."""
-        for key, order in list(self.live.items()):
-            if order.symbol == symbol and order.is_done:
-                self._retire(key, order, "IOC remainder cancelled" if order.status == "Cancelled" else "")
 
     # -- connections ---------------------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -503,9 +502,12 @@ class GatewaySim:
         self._send_open_order(c, order)
         self._send_status(c, order)
         if self.faults.connectivity_lost:
-            return  # accepted, but nothing trades until connectivity returns
-        executions = self.matching.add(order, self.clock())
-        self._report(executions)
+            self._held.append(key)  # accepted, but it reaches the exchange only when connectivity returns
+            return
+        self._to_exchange(key, order)
+
+    def _to_exchange(self, key: tuple[int, int], order: SimOrder) -> None:
+        self._report(self.matching.add(order, self.clock()))
         if order.is_done and key in self.live:
             self._retire(key, order, "IOC remainder cancelled" if order.status == "Cancelled" else "")
 

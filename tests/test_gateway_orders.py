@@ -263,3 +263,39 @@ def test_ibs_official_ibapi_client_connects_and_sees_an_orders_status() -> None:
         server.join(5)
     assert seen["accounts"] == "DU0000001"
     assert seen["status"][0][1] == "Submitted" and seen["status"][-1] == (seen["next_id"], "Filled", 100.0)
+
+
+def test_an_ioc_order_fills_what_the_quote_shows_and_cancels_the_rest() -> None:
+    async def scenario() -> tuple[str, float]:
+        gw, ib, c = await _connected()
+        order = LimitOrder("BUY", 800, 100.02, account="DU0000001")
+        order.tif = "IOC"
+        trade = ib.placeOrder(c, order)
+        await _wait(ib)
+        result = trade.orderStatus.status, trade.filled()
+        assert gw.live == {}
+        ib.disconnect()
+        await gw.stop()
+        return result
+
+    assert run(scenario) == ("Cancelled", 500.0)  # the quote shows 500 at the ask
+
+
+def test_an_order_accepted_during_an_outage_reaches_the_exchange_when_connectivity_returns() -> None:
+    async def scenario() -> tuple[str, float]:
+        gw, ib, c = await _connected()
+        gw.lose_connectivity()
+        order = LimitOrder("BUY", 800, 100.02, account="DU0000001")
+        order.tif = "IOC"
+        trade = ib.placeOrder(c, order)
+        await _wait(ib)
+        assert trade.orderStatus.status == "Submitted"
+        gw.restore_connectivity()
+        await _wait(ib)
+        result = trade.orderStatus.status, trade.filled()
+        assert gw.live == {}
+        ib.disconnect()
+        await gw.stop()
+        return result
+
+    assert run(scenario) == ("Cancelled", 500.0)  # IOC: what the quote shows then, the rest cancelled
