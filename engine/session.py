@@ -323,6 +323,13 @@ class Session:
             trips=st.trips,
             operator_changes=len(self.control.applied),
         )
+        report = getattr(self, "report", None)
+        if report is not None and not report.clean:
+            breaks = ", ".join(f"{sym} ours {a} theirs {b}" for sym, (a, b) in sorted(report.position_breaks.items()))
+            summary.notes.append(
+                f"reconciliation at start: {len(report.adopt_orders)} order(s) adopted, {len(report.adopt_fills)} "
+                f"fill(s) inferred, {len(report.close_orders)} order(s) closed, {len(report.keep_open)} still working"
+                + (f"; position breaks (halted): {breaks}" if breaks else ""))
         if unwritten is not None:
             summary.notes.append(f"NOT ALL WRITTEN: {unwritten}")
             summary.unwritten = unwritten

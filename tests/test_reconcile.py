@@ -111,6 +111,8 @@ def test_after_a_crash_that_lost_unflushed_writes_the_restart_adopts_and_a_repla
         for line in lines:  # the signal source replays what it had sent
             await second.process_line(line)
         summary = await second.run([])
+        assert any(n.startswith("reconciliation at start: 2 order(s) adopted, 1 fill(s) inferred")
+                   for n in summary.notes), summary.notes
         refs: dict[str, int] = {}
         for order in list(gw.live.values()) + list(gw.done.values()):
             refs[order.ref] = refs.get(order.ref, 0) + 1
