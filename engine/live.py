@@ -140,8 +140,8 @@ class IbkrSession(Session):
         loop = asyncio.get_running_loop()
         t0 = _perf()
         stop = asyncio.Event()
-        for sig in (os_signal.SIGINT, os_signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
+        for sig in (os_signal.SIGINT, os_signal.SIGTERM):  # not on Windows loops, nor off the main thread:
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # then Ctrl-C is Python's default
                 loop.add_signal_handler(sig, stop_handler(stop, sig))
         timers = asyncio.create_task(self._timers(stop))
         n = 0

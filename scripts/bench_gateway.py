@@ -17,6 +17,7 @@ import statistics
 import struct
 import time
 from decimal import Decimal as D
+from typing import Any
 
 from ib_async import IB, Contract, MarketOrder, Stock
 
@@ -53,10 +54,11 @@ async def captured_place_order(port: int) -> list[str]:
     [contract] = await ib.qualifyContractsAsync(Stock("AAPL", "SMART", "USD"))
     assert isinstance(contract, Contract)
     sent: list[str] = []
-    original = ib.client.sendMsg
-    ib.client.sendMsg = lambda msg: sent.append(msg)  # type: ignore[method-assign]
+    client: Any = ib.client  # its sendMsg is swapped for a recorder while one order is placed
+    original = client.sendMsg
+    client.sendMsg = sent.append
     ib.placeOrder(contract, MarketOrder("BUY", 100, account="DU0000001"))
-    ib.client.sendMsg = original  # type: ignore[method-assign]
+    client.sendMsg = original
     ib.disconnect()
     return sent[0].split("\0")[:-1]
 

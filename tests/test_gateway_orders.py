@@ -9,7 +9,7 @@ from decimal import Decimal as D
 from typing import Any
 
 import pytest
-from ib_async import IB, Contract, LimitOrder, MarketOrder, Stock
+from ib_async import IB, Contract, LimitOrder, MarketOrder, Stock, Trade
 
 from engine.domain import Quote
 from paper.gateway import GatewaySim
@@ -212,7 +212,7 @@ def test_ibs_official_ibapi_client_connects_and_sees_an_orders_status() -> None:
     ready = threading.Event()
     done = threading.Event()
 
-    class App(EWrapper, EClient):  # type: ignore[misc]
+    class App(EWrapper, EClient):  # type: ignore[misc]  # ibapi ships no type hints: its classes are Any
         def __init__(self) -> None:
             EWrapper.__init__(self)
             EClient.__init__(self, self)
@@ -265,12 +265,16 @@ def test_ibs_official_ibapi_client_connects_and_sees_an_orders_status() -> None:
     assert seen["status"][0][1] == "Submitted" and seen["status"][-1] == (seen["next_id"], "Filled", 100.0)
 
 
+def _ioc_buy(ib: IB, contract: Contract, quantity: int) -> Trade:
+    order = LimitOrder("BUY", quantity, 100.02, account="DU0000001")  # at the ask of _connected's quote
+    order.tif = "IOC"
+    return ib.placeOrder(contract, order)
+
+
 def test_an_ioc_order_fills_what_the_quote_shows_and_cancels_the_rest() -> None:
     async def scenario() -> tuple[str, float]:
         gw, ib, c = await _connected()
-        order = LimitOrder("BUY", 800, 100.02, account="DU0000001")
-        order.tif = "IOC"
-        trade = ib.placeOrder(c, order)
+        trade = _ioc_buy(ib, c, 800)
         await _wait(ib)
         result = trade.orderStatus.status, trade.filled()
         assert gw.live == {}
@@ -285,9 +289,7 @@ def test_an_order_accepted_during_an_outage_reaches_the_exchange_when_connectivi
     async def scenario() -> tuple[str, float]:
         gw, ib, c = await _connected()
         gw.lose_connectivity()
-        order = LimitOrder("BUY", 800, 100.02, account="DU0000001")
-        order.tif = "IOC"
-        trade = ib.placeOrder(c, order)
+        trade = _ioc_buy(ib, c, 800)
         await _wait(ib)
         assert trade.orderStatus.status == "Submitted"
         gw.restore_connectivity()

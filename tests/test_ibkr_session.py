@@ -95,10 +95,8 @@ def _db_fills(url: str) -> tuple[int, int, dict[str, D]]:
     return total, distinct, positions
 
 
-@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
-def test_a_disconnect_with_working_orders_and_a_doubled_execution_persists_every_fill_once(
-        db: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    url = f"sqlite:///{tmp_path / 't.db'}" if db == "sqlite" else str(request.getfixturevalue("pg_url"))
+def test_a_disconnect_with_working_orders_and_a_doubled_execution_persists_every_fill_once(db_url: str) -> None:
+    url = db_url  # SQLite and PostgreSQL
 
     async def scenario() -> dict[str, D]:
         gw, session, sim_clock = await lockstep_session(load_settings(database_url=url, ibkr={"drain_s": 0.2}),
@@ -129,10 +127,8 @@ def test_a_disconnect_with_working_orders_and_a_doubled_execution_persists_every
     assert positions == theirs
 
 
-@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
-def test_an_execution_correction_is_stored_beside_the_fill_it_replaces(
-        db: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    url = f"sqlite:///{tmp_path / 'c.db'}" if db == "sqlite" else str(request.getfixturevalue("pg_url"))
+def test_an_execution_correction_is_stored_beside_the_fill_it_replaces(db_url: str) -> None:
+    url = db_url  # SQLite and PostgreSQL
 
     async def scenario() -> tuple[str, str]:
         gw, session, _ = await lockstep_session(load_settings(database_url=url, ibkr={"drain_s": 0.1}),
