@@ -53,6 +53,7 @@ class SignalRow(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     client_order_id: Mapped[str | None] = mapped_column(String(160))
     payload: Mapped[str | None] = mapped_column(Text)
+    line_no: Mapped[int | None] = mapped_column(BigInteger)  # the input line, when it came from a file or stdin
 
 
 class SignalRejectRow(Base):
@@ -66,6 +67,7 @@ class SignalRejectRow(Base):
     reason_code: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(Text)
     raw: Mapped[str | None] = mapped_column(Text)
+    line_no: Mapped[int | None] = mapped_column(BigInteger)  # the input line, when it came from a file or stdin
 
 
 class OrderRow(Base):
@@ -182,3 +184,44 @@ class AuditRow(Base):
     action: Mapped[str] = mapped_column(String(64))
     scope: Mapped[str | None] = mapped_column(String(96))
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class RowDefectRow(Base):
+    """A row the database refused (a violated constraint): kept here with its error, never dropped.
+
+    The recorder writes every other row of the batch; an operator reads these with ``tradectl defects``.
+    """
+
+    __tablename__ = "row_defects"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    table_name: Mapped[str] = mapped_column(String(32))
+    row_key: Mapped[str | None] = mapped_column(String(160))  # signal id, client order id or execution id
+    error: Mapped[str] = mapped_column(Text)
+    row: Mapped[str] = mapped_column(Text)  # the refused row as JSON (Decimals and datetimes as text)
+
+
+class TradingDayRow(Base):
+    """Start-of-day equity and the day's peak per account: loss and drawdown limits survive a restart."""
+
+    __tablename__ = "trading_days"
+    account: Mapped[str] = mapped_column(String(32), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # ISO date in the configured trading-day zone
+    start_equity: Mapped[Decimal] = mapped_column(Money)
+    peak_equity: Mapped[Decimal] = mapped_column(Money)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AccountBindingRow(Base):
+    """The one account (and broker kind) a database belongs to, recorded on first use.
+
+    Paper (simulated) fills must never land in an IB account's positions: a session for another account
+    or broker on this database exits 2 and names the owner.
+    """
+
+    __tablename__ = "account_binding"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1: one owner per database
+    account: Mapped[str] = mapped_column(String(32))
+    broker: Mapped[str] = mapped_column(String(16))  # "simulated" | "ibkr"
+    bound_at: Mapped[datetime] = mapped_column(UTCDateTime)
