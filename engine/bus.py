@@ -1,17 +1,43 @@
-"""The session's event bus: one ``eventkit.Event`` per event type.
+"""The session's event bus: one channel per event type, handlers called directly.
 
 Handlers are plain synchronous functions on the hot path (positions, persistence buffers, the
-progress bar, metrics). Anything slow belongs in an adapter, not in a handler.
+progress bar, metrics). An exception a handler raises reaches the publisher: the engine fails closed
+on it (an order whose record could not be buffered does not leave). eventkit, which the broker adapter
+still uses for ib_async's events, logs and swallows handler errors, so it is not used here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic, ParamSpec
 
-import eventkit
+from engine.domain import Fill, KillSwitchChange, Order, Position, Signal, StatusChange
 
-from engine.domain import KillSwitchChange, Signal
+P = ParamSpec("P")
+
+
+class Channel(Generic[P]):
+    """``channel += handler`` connects, ``channel.emit(...)`` calls every handler in order."""
+
+    __slots__ = ("handlers", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.handlers: tuple[Callable[P, object], ...] = ()
+
+    def __iadd__(self, handler: Callable[P, object]) -> Channel[P]:
+        self.handlers = (*self.handlers, handler)
+        return self
+
+    def __isub__(self, handler: Callable[P, object]) -> Channel[P]:
+        self.handlers = tuple(h for h in self.handlers if h != handler)
+        return self
+
+    def emit(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        for handler in self.handlers:
+            handler(*args, **kwargs)
 
 
 @dataclass(slots=True)
@@ -24,6 +50,7 @@ class SignalRejected:
     signal: Signal | None = None
     signal_id: str | None = None
     raw: str | None = None
+    line_no: int | None = None
 
     @property
     def valid(self) -> bool:
@@ -44,13 +71,14 @@ class EventBus:
     )
 
     def __init__(self) -> None:
-        self.signal_accepted = eventkit.Event("signal_accepted")  # (Signal, Order, raw line | None)
-        self.signal_rejected = eventkit.Event("signal_rejected")  # (SignalRejected,)
-        self.order_submitted = eventkit.Event("order_submitted")  # (Order,)
-        self.order_status = eventkit.Event("order_status")  # (Order, StatusChange)
-        self.fill = eventkit.Event("fill")  # (Fill, Order | None)
-        self.position = eventkit.Event("position")  # (Position,)
-        self.killswitch = eventkit.Event("killswitch")  # (KillSwitchChange,)
+        # (Signal, Order, raw line | None, line number | None)
+        self.signal_accepted: Channel[[Signal, Order, str | None, int | None]] = Channel("signal_accepted")
+        self.signal_rejected: Channel[[SignalRejected]] = Channel("signal_rejected")
+        self.order_submitted: Channel[[Order]] = Channel("order_submitted")
+        self.order_status: Channel[[Order, StatusChange]] = Channel("order_status")
+        self.fill: Channel[[Fill, Order | None]] = Channel("fill")
+        self.position: Channel[[Position]] = Channel("position")
+        self.killswitch: Channel[[KillSwitchChange]] = Channel("killswitch")
 
 
-__all__ = ["EventBus", "KillSwitchChange", "SignalRejected"]
+__all__ = ["Channel", "EventBus", "KillSwitchChange", "SignalRejected"]

@@ -179,59 +179,84 @@ class Engine:
         self.suspect_breaks: dict[str, tuple[Decimal, Decimal]] = {}  # differences awaiting a second look
         # Live sessions commit an order (and its signal) before it leaves; False from the hook stops the order.
         self.before_submit: Callable[[Order], bool] | None = None
+        self._raw: str | None = None  # the line and line number of the signal being handled, for its rows
+        self._line_no: int | None = None
         broker.set_listener(self)
 
     # -- signals in ------------------------------------------------------------------------------------
-    def on_signal_line(self, line: str) -> Order | None:
+    def on_signal_line(self, line: str, line_no: int | None = None) -> Order | None:
         parsed = parse_signal(line)
         if isinstance(parsed, SignalError):
-            self.on_invalid_signal(parsed)
+            self.on_invalid_signal(parsed, line_no)
             return None
-        return self.on_signal(parsed, line)
+        return self.on_signal(parsed, line, line_no)
 
-    def on_invalid_signal(self, error: SignalError) -> None:
+    def on_invalid_signal(self, error: SignalError, line_no: int | None = None) -> None:
         """A line that is not a signal: counted and published so it is stored with its reason."""
         self.stats.signals += 1
         self.stats.invalid += 1
         self._count_reason(error.code)
         self.bus.signal_rejected.emit(
-            SignalRejected(self.clock(), error.code, error.reason, None, error.signal_id, error.raw)
+            SignalRejected(self.clock(), error.code, error.reason, None, error.signal_id, error.raw, line_no)
         )
 
-    def on_signal(self, signal: Signal, raw: str | None = None) -> Order | None:
-        stats = self.stats
-        stats.signals += 1
+    def on_signal(self, signal: Signal, raw: str | None = None, line_no: int | None = None) -> Order | None:
+        """One valid signal through every gate. Never raises: an error before the order leaves rejects it."""
+        self.stats.signals += 1
+        self._raw = raw
+        self._line_no = line_no
         now = self.clock()
-        if self.blocked is not None:
-            return self._reject(signal, now, "blocked", self.blocked, raw)
+        try:
+            intent = self._admit(signal, now)
+        except Exception as exc:  # fail closed: a bug or an unforeseen value must not stop the engine
+            log.exception("signal.internal_error", signal_id=signal.id)
+            self.reject(signal, now, "internal_error", f"{type(exc).__name__}: {exc}")
+            return None
+        if intent is None:
+            return None
+        self.stats.accepted += 1
+        return self._send(intent, now, signal)
+
+    def _admit(self, signal: Signal, now: datetime) -> OrderIntent | None:
+        """Dedupe, size and gate a signal: the order to send, or None once the rejection is published."""
+        stats = self.stats
         if not self.signal_ids.add(signal.id):
             stats.duplicates += 1
             self._count_reason("duplicate")
             reason = f"signal id {signal.id!r} was already processed"
-            self.bus.signal_rejected.emit(SignalRejected(now, "duplicate", reason, signal, signal.id, raw))
+            self.bus.signal_rejected.emit(
+                SignalRejected(now, "duplicate", reason, signal, signal.id, self._raw, self._line_no))
+            return None
+        if self.blocked is not None:
+            self.reject(signal, now, "blocked", self.blocked)
             return None
         symbol = signal.symbol
         instrument = self.instruments.get(symbol, signal)
         if instrument is None:
-            return self._reject(signal, now, "unknown_symbol", f"{symbol} is not a known instrument", raw)
+            self.reject(signal, now, "unknown_symbol", f"{symbol} is not a known instrument")
+            return None
         quote = self.broker.quote(symbol)
         if quote is None:
-            return self._reject(signal, now, "no_market_data", f"no quote for {symbol}", raw)
+            self.reject(signal, now, "no_market_data", f"no quote for {symbol}")
+            return None
         price = quote.reference
         equity = self.equity()
         self._observe_equity(now, equity)
         target = target_quantity(signal, instrument, price, equity, self.kelly)
         if target == 0 and signal.direction is not Direction.FLAT:
             if full_kelly(signal) <= 0:
-                return self._reject(signal, now, "no_edge", "Kelly fraction is not positive: no edge to trade", raw)
-            return self._reject(signal, now, "zero_size", "sized below one lot", raw)
+                self.reject(signal, now, "no_edge", "Kelly fraction is not positive: no edge to trade")
+                return None
+            self.reject(signal, now, "zero_size", "sized below one lot")
+            return None
         pos = self.positions.get(symbol)
         position = pos.quantity if pos is not None else ZERO
         working = self.working_qty.get(symbol, ZERO)
         exposure = position + working
         if within_band(target, exposure, self.kelly.rebalance_band):
             detail = f"position+working {exposure} is within {self.kelly.rebalance_band:.0%} of target {target}"
-            return self._reject(signal, now, "at_target", detail, raw)
+            self.reject(signal, now, "at_target", detail)
+            return None
         delta = target - exposure
         side = Side.BUY if delta > 0 else Side.SELL
         if self.live_by_symbol.get(symbol) and self._cancel_opposing(symbol, side, signal.id):
@@ -243,8 +268,9 @@ class Engine:
             exposure = position + working - cancelling
             delta = target - exposure
             if delta == 0:
-                return self._reject(signal, now, "at_target", "working orders against the new target were "
-                                    f"cancelled; position+working {exposure} is the target", raw)
+                self.reject(signal, now, "at_target", "working orders against the new target were "
+                                   f"cancelled; position+working {exposure} is the target")
+                return None
             side = Side.BUY if delta > 0 else Side.SELL
         limit = None
         if signal.order_type is OrderType.LMT and signal.limit_price is not None:
@@ -265,22 +291,22 @@ class Engine:
         )
         gate = self.killswitches.gate(intent, position, working)
         if not gate.allowed:
-            return self._reject(signal, now, "killswitch", gate.reason or "kill switch", raw)
+            self.reject(signal, now, "killswitch", gate.reason or "kill switch")
+            return None
         ctx = self._context(intent, now, quote, position, working, equity, price)
         reject = run_checks(self.checks, intent, ctx)
         if reject is not None:
             if reject.code == "order_rate":
                 self._apply_trip(self.trips.on_rate_breach(now, signal.strategy))
-            return self._reject(signal, now, reject.code, reject.detail, raw)
-        stats.accepted += 1
-        return self._send(intent, now, signal, raw)
+            self.reject(signal, now, reject.code, reject.detail)
+            return None
+        return intent
 
-    def _reject(self, signal: Signal, now: datetime, code: str, reason: str, raw: str | None) -> Order | None:
-        """Publish the rejection; returns None (no order) so callers can ``return self._reject(...)``."""
+    def reject(self, signal: Signal, now: datetime, code: str, reason: str) -> None:
+        """Publish the rejection of the signal being handled (its line and line number travel with it)."""
         self.stats.rejected += 1
         self._count_reason(code)
-        self.bus.signal_rejected.emit(SignalRejected(now, code, reason, signal, signal.id, raw))
-        return None
+        self.bus.signal_rejected.emit(SignalRejected(now, code, reason, signal, signal.id, self._raw, self._line_no))
 
     def _context(
         self, intent: OrderIntent, now: datetime, quote: Quote | None, position: Decimal, working: Decimal,
@@ -327,7 +353,7 @@ class Engine:
         reasons[code] = reasons.get(code, 0) + 1
 
     # -- orders out ------------------------------------------------------------------------------------
-    def _send(self, intent: OrderIntent, now: datetime, signal: Signal | None = None, raw: str | None = None) -> Order:
+    def _send(self, intent: OrderIntent, now: datetime, signal: Signal | None = None) -> Order:
         order = Order(intent, now)
         order.history.append(StatusChange(intent.client_order_id, now, None, OrderStatus.PENDING_NEW))
         coid = intent.client_order_id
@@ -344,15 +370,33 @@ class Engine:
         if intent.expires_at is not None:
             heapq.heappush(self._expiries, (intent.expires_at, coid))
         self.stats.orders += 1
-        self.bus.order_submitted.emit(order)  # recorded before it leaves the engine
-        if signal is not None:
-            self.bus.signal_accepted.emit(signal, order, raw)
+        try:
+            self.bus.order_submitted.emit(order)  # recorded before it leaves the engine
+            if signal is not None:
+                self.bus.signal_accepted.emit(signal, order, self._raw, self._line_no)
+        except Exception as exc:  # the record is not whole: the order must not leave (fail closed)
+            log.exception("order.not_recorded", client_order_id=coid)
+            self._fail_closed(order, now, f"internal_error: not recorded ({type(exc).__name__}: {exc}): not sent")
+            return order
         commit = self.before_submit
         if commit is not None and not commit(order):  # the record did not reach the database: do not send
             self._transition(order, OrderStatus.REJECTED, now, "not recorded (database unavailable): not sent")
             return order
         self.broker.submit(order)
         return order
+
+    def _fail_closed(self, order: Order, now: datetime, reason: str) -> None:
+        """Reject an order that never left; its bookkeeping is undone even when publishing that fails too."""
+        self.stats.accepted -= order.intent.signal_id is not None
+        self.stats.rejected += order.intent.signal_id is not None
+        self._count_reason("internal_error")
+        try:
+            self._transition(order, OrderStatus.REJECTED, now, reason)
+        except Exception:
+            log.exception("order.reject_not_recorded", client_order_id=order.client_order_id)
+            if order.status is not OrderStatus.REJECTED:
+                order.status = OrderStatus.REJECTED
+                self._retire(order)
 
     def adopt_order(self, order: Order) -> None:
         """Take over an order that is working at the broker (found by reconciliation): tracked, not sent."""

@@ -128,15 +128,16 @@ class Recorder:
         return self
 
     # -- bus handlers (hot path: append only) ----------------------------------------------------------
-    def on_signal_accepted(self, signal: Signal, order: Order, raw: str | None) -> None:
+    def on_signal_accepted(self, signal: Signal, order: Order, raw: str | None, line_no: int | None) -> None:
         self._signals.append(
-            self._signal_row(signal, order.created_at, "accepted", None, None, order.client_order_id, raw)
+            self._signal_row(signal, order.created_at, "accepted", None, None, order.client_order_id, raw, line_no)
         )
         self._bump()
 
     def on_signal_rejected(self, r: SignalRejected) -> None:
         if r.valid and r.signal is not None:
-            self._signals.append(self._signal_row(r.signal, r.ts, "rejected", r.code, r.reason, None, r.raw))
+            self._signals.append(
+                self._signal_row(r.signal, r.ts, "rejected", r.code, r.reason, None, r.raw, r.line_no))
         else:
             self._rejects.append(
                 {
@@ -146,6 +147,7 @@ class Recorder:
                     "reason_code": r.code,
                     "reason": r.reason,
                     "raw": r.raw,
+                    "line_no": r.line_no,
                 }
             )
         self._bump()
@@ -347,6 +349,7 @@ class Recorder:
         reason: str | None,
         coid: str | None,
         raw: str | None = None,
+        line_no: int | None = None,
     ) -> dict[str, Any]:
         return {
             "signal_id": s.id,
@@ -361,4 +364,5 @@ class Recorder:
             "reason": reason,
             "client_order_id": coid,
             "payload": raw,
+            "line_no": line_no,
         }
