@@ -17,8 +17,7 @@ from typing import Any
 
 from broker.base import BrokerOrder, BrokerSnapshot
 from engine.domain import ZERO, Fill, OrderStatus
-
-OURS = "tc-"  # client order ids this engine makes (engine.engine.client_order_id_for)
+from engine.ids import is_ours
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +71,12 @@ def reconcile(
     report = ReconcileReport()
     theirs: dict[str, BrokerOrder] = {}
     for o in snapshot.orders:  # one order can be listed open and completed (it finished between the two replies)
-        if o.client_order_id.startswith(OURS):
+        if is_ours(o.client_order_id):
             prior = theirs.get(o.client_order_id)
             if prior is None or (o.status.is_terminal and not prior.status.is_terminal):
                 theirs[o.client_order_id] = o
     report.foreign_orders = sum(1 for o in snapshot.orders
-                                if not o.client_order_id.startswith(OURS) and not o.status.is_terminal)
+                                if not is_ours(o.client_order_id) and not o.status.is_terminal)
     open_ids: set[str] = set()
     for rec in our_open:
         open_ids.add(rec.client_order_id)

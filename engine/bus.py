@@ -54,7 +54,12 @@ class SignalRejected:
 
     @property
     def valid(self) -> bool:
-        return self.signal is not None and self.code != "duplicate"
+        """Whether it is the signal's own row (in ``signals``); others are ``signal_rejects`` rows."""
+        return self.signal is not None and self.code not in NOT_THE_SIGNALS_ROW
+
+
+# A duplicate's id already has its row; one whose dedupe could not be decided may have one.
+NOT_THE_SIGNALS_ROW = frozenset({"duplicate", "dedupe_unavailable"})
 
 
 class EventBus:

@@ -38,6 +38,7 @@ from engine.domain import (
     StatusChange,
     TimeInForce,
 )
+from engine.ids import client_order_id_for, engine_order_id
 from engine.signals import SignalError, parse_signal
 from risk.checks import (
     DEFAULT_CHECKS,
@@ -54,14 +55,53 @@ from risk.kelly import KellyParams, full_kelly, target_quantity, within_band
 from risk.killswitch import GLOBAL, KillSwitchBoard, symbol_scope
 from risk.triggers import Trip, TripWires
 
+ROW_DEFECT = "row_defect"  # the trigger that halts a scope whose rows the database refused
+
 log = structlog.get_logger("tradectl.engine")
 
 RECENT_FILLS = 10_000  # fills kept in memory so an execution correction can find the one it replaces
 
 
-def client_order_id_for(signal_id: str) -> str:
-    """Derived, not random: a signal replayed after a crash finds its order at the broker by orderRef."""
-    return f"tc-{signal_id}"
+class DedupeUnavailable(Exception):
+    """Whether a signal id was seen before could not be decided (the database did not answer)."""
+
+
+class SignalIdIndex:
+    """Exact dedupe by signal id with bounded memory: recent ids in memory, older ones asked of the database.
+
+    Every id the engine has handled is either in the recent window or committed (the recorder's buffer
+    is far smaller than the window), so a miss in both is a new id, whatever its age.
+    """
+
+    def __init__(self, capacity: int, lookup: Callable[[str], bool] | None = None,
+                 initial: Iterable[str] = ()) -> None:
+        self.recent = RecentIds(capacity, initial)
+        self.lookup = lookup  # True when the database holds the id; None: memory only (tests, benches)
+        self.lookups = 0
+
+    def add(self, signal_id: str) -> bool:
+        """Remember ``signal_id``; False when it was already known. Raises DedupeUnavailable."""
+        recent = self.recent
+        if signal_id in recent:
+            return False
+        lookup = self.lookup
+        if lookup is not None:
+            self.lookups += 1
+            try:
+                known = lookup(signal_id)
+            except Exception as exc:
+                raise DedupeUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            if known:
+                recent.add(signal_id)
+                return False
+        return recent.add(signal_id)
+
+    def remember(self, signal_id: str) -> None:
+        """An id known to be taken (reconciliation adopted its order): no lookup needed."""
+        self.recent.add(signal_id)
+
+    def __contains__(self, signal_id: object) -> bool:
+        return signal_id in self.recent
 
 
 class RecentIds:
@@ -147,6 +187,7 @@ class Engine:
         checks: Sequence[PreTradeCheck] = DEFAULT_CHECKS,
         seen_signal_ids: Iterable[str] = (),
         dedupe_capacity: int = 200_000,
+        signal_lookup: Callable[[str], bool] | None = None,
         positions: Iterable[Position] = (),
         trips: TripWires | None = None,
     ) -> None:
@@ -159,7 +200,7 @@ class Engine:
         self.killswitches = killswitches or KillSwitchBoard()
         self.instruments = instruments or InstrumentBook()
         self.checks = tuple(checks)
-        self.signal_ids = RecentIds(dedupe_capacity, seen_signal_ids)
+        self.signal_ids = SignalIdIndex(dedupe_capacity, signal_lookup, seen_signal_ids)
         self.exec_ids = RecentIds(dedupe_capacity)  # this session's; earlier ones: reconciliation reads the DB
         self._recent_fills: OrderedDict[str, tuple[Fill, Order | None]] = OrderedDict()  # for corrections
         self.positions: dict[str, Position] = {p.symbol: p for p in positions}
@@ -181,6 +222,7 @@ class Engine:
         self.before_submit: Callable[[Order], bool] | None = None
         self._raw: str | None = None  # the line and line number of the signal being handled, for its rows
         self._line_no: int | None = None
+        self._unsent: Order | None = None  # the order being recorded, not yet handed to the broker
         broker.set_listener(self)
 
     # -- signals in ------------------------------------------------------------------------------------
@@ -220,15 +262,25 @@ class Engine:
     def _admit(self, signal: Signal, now: datetime) -> OrderIntent | None:
         """Dedupe, size and gate a signal: the order to send, or None once the rejection is published."""
         stats = self.stats
-        if not self.signal_ids.add(signal.id):
-            stats.duplicates += 1
-            self._count_reason("duplicate")
-            reason = f"signal id {signal.id!r} was already processed"
-            self.bus.signal_rejected.emit(
-                SignalRejected(now, "duplicate", reason, signal, signal.id, self._raw, self._line_no))
-            return None
-        if self.blocked is not None:
+        if self.blocked is not None:  # no lookup: the database may be what is down
+            if signal.id in self.signal_ids:
+                self._duplicate(signal, now)
+                return None
+            self.signal_ids.remember(signal.id)  # its row is buffered: a retry before the flush is a duplicate
             self.reject(signal, now, "blocked", self.blocked)
+            return None
+        try:
+            new = self.signal_ids.add(signal.id)
+        except DedupeUnavailable as exc:  # fail closed; not a signals row: the id may exist there
+            log.error("signal.dedupe_unavailable", signal_id=signal.id, error=str(exc))
+            stats.rejected += 1
+            self._count_reason("dedupe_unavailable")
+            self.bus.signal_rejected.emit(SignalRejected(
+                now, "dedupe_unavailable", f"could not check whether signal id {signal.id!r} was seen before: "
+                f"{exc}", signal, signal.id, self._raw, self._line_no))
+            return None
+        if not new:
+            self._duplicate(signal, now)
             return None
         symbol = signal.symbol
         instrument = self.instruments.get(symbol, signal)
@@ -302,6 +354,13 @@ class Engine:
             return None
         return intent
 
+    def _duplicate(self, signal: Signal, now: datetime) -> None:
+        self.stats.duplicates += 1
+        self._count_reason("duplicate")
+        reason = f"signal id {signal.id!r} was already processed"
+        self.bus.signal_rejected.emit(SignalRejected(now, "duplicate", reason, signal, signal.id, self._raw,
+                                                     self._line_no))
+
     def reject(self, signal: Signal, now: datetime, code: str, reason: str) -> None:
         """Publish the rejection of the signal being handled (its line and line number travel with it)."""
         self.stats.rejected += 1
@@ -370,6 +429,7 @@ class Engine:
         if intent.expires_at is not None:
             heapq.heappush(self._expiries, (intent.expires_at, coid))
         self.stats.orders += 1
+        self._unsent = order
         try:
             self.bus.order_submitted.emit(order)  # recorded before it leaves the engine
             if signal is not None:
@@ -380,13 +440,19 @@ class Engine:
             return order
         commit = self.before_submit
         if commit is not None and not commit(order):  # the record did not reach the database: do not send
-            self._transition(order, OrderStatus.REJECTED, now, "not recorded (database unavailable): not sent")
+            self._fail_closed(order, now, "not recorded (database unavailable or row refused): not sent")
+            return order
+        self._unsent = None
+        if order.status.is_terminal:  # cancelled while it was being recorded (a halt its own record set off)
             return order
         self.broker.submit(order)
         return order
 
     def _fail_closed(self, order: Order, now: datetime, reason: str) -> None:
         """Reject an order that never left; its bookkeeping is undone even when publishing that fails too."""
+        self._unsent = None
+        if order.status.is_terminal:
+            return
         self.stats.accepted -= order.intent.signal_id is not None
         self.stats.rejected += order.intent.signal_id is not None
         self._count_reason("internal_error")
@@ -407,7 +473,7 @@ class Engine:
         working = self.working_qty[symbol] = self.working_qty.get(symbol, ZERO) + order.signed_remaining
         self._mark_exposure(symbol, working)
         if order.intent.signal_id is not None:
-            self.signal_ids.add(order.intent.signal_id)
+            self.signal_ids.remember(order.intent.signal_id)
 
     def submit_intent(self, intent: OrderIntent) -> Order | str:
         """Send an order that did not come from a signal (e.g. a flatten); returns it or the reject reason.
@@ -437,6 +503,9 @@ class Engine:
         order = self.orders.get(client_order_id)
         if order is None or order.status is OrderStatus.PENDING_CANCEL:
             return False
+        if order is self._unsent:  # not handed to the broker yet: it is cancelled here and never leaves
+            self._transition(order, OrderStatus.CANCELLED, self.clock(), reason)
+            return True
         self._transition(order, OrderStatus.PENDING_CANCEL, self.clock(), reason)
         self.broker.cancel(client_order_id, reason)
         return True
@@ -617,6 +686,19 @@ class Engine:
         self.stats.trips += 1
         self.set_killswitch(trip.scope, trip.state, trip.reason, trip.actor)
 
+    def halt_for_row_defect(self, symbol: str | None, reason: str) -> None:
+        """The database refused a row of this symbol's orders, fills or position: stop trading it, loudly.
+
+        Without a symbol (an order event of an order no longer in memory) the whole account halts.
+        """
+        scope = symbol_scope(symbol) if symbol else GLOBAL
+        log.error("recorder.scope_halted", scope=scope, reason=reason)
+        self._apply_trip(Trip(ROW_DEFECT, scope, KillState.HALTED, reason))
+
+    def symbol_of(self, client_order_id: str | None) -> str | None:
+        order = self.orders.get(client_order_id) if client_order_id is not None else None
+        return order.symbol if order is not None else None
+
     def _observe_equity(self, now: datetime, equity: Decimal) -> None:
         for trip in self.trips.on_equity(now, equity):
             self._apply_trip(trip)
@@ -684,7 +766,7 @@ class Engine:
             raw = touch * (1 - collar) if side is Side.SELL else touch * (1 + collar)
             limit = instrument.round_price(raw, side)  # rounds toward the touch: never past the collar
             intent = OrderIntent(
-                f"tc-flat-{tag}-{symbol}", None, "flatten", instrument, side, abs(qty), OrderType.LMT, limit,
+                engine_order_id("flat", tag, symbol), None, "flatten", instrument, side, abs(qty), OrderType.LMT, limit,
                 None, TimeInForce.DAY, now, None, flatten=True,
             )
             result = self.submit_intent(intent)

@@ -45,6 +45,7 @@ from engine.domain import (
     TimeInForce,
 )
 from engine.engine import Engine, InstrumentBook
+from engine.ids import signal_id_of
 from engine.signals import SignalError, parse_signal
 from paper.broker import PaperBroker
 from paper.market import SIM_START, RandomWalkMarket, read_quotes_csv
@@ -52,7 +53,8 @@ from paper.matching import CommissionSchedule
 from repositories.db import ensure_schema, make_engine
 from repositories.killswitch_feed import KillSwitchFeed
 from repositories.models import OrderRow
-from repositories.recorder import Recorder
+from repositories.recorder import Recorder, RowDefect
+from repositories.signal_lookup import SignalLookup
 from repositories.store import Store
 from risk.checks import LIMIT_FIELDS, Limits, RiskLimits
 from risk.kelly import KellyParams
@@ -187,6 +189,8 @@ class Session:
         s = self.settings
         self.bus = EventBus()
         self.recorder = Recorder(self.db, self.session_id, s.account, s.flush_rows).attach(self.bus)
+        self.recorder.on_defects = self._on_row_defects
+        self.signal_lookup = SignalLookup(self.db)
         self.engine = Engine(
             broker,
             self.bus,
@@ -195,8 +199,8 @@ class Session:
             kelly=kelly_params(s),
             limits=risk_limits(s),
             instruments=instruments,
-            seen_signal_ids=self.store.recent_signal_ids(s.dedupe_capacity),
-            dedupe_capacity=s.dedupe_capacity,
+            dedupe_capacity=max(s.dedupe_capacity, 2 * s.flush_rows),  # covers every id not yet committed
+            signal_lookup=self.signal_lookup.seen,
             positions=positions,
             trips=TripWires(trigger_limits(s)),
         )
@@ -214,6 +218,14 @@ class Session:
         )
         self.report = self.reconcile_at_start()  # before the first order: our books against the broker's
 
+    def _on_row_defects(self, defects: list[RowDefect]) -> None:
+        """Rows the database refused are kept in row_defects; trading stops only where state is now unsure."""
+        for d in defects:
+            if d.table in ("signals", "signal_rejects"):
+                continue  # replaced by a reject row naming the error; no order or position differs
+            symbol = d.symbol or self.engine.symbol_of(d.key)
+            self.engine.halt_for_row_defect(symbol, f"the database refused a {d.table} row ({d.key}): {d.error}")
+
     def reconcile_at_start(self, apply: bool = True) -> ReconcileReport:
         """Compare the database with the broker; adopt, close and book what differs; trip on breaks."""
         engine, store = self.engine, self.store
@@ -229,7 +241,7 @@ class Session:
             if signal_id is not None:  # a replay of its signal must find it, even if the signal's row was lost
                 store.adopt_signal(signal_id, coid, rows[coid]["symbol"], rows[coid]["strategy"], self.session_id,
                                    now)
-                engine.signal_ids.add(signal_id)
+                engine.signal_ids.remember(signal_id)
             log.warning("reconcile.order_closed", client_order_id=coid, status=status.value, reason=why)
         fills_by_order: dict[str, Decimal] = {}
         for f in report.adopt_fills:
@@ -256,7 +268,7 @@ class Session:
             if not b.status.is_terminal:
                 engine.adopt_order(order)
             elif signal_id is not None:
-                engine.signal_ids.add(signal_id)
+                engine.signal_ids.remember(signal_id)
             log.warning("reconcile.order_adopted", client_order_id=order.client_order_id, status=b.status.value)
         for fill in report.adopt_fills:
             engine.on_fill(fill)
@@ -344,6 +356,7 @@ class Session:
             self.store.end_session(self.session_id, wall_clock(), summary.to_json())
         except DBAPIError as err:
             log.error("session.end_not_recorded", error=str(err.orig).splitlines()[0])
+        self.signal_lookup.close()
         self.db.dispose()
         return summary
 
@@ -582,7 +595,7 @@ def order_from_row(r: dict[str, Any]) -> Order:
 def order_from_broker(b: BrokerOrder, instrument: Instrument, now: datetime) -> Order:
     """An order only the broker knew of: ours by its orderRef, so its signal id is derived back."""
     coid = b.client_order_id
-    signal_id = coid.removeprefix("tc-") if coid.startswith("tc-") and not coid.startswith("tc-flat-") else None
+    signal_id = signal_id_of(coid)
     intent = OrderIntent(coid, signal_id, "adopted", instrument, b.side, b.quantity, b.order_type, b.limit_price,
                          b.stop_price, TimeInForce.DAY, now)
     status = b.status if b.status.is_terminal else OrderStatus.SUBMITTED

@@ -10,15 +10,17 @@ at reconciliation. Batching is what makes 50k signals/s possible on SQLite.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, Engine, Table, insert, update
+from sqlalchemy import Connection, Engine, Executable, Table, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.sql.expression import bindparam
 
 from engine.bus import EventBus, SignalRejected
@@ -34,6 +36,9 @@ _orders: Table = _tables["orders"]
 _events: Table = _tables["order_events"]
 _fills: Table = _tables["fills"]
 _positions: Table = _tables["positions"]
+_defects: Table = _tables["row_defects"]
+
+RAW_MAX = 4096  # characters of an input line kept in a reject row written in place of a refused one
 
 CORRECTED = "corrected"  # fills.source of a fill an execution correction replaced
 
@@ -59,9 +64,75 @@ _FILL_INSERT: dict[str, Any] = {
     "postgresql": postgresql.insert(_fills).on_conflict_do_nothing(index_elements=["exec_id"]),
     "sqlite": sqlite.insert(_fills).on_conflict_do_nothing(index_elements=["exec_id"]),
 }
+def _upsert(dialect: Any) -> Any:
+    stmt = dialect.insert(_positions)
+    return stmt.on_conflict_do_update(
+        index_elements=["account", "symbol"],
+        set_={c: stmt.excluded[c] for c in ("quantity", "avg_cost", "realized_pnl", "commissions", "updated_at")},
+    )
+
+
+_POSITION_UPSERT: dict[str, Executable] = {"postgresql": _upsert(postgresql), "sqlite": _upsert(sqlite)}
+# What an operator looks a refused row up by, per table (an order update carries its id as b_coid).
+_KEYS = {"signals": ("signal_id",), "signal_rejects": ("signal_id",), "orders": ("client_order_id", "b_coid"),
+         "order_events": ("client_order_id",), "fills": ("exec_id", "b_exec_id"), "positions": ("symbol",)}
+
+
+def _row_key(table: str, row: dict[str, Any]) -> str | None:
+    for name in _KEYS.get(table, ()):
+        value = row.get(name)
+        if value is not None:
+            return str(value)
+    return None
+
+
+def _statement_table(stmt: Executable) -> str:
+    table = getattr(stmt, "table", None)
+    return str(getattr(table, "name", "unknown"))
+
+
 _FILL_SUPERSEDE = (
     update(_fills).where(_fills.c.exec_id == bindparam("b_exec_id")).values(source=CORRECTED)
 )
+
+
+@dataclass(frozen=True, slots=True)
+class RowDefect:
+    """A row the database refused for what it holds (a violated constraint, a value it cannot store)."""
+
+    table: str
+    key: str | None
+    error: str
+    row: dict[str, Any]
+
+    @property
+    def symbol(self) -> str | None:
+        value = self.row.get("symbol")
+        return value if isinstance(value, str) else None
+
+
+def is_row_defect(err: Exception) -> bool:
+    """True when the error is about the rows written, not about reaching the database.
+
+    IntegrityError and DataError come from the server; a StatementError that is not a DBAPIError failed
+    while binding one value (an overflowing timestamp). Everything else (OperationalError, InterfaceError,
+    a lost connection) means the database is unavailable: the rows are kept and the write retried.
+    """
+    if isinstance(err, IntegrityError | DataError):
+        return True
+    if isinstance(err, DBAPIError):
+        return False
+    return isinstance(err, StatementError | ValueError | TypeError | ArithmeticError)
+
+
+def _describe(err: Exception) -> str:
+    orig = getattr(err, "orig", None)
+    text = str(orig if orig is not None else err) or type(err).__name__
+    return f"{type(orig if orig is not None else err).__name__}: {text.splitlines()[0]}"
+
+
+def _as_json(row: dict[str, Any]) -> str:
+    return json.dumps(row, default=str, sort_keys=True)
 
 
 def _order_row(order: Order, session_id: int, now: datetime) -> dict[str, Any]:
@@ -115,6 +186,10 @@ class Recorder:
         self.flushes = 0
         self.failing: str | None = None  # why the last write failed, while the database is unreachable
         self.on_health: Callable[[str | None], None] | None = None
+        self.on_defects: Callable[[list[RowDefect]], None] | None = None  # rows the database refused
+        self.last_defects: list[RowDefect] = []  # of the last flush
+        self.defects = 0
+        self.refused_keys: set[str] = set()  # keys of every row refused this session (rare: not bounded)
         self.retry_s = 0.5
         self._retry_at = 0.0
 
@@ -209,17 +284,20 @@ class Recorder:
         if self.failing is not None and time.monotonic() < self._retry_at and not force:
             return 0
         now = now or datetime.now(UTC)
+        self.last_defects = []
         try:
             with self.engine.begin() as conn:
                 n = self._write(conn, now)
-        except DBAPIError as err:
-            self._retry_at = time.monotonic() + self.retry_s
-            if self.failing is None:
-                self.failing = str(err.orig).splitlines()[0] if err.orig else type(err).__name__
-                log.error("recorder.flush_failed", error=self.failing, buffered=self._pending)
-                if self.on_health is not None:
-                    self.on_health(self.failing)
-            return 0
+        except Exception as err:
+            if not is_row_defect(err):
+                if not isinstance(err, DBAPIError):
+                    raise
+                return self._unavailable(err)
+            try:
+                n = self._salvage(now, err)
+            except Exception as again:  # even row by row nothing could be written: keep it all, retry
+                log.exception("recorder.salvage_failed")
+                return self._unavailable(again)
         self._clear()  # only after the commit: a failed transaction keeps every row for the next try
         if self.failing is not None:
             log.warning("recorder.recovered", rows=n)
@@ -228,55 +306,145 @@ class Recorder:
                 self.on_health(None)
         self.rows_written += n
         self.flushes += 1
+        if self.last_defects and self.on_defects is not None:
+            self.on_defects(self.last_defects)
         return n
+
+    def _unavailable(self, err: Exception) -> int:
+        """The database cannot be reached: keep every row, say so once, try again after ``retry_s``."""
+        self._retry_at = time.monotonic() + self.retry_s
+        if self.failing is None:
+            orig = getattr(err, "orig", None)
+            self.failing = str(orig).splitlines()[0] if orig else type(err).__name__
+            log.error("recorder.flush_failed", error=self.failing, buffered=self._pending)
+            if self.on_health is not None:
+                self.on_health(self.failing)
+        return 0
+
+    def _salvage(self, now: datetime, first: Exception) -> int:
+        """Write the batch again row by row, each in a savepoint of one transaction; keep refused rows.
+
+        Every row the database accepts is written; each one it refuses goes to ``row_defects`` with its
+        error, and a refused signal row is replaced by a reject row, so every input line still ends as a
+        row. One transaction: an order and its signal, a fill and its position, still commit together.
+        """
+        log.error("recorder.row_defect", error=_describe(first), detail="writing the batch row by row")
+        n = 0
+        defects: list[RowDefect] = []
+        with self.engine.connect() as conn:
+            sqlite_driver = None
+            if conn.dialect.name == "sqlite":  # pysqlite's own transaction handling breaks savepoints
+                sqlite_driver = conn.connection.driver_connection
+                assert sqlite_driver is not None
+                sqlite_driver.isolation_level = None
+                conn.exec_driver_sql("BEGIN")
+            try:
+                trans = conn.begin() if sqlite_driver is None else None
+                for table, stmt, row, key in self._parts(conn, now):
+                    try:
+                        with conn.begin_nested():
+                            conn.execute(stmt, [row])
+                        n += 1
+                    except Exception as err:
+                        if not is_row_defect(err):
+                            raise
+                        defects.append(RowDefect(table, key, _describe(err), row))
+                for d in defects:
+                    conn.execute(insert(_defects), [{
+                        "session_id": self.session_id, "ts": now, "table_name": d.table,
+                        "row_key": None if d.key is None else d.key[:160], "error": d.error, "row": _as_json(d.row),
+                    }])
+                    n += 1
+                    if d.table in ("signals", "signal_rejects"):
+                        n += self._replace_line_row(conn, d, now)
+                if trans is not None:
+                    trans.commit()
+                else:
+                    conn.commit()
+            finally:
+                if sqlite_driver is not None:
+                    if sqlite_driver.in_transaction:
+                        sqlite_driver.rollback()
+                    sqlite_driver.isolation_level = ""
+        for d in defects:
+            log.error("recorder.row_refused", table=d.table, key=d.key, error=d.error)
+        self.last_defects = defects
+        self.defects += len(defects)
+        self.refused_keys.update(d.key for d in defects if d.key is not None)
+        return n
+
+    def _replace_line_row(self, conn: Connection, d: RowDefect, now: datetime) -> int:
+        """A refused signal or reject row still leaves one row for its input line: a reject naming the error.
+
+        Tried with fewer of the original values each time (the id, then the raw line, may be what the
+        database refused); the received time is the flush's, since the original may be the bad value.
+        """
+        raw = d.row.get("payload" if d.table == "signals" else "raw")
+        reject = {
+            "session_id": self.session_id, "received_at": now, "signal_id": None, "reason_code": "row_defect",
+            "reason": f"the database refused the {d.table} row: {d.error}",
+            "raw": raw[:RAW_MAX] if isinstance(raw, str) else None, "line_no": d.row.get("line_no"),
+        }
+        key = d.key if isinstance(d.key, str) and d.key.isprintable() else None
+        for attempt in ({**reject, "signal_id": key}, reject, {**reject, "raw": None}):
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(_rejects), [attempt])
+                return 1
+            except Exception as err:
+                if not is_row_defect(err):
+                    raise
+        return 0
 
     def _write(self, conn: Connection, now: datetime) -> int:
         n = 0
-        sid = self.session_id
-        if self._signals:
-            conn.execute(insert(_signals), self._signals)
-            n += len(self._signals)
-        if self._rejects:
-            conn.execute(insert(_rejects), self._rejects)
-            n += len(self._rejects)
-        if self._new_orders:
-            conn.execute(insert(_orders), [_order_row(o, sid, now) for o in self._new_orders.values()])
-            n += len(self._new_orders)
-        if self._dirty_orders:
-            conn.execute(
-                _ORDER_UPDATE,
-                [
-                    {
-                        "b_coid": o.client_order_id,
-                        "status": o.status.value,
-                        "filled_qty": o.filled_qty,
-                        "avg_fill_price": o.avg_fill_price,
-                        "commission": o.commission,
-                        "broker_order_id": o.broker_order_id,
-                        "perm_id": o.perm_id,
-                        "reason": o.reason,
-                        "updated_at": now,
-                    }
-                    for o in self._dirty_orders.values()
-                ],
-            )
-            n += len(self._dirty_orders)
-        if self._events:
-            conn.execute(insert(_events), self._events)
-            n += len(self._events)
-        if self._fills:
-            conn.execute(_FILL_INSERT[conn.dialect.name], self._fills)
-            n += len(self._fills)
-        if self._superseded:
-            conn.execute(_FILL_SUPERSEDE, self._superseded)
-            n += len(self._superseded)
-        if self._positions:
-            self._upsert_positions(conn, now)
-            n += len(self._positions)
+        for stmt, rows in self._batches(conn, now):
+            conn.execute(stmt, rows)
+            n += len(rows)
         return n
 
-    def _upsert_positions(self, conn: Connection, now: datetime) -> None:
-        rows = [
+    def _batches(self, conn: Connection, now: datetime) -> Iterator[tuple[Executable, list[dict[str, Any]]]]:
+        """Every buffered row, one statement a table, in the order they must be written."""
+        sid = self.session_id
+        if self._signals:
+            yield insert(_signals), self._signals
+        if self._rejects:
+            yield insert(_rejects), self._rejects
+        if self._new_orders:
+            yield insert(_orders), [_order_row(o, sid, now) for o in self._new_orders.values()]
+        if self._dirty_orders:
+            yield _ORDER_UPDATE, [
+                {
+                    "b_coid": o.client_order_id,
+                    "status": o.status.value,
+                    "filled_qty": o.filled_qty,
+                    "avg_fill_price": o.avg_fill_price,
+                    "commission": o.commission,
+                    "broker_order_id": o.broker_order_id,
+                    "perm_id": o.perm_id,
+                    "reason": o.reason,
+                    "updated_at": now,
+                }
+                for o in self._dirty_orders.values()
+            ]
+        if self._events:
+            yield insert(_events), self._events
+        if self._fills:
+            yield _FILL_INSERT[conn.dialect.name], self._fills
+        if self._superseded:
+            yield _FILL_SUPERSEDE, self._superseded
+        if self._positions:
+            yield self._position_upsert(conn.dialect.name), self._position_rows(now)
+
+    def _parts(self, conn: Connection, now: datetime) -> Iterator[tuple[str, Executable, dict[str, Any], str | None]]:
+        """The same rows one by one, each with its table and key, for ``_salvage``."""
+        for stmt, rows in self._batches(conn, now):
+            table = _statement_table(stmt)
+            for row in rows:
+                yield table, stmt, row, _row_key(table, row)
+
+    def _position_rows(self, now: datetime) -> list[dict[str, Any]]:
+        return [
             {
                 "account": self.account,
                 "symbol": p.symbol,
@@ -288,13 +456,10 @@ class Recorder:
             }
             for p in self._positions.values()
         ]
-        dialect = conn.dialect.name
-        stmt: Any = (postgresql.insert(_positions) if dialect == "postgresql" else sqlite.insert(_positions))
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["account", "symbol"],
-            set_={c: stmt.excluded[c] for c in ("quantity", "avg_cost", "realized_pnl", "commissions", "updated_at")},
-        )
-        conn.execute(stmt, rows)
+
+    @staticmethod
+    def _position_upsert(dialect: str) -> Executable:
+        return _POSITION_UPSERT[dialect]
 
     def _clear(self) -> None:
         self._signals = []
@@ -319,9 +484,16 @@ class Recorder:
             time.sleep(self.retry_s)
 
     def commit_now(self, order: Order | None = None) -> bool:
-        """Write everything buffered at once (a live order before it leaves); True when it is on disk."""
+        """Write everything buffered at once (a live order before it leaves); True when it is on disk.
+
+        False also when the database refused the order's own row or its signal's: it must not leave.
+        """
         self.flush()
-        return self.failing is None and not self._pending
+        if self.failing is not None or self._pending:
+            return False
+        refused = self.refused_keys
+        return order is None or not refused or (
+            order.client_order_id not in refused and order.intent.signal_id not in refused)
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _bump(self) -> None:

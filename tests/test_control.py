@@ -121,7 +121,7 @@ def test_flatten_is_a_collared_marketable_limit_that_never_opens_a_position() ->
     held = r.engine.positions["AAPL"].quantity
     r.engine.set_killswitch(GLOBAL, KillState.HALTED, "drill", "ops")
     (order,) = r.engine.flatten(GLOBAL, "9", D("0.01")).sent
-    assert order.client_order_id == "tc-flat-9-AAPL" and order.intent.side is Side.SELL
+    assert order.client_order_id == "te-flat-9-AAPL" and order.intent.side is Side.SELL
     assert order.intent.quantity == held and order.intent.limit_price == D("99.00")  # bid 100.00 less 1%
     assert order.status is OrderStatus.FILLED and r.engine.positions["AAPL"].quantity == 0
     assert r.engine.flatten(GLOBAL, "10", D("0.01")).sent == []  # flat: nothing more to send

@@ -1,0 +1,34 @@
+"""Client order ids: one scheme, and two namespaces that can never meet.
+
+A signal's order id is derived from the signal id, so a replay after a crash finds the order at the
+broker by ``orderRef``. Orders the engine makes itself (flatten orders, and any later kind) take
+another prefix, so no signal id, whatever its characters, can produce one of their ids.
+"""
+
+from __future__ import annotations
+
+SIGNAL_ORDER_PREFIX = "tc-"  # tc-<signal id>
+ENGINE_ORDER_PREFIX = "te-"  # te-<kind>-<tag>-<symbol>
+OUR_PREFIXES = (SIGNAL_ORDER_PREFIX, ENGINE_ORDER_PREFIX)
+
+
+def client_order_id_for(signal_id: str) -> str:
+    """Derived, not random: a signal replayed after a crash finds its order at the broker by orderRef."""
+    return SIGNAL_ORDER_PREFIX + signal_id
+
+
+def engine_order_id(kind: str, tag: str, symbol: str) -> str:
+    """An order no signal asked for (``kind`` says why, e.g. ``flat``; ``tag`` is the event behind it)."""
+    return f"{ENGINE_ORDER_PREFIX}{kind}-{tag}-{symbol}"
+
+
+def signal_id_of(client_order_id: str) -> str | None:
+    """The signal behind one of our order ids; None for an engine-made order or someone else's."""
+    if client_order_id.startswith(SIGNAL_ORDER_PREFIX):
+        return client_order_id[len(SIGNAL_ORDER_PREFIX):]
+    return None
+
+
+def is_ours(client_order_id: str) -> bool:
+    """Whether this engine made the order (the broker may hold manual orders and other clients')."""
+    return client_order_id.startswith(OUR_PREFIXES)
