@@ -211,6 +211,12 @@ def positions(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = Fa
 
 
 @app.command()
+def defects(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False, limit: LimitOpt = 50) -> None:
+    """Rows the database refused (a violated constraint, a value it cannot hold), each with its error."""
+    _listing("row_defects", db, config, json_out, limit, ["id", "ts", "table_name", "row_key", "error"])
+
+
+@app.command()
 def status(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
     """Totals, kill-switch states and the last session."""
     store = _store(db, config)

@@ -76,6 +76,8 @@ def print_status(payload: dict[str, Any]) -> None:
     t.add_row("orders", ", ".join(f"{k} {v}" for k, v in sorted(counts["orders"].items())) or "0")
     t.add_row("open orders", str(payload["open_orders"]))
     t.add_row("fills", str(counts["fills"]))
+    if counts.get("row_defects"):
+        t.add_row("row defects", f"[red]{counts['row_defects']}[/red] refused row(s): `tradectl defects`")
     ks = payload["killswitches"]
     t.add_row("kill switches", ", ".join(f"{k}={v}" for k, v in sorted(ks.items())) or "all ACTIVE")
     last = payload.get("last_session")

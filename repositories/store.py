@@ -28,6 +28,7 @@ from repositories.models import (
     OrderEventRow,
     OrderRow,
     PositionRow,
+    RowDefectRow,
     SessionRow,
     SignalRejectRow,
     SignalRow,
@@ -359,10 +360,10 @@ class Store:
     # -- listings for the CLI --------------------------------------------------------------------------
     def list_rows(self, table: str, limit: int = 50, status: str | None = None) -> list[dict[str, Any]]:
         model: Any = {"signals": SignalRow, "orders": OrderRow, "fills": FillRow, "positions": PositionRow,
-                      "rejects": SignalRejectRow, "order_events": OrderEventRow}[table]
+                      "rejects": SignalRejectRow, "order_events": OrderEventRow, "row_defects": RowDefectRow}[table]
         t = model.__table__
         order_col = t.c[{"signals": "received_at", "orders": "created_at", "fills": "ts", "positions": "symbol",
-                         "rejects": "id", "order_events": "id"}[table]]
+                         "rejects": "id", "order_events": "id", "row_defects": "id"}[table]]
         stmt = select(t)
         if status is not None and "status" in t.c:
             stmt = stmt.where(t.c.status == status)
@@ -390,6 +391,7 @@ class Store:
             reject_reasons = conn.execute(
                 select(SignalRejectRow.reason_code, func.count()).group_by(SignalRejectRow.reason_code)
             ).all()
+            defects = conn.execute(select(func.count()).select_from(RowDefectRow)).scalar() or 0
         top: dict[str, int] = {}
         for code, n in [*reasons, *reject_reasons]:
             key = code or "unknown"
@@ -399,6 +401,7 @@ class Store:
                         "invalid_or_duplicate": rejects},
             "orders": orders,
             "fills": int(fills),
+            "row_defects": int(defects),
             "reject_reasons": dict(sorted(top.items(), key=lambda kv: -kv[1])),
         }
 

@@ -3,6 +3,7 @@ row that is a defect and not an outage, and handler errors that keep an order fr
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal as D
 from typing import Any
@@ -256,3 +257,20 @@ def test_every_row_of_a_batch_with_one_refused_row_is_written(sqlite_url: str, c
     session.recorder.flush()
     session.control.close()
     assert _count(sqlite_url, SignalRow) == count and _count(sqlite_url, RowDefectRow) == 1
+
+
+def test_an_operator_sees_refused_rows_with_their_error(sqlite_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
+    ensure_schema(sqlite_url)
+    _plant_order(sqlite_url, "tc-clash")
+    PaperSession(load_settings(database_url=sqlite_url), seed=1).run_file([signal_line("clash", "MSFT")])
+    runner = CliRunner()
+    listed = runner.invoke(app, ["defects", "--db", sqlite_url, "--json"])
+    assert listed.exit_code == 0
+    (row,) = json.loads(listed.stdout)
+    assert (row["table_name"], row["row_key"]) == ("orders", "tc-clash") and "UNIQUE" in row["error"]
+    status = runner.invoke(app, ["status", "--db", sqlite_url, "--json"])
+    assert json.loads(status.stdout)["counts"]["row_defects"] == 1
