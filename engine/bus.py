@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, ParamSpec
 
-from engine.domain import Fill, KillSwitchChange, Order, Position, Signal, StatusChange
+from engine.domain import Fill, KillSwitchChange, Order, Position, RejectCode, Signal, StatusChange
 
 P = ParamSpec("P")
 
@@ -45,7 +45,7 @@ class SignalRejected:
     """A signal that made no order. ``signal`` is None when the line was not a valid signal."""
 
     ts: datetime
-    code: str
+    code: RejectCode
     reason: str
     signal: Signal | None = None
     signal_id: str | None = None
@@ -59,7 +59,7 @@ class SignalRejected:
 
 
 # A duplicate's id already has its row; one whose dedupe could not be decided may have one.
-NOT_THE_SIGNALS_ROW = frozenset({"duplicate", "dedupe_unavailable"})
+NOT_THE_SIGNALS_ROW = frozenset({RejectCode.DUPLICATE, RejectCode.DEDUPE_UNAVAILABLE})
 
 
 class EventBus:

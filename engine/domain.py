@@ -59,6 +59,48 @@ class KillState(StrEnum):
 _KILL_SEVERITY = {KillState.ACTIVE: 0, KillState.REDUCE_ONLY: 1, KillState.HALTED: 2}
 
 
+class RejectCode(StrEnum):
+    """Why a line, a signal or an order made no order at the broker: stable, counted, in the README's table."""
+
+    # the line
+    MALFORMED_JSON = "malformed_json"
+    INVALID_SIGNAL = "invalid_signal"
+    STALE_SIGNAL = "stale_signal"
+    FUTURE_SIGNAL = "future_signal"
+    DUPLICATE = "duplicate"
+    DEDUPE_UNAVAILABLE = "dedupe_unavailable"
+    ROW_DEFECT = "row_defect"
+    # the engine
+    BLOCKED = "blocked"
+    INTERNAL_ERROR = "internal_error"
+    UNKNOWN_SYMBOL = "unknown_symbol"
+    NO_EDGE = "no_edge"
+    ZERO_SIZE = "zero_size"
+    AT_TARGET = "at_target"
+    KILLSWITCH = "killswitch"
+    # the pre-trade checks
+    BROKER_DISCONNECTED = "broker_disconnected"
+    NOT_TRADABLE = "not_tradable"
+    BAD_QUANTITY = "bad_quantity"
+    LOT_SIZE = "lot_size"
+    OFF_TICK = "off_tick"
+    MISSING_PRICE = "missing_price"
+    NO_MARKET_DATA = "no_market_data"
+    STALE_MARKET_DATA = "stale_market_data"
+    MAX_ORDER_QTY = "max_order_qty"
+    MAX_ORDER_NOTIONAL = "max_order_notional"
+    PRICE_COLLAR = "price_collar"
+    MAX_POSITION_QTY = "max_position_qty"
+    MAX_POSITION_NOTIONAL = "max_position_notional"
+    MAX_GROSS_EXPOSURE = "max_gross_exposure"
+    MAX_NET_EXPOSURE = "max_net_exposure"
+    BUYING_POWER = "buying_power"
+    DAILY_LOSS = "daily_loss"
+    ORDER_RATE = "order_rate"
+    DUPLICATE_ORDER = "duplicate_order"
+    SELF_CROSS = "self_cross"
+
+
 class OrderStatus(StrEnum):
     PENDING_NEW = "PendingNew"  # written, handed to the broker, not yet acknowledged
     SUBMITTED = "Submitted"  # working at the broker

@@ -33,6 +33,7 @@ from engine.domain import (
     OrderType,
     Position,
     Quote,
+    RejectCode,
     Side,
     Signal,
     StatusChange,
@@ -237,9 +238,10 @@ class Engine:
         """A line that is not a signal: counted and published so it is stored with its reason."""
         self.stats.signals += 1
         self.stats.invalid += 1
-        self._count_reason(error.code)
+        code = RejectCode(error.code)
+        self._count_reason(code)
         self.bus.signal_rejected.emit(
-            SignalRejected(self.clock(), error.code, error.reason, None, error.signal_id, error.raw, line_no)
+            SignalRejected(self.clock(), code, error.reason, None, error.signal_id, error.raw, line_no)
         )
 
     def on_signal(self, signal: Signal, raw: str | None = None, line_no: int | None = None) -> Order | None:
@@ -252,7 +254,7 @@ class Engine:
             intent = self._admit(signal, now)
         except Exception as exc:  # fail closed: a bug or an unforeseen value must not stop the engine
             log.exception("signal.internal_error", signal_id=signal.id)
-            self.reject(signal, now, "internal_error", f"{type(exc).__name__}: {exc}")
+            self.reject(signal, now, RejectCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
             return None
         if intent is None:
             return None
@@ -267,16 +269,16 @@ class Engine:
                 self._duplicate(signal, now)
                 return None
             self.signal_ids.remember(signal.id)  # its row is buffered: a retry before the flush is a duplicate
-            self.reject(signal, now, "blocked", self.blocked)
+            self.reject(signal, now, RejectCode.BLOCKED, self.blocked)
             return None
         try:
             new = self.signal_ids.add(signal.id)
         except DedupeUnavailable as exc:  # fail closed; not a signals row: the id may exist there
             log.error("signal.dedupe_unavailable", signal_id=signal.id, error=str(exc))
             stats.rejected += 1
-            self._count_reason("dedupe_unavailable")
+            self._count_reason(RejectCode.DEDUPE_UNAVAILABLE)
             self.bus.signal_rejected.emit(SignalRejected(
-                now, "dedupe_unavailable", f"could not check whether signal id {signal.id!r} was seen before: "
+                now, RejectCode.DEDUPE_UNAVAILABLE, f"could not check whether signal id {signal.id!r} was seen before: "
                 f"{exc}", signal, signal.id, self._raw, self._line_no))
             return None
         if not new:
@@ -285,11 +287,11 @@ class Engine:
         symbol = signal.symbol
         instrument = self.instruments.get(symbol, signal)
         if instrument is None:
-            self.reject(signal, now, "unknown_symbol", f"{symbol} is not a known instrument")
+            self.reject(signal, now, RejectCode.UNKNOWN_SYMBOL, f"{symbol} is not a known instrument")
             return None
         quote = self.broker.quote(symbol)
         if quote is None:
-            self.reject(signal, now, "no_market_data", f"no quote for {symbol}")
+            self.reject(signal, now, RejectCode.NO_MARKET_DATA, f"no quote for {symbol}")
             return None
         price = quote.reference
         equity = self.equity()
@@ -297,9 +299,9 @@ class Engine:
         target = target_quantity(signal, instrument, price, equity, self.kelly)
         if target == 0 and signal.direction is not Direction.FLAT:
             if full_kelly(signal) <= 0:
-                self.reject(signal, now, "no_edge", "Kelly fraction is not positive: no edge to trade")
+                self.reject(signal, now, RejectCode.NO_EDGE, "Kelly fraction is not positive: no edge to trade")
                 return None
-            self.reject(signal, now, "zero_size", "sized below one lot")
+            self.reject(signal, now, RejectCode.ZERO_SIZE, "sized below one lot")
             return None
         pos = self.positions.get(symbol)
         position = pos.quantity if pos is not None else ZERO
@@ -307,7 +309,7 @@ class Engine:
         exposure = position + working
         if within_band(target, exposure, self.kelly.rebalance_band):
             detail = f"position+working {exposure} is within {self.kelly.rebalance_band:.0%} of target {target}"
-            self.reject(signal, now, "at_target", detail)
+            self.reject(signal, now, RejectCode.AT_TARGET, detail)
             return None
         delta = target - exposure
         side = Side.BUY if delta > 0 else Side.SELL
@@ -320,7 +322,7 @@ class Engine:
             exposure = position + working - cancelling
             delta = target - exposure
             if delta == 0:
-                self.reject(signal, now, "at_target", "working orders against the new target were "
+                self.reject(signal, now, RejectCode.AT_TARGET, "working orders against the new target were "
                                    f"cancelled; position+working {exposure} is the target")
                 return None
             side = Side.BUY if delta > 0 else Side.SELL
@@ -343,12 +345,12 @@ class Engine:
         )
         gate = self.killswitches.gate(intent, position, working)
         if not gate.allowed:
-            self.reject(signal, now, "killswitch", gate.reason or "kill switch")
+            self.reject(signal, now, RejectCode.KILLSWITCH, gate.reason or "kill switch")
             return None
         ctx = self._context(intent, now, quote, position, working, equity, price)
         reject = run_checks(self.checks, intent, ctx)
         if reject is not None:
-            if reject.code == "order_rate":
+            if reject.code is RejectCode.ORDER_RATE:
                 self._apply_trip(self.trips.on_rate_breach(now, signal.strategy))
             self.reject(signal, now, reject.code, reject.detail)
             return None
@@ -356,12 +358,12 @@ class Engine:
 
     def _duplicate(self, signal: Signal, now: datetime) -> None:
         self.stats.duplicates += 1
-        self._count_reason("duplicate")
+        self._count_reason(RejectCode.DUPLICATE)
         reason = f"signal id {signal.id!r} was already processed"
-        self.bus.signal_rejected.emit(SignalRejected(now, "duplicate", reason, signal, signal.id, self._raw,
+        self.bus.signal_rejected.emit(SignalRejected(now, RejectCode.DUPLICATE, reason, signal, signal.id, self._raw,
                                                      self._line_no))
 
-    def reject(self, signal: Signal, now: datetime, code: str, reason: str) -> None:
+    def reject(self, signal: Signal, now: datetime, code: RejectCode, reason: str) -> None:
         """Publish the rejection of the signal being handled (its line and line number travel with it)."""
         self.stats.rejected += 1
         self._count_reason(code)
@@ -407,7 +409,7 @@ class Engine:
         ]
         return sum(self.cancel(coid, f"superseded by signal {signal_id}") for coid in stale)
 
-    def _count_reason(self, code: str) -> None:
+    def _count_reason(self, code: RejectCode) -> None:
         reasons = self.stats.reject_reasons
         reasons[code] = reasons.get(code, 0) + 1
 
@@ -455,7 +457,7 @@ class Engine:
             return
         self.stats.accepted -= order.intent.signal_id is not None
         self.stats.rejected += order.intent.signal_id is not None
-        self._count_reason("internal_error")
+        self._count_reason(RejectCode.INTERNAL_ERROR)
         try:
             self._transition(order, OrderStatus.REJECTED, now, reason)
         except Exception:

@@ -24,7 +24,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.sql.expression import bindparam
 
 from engine.bus import EventBus, SignalRejected
-from engine.domain import Fill, Order, OrderStatus, Position, Signal, StatusChange
+from engine.domain import Fill, Order, OrderStatus, Position, RejectCode, Signal, StatusChange
 from repositories.models import Base
 
 log = structlog.get_logger("tradectl.recorder")
@@ -212,14 +212,14 @@ class Recorder:
     def on_signal_rejected(self, r: SignalRejected) -> None:
         if r.valid and r.signal is not None:
             self._signals.append(
-                self._signal_row(r.signal, r.ts, "rejected", r.code, r.reason, None, r.raw, r.line_no))
+                self._signal_row(r.signal, r.ts, "rejected", r.code.value, r.reason, None, r.raw, r.line_no))
         else:
             self._rejects.append(
                 {
                     "session_id": self.session_id,
                     "received_at": r.ts,
                     "signal_id": r.signal_id,
-                    "reason_code": r.code,
+                    "reason_code": r.code.value,
                     "reason": r.reason,
                     "raw": r.raw,
                     "line_no": r.line_no,
@@ -381,7 +381,8 @@ class Recorder:
         """
         raw = d.row.get("payload" if d.table == "signals" else "raw")
         reject = {
-            "session_id": self.session_id, "received_at": now, "signal_id": None, "reason_code": "row_defect",
+            "session_id": self.session_id, "received_at": now, "signal_id": None,
+            "reason_code": RejectCode.ROW_DEFECT.value,
             "reason": f"the database refused the {d.table} row: {d.error}",
             "raw": raw[:RAW_MAX] if isinstance(raw, str) else None, "line_no": d.row.get("line_no"),
         }

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from engine.domain import ZERO, OrderIntent, OrderType, Quote, Side
+from engine.domain import ZERO, OrderIntent, OrderType, Quote, RejectCode, Side
 
 INFINITY = Decimal("Infinity")
 
@@ -28,7 +28,7 @@ INFINITY = Decimal("Infinity")
 class Reject:
     """Why an order may not leave the engine. ``code`` is stable (for counting), ``detail`` is for people."""
 
-    code: str
+    code: RejectCode
     detail: str
 
 
@@ -125,28 +125,28 @@ PreTradeCheck = Callable[[OrderIntent, CheckContext], Reject | None]
 def check_instrument(intent: OrderIntent, ctx: CheckContext) -> Reject | None:
     inst = intent.instrument
     if not inst.tradable:
-        return Reject("not_tradable", f"{inst.symbol} is not tradable")
+        return Reject(RejectCode.NOT_TRADABLE, f"{inst.symbol} is not tradable")
     if intent.quantity <= 0:
-        return Reject("bad_quantity", f"quantity {intent.quantity} is not positive")
+        return Reject(RejectCode.BAD_QUANTITY, f"quantity {intent.quantity} is not positive")
     if intent.quantity % inst.lot_size:
-        return Reject("lot_size", f"quantity {intent.quantity} is not a multiple of lot size {inst.lot_size}")
+        return Reject(RejectCode.LOT_SIZE, f"quantity {intent.quantity} is not a multiple of lot size {inst.lot_size}")
     for name, price in (("limit", intent.limit_price), ("stop", intent.stop_price)):
         if price is not None and (price <= 0 or not inst.on_tick(price)):
-            return Reject("off_tick", f"{name} price {price} is not on the {inst.tick_size} tick grid")
+            return Reject(RejectCode.OFF_TICK, f"{name} price {price} is not on the {inst.tick_size} tick grid")
     if intent.order_type in (OrderType.LMT, OrderType.STP_LMT) and intent.limit_price is None:
-        return Reject("missing_price", f"{intent.order_type} order without a limit price")
+        return Reject(RejectCode.MISSING_PRICE, f"{intent.order_type} order without a limit price")
     return None
 
 
 def check_market_data(intent: OrderIntent, ctx: CheckContext) -> Reject | None:
     quote = ctx.quote
     if quote is None:
-        return Reject("no_market_data", f"no quote for {intent.instrument.symbol}")
+        return Reject(RejectCode.NO_MARKET_DATA, f"no quote for {intent.instrument.symbol}")
     max_age = ctx.limits.max_quote_age_s
     if max_age is not None:
         age = (ctx.now - quote.ts).total_seconds()
         if age > max_age:
-            return Reject("stale_market_data", f"{quote.symbol} quote is {age:.3f}s old (max {max_age}s)")
+            return Reject(RejectCode.STALE_MARKET_DATA, f"{quote.symbol} quote is {age:.3f}s old (max {max_age}s)")
     return None
 
 
@@ -159,11 +159,11 @@ def _order_price(intent: OrderIntent, ctx: CheckContext) -> Decimal:
 def check_order_size(intent: OrderIntent, ctx: CheckContext) -> Reject | None:
     lim = ctx.limits
     if lim.max_order_qty is not None and intent.quantity > lim.max_order_qty:
-        return Reject("max_order_qty", f"quantity {intent.quantity} > max {lim.max_order_qty}")
+        return Reject(RejectCode.MAX_ORDER_QTY, f"quantity {intent.quantity} > max {lim.max_order_qty}")
     if lim.max_order_notional is not None:
         notional = intent.quantity * _order_price(intent, ctx)
         if notional > lim.max_order_notional:
-            return Reject("max_order_notional", f"notional {notional:.2f} > max {lim.max_order_notional}")
+            return Reject(RejectCode.MAX_ORDER_NOTIONAL, f"notional {notional:.2f} > max {lim.max_order_notional}")
     return None
 
 
@@ -174,12 +174,12 @@ def check_position_limit(intent: OrderIntent, ctx: CheckContext) -> Reject | Non
     if abs(projected) <= abs(exposure):
         return None  # reducing exposure is always allowed by position limits
     if lim.max_position_qty is not None and abs(projected) > lim.max_position_qty:
-        return Reject("max_position_qty", f"projected position {projected} beyond max {lim.max_position_qty}")
+        return Reject(RejectCode.MAX_POSITION_QTY, f"projected position {projected} beyond max {lim.max_position_qty}")
     if lim.max_position_notional is not None:
         notional = abs(projected) * _order_price(intent, ctx)
         if notional > lim.max_position_notional:
             return Reject(
-                "max_position_notional",
+                RejectCode.MAX_POSITION_NOTIONAL,
                 f"projected notional {notional:.2f} beyond max {lim.max_position_notional}",
             )
     return None
@@ -202,20 +202,21 @@ def check_price_collar(intent: OrderIntent, ctx: CheckContext) -> Reject | None:
     collar = lim.price_collar_pct
     if collar is not None and through / ref > collar:
         return Reject(
-            "price_collar",
+            RejectCode.PRICE_COLLAR,
             f"limit {limit} is {through / ref:.2%} through reference {ref} (collar {collar:.2%})",
         )
     ticks = lim.price_collar_ticks
     if ticks is not None:
         n = through / intent.instrument.tick_size
         if n > ticks:
-            return Reject("price_collar", f"limit {limit} is {n:.0f} ticks through reference {ref} (collar {ticks})")
+            return Reject(RejectCode.PRICE_COLLAR,
+                          f"limit {limit} is {n:.0f} ticks through reference {ref} (collar {ticks})")
     return None
 
 
 def check_connectivity(intent: OrderIntent, ctx: CheckContext) -> Reject | None:
     if not ctx.broker_connected:
-        return Reject("broker_disconnected", "the broker connection is down: no new orders until it returns")
+        return Reject(RejectCode.BROKER_DISCONNECTED, "the broker connection is down: no new orders until it returns")
     return None
 
 
@@ -241,15 +242,17 @@ def check_exposure(intent: OrderIntent, ctx: CheckContext) -> Reject | None:
     gross = others_gross + abs(after)
     net = ctx.net_exposure - ctx.symbol_exposure + after
     if lim.max_gross_exposure is not None and gross > lim.max_gross_exposure:
-        return Reject("max_gross_exposure", f"projected gross exposure {gross:.2f} > max {lim.max_gross_exposure}")
+        return Reject(RejectCode.MAX_GROSS_EXPOSURE,
+                      f"projected gross exposure {gross:.2f} > max {lim.max_gross_exposure}")
     if lim.max_net_exposure is not None and abs(net) > lim.max_net_exposure and abs(net) > abs(ctx.net_exposure):
-        return Reject("max_net_exposure", f"projected net exposure {net:.2f} beyond max {lim.max_net_exposure}")
+        return Reject(RejectCode.MAX_NET_EXPOSURE,
+                      f"projected net exposure {net:.2f} beyond max {lim.max_net_exposure}")
     if lim.max_leverage is not None:
         power = ctx.equity * lim.max_leverage - others_gross - abs(before)
         added = abs(after) - abs(before)
         if added > power:
             return Reject(
-                "buying_power",
+                RejectCode.BUYING_POWER,
                 f"order adds {added:.2f} of exposure; buying power left {max(power, ZERO):.2f}"
                 f" (equity {ctx.equity:.2f} x leverage {lim.max_leverage})",
             )
@@ -260,16 +263,17 @@ def check_daily_loss(intent: OrderIntent, ctx: CheckContext) -> Reject | None:
     limit = ctx.limits.max_daily_loss
     if limit is None or ctx.day_pnl >= -limit or not _adds_exposure(intent, ctx):
         return None
-    return Reject("daily_loss", f"day P&L {ctx.day_pnl:.2f} is below -{limit}: only exposure-reducing orders")
+    return Reject(RejectCode.DAILY_LOSS, f"day P&L {ctx.day_pnl:.2f} is below -{limit}: only exposure-reducing orders")
 
 
 def check_order_rate(intent: OrderIntent, ctx: CheckContext) -> Reject | None:
     lim = ctx.limits
     if lim.max_orders_per_s is not None and ctx.orders_last_s >= lim.max_orders_per_s:
-        return Reject("order_rate", f"{ctx.orders_last_s} orders in the last second (max {lim.max_orders_per_s})")
+        return Reject(RejectCode.ORDER_RATE,
+                      f"{ctx.orders_last_s} orders in the last second (max {lim.max_orders_per_s})")
     if lim.max_symbol_orders_per_s is not None and ctx.symbol_orders_last_s >= lim.max_symbol_orders_per_s:
         return Reject(
-            "order_rate",
+            RejectCode.ORDER_RATE,
             f"{ctx.symbol_orders_last_s} {intent.instrument.symbol} orders in the last second"
             f" (max {lim.max_symbol_orders_per_s})",
         )
@@ -285,7 +289,7 @@ def check_duplicate_order(intent: OrderIntent, ctx: CheckContext) -> Reject | No
     if age < window:
         price = intent.limit_price if intent.limit_price is not None else "MKT"
         return Reject(
-            "duplicate_order",
+            RejectCode.DUPLICATE_ORDER,
             f"{intent.side} {intent.quantity} {intent.instrument.symbol} @ {price} was sent {age:.3f}s ago"
             f" (window {window}s)",
         )
@@ -300,11 +304,11 @@ def check_self_cross(intent: OrderIntent, ctx: CheckContext) -> Reject | None:
     if intent.side is Side.BUY:
         rest = ctx.own_best_ask
         if rest is not None and (price is None or price >= rest):
-            return Reject("self_cross", f"buy would cross our own resting sell at {_shown(rest)}")
+            return Reject(RejectCode.SELF_CROSS, f"buy would cross our own resting sell at {_shown(rest)}")
     else:
         rest = ctx.own_best_bid
         if rest is not None and (price is None or price <= rest):
-            return Reject("self_cross", f"sell would cross our own resting buy at {_shown(rest)}")
+            return Reject(RejectCode.SELF_CROSS, f"sell would cross our own resting buy at {_shown(rest)}")
     return None
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import func, insert, select
 
 from engine.bus import SignalRejected
 from engine.config import load_settings
-from engine.domain import KillState, Order, OrderStatus
+from engine.domain import KillState, Order, OrderStatus, RejectCode
 from engine.ids import client_order_id_for, engine_order_id, is_ours, signal_id_of
 from engine.session import PaperSession, SimClock
 from paper.market import SIM_START
@@ -186,8 +186,9 @@ def test_a_value_the_database_cannot_hold_becomes_a_defect_and_its_line_still_a_
     session, _ = _session(db_url, flush_rows=1_000)
     # SQLite cannot hold a time past year 9999 in UTC; PostgreSQL cannot hold a NUL in text.
     overflow = datetime(9999, 12, 31, 22, 0, tzinfo=timezone(-timedelta(hours=5)))
-    session.bus.signal_rejected.emit(SignalRejected(overflow, "invalid_signal", "bad", None, None, "r\x00w", 7))
-    session.bus.signal_rejected.emit(SignalRejected(datetime.now(UTC), "invalid_signal", "fine", None, None, "x", 8))
+    invalid = RejectCode.INVALID_SIGNAL
+    session.bus.signal_rejected.emit(SignalRejected(overflow, invalid, "bad", None, None, "r\x00w", 7))
+    session.bus.signal_rejected.emit(SignalRejected(datetime.now(UTC), invalid, "fine", None, None, "x", 8))
     written = session.recorder.flush()
     assert written > 0 and session.recorder.failing is None
     session.control.close()
