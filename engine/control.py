@@ -38,6 +38,7 @@ from engine.domain import (
     TimeInForce,
 )
 from engine.engine import Engine
+from engine.operator import NOT_FLATTENED, not_flattened_detail
 from repositories.killswitch_feed import KillSwitchFeed
 from repositories.recorder import Recorder
 from repositories.store import Store
@@ -225,9 +226,7 @@ class OperatorControl:
     def _flatten_and_ack(self, event: KillSwitchChange, cancelled: int) -> None:
         assert event.id is not None
         result = self.engine.flatten(event.scope, str(event.id), self.flatten_collar)
-        detail = None
-        if result.skipped:
-            detail = "not flattened: " + "; ".join(f"{k}: {v}" for k, v in sorted(result.skipped.items()))
+        detail = not_flattened_detail(result.skipped) if result.skipped else None
         self._ack(event, cancelled, len(result.sent), detail)
 
     def _finish_flattens(self) -> None:
@@ -239,7 +238,7 @@ class OperatorControl:
                 self._flatten_and_ack(p.event, p.cancelled)
             elif now >= p.deadline:
                 self._ack(p.event, p.cancelled, 0,
-                          f"not flattened: {waiting} cancel(s) unconfirmed after {self.flatten_wait_s}s")
+                          f"{NOT_FLATTENED}{waiting} cancel(s) unconfirmed after {self.flatten_wait_s}s")
             else:
                 still.append(p)
         self._pending = still
@@ -256,7 +255,7 @@ class OperatorControl:
     # -- lifetime -------------------------------------------------------------------------------------
     def close(self) -> None:
         for p in self._pending:
-            self._ack(p.event, p.cancelled, 0, "not flattened: the session ended first")
+            self._ack(p.event, p.cancelled, 0, f"{NOT_FLATTENED}the session ended first")
         self._pending = []
         self.feed.close()
         try:

@@ -425,6 +425,12 @@ class PaperSession(Session):
                     self._market_to(now, symbol)
         return engine.cancel_where(lambda o: True, "input ended: order still working")
 
+    def _quoted_symbols(self) -> list[str]:
+        """What the wall-clock market keeps quoting: symbols with a working order or a position (so a flatten,
+        the checks and the marks have a fresh price for what is held, not only for what is working)."""
+        held = {s for s, p in self.engine.positions.items() if p.quantity}
+        return sorted(held | self.broker.working_symbols())
+
     # -- runs ------------------------------------------------------------------------------------------
     def run_file(self, lines: Iterable[str]) -> SessionSummary:
         started = wall_clock()
@@ -495,7 +501,7 @@ class PaperSession(Session):
                 await asyncio.sleep(step_s)
                 now = wall_clock()
                 self.engine.expire(now)
-                for symbol in sorted(self.broker.working_symbols()):
+                for symbol in self._quoted_symbols():
                     self._market_to(now, symbol)
                 if loop.time() - last_flush >= flush_s:
                     self.recorder.flush()
