@@ -91,3 +91,13 @@ class Broker(Protocol):
     def snapshot(self) -> BrokerSnapshot:
         """Open and completed orders, today's executions and positions, as the broker has them now."""
         ...
+
+    def refresh(self) -> None:
+        """Ask the broker again for its executions and orders (a report may have been lost in flight); must not
+        block: the answer is in a later ``snapshot()`` once ``refreshing`` is False."""
+        ...
+
+    @property
+    def refreshing(self) -> bool:
+        """True while an answer to ``refresh`` is still coming."""
+        ...

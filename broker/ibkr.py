@@ -112,6 +112,8 @@ class IbkrBroker:
         self._sent: deque[float] = deque()
         self._drain: asyncio.TimerHandle | None = None
         self._reconnect: asyncio.Task[None] | None = None
+        self._refresh: asyncio.Task[None] | None = None
+        self._completed: dict[str, Trade] = {}  # orderRef -> the order as the last completed-orders reply had it
         self.paced = 0  # orders that had to wait for pacing
         ib_ = self.ib
         ib_.orderStatusEvent += self._on_order_status
@@ -224,11 +226,13 @@ class IbkrBroker:
         Our open orders found here are adopted: their later statuses and fills map to our client order ids.
         """
         orders = []
-        for trade in self.ib.trades():
+        for trade in [*self.ib.trades(), *self._completed.values()]:
             o, st = trade.order, trade.orderStatus
             if not o.orderRef:
                 continue
             status = IB_FINAL.get(st.status, OrderStatus.SUBMITTED)
+            if status is OrderStatus.CANCELLED and trade.log and trade.log[-1].errorCode == CANCEL_REFUSED:
+                status = OrderStatus.SUBMITTED  # a refused cancel (usually: it filled) is not a cancel
             if status is OrderStatus.SUBMITTED and o.orderRef not in self._final:
                 self._trades[o.orderRef] = trade
             filled = dec(st.filled) or dec(o.filledQuantity)
@@ -245,11 +249,37 @@ class IbkrBroker:
                  Side.BUY if f.execution.side == "BOT" else Side.SELL, dec(f.execution.shares),
                  dec(f.execution.price), dec(f.commissionReport.commission), f.execution.time)
             for f in sorted(self.ib.fills(), key=lambda f: f.execution.time)
+            if f.execution.execId not in self._waiting_commission  # in flight to the listener already
         ]
         for fill in executions:  # already known: the live path must not book them again
             self._seen_execs[fill.exec_id] = None
             self._exec_bases[fill.exec_id.rsplit(".", 1)[0]] = fill.exec_id
         return BrokerSnapshot(orders, executions, self.positions())
+
+    def refresh(self) -> None:
+        """Request today's executions and completed orders again (reqExecutions, reqCompletedOrders).
+
+        ``ib_async`` adds executions it did not have to ``fills()`` without reporting them live, so an
+        execDetails lost in flight shows up in the next ``snapshot()``; the completed orders give the final
+        state of an order whose last status never arrived. Runs on the reconcile timer, off the signal path.
+        """
+        if self.connected and self._refresh is None:
+            self._refresh = asyncio.get_event_loop().create_task(self._refresh_now())
+
+    @property
+    def refreshing(self) -> bool:
+        return self._refresh is not None
+
+    async def _refresh_now(self) -> None:
+        try:
+            await self.ib.reqExecutionsAsync()
+            completed = await self.ib.reqCompletedOrdersAsync(False)
+            self._completed = {t.order.orderRef: t for t in completed if t.order.orderRef}
+            await self.sync()  # the commission reports follow the executions
+        except (ConnectionError, OSError, TimeoutError) as err:
+            log.warning("broker.refresh_failed", error=str(err) or type(err).__name__)
+        finally:
+            self._refresh = None
 
     # -- sending -------------------------------------------------------------------------------------
     def _place(self, coid: str, contract: Contract, ib_order: IBOrder) -> None:

@@ -38,6 +38,7 @@ class ReconcileReport:
     adopt_fills: list[Fill] = field(default_factory=list)  # executions we never recorded
     foreign_orders: int = 0  # working at the broker but not placed by this engine (not touched)
     position_breaks: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)  # symbol -> (ours, theirs)
+    theirs: dict[str, BrokerOrder] = field(default_factory=dict)  # our orders as the broker reports them, by coid
 
     @property
     def clean(self) -> bool:
@@ -69,12 +70,7 @@ def reconcile(
 ) -> ReconcileReport:
     """Compare; ``known_order_ids`` are the broker's order refs that our database holds (any state)."""
     report = ReconcileReport()
-    theirs: dict[str, BrokerOrder] = {}
-    for o in snapshot.orders:  # one order can be listed open and completed (it finished between the two replies)
-        if is_ours(o.client_order_id):
-            prior = theirs.get(o.client_order_id)
-            if prior is None or (o.status.is_terminal and not prior.status.is_terminal):
-                theirs[o.client_order_id] = o
+    theirs = report.theirs = _ours_at_the_broker(snapshot)
     report.foreign_orders = sum(1 for o in snapshot.orders
                                 if not is_ours(o.client_order_id) and not o.status.is_terminal)
     open_ids: set[str] = set()
@@ -93,6 +89,49 @@ def reconcile(
     for coid, broker in sorted(theirs.items()):
         if coid not in open_ids and coid not in known_order_ids:
             report.adopt_orders.append(broker)
+    _fills_and_positions(report, known_exec_ids, our_positions, snapshot)
+    return report
+
+
+def reconcile_live(
+    live: Iterable[OpenOrderRecord],
+    known_exec_ids: set[str],
+    our_positions: Mapping[str, Decimal],
+    snapshot: BrokerSnapshot,
+) -> ReconcileReport:
+    """The comparison while trading: executions we never booked (a report lost in flight) and live orders
+    the broker has finished without our hearing of it (a lost cancel confirmation, a stuck PendingCancel).
+
+    An order the broker does not list is left alone (it may still be on its way); one the broker reports
+    Filled is finished by its fills, booked here if they were lost, never by its status alone.
+    """
+    report = ReconcileReport()
+    theirs = report.theirs = _ours_at_the_broker(snapshot)
+    for rec in live:
+        broker = theirs.get(rec.client_order_id)
+        if broker is None or not broker.status.is_terminal:
+            continue
+        if broker.status is OrderStatus.FILLED:
+            continue
+        why = broker.reason or f"reconciliation: {broker.status.value} at the broker"
+        report.close_orders.append((rec.client_order_id, broker.status, why))
+    _fills_and_positions(report, known_exec_ids, our_positions, snapshot)
+    return report
+
+
+def _ours_at_the_broker(snapshot: BrokerSnapshot) -> dict[str, BrokerOrder]:
+    theirs: dict[str, BrokerOrder] = {}
+    for o in snapshot.orders:  # one order can be listed open and completed (it finished between the two replies)
+        if is_ours(o.client_order_id):
+            prior = theirs.get(o.client_order_id)
+            if prior is None or (o.status.is_terminal and not prior.status.is_terminal):
+                theirs[o.client_order_id] = o
+    return theirs
+
+
+def _fills_and_positions(report: ReconcileReport, known_exec_ids: set[str], our_positions: Mapping[str, Decimal],
+                         snapshot: BrokerSnapshot) -> None:
+    """Executions we lack become inferred fills (each keeps its order's client order id); positions after them."""
     seen: set[str] = set()
     for fill in snapshot.executions:
         if fill.exec_id in known_exec_ids or fill.exec_id in seen:
@@ -110,4 +149,3 @@ def reconcile(
         ours, them = after.get(symbol, ZERO), broker_positions.get(symbol, ZERO)
         if ours != them:
             report.position_breaks[symbol] = (ours, them)
-    return report

@@ -485,10 +485,10 @@ def _writable_store(settings: Settings) -> Any:
 
 
 def _change(state_name: str, scope: str, reason: str, flatten: bool, db: str | None, config: Path | None,
-            json_out: bool, timeout: float | None) -> None:
+            json_out: bool, timeout: float | None, flatten_wait: float = 10.0) -> None:
     settings = _settings(config, database_url=db)
     from engine.domain import KillState
-    from engine.operator import change_killswitch, operator_actor
+    from engine.operator import change_killswitch, flatten_outcome, operator_actor
     from risk.killswitch import parse_scope
 
     try:
@@ -506,6 +506,8 @@ def _change(state_name: str, scope: str, reason: str, flatten: bool, db: str | N
         store, scope, KillState(state_name), reason.strip(), actor=operator_actor(), flatten=flatten,
         timeout_s=k.ack_timeout_s if timeout is None else timeout, stale_after_s=max(5 * k.heartbeat_s, 3.0),
     )
+    if flatten:  # the truth is what is still open afterwards, not how many orders left
+        outcome.not_closed = flatten_outcome(store, outcome.change, outcome.ack, flatten_wait)
     store.engine.dispose()
     if json_out:
         typer.echo(json.dumps(outcome.to_json(), indent=2))
@@ -524,7 +526,12 @@ def _change(state_name: str, scope: str, reason: str, flatten: bool, db: str | N
                 typer.echo(f"warning: {ack['detail']}", err=True)
         else:
             typer.echo(f"{outcome.note}; the state is recorded and holds for the next session that starts")
-    if outcome.engine is not None and outcome.ack is None:
+        if outcome.not_closed:
+            for symbol, why in outcome.not_closed.items():
+                typer.echo(f"NOT CLOSED {symbol}: {why}")
+        elif flatten:
+            typer.echo(f"every position in {c.scope} is closed")
+    if (outcome.engine is not None and outcome.ack is None) or outcome.not_closed:
         raise typer.Exit(EXIT_FAILURE)
 
 
@@ -538,9 +545,13 @@ def kill(
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
     timeout: TimeoutOpt = None,
+    flatten_wait: Annotated[float, typer.Option(
+        "--flatten-wait", min=0,
+        help="With --flatten: seconds to wait for the closing orders to fill. Exit 1 naming each position "
+             "still open, and why.")] = 10.0,
 ) -> None:
     """HALT a scope: no new orders, every open order in scope cancelled. Waits for the engine's ack."""
-    _change("HALTED", scope, reason, flatten, db, config, json_out, timeout)
+    _change("HALTED", scope, reason, flatten, db, config, json_out, timeout, flatten_wait)
 
 
 @app.command("reduce-only")

@@ -14,15 +14,31 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
-from engine.domain import KillState, KillSwitchChange
+from broker.base import BrokerOrder, OrderUpdate
+from broker.reconcile import OpenOrderRecord, reconcile_live
+from engine.domain import (
+    Fill,
+    Instrument,
+    KillState,
+    KillSwitchChange,
+    Order,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    Side,
+    TimeInForce,
+)
 from engine.engine import Engine
+from engine.operator import NOT_FLATTENED, not_flattened_detail
 from repositories.killswitch_feed import KillSwitchFeed
 from repositories.recorder import Recorder
 from repositories.store import Store
@@ -31,6 +47,8 @@ log = structlog.get_logger("tradectl.control")
 
 UNREADABLE = "kill-switch state unreadable"
 DB_DOWN = "database unavailable"
+REFRESH_WAIT_S = 5.0  # longest a reconciliation waits for the broker's fresh executions and orders
+SECOND_LOOK_S = 2.0  # a difference seen once is looked at again this soon
 
 
 def engine_holder() -> str:
@@ -76,6 +94,7 @@ class OperatorControl:
         now = time.monotonic()
         self._next_heartbeat = now + heartbeat_s
         self._next_reconcile = now + reconcile_s
+        self._refresh_asked: float | None = None
         engine.bus.killswitch += self._store_trip
         recorder.on_health = self._database_health
 
@@ -130,11 +149,64 @@ class OperatorControl:
                 self.store.heartbeat(self.holder, wall_now())
             except SQLAlchemyError as err:
                 log.error("engine.heartbeat_failed", error=str(err).splitlines()[0])
-        if now >= self._next_reconcile:
-            engine.reconcile_positions(confirm=True)
+        if engine.suspect_breaks and self._next_reconcile > now + SECOND_LOOK_S:  # seen after a reconnect
+            self._next_reconcile = now + min(SECOND_LOOK_S, self.reconcile_s)
+        if now >= self._next_reconcile and self._refreshed(now):
+            self.reconcile()
             # a difference seen once is looked at again soon, not in a full interval
-            self._next_reconcile = now + (min(2.0, self.reconcile_s) if engine.suspect_breaks else self.reconcile_s)
+            second = min(SECOND_LOOK_S, self.reconcile_s)
+            self._next_reconcile = now + (second if engine.suspect_breaks else self.reconcile_s)
         return len(events)
+
+    # -- reconciliation while trading ----------------------------------------------------------------
+    def _refreshed(self, now: float) -> bool:
+        """Ask the broker for its executions and orders first; compare once the answer is in (bounded)."""
+        broker = self.engine.broker
+        if self._refresh_asked is None:
+            self._refresh_asked = now
+            broker.refresh()
+        if broker.refreshing and now - self._refresh_asked < REFRESH_WAIT_S:
+            return False
+        self._refresh_asked = None
+        return True
+
+    def reconcile(self) -> dict[str, tuple[Decimal, Decimal]]:
+        """Our books against the broker's during the session, on the reconcile timer (never per signal).
+
+        Executions we never heard of (a report lost in flight) are booked as inferred fills against their
+        orders; live orders the broker has finished (a lost cancel confirmation) take its state; then
+        positions are compared, and a difference that remains halts the symbol on its second sighting.
+        Returns the position differences.
+        """
+        engine = self.engine
+        snap = engine.broker.snapshot()
+        try:
+            unseen = [f.exec_id for f in snap.executions if f.exec_id not in engine.exec_ids]
+            for exec_id in self.store.existing_exec_ids(unseen) if unseen else set():
+                engine.exec_ids.add(exec_id)  # booked by an earlier session: not looked up again
+            known = {f.exec_id for f in snap.executions if f.exec_id in engine.exec_ids}
+            live = [OpenOrderRecord(o.client_order_id, o.symbol, o.filled_qty, o.status.value)
+                    for o in engine.orders.values()]
+            report = reconcile_live(live, known, {s: p.quantity for s, p in engine.positions.items()}, snap)
+            if report.adopt_fills:
+                book_inferred_fills(engine, self.store, report.adopt_fills, {}, report.theirs)
+        except SQLAlchemyError as err:  # positions are still compared; the fills wait for the next look
+            log.error("reconcile.database_unavailable", error=str(err).splitlines()[0])
+            return engine.reconcile_positions(confirm=True)
+        for coid, status, why in report.close_orders:
+            order = engine.orders.get(coid)
+            if order is None:
+                continue
+            log.warning("reconcile.order_settled", client_order_id=coid, from_status=order.status.value,
+                        status=status.value, reason=why)
+            engine.on_order_update(OrderUpdate(coid, status, engine.clock(), why))
+        if report.adopt_fills or report.close_orders:
+            self.recorder.flush()
+            try:
+                self.store.audit("reconciliation", "reconcile.session", None, report.to_json(), wall_now())
+            except SQLAlchemyError as err:
+                log.error("reconcile.audit_failed", error=str(err).splitlines()[0])
+        return engine.reconcile_positions(confirm=True)
 
     def apply(self, event: KillSwitchChange) -> None:
         assert event.id is not None
@@ -154,9 +226,7 @@ class OperatorControl:
     def _flatten_and_ack(self, event: KillSwitchChange, cancelled: int) -> None:
         assert event.id is not None
         result = self.engine.flatten(event.scope, str(event.id), self.flatten_collar)
-        detail = None
-        if result.skipped:
-            detail = "not flattened: " + "; ".join(f"{k}: {v}" for k, v in sorted(result.skipped.items()))
+        detail = not_flattened_detail(result.skipped) if result.skipped else None
         self._ack(event, cancelled, len(result.sent), detail)
 
     def _finish_flattens(self) -> None:
@@ -168,7 +238,7 @@ class OperatorControl:
                 self._flatten_and_ack(p.event, p.cancelled)
             elif now >= p.deadline:
                 self._ack(p.event, p.cancelled, 0,
-                          f"not flattened: {waiting} cancel(s) unconfirmed after {self.flatten_wait_s}s")
+                          f"{NOT_FLATTENED}{waiting} cancel(s) unconfirmed after {self.flatten_wait_s}s")
             else:
                 still.append(p)
         self._pending = still
@@ -185,10 +255,43 @@ class OperatorControl:
     # -- lifetime -------------------------------------------------------------------------------------
     def close(self) -> None:
         for p in self._pending:
-            self._ack(p.event, p.cancelled, 0, "not flattened: the session ended first")
+            self._ack(p.event, p.cancelled, 0, f"{NOT_FLATTENED}the session ended first")
         self._pending = []
         self.feed.close()
         try:
             self.store.release_engine(self.holder)
         except SQLAlchemyError as err:
             log.error("engine.release_failed", error=str(err).splitlines()[0])
+
+
+def order_from_row(r: dict[str, Any]) -> Order:
+    """An order as the database holds it (to track it again after a restart, or to book fills against it)."""
+    intent = OrderIntent(
+        r["client_order_id"], r["signal_id"], r["strategy"],
+        Instrument(r["symbol"], r["sec_type"], r["currency"], r["exchange"]), Side(r["side"]), r["quantity"],
+        OrderType(r["order_type"]), r["limit_price"], r["stop_price"], TimeInForce(r["tif"]), r["created_at"],
+    )
+    return Order(intent, r["created_at"], OrderStatus(r["status"]), r["filled_qty"], r["avg_fill_price"],
+                 r["commission"], r["broker_order_id"], r["perm_id"], r["reason"])
+
+
+def book_inferred_fills(engine: Engine, store: Store, fills: Sequence[Fill], finished: dict[str, Order],
+                        theirs: dict[str, BrokerOrder]) -> None:
+    """Book fills only the broker had against their orders: a live one in the engine, else ``finished`` or the
+    order's row, so each order's filled quantity, average price and commission are the sum of its fills.
+    Says so where that sum still differs from the broker's filled quantity."""
+    wanted = sorted({f.client_order_id for f in fills
+                     if f.client_order_id and f.client_order_id not in engine.orders
+                     and f.client_order_id not in finished})
+    for row in store.order_rows(wanted) if wanted else []:
+        finished[row["client_order_id"]] = order_from_row(row)
+    for fill in fills:
+        engine.on_inferred_fill(fill, finished.get(fill.client_order_id))
+        log.warning("reconcile.fill_inferred", exec_id=fill.exec_id, client_order_id=fill.client_order_id,
+                    symbol=fill.symbol, quantity=str(fill.signed_quantity))
+    for coid in sorted({f.client_order_id for f in fills}):
+        order = engine.orders.get(coid) or finished.get(coid)
+        broker = theirs.get(coid)
+        if order is not None and broker is not None and order.filled_qty != broker.filled:
+            log.error("reconcile.order_fills_differ", client_order_id=coid, ours=str(order.filled_qty),
+                      broker=str(broker.filled), detail="the broker's executions do not add up to its filled quantity")

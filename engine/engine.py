@@ -587,6 +587,40 @@ class Engine:
                 self._apply_trip(self.trips.on_unknown_fill(symbol, fill.exec_id, fill.client_order_id))
         self._observe_equity(fill.ts, self.equity())
 
+    def on_inferred_fill(self, fill: Fill, order: Order | None = None) -> None:
+        """A fill reconciliation found at the broker and this engine never booked, booked against its order.
+
+        A live order takes it as any fill (it may finish the order). ``order`` is the record of one that
+        is no longer live (finished at the broker while we were away, or retired here): the fill moves its
+        filled quantity, average price and commission, and the position, so the order's row stays the sum
+        of its fills; its status is reconciliation's to set. Runs on the reconcile timer, never per signal.
+        """
+        if order is None or fill.corrects is not None or fill.client_order_id in self.orders:
+            self.on_fill(fill)
+            return
+        if not self.exec_ids.add(fill.exec_id):
+            return
+        if fill.quantity > order.remaining:  # the broker filled more than the record says was left: it is right
+            log.error("fill.overfill", exec_id=fill.exec_id, client_order_id=order.client_order_id,
+                      quantity=str(fill.quantity), remaining=str(order.remaining))
+            order.intent.quantity = order.filled_qty + fill.quantity
+        order.apply_fill(fill.quantity, fill.price, fill.commission)
+        recent = self._recent_fills
+        recent[fill.exec_id] = (fill, order)
+        if len(recent) > RECENT_FILLS:
+            recent.popitem(last=False)
+        symbol = fill.symbol
+        pos = self.positions.get(symbol)
+        if pos is None:
+            pos = self.positions[symbol] = Position(symbol)
+        self.realized_pnl += pos.apply(fill)
+        self.commissions += fill.commission
+        self.stats.fills += 1
+        self.bus.position.emit(pos)  # first: a fill's row and its position are written in one transaction
+        self.bus.fill.emit(fill, order)  # the order's row is written with it
+        self._mark_exposure(symbol, self.working_qty.get(symbol, ZERO))
+        self._observe_equity(fill.ts, self.equity())
+
     def _correct(self, fill: Fill) -> None:
         """An execution correction replaces the fill it names: undo that one's effect, book this one."""
         assert fill.corrects is not None

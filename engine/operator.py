@@ -7,6 +7,7 @@ engine runs; a running engine acknowledges it, and the acknowledgement says what
 from __future__ import annotations
 
 import getpass
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -14,7 +15,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine.domain import KillState, KillSwitchChange
-from repositories.store import Store
+from engine.ids import engine_order_id
+from repositories.store import OPEN_STATUSES, Store
+
+NOT_FLATTENED = "not flattened: "
+_SYMBOL_PART = re.compile(r"; (?=[A-Z0-9][A-Z0-9./-]*: )")  # "AAPL: why; MSFT: why" -> one part per symbol
 
 
 def operator_actor() -> str:
@@ -33,6 +38,7 @@ class ChangeOutcome:
     ack: dict[str, Any] | None
     waited_s: float
     note: str | None = None
+    not_closed: dict[str, str] | None = None  # after a flatten: each position in scope still open, and why
 
     def to_json(self) -> dict[str, Any]:
         c = self.change
@@ -44,6 +50,7 @@ class ChangeOutcome:
             "reason": c.reason, "actor": c.actor, "flatten": c.flatten, "ts": c.ts.isoformat(),
             "engine": self.engine, "acknowledged": ack is not None, "ack": ack,
             "waited_ms": round(self.waited_s * 1000, 1), "note": self.note,
+            **({"not_closed": self.not_closed} if self.not_closed is not None else {}),
         }
 
 
@@ -95,6 +102,65 @@ def change_killswitch(
                 return ChangeOutcome(change, holder, None, t - t0,
                                      f"engine {holder} stopped before acknowledging ({found})")
         time.sleep(poll_s)
+
+
+def not_flattened_detail(skipped: dict[str, str]) -> str:
+    """The acknowledgement's words for positions a flatten sent nothing for (read back by ``skipped_by_symbol``)."""
+    return NOT_FLATTENED + "; ".join(f"{k}: {v}" for k, v in sorted(skipped.items()))
+
+
+def skipped_by_symbol(detail: str | None) -> dict[str, str]:
+    """Why the engine sent no closing order, per symbol; "*" for a reason that holds for the whole scope."""
+    if not detail or not detail.startswith(NOT_FLATTENED):
+        return {}
+    out: dict[str, str] = {}
+    for part in _SYMBOL_PART.split(detail[len(NOT_FLATTENED):]):
+        symbol, sep, why = part.partition(": ")
+        if sep and symbol and " " not in symbol and symbol == symbol.upper():
+            out[symbol] = why
+        else:
+            out["*"] = part
+    return out
+
+
+def flatten_outcome(store: Store, change: KillSwitchChange, ack: dict[str, Any] | None, wait_s: float,
+                    poll_s: float = 0.05) -> dict[str, str]:
+    """Each position in the change's scope still open after the flatten, and why; empty when all are closed.
+
+    Waits up to ``wait_s`` while closing orders still work. Why, per symbol: no engine acknowledged; the
+    engine sent nothing (refused by a check, no quote: its reason from the acknowledgement); the closing
+    order ended without filling (its state and reason); or it was not filled within ``wait_s``.
+    """
+    only = change.scope.split(":", 1)[1] if change.scope.startswith("symbol:") else None
+
+    def coid(symbol: str) -> str:  # the closing order's id, as Engine.flatten derives it from the event
+        return engine_order_id("flat", str(change.id), symbol)
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        still = {p.symbol: p.quantity for p in store.positions() if p.quantity and only in (None, p.symbol)}
+        rows = {r["symbol"]: r for r in store.order_rows([coid(s) for s in still])} if still else {}
+        working = any(r["status"] in OPEN_STATUSES for r in rows.values())
+        if not working or time.monotonic() >= deadline or ack is None:
+            break
+        time.sleep(poll_s)
+    skipped = skipped_by_symbol(ack.get("detail") if ack else None)
+    reasons: dict[str, str] = {}
+    for symbol, qty in sorted(still.items()):
+        row = rows.get(symbol)
+        if ack is None:
+            why = "no engine acknowledged the flatten: no closing order was sent"
+        elif row is None:
+            why = skipped.get(symbol) or skipped.get("*") or "no closing order was sent"
+            why = f"not sent: {why}"
+        elif row["status"] in OPEN_STATUSES:
+            why = (f"closing order {row['client_order_id']} not filled within {wait_s:g}s "
+                   f"({row['filled_qty']} of {row['quantity']} filled)")
+        else:
+            why = f"closing order {row['client_order_id']} {row['status']}" + (
+                f": {row['reason']}" if row["reason"] else "")
+        reasons[symbol] = f"position {qty} still open: {why}"
+    return reasons
 
 
 def parse_since(text: str, now: datetime) -> datetime:

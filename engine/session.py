@@ -30,7 +30,7 @@ from broker.base import Broker, BrokerOrder, BrokerSnapshot, OrderUpdate
 from broker.reconcile import OpenOrderRecord, ReconcileReport, reconcile
 from engine.bus import EventBus
 from engine.config import Settings
-from engine.control import OperatorControl, engine_holder
+from engine.control import OperatorControl, book_inferred_fills, engine_holder, order_from_row
 from engine.domain import (
     ZERO,
     Instrument,
@@ -38,10 +38,8 @@ from engine.domain import (
     Order,
     OrderIntent,
     OrderStatus,
-    OrderType,
     Position,
     Quote,
-    Side,
     TimeInForce,
 )
 from engine.engine import Engine, InstrumentBook
@@ -235,8 +233,12 @@ class Session:
         if not apply:
             return report
         now = wall_clock()
+        finished: dict[str, Order] = {}  # orders no longer working: their rows take the inferred fills
         for coid, status, why in report.close_orders:
             store.close_order(coid, status.value, why, now)
+            closed = order_from_row(rows[coid])
+            closed.status, closed.reason = status, why
+            finished[coid] = closed
             signal_id = rows[coid]["signal_id"]
             if signal_id is not None:  # a replay of its signal must find it, even if the signal's row was lost
                 store.adopt_signal(signal_id, coid, rows[coid]["symbol"], rows[coid]["strategy"], self.session_id,
@@ -267,13 +269,12 @@ class Session:
             self.bus.order_submitted.emit(order)  # recorded with the state the broker reports
             if not b.status.is_terminal:
                 engine.adopt_order(order)
-            elif signal_id is not None:
-                engine.signal_ids.remember(signal_id)
+            else:
+                finished[order.client_order_id] = order
+                if signal_id is not None:
+                    engine.signal_ids.remember(signal_id)
             log.warning("reconcile.order_adopted", client_order_id=order.client_order_id, status=b.status.value)
-        for fill in report.adopt_fills:
-            engine.on_fill(fill)
-            log.warning("reconcile.fill_inferred", exec_id=fill.exec_id, client_order_id=fill.client_order_id,
-                        symbol=fill.symbol, quantity=str(fill.signed_quantity))
+        book_inferred_fills(engine, store, report.adopt_fills, finished, report.theirs)
         self.recorder.flush()
         if not report.clean:
             store.audit("reconciliation", "reconcile", None, report.to_json(), now)
@@ -437,6 +438,12 @@ class PaperSession(Session):
                     self._market_to(now, symbol)
         return engine.cancel_where(lambda o: True, "input ended: order still working")
 
+    def _quoted_symbols(self) -> list[str]:
+        """What the wall-clock market keeps quoting: symbols with a working order or a position (so a flatten,
+        the checks and the marks have a fresh price for what is held, not only for what is working)."""
+        held = {s for s, p in self.engine.positions.items() if p.quantity}
+        return sorted(held | self.broker.working_symbols())
+
     # -- runs ------------------------------------------------------------------------------------------
     def run_file(self, lines: Iterable[str]) -> SessionSummary:
         started = wall_clock()
@@ -507,7 +514,7 @@ class PaperSession(Session):
                 await asyncio.sleep(step_s)
                 now = wall_clock()
                 self.engine.expire(now)
-                for symbol in sorted(self.broker.working_symbols()):
+                for symbol in self._quoted_symbols():
                     self._market_to(now, symbol)
                 if loop.time() - last_flush >= flush_s:
                     self.recorder.flush()
@@ -579,17 +586,6 @@ def compare_with_broker(store: Store, snap: BrokerSnapshot, positions: dict[str,
         positions,
         snap,
     )
-
-
-def order_from_row(r: dict[str, Any]) -> Order:
-    """An order as the database holds it (to track it again after a restart)."""
-    intent = OrderIntent(
-        r["client_order_id"], r["signal_id"], r["strategy"],
-        Instrument(r["symbol"], r["sec_type"], r["currency"], r["exchange"]), Side(r["side"]), r["quantity"],
-        OrderType(r["order_type"]), r["limit_price"], r["stop_price"], TimeInForce(r["tif"]), r["created_at"],
-    )
-    return Order(intent, r["created_at"], OrderStatus(r["status"]), r["filled_qty"], r["avg_fill_price"],
-                 r["commission"], r["broker_order_id"], r["perm_id"], r["reason"])
 
 
 def order_from_broker(b: BrokerOrder, instrument: Instrument, now: datetime) -> Order:

@@ -99,6 +99,13 @@ class PaperBroker:
         ]
         return BrokerSnapshot(orders, [], self.positions())
 
+    def refresh(self) -> None:
+        """In process nothing is lost in flight: the snapshot is always current."""
+
+    @property
+    def refreshing(self) -> bool:
+        return False
+
     # -- fault controls (tests and rehearsals) -----------------------------------------------------
     def disconnect(self, reason: str = "connection dropped") -> None:
         """Drop the link: working orders stay at the (simulated) exchange, new orders are refused."""

@@ -74,11 +74,15 @@ class Faults:
     reject_next: str | None = None  # the next new order gets 201 with this reason
     refuse_short: set[str] = field(default_factory=set)  # sells that would open/extend a short: 201
     connectivity_lost: bool = False  # between 1100 and 1102: orders wait, no fills are reported live
+    # orderRefs whose next execution is filled but never reported live (execDetails and its commission report
+    # lost in flight; positions and order status still go out); "*" means the next execution of any order
+    drop_exec: set[str] = field(default_factory=set)
 
     def to_json(self) -> dict[str, Any]:
         return {"reply_delay_s": self.reply_delay_s, "drop_replies": dict(self.drop_replies),
                 "duplicate_next_execution": self.duplicate_next_execution, "reject_next": self.reject_next,
-                "refuse_short": sorted(self.refuse_short), "connectivity_lost": self.connectivity_lost}
+                "refuse_short": sorted(self.refuse_short), "connectivity_lost": self.connectivity_lost,
+                "drop_exec": sorted(self.drop_exec)}
 
 
 class _Client:
@@ -609,6 +613,12 @@ class GatewaySim:
         times = 2 if self.faults.duplicate_next_execution else 1
         self.faults.duplicate_next_execution = False
         c = self._clients.get(e.order.client_id)
+        lost = self.faults.drop_exec & {e.order.order_ref, "*"}
+        if lost:
+            ref = e.order.order_ref
+            self.faults.drop_exec.discard(ref if ref in lost else "*")  # the order's own entry before the wildcard
+            log.info("gateway.execution_dropped", exec_id=e.exec_id, order_ref=e.order.order_ref)
+            c = None
         if c is not None:
             for _ in range(times):
                 c.send(wire.exec_details(c.version, -1, contract, e, self.account))
@@ -765,6 +775,9 @@ class GatewaySim:
             return {"ok": True}
         if cmd == "drop-replies":
             f.drop_replies[int(args["msg"])] = int(args.get("count", 1))
+            return {"ok": True}
+        if cmd == "drop-exec":
+            f.drop_exec.add(str(args.get("ref", "*")))
             return {"ok": True}
         if cmd == "duplicate-exec":
             f.duplicate_next_execution = True

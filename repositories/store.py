@@ -146,6 +146,16 @@ class Store:
                 found.update(conn.execute(select(column).where(column.in_(keys[i:i + 500]))).scalars())
         return found
 
+    def order_rows(self, client_order_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The rows of these orders, whatever their state (reconciliation books fills against them)."""
+        found: list[dict[str, Any]] = []
+        keys = list(client_order_ids)
+        with self.engine.connect() as conn:
+            for i in range(0, len(keys), 500):
+                rows = conn.execute(select(OrderRow.__table__).where(OrderRow.client_order_id.in_(keys[i:i + 500])))
+                found.extend(dict(r) for r in rows.mappings())
+        return found
+
     def close_order(self, client_order_id: str, status: str, reason: str, now: datetime) -> None:
         """Give an order the final state reconciliation found for it, with its event."""
         with self.engine.begin() as conn:
