@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -76,6 +77,7 @@ class OperatorControl:
         now = time.monotonic()
         self._next_heartbeat = now + heartbeat_s
         self._next_reconcile = now + reconcile_s
+        self.on_heartbeat: Callable[[], None] | None = None  # the session's paced writes (its trading day)
         engine.bus.killswitch += self._store_trip
         recorder.on_health = self._database_health
 
@@ -130,6 +132,8 @@ class OperatorControl:
                 self.store.heartbeat(self.holder, wall_now())
             except SQLAlchemyError as err:
                 log.error("engine.heartbeat_failed", error=str(err).splitlines()[0])
+            if self.on_heartbeat is not None:
+                self.on_heartbeat()
         if now >= self._next_reconcile:
             engine.reconcile_positions(confirm=True)
             # a difference seen once is looked at again soon, not in a full interval

@@ -17,14 +17,14 @@ import signal as os_signal
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
 from sqlalchemy import func, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from broker.base import Broker, BrokerOrder, BrokerSnapshot, OrderUpdate
 from broker.reconcile import OpenOrderRecord, ReconcileReport, reconcile
@@ -56,7 +56,7 @@ from repositories.recorder import Recorder
 from repositories.store import Store
 from risk.checks import LIMIT_FIELDS, Limits, RiskLimits
 from risk.kelly import KellyParams
-from risk.triggers import TriggerLimits, TripWires
+from risk.triggers import DayMarks, TriggerLimits, TripWires
 
 log = structlog.get_logger("tradectl.session")
 
@@ -187,6 +187,9 @@ class Session:
         s = self.settings
         self.bus = EventBus()
         self.recorder = Recorder(self.db, self.session_id, s.account, s.flush_rows).attach(self.bus)
+        trips = TripWires(trigger_limits(s), s.day.boundary())
+        trips.restore({date.fromisoformat(day): DayMarks(start, peak)
+                       for day, (start, peak) in self.store.trading_days().items()})
         self.engine = Engine(
             broker,
             self.bus,
@@ -198,7 +201,7 @@ class Session:
             seen_signal_ids=self.store.recent_signal_ids(s.dedupe_capacity),
             dedupe_capacity=s.dedupe_capacity,
             positions=positions,
-            trips=TripWires(trigger_limits(s)),
+            trips=trips,
         )
         for scope, state in self.store.killswitch_states().items():
             self.engine.killswitches.set(scope, state)
@@ -212,7 +215,27 @@ class Session:
             holder=holder, flatten_collar=k.flatten_collar_pct, heartbeat_s=k.heartbeat_s,
             reconcile_s=k.reconcile_interval_s,
         )
+        self.control.on_heartbeat = self.save_day
+        # Enter today's trading day before anything trades: the stored start equity and peak (a restart keeps
+        # both, and a loss already past the limit trips now), or a new day at the current equity.
+        self.engine.housekeeping(clock())
+        self.save_day()
         self.report = self.reconcile_at_start()  # before the first order: our books against the broker's
+
+    def save_day(self) -> None:
+        """Write the trading day's start equity and peak when the day rolled or the peak rose.
+
+        Timer work (the control loop's heartbeat, the session's end), never on the signal path.
+        """
+        trips = self.engine.trips
+        if not trips.day_dirty or trips.day is None:
+            return
+        trips.day_dirty = False
+        try:
+            self.store.save_trading_day(trips.day.isoformat(), trips.day_start_equity, trips.day_peak, wall_clock())
+        except SQLAlchemyError as err:  # kept in memory; the next heartbeat tries again
+            trips.day_dirty = True
+            log.error("trading_day.save_failed", day=str(trips.day), error=str(err).splitlines()[0])
 
     def reconcile_at_start(self, apply: bool = True) -> ReconcileReport:
         """Compare the database with the broker; adopt, close and book what differs; trip on breaks."""
@@ -278,6 +301,7 @@ class Session:
         if unwritten is not None:
             log.error("session.rows_not_written", detail=unwritten)
         self.control.tick(force=True)
+        self.save_day()
         self.control.close()
         st = engine.stats
         positions = []

@@ -31,6 +31,7 @@ from repositories.models import (
     SessionRow,
     SignalRejectRow,
     SignalRow,
+    TradingDayRow,
 )
 
 OPEN_STATUSES = ("PendingNew", "Submitted", "PartiallyFilled", "PendingCancel")
@@ -340,6 +341,27 @@ class Store:
                 select(KillSwitchAckRow.__table__).where(KillSwitchAckRow.event_id == event_id)
             ).mappings().first()
             return dict(row) if row else None
+
+    # -- trading days ----------------------------------------------------------------------------------
+    def trading_days(self, limit: int = 31) -> dict[str, tuple[Decimal, Decimal]]:
+        """The latest ``limit`` trading days of the account: ISO day -> (start equity, peak equity)."""
+        t = TradingDayRow.__table__
+        stmt = select(t.c.day, t.c.start_equity, t.c.peak_equity).where(t.c.account == self.account)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt.order_by(t.c.day.desc()).limit(limit)).all()
+        return {day: (start, peak) for day, start, peak in rows}
+
+    def save_trading_day(self, day: str, start_equity: Decimal, peak_equity: Decimal, now: datetime) -> None:
+        """Record a trading day: its first start equity stands; the peak only rises."""
+        t = TradingDayRow.__table__
+        key = (t.c.account == self.account) & (t.c.day == day)
+        with self.engine.begin() as conn:
+            peak = conn.execute(select(t.c.peak_equity).where(key)).scalar()
+            if peak is None:
+                conn.execute(insert(TradingDayRow).values(account=self.account, day=day, start_equity=start_equity,
+                                                          peak_equity=peak_equity, updated_at=now))
+            elif peak_equity > peak:
+                conn.execute(update(TradingDayRow).where(key).values(peak_equity=peak_equity, updated_at=now))
 
     # -- audit -----------------------------------------------------------------------------------------
     def audit(self, actor: str, action: str, scope: str | None, detail: dict[str, Any], now: datetime) -> None:
