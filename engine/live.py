@@ -54,6 +54,7 @@ def check_account(managed: list[str], requested: str, live: bool, configured: st
 
 class IbkrSession(Session):
     mode = "ibkr"
+    broker_kind = "ibkr"
 
     def __init__(
         self,
@@ -92,7 +93,11 @@ class IbkrSession(Session):
         except AccountRefused:
             await self.broker.close()
             raise
-        positions = self._open(None, started)
+        try:
+            positions = self._open(None, started)  # AccountBound / EngineLocked: leave IB as we found it
+        except BaseException:
+            await self.broker.close()
+            raise
         self._started = started
         for pos in positions:  # marks for what we hold, before the first signal sizes against equity
             if pos.quantity:

@@ -158,17 +158,24 @@ class Session:
     """What every session shares: database, bus, recorder, engine, kill-switch control, the summary."""
 
     mode = "paper"
+    broker_kind = "simulated"  # what the database is bound to with the account (see Store.claim_account)
 
     def __init__(self, settings: Settings, *, on_progress: Callable[[int], None] | None = None) -> None:
         self.settings = settings
         self.on_progress = on_progress
         self.db = make_engine(settings.database_url)
         self.store = Store(self.db, settings.account)
+        self.account = settings.account
         self.stop_requested = False
 
     def _open(self, seed: int | None, started: datetime) -> list[Position]:
-        """Migrate and open the session row; return the positions the database holds."""
+        """Migrate, check the database belongs to this account and broker, open the session row.
+
+        Returns the positions the database holds. Raises AccountBound (nothing written) when the database
+        belongs to another account or broker kind, EngineLocked when another engine trades the account.
+        """
         ensure_schema(self.settings.database_url)
+        self.store.claim_account(self.account, self.broker_kind, wall_clock())
         self.holder = engine_holder()
         k = self.settings.killswitch
         self.store.claim_engine(self.holder, self.mode, wall_clock(), stale_after_s=max(5 * k.heartbeat_s, 3.0))

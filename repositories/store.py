@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from engine.domain import KillState, KillSwitchChange, Position
 from repositories.models import (
+    AccountBindingRow,
     AuditRow,
     EngineLockRow,
     FillRow,
@@ -50,6 +51,20 @@ class EngineLocked(Exception):
                    f"{lock['started_at']:%Y-%m-%d %H:%M:%S}, last heartbeat {age:.1f}s ago)")
         super().__init__(f"account {account} is already traded by {who}; only one engine may trade an account")
         self.lock = lock
+
+
+BROKER_OF_MODE = {"paper": "simulated", "ibkr": "ibkr"}  # a session's mode -> the broker kind it trades at
+
+
+class AccountBound(Exception):
+    """The database belongs to another account or broker kind; the message names the owner."""
+
+    def __init__(self, binding: dict[str, Any], account: str, broker: str) -> None:
+        super().__init__(
+            f"this database belongs to account {binding['account']} at broker {binding['broker']} (since "
+            f"{binding['bound_at']:%Y-%m-%d %H:%M:%S} UTC), not to account {account} at broker {broker}: "
+            f"one database holds one account's positions; use another --db")
+        self.binding = binding
 
 
 def _lock_key(account: str) -> int:
@@ -341,6 +356,37 @@ class Store:
                 select(KillSwitchAckRow.__table__).where(KillSwitchAckRow.event_id == event_id)
             ).mappings().first()
             return dict(row) if row else None
+
+    # -- the account a database belongs to -----------------------------------------------------------
+    def account_binding(self) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(AccountBindingRow.__table__).where(AccountBindingRow.id == 1)).mappings().first()
+            return dict(row) if row else None
+
+    def claim_account(self, account: str, broker: str, now: datetime) -> dict[str, Any]:
+        """Bind the database to ``account`` at ``broker`` on first use, or raise AccountBound naming its owner.
+
+        A database used before bindings existed belongs to the account and broker of its first session.
+        Checked before anything else is written, so a refused session leaves the database as it was.
+        """
+        binding = self.account_binding()
+        if binding is None:
+            with self.engine.connect() as conn:
+                first = conn.execute(select(SessionRow.account, SessionRow.mode, SessionRow.started_at)
+                                     .order_by(SessionRow.id).limit(1)).first()
+            owner = (first.account, BROKER_OF_MODE.get(first.mode, first.mode), first.started_at) if first else (
+                account, broker, now)
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(insert(AccountBindingRow).values(id=1, account=owner[0], broker=owner[1],
+                                                                  bound_at=owner[2]))
+            except IntegrityError:  # another session bound it between our read and our write: theirs stands
+                pass
+            binding = self.account_binding()
+            assert binding is not None
+        if (binding["account"], binding["broker"]) != (account, broker):
+            raise AccountBound(binding, account, broker)
+        return binding
 
     # -- trading days ----------------------------------------------------------------------------------
     def trading_days(self, limit: int = 31) -> dict[str, tuple[Decimal, Decimal]]:
