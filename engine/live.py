@@ -109,7 +109,10 @@ class IbkrSession(Session):
         # the two is found again by orderRef). Orders leave at IB's pace, so a commit each costs nothing.
         self.recorder.flush_rows = ib.commit_every
         self.engine.before_submit = self.recorder.commit_now
+        nlv = self.broker.account_equity()
         log.info("session.ready", mode=self.mode, session_id=self.session_id, account=self.account,
+                 equity=str(self.engine.equity()),
+                 equity_source="IB NetLiquidation" if nlv is not None else "config (IB sent no NetLiquidation)",
                  startup_s=round(_perf() - self._t_connect, 3))
 
     async def _subscribe(self, symbol: str) -> None:

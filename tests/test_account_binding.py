@@ -1,4 +1,4 @@
-"""One database belongs to one account at one broker kind.
+"""One database belongs to one account at one broker kind; with IB, the account's own equity sizes orders.
 
 The first session that uses a database records its account and broker ("simulated" for paper, "ibkr");
 a session for another account or broker on it exits 2 naming the owner, and writes nothing.
@@ -11,13 +11,18 @@ from datetime import UTC, datetime
 from decimal import Decimal as D
 from pathlib import Path
 
+from ib_async import AccountValue
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from broker.ibkr import IbkrBroker
+from engine.bus import EventBus
 from engine.cli import app
 from engine.config import load_settings
 from engine.domain import Order
+from engine.engine import Engine
+from engine.session import PaperSession, SimClock
+from paper.market import SIM_START
 from repositories.db import ensure_schema, make_engine
 from repositories.models import Base
 from repositories.store import Store
@@ -128,3 +133,39 @@ def test_read_only_commands_read_a_database_bound_to_another_account(sqlite_url:
     for command in ("status", "positions", "orders", "signals", "fills"):
         result = runner.invoke(app, [command, "--db", sqlite_url, "--json"], env={"TRADECTL_ACCOUNT": "DU7654321"})
         assert result.exit_code == 0, (command, result.output)
+
+
+# -- the equity IB reports --------------------------------------------------------------------------------
+def test_the_ib_sessions_sizing_uses_net_liquidation_from_the_gateway(sqlite_url: str) -> None:
+    """Config equity 100,000; the gateway's account is worth 1,000,000: the order is sized on the account."""
+    orders, broker, nlv = _ib_session(sqlite_url, [signal_line("n1")], equity="100000")
+    (order,) = orders
+    on_account, on_config = (D("0.10") * D(equity) / order.avg_fill_price for equity in (1_000_000, 100_000))
+    assert abs(order.intent.quantity - on_account) <= 2 and order.intent.quantity > 5 * on_config
+    assert broker.account_equity() == nlv != D(1_000_000)  # refreshed by the fill's account update
+
+
+def test_the_paper_session_sizes_on_the_configured_equity(tmp_path: Path) -> None:
+    settings = load_settings(database_url=f"sqlite:///{tmp_path / 'p.db'}", equity="100000")
+    session = PaperSession(settings, seed=1)
+    clock = SimClock(SIM_START)
+    session.prepare(clock, datetime.now(UTC))
+    assert session.broker.account_equity() is None
+    orders: list[Order] = []
+    session.bus.order_submitted += orders.append
+    session.process_line(signal_line("c1"), clock)
+    (order,) = orders
+    assert order.intent.quantity < 110  # about 10% of 100,000 at ~100
+    session.control.close()
+
+
+def test_without_net_liquidation_from_ib_the_engine_falls_back_to_the_configured_equity() -> None:
+    broker = IbkrBroker("127.0.0.1", 1, 1, "DU0000001", lambda: SIM_START)
+    engine = Engine(broker, EventBus(), clock=lambda: SIM_START, equity=D(250_000))
+    assert broker.account_equity() is None and engine.equity() == D(250_000)
+    broker.ib.accountValueEvent.emit(AccountValue("DU9999999", "NetLiquidation", "5000000", "USD", ""))
+    broker.ib.accountValueEvent.emit(AccountValue("DU0000001", "NetLiquidation", "777.00", "USD", "MODEL1"))
+    assert engine.equity() == D(250_000)  # another account's, a model portfolio's: not ours
+    broker.ib.accountValueEvent.emit(AccountValue("DU0000001", "NetLiquidation", "1234567.89", "USD", ""))
+    broker.ib.accountSummaryEvent.emit(AccountValue("DU0000001", "AvailableFunds", "900000.50", "USD", ""))
+    assert engine.equity() == D("1234567.89") and broker.available_funds() == D("900000.50")
