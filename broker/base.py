@@ -101,3 +101,11 @@ class Broker(Protocol):
     def refreshing(self) -> bool:
         """True while an answer to ``refresh`` is still coming."""
         ...
+
+    def account_equity(self) -> Decimal | None:
+        """The account's net liquidation value as the broker last reported it, or None when it reports none.
+
+        The engine sizes and checks buying power on it when known; else on its own books (config equity
+        plus P&L). The simulated broker keeps no account: None.
+        """
+        ...

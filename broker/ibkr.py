@@ -16,6 +16,9 @@ What IB does that the adapter must not get wrong:
   rebuilds from the open orders, completed orders and executions the gateway replays, and reports what
   changed while it was away. New orders are refused while the link is down.
 - Pacing: at most ``pacing_per_s`` order messages a second leave; the rest wait in a queue (logged).
+- Account values (NetLiquidation, AvailableFunds, in the base currency) arrive with the account updates
+  ``ib_async`` subscribes to on connect, and again whenever IB sends them; the latest are kept here and
+  NetLiquidation is the equity the engine sizes on (``account_equity``).
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ import math
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 import structlog
-from ib_async import IB, Contract, Stock, Ticker, Trade
+from ib_async import IB, AccountValue, Contract, Stock, Ticker, Trade
 from ib_async import Fill as IBFill
 from ib_async import Order as IBOrder
 
@@ -46,6 +49,7 @@ LINK_LOST = 1100
 LINK_BACK = frozenset({1101, 1102})
 COMMISSION_WAIT_S = 2.0
 EXEC_MEMORY = 200_000
+ACCOUNT_TAGS = frozenset({"NetLiquidation", "AvailableFunds"})
 
 
 class IbkrError(Exception):
@@ -115,6 +119,7 @@ class IbkrBroker:
         self._refresh: asyncio.Task[None] | None = None
         self._completed: dict[str, Trade] = {}  # orderRef -> the order as the last completed-orders reply had it
         self.paced = 0  # orders that had to wait for pacing
+        self.account_values: dict[str, Decimal] = {}  # NetLiquidation, AvailableFunds as IB last sent them
         ib_ = self.ib
         ib_.orderStatusEvent += self._on_order_status
         ib_.execDetailsEvent += self._on_exec_details
@@ -122,6 +127,8 @@ class IbkrBroker:
         ib_.errorEvent += self._on_error
         ib_.disconnectedEvent += self._on_disconnected
         ib_.pendingTickersEvent += self._on_tickers
+        ib_.accountValueEvent += self._on_account_value
+        ib_.accountSummaryEvent += self._on_account_value
 
     # -- lifetime ------------------------------------------------------------------------------------
     def set_listener(self, listener: BrokerListener) -> None:
@@ -280,6 +287,13 @@ class IbkrBroker:
             log.warning("broker.refresh_failed", error=str(err) or type(err).__name__)
         finally:
             self._refresh = None
+
+    def account_equity(self) -> Decimal | None:
+        """NetLiquidation as IB last sent it (None until the first account update)."""
+        return self.account_values.get("NetLiquidation")
+
+    def available_funds(self) -> Decimal | None:
+        return self.account_values.get("AvailableFunds")
 
     # -- sending -------------------------------------------------------------------------------------
     def _place(self, coid: str, contract: Contract, ib_order: IBOrder) -> None:
@@ -445,7 +459,22 @@ class IbkrBroker:
             symbol = t.contract.symbol
             self._quotes[symbol] = Quote(symbol, now, dec(bid), dec(ask), dec(t.bidSize), dec(t.askSize), dec(last))
 
-    # -- connection ----------------------------------------------------------------------------------
+    def _on_account_value(self, value: AccountValue) -> None:
+        """Keep this account's NetLiquidation and AvailableFunds (base currency; no model portfolios)."""
+        if value.account != self.account or value.tag not in ACCOUNT_TAGS or not value.currency or value.modelCode:
+            return
+        try:
+            amount = Decimal(value.value)
+        except InvalidOperation:
+            log.warning("account.value_unreadable", tag=value.tag, value=value.value)
+            return
+        if not amount.is_finite():
+            return
+        if value.tag not in self.account_values:
+            log.info("account.value", account=self.account, tag=value.tag, value=str(amount), currency=value.currency)
+        self.account_values[value.tag] = amount
+
+        # -- connection ----------------------------------------------------------------------------------
     def _link(self, up: bool, reason: str) -> None:
         if self._listener is not None:
             self._listener.on_connection(up, self.clock(), reason)

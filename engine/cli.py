@@ -90,7 +90,7 @@ def paper(
     _setup_logging(settings)
     from engine.session import DEMO_SIGNALS, PaperSession, count_lines, read_lines
     from paper.market import QuotesFileError
-    from repositories.store import EngineLocked
+    from repositories.store import AccountBound, EngineLocked
 
     if quotes is not None and not quotes.is_file():
         raise _fail(f"quotes file {quotes} does not exist", EXIT_USAGE)
@@ -124,7 +124,7 @@ def paper(
                     raise _fail("interrupted", 130) from None
     except QuotesFileError as err:
         raise _fail(str(err), EXIT_USAGE) from None
-    except EngineLocked as err:
+    except (EngineLocked, AccountBound) as err:
         raise _fail(str(err), EXIT_USAGE) from None
     _report_session(summary, json_out)
 
@@ -270,7 +270,7 @@ def run(
     from broker.ibkr import IbkrError
     from engine.live import IB_PORTS, AccountRefused, IbkrSession
     from engine.session import DEMO_SIGNALS, read_lines
-    from repositories.store import EngineLocked
+    from repositories.store import AccountBound, EngineLocked
 
     path = None if signals is None or signals == "-" else Path(signals)
     if path is not None and not path.is_file():
@@ -290,7 +290,7 @@ def run(
         summary = asyncio.run(go())
     except AccountRefused as err:
         raise _fail(f"refusing to trade: {err}", EXIT_USAGE) from None
-    except EngineLocked as err:
+    except (EngineLocked, AccountBound) as err:
         raise _fail(str(err), EXIT_USAGE) from None
     except IbkrError as err:
         raise _fail(str(err)) from None
@@ -326,7 +326,7 @@ def reconcile(
     from engine.live import IB_PORTS, IbkrSession
     from engine.session import PaperSession, compare_with_broker, wall_clock
     from paper.broker import PaperBroker
-    from repositories.store import EngineLocked
+    from repositories.store import AccountBound, EngineLocked
 
     ib = settings.ibkr
     the_host, the_port = host or ib.host, port or ib.port or IB_PORTS[("gateway", False)]
@@ -367,7 +367,7 @@ def reconcile(
         result = asyncio.run(applied() if apply else read_only())
     except IbkrError as err:
         raise _fail(str(err)) from None
-    except EngineLocked as err:
+    except (EngineLocked, AccountBound) as err:
         raise _fail(str(err), EXIT_USAGE) from None
     payload = {"applied": apply, **result.to_json()}
     if json_out:

@@ -7,11 +7,13 @@ Every key is declared; an unknown key or a bad value stops the start with a mess
 from __future__ import annotations
 
 import os
+import re
+from datetime import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,7 +22,7 @@ from pydantic_settings import (
 )
 
 from risk.checks import Limits
-from risk.triggers import TriggerLimits
+from risk.triggers import DayBoundary, TriggerLimits
 
 _Strict = ConfigDict(extra="forbid")
 NonNegDecimal = Annotated[Decimal, Field(ge=0)]
@@ -103,6 +105,44 @@ class TriggersConfig(BaseModel):
     unknown_fill: bool = _TRIG.unknown_fill
 
 
+class DayConfig(BaseModel):
+    """The trading day that daily loss and drawdown are measured over (``[day]``).
+
+    Default: 17:00 New York, where FX and CME futures roll their trading day (the US stock session
+    has closed by then); the day that starts at 17:00 is named by the next date. ``timezone`` is an IANA
+    name (standard-library zoneinfo, with tzdata as the fallback database); ``rollover`` is HH:MM.
+    """
+
+    model_config = _Strict
+    timezone: str = "America/New_York"
+    rollover: str = "17:00"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as America/New_York)") from None
+        return value
+
+    @field_validator("rollover")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        m = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", value.strip())
+        if m is None:
+            raise ValueError(f"rollover must be HH:MM on a 24-hour clock, not {value!r}")
+        return m.group(0)
+
+    def boundary(self) -> DayBoundary:
+        from zoneinfo import ZoneInfo
+
+        hour, minute = self.rollover.split(":")
+        return DayBoundary(ZoneInfo(self.timezone), time(int(hour), int(minute)))
+
+
 class KillSwitchConfig(BaseModel):
     model_config = _Strict
     poll_ms: Annotated[float, Field(gt=0, le=250)] = 50.0  # SQLite; PostgreSQL is woken by NOTIFY
@@ -162,6 +202,7 @@ class Settings(BaseSettings):
     risk: RiskConfig = Field(default_factory=RiskConfig)
     paper: PaperConfig = Field(default_factory=PaperConfig)
     triggers: TriggersConfig = Field(default_factory=TriggersConfig)
+    day: DayConfig = Field(default_factory=DayConfig)
     killswitch: KillSwitchConfig = Field(default_factory=KillSwitchConfig)
     ibkr: IbkrConfig = Field(default_factory=IbkrConfig)
 

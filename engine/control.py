@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -95,6 +95,7 @@ class OperatorControl:
         self._next_heartbeat = now + heartbeat_s
         self._next_reconcile = now + reconcile_s
         self._refresh_asked: float | None = None
+        self.on_heartbeat: Callable[[], None] | None = None  # the session's paced writes (its trading day)
         engine.bus.killswitch += self._store_trip
         recorder.on_health = self._database_health
 
@@ -149,6 +150,8 @@ class OperatorControl:
                 self.store.heartbeat(self.holder, wall_now())
             except SQLAlchemyError as err:
                 log.error("engine.heartbeat_failed", error=str(err).splitlines()[0])
+            if self.on_heartbeat is not None:
+                self.on_heartbeat()
         if engine.suspect_breaks and self._next_reconcile > now + SECOND_LOOK_S:  # seen after a reconnect
             self._next_reconcile = now + min(SECOND_LOOK_S, self.reconcile_s)
         if now >= self._next_reconcile and self._refreshed(now):

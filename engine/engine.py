@@ -816,6 +816,14 @@ class Engine:
 
     # -- account ---------------------------------------------------------------------------------------
     def equity(self) -> Decimal:
+        """What sizing, buying power and the loss triggers use: the account's NetLiquidation when the broker
+        reports one (IB), else the books (``initial_equity``, the configured equity, plus our P&L)."""
+        account = self.broker.account_equity()
+        if account is not None:
+            return account
+        return self.book_equity()
+
+    def book_equity(self) -> Decimal:
         unrealized = ZERO
         for pos in self.positions.values():
             if pos.quantity:
@@ -825,7 +833,7 @@ class Engine:
         return self.initial_equity + self.realized_pnl - self.commissions + unrealized
 
     def unrealized_pnl(self) -> Decimal:
-        return self.equity() - self.initial_equity - self.realized_pnl + self.commissions
+        return self.book_equity() - self.initial_equity - self.realized_pnl + self.commissions
 
 
 def _own_best(orders: Iterable[Order]) -> tuple[Decimal | None, Decimal | None]:

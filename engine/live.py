@@ -54,6 +54,7 @@ def check_account(managed: list[str], requested: str, live: bool, configured: st
 
 class IbkrSession(Session):
     mode = "ibkr"
+    broker_kind = "ibkr"
 
     def __init__(
         self,
@@ -92,7 +93,11 @@ class IbkrSession(Session):
         except AccountRefused:
             await self.broker.close()
             raise
-        positions = self._open(None, started)
+        try:
+            positions = self._open(None, started)  # AccountBound / EngineLocked: leave IB as we found it
+        except BaseException:
+            await self.broker.close()
+            raise
         self._started = started
         for pos in positions:  # marks for what we hold, before the first signal sizes against equity
             if pos.quantity:
@@ -104,7 +109,10 @@ class IbkrSession(Session):
         # the two is found again by orderRef). Orders leave at IB's pace, so a commit each costs nothing.
         self.recorder.flush_rows = ib.commit_every
         self.engine.before_submit = self.recorder.commit_now
+        nlv = self.broker.account_equity()
         log.info("session.ready", mode=self.mode, session_id=self.session_id, account=self.account,
+                 equity=str(self.engine.equity()),
+                 equity_source="IB NetLiquidation" if nlv is not None else "config (IB sent no NetLiquidation)",
                  startup_s=round(_perf() - self._t_connect, 3))
 
     async def _subscribe(self, symbol: str) -> None:

@@ -17,14 +17,14 @@ import signal as os_signal
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
 from sqlalchemy import func, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from broker.base import Broker, BrokerOrder, BrokerSnapshot, OrderUpdate
 from broker.reconcile import OpenOrderRecord, ReconcileReport, reconcile
@@ -56,7 +56,7 @@ from repositories.signal_lookup import SignalLookup
 from repositories.store import Store
 from risk.checks import LIMIT_FIELDS, Limits, RiskLimits
 from risk.kelly import KellyParams
-from risk.triggers import TriggerLimits, TripWires
+from risk.triggers import DayMarks, TriggerLimits, TripWires
 
 log = structlog.get_logger("tradectl.session")
 
@@ -158,17 +158,24 @@ class Session:
     """What every session shares: database, bus, recorder, engine, kill-switch control, the summary."""
 
     mode = "paper"
+    broker_kind = "simulated"  # what the database is bound to with the account (see Store.claim_account)
 
     def __init__(self, settings: Settings, *, on_progress: Callable[[int], None] | None = None) -> None:
         self.settings = settings
         self.on_progress = on_progress
         self.db = make_engine(settings.database_url)
         self.store = Store(self.db, settings.account)
+        self.account = settings.account
         self.stop_requested = False
 
     def _open(self, seed: int | None, started: datetime) -> list[Position]:
-        """Migrate and open the session row; return the positions the database holds."""
+        """Migrate, check the database belongs to this account and broker, open the session row.
+
+        Returns the positions the database holds. Raises AccountBound (nothing written) when the database
+        belongs to another account or broker kind, EngineLocked when another engine trades the account.
+        """
         ensure_schema(self.settings.database_url)
+        self.store.claim_account(self.account, self.broker_kind, wall_clock())
         self.holder = engine_holder()
         k = self.settings.killswitch
         self.store.claim_engine(self.holder, self.mode, wall_clock(), stale_after_s=max(5 * k.heartbeat_s, 3.0))
@@ -189,6 +196,9 @@ class Session:
         self.recorder = Recorder(self.db, self.session_id, s.account, s.flush_rows).attach(self.bus)
         self.recorder.on_defects = self._on_row_defects
         self.signal_lookup = SignalLookup(self.db)
+        trips = TripWires(trigger_limits(s), s.day.boundary())
+        trips.restore({date.fromisoformat(day): DayMarks(start, peak)
+                       for day, (start, peak) in self.store.trading_days().items()})
         self.engine = Engine(
             broker,
             self.bus,
@@ -200,7 +210,7 @@ class Session:
             dedupe_capacity=max(s.dedupe_capacity, 2 * s.flush_rows),  # covers every id not yet committed
             signal_lookup=self.signal_lookup.seen,
             positions=positions,
-            trips=TripWires(trigger_limits(s)),
+            trips=trips,
         )
         for scope, state in self.store.killswitch_states().items():
             self.engine.killswitches.set(scope, state)
@@ -214,6 +224,11 @@ class Session:
             holder=holder, flatten_collar=k.flatten_collar_pct, heartbeat_s=k.heartbeat_s,
             reconcile_s=k.reconcile_interval_s,
         )
+        self.control.on_heartbeat = self.save_day
+        # Enter today's trading day before anything trades: the stored start equity and peak (a restart keeps
+        # both, and a loss already past the limit trips now), or a new day at the current equity.
+        self.engine.housekeeping(clock())
+        self.save_day()
         self.report = self.reconcile_at_start()  # before the first order: our books against the broker's
 
     def _on_row_defects(self, defects: list[RowDefect]) -> None:
@@ -223,6 +238,21 @@ class Session:
                 continue  # replaced by a reject row naming the error; no order or position differs
             symbol = d.symbol or self.engine.symbol_of(d.key)
             self.engine.halt_for_row_defect(symbol, f"the database refused a {d.table} row ({d.key}): {d.error}")
+
+    def save_day(self) -> None:
+        """Write the trading day's start equity and peak when the day rolled or the peak rose.
+
+        Timer work (the control loop's heartbeat, the session's end), never on the signal path.
+        """
+        trips = self.engine.trips
+        if not trips.day_dirty or trips.day is None:
+            return
+        trips.day_dirty = False
+        try:
+            self.store.save_trading_day(trips.day.isoformat(), trips.day_start_equity, trips.day_peak, wall_clock())
+        except SQLAlchemyError as err:  # kept in memory; the next heartbeat tries again
+            trips.day_dirty = True
+            log.error("trading_day.save_failed", day=str(trips.day), error=str(err).splitlines()[0])
 
     def reconcile_at_start(self, apply: bool = True) -> ReconcileReport:
         """Compare the database with the broker; adopt, close and book what differs; trip on breaks."""
@@ -291,6 +321,7 @@ class Session:
         if unwritten is not None:
             log.error("session.rows_not_written", detail=unwritten)
         self.control.tick(force=True)
+        self.save_day()
         self.control.close()
         st = engine.stats
         positions = []

@@ -106,6 +106,10 @@ class PaperBroker:
     def refreshing(self) -> bool:
         return False
 
+    def account_equity(self) -> Decimal | None:
+        """No account here: the engine's equity is the configured one plus its own P&L."""
+        return None
+
     # -- fault controls (tests and rehearsals) -----------------------------------------------------
     def disconnect(self, reason: str = "connection dropped") -> None:
         """Drop the link: working orders stay at the (simulated) exchange, new orders are refused."""

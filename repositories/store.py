@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from engine.domain import KillState, KillSwitchChange, Position
 from repositories.models import (
+    AccountBindingRow,
     AuditRow,
     EngineLockRow,
     FillRow,
@@ -32,6 +33,7 @@ from repositories.models import (
     SessionRow,
     SignalRejectRow,
     SignalRow,
+    TradingDayRow,
 )
 
 OPEN_STATUSES = ("PendingNew", "Submitted", "PartiallyFilled", "PendingCancel")
@@ -50,6 +52,20 @@ class EngineLocked(Exception):
                    f"{lock['started_at']:%Y-%m-%d %H:%M:%S}, last heartbeat {age:.1f}s ago)")
         super().__init__(f"account {account} is already traded by {who}; only one engine may trade an account")
         self.lock = lock
+
+
+BROKER_OF_MODE = {"paper": "simulated", "ibkr": "ibkr"}  # a session's mode -> the broker kind it trades at
+
+
+class AccountBound(Exception):
+    """The database belongs to another account or broker kind; the message names the owner."""
+
+    def __init__(self, binding: dict[str, Any], account: str, broker: str) -> None:
+        super().__init__(
+            f"this database belongs to account {binding['account']} at broker {binding['broker']} (since "
+            f"{binding['bound_at']:%Y-%m-%d %H:%M:%S} UTC), not to account {account} at broker {broker}: "
+            f"one database holds one account's positions; use another --db")
+        self.binding = binding
 
 
 def _lock_key(account: str) -> int:
@@ -351,6 +367,58 @@ class Store:
                 select(KillSwitchAckRow.__table__).where(KillSwitchAckRow.event_id == event_id)
             ).mappings().first()
             return dict(row) if row else None
+
+    # -- the account a database belongs to -----------------------------------------------------------
+    def account_binding(self) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(AccountBindingRow.__table__).where(AccountBindingRow.id == 1)).mappings().first()
+            return dict(row) if row else None
+
+    def claim_account(self, account: str, broker: str, now: datetime) -> dict[str, Any]:
+        """Bind the database to ``account`` at ``broker`` on first use, or raise AccountBound naming its owner.
+
+        A database used before bindings existed belongs to the account and broker of its first session.
+        Checked before anything else is written, so a refused session leaves the database as it was.
+        """
+        binding = self.account_binding()
+        if binding is None:
+            with self.engine.connect() as conn:
+                first = conn.execute(select(SessionRow.account, SessionRow.mode, SessionRow.started_at)
+                                     .order_by(SessionRow.id).limit(1)).first()
+            owner = (first.account, BROKER_OF_MODE.get(first.mode, first.mode), first.started_at) if first else (
+                account, broker, now)
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(insert(AccountBindingRow).values(id=1, account=owner[0], broker=owner[1],
+                                                                  bound_at=owner[2]))
+            except IntegrityError:  # another session bound it between our read and our write: theirs stands
+                pass
+            binding = self.account_binding()
+            assert binding is not None
+        if (binding["account"], binding["broker"]) != (account, broker):
+            raise AccountBound(binding, account, broker)
+        return binding
+
+    # -- trading days ----------------------------------------------------------------------------------
+    def trading_days(self, limit: int = 31) -> dict[str, tuple[Decimal, Decimal]]:
+        """The latest ``limit`` trading days of the account: ISO day -> (start equity, peak equity)."""
+        t = TradingDayRow.__table__
+        stmt = select(t.c.day, t.c.start_equity, t.c.peak_equity).where(t.c.account == self.account)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt.order_by(t.c.day.desc()).limit(limit)).all()
+        return {day: (start, peak) for day, start, peak in rows}
+
+    def save_trading_day(self, day: str, start_equity: Decimal, peak_equity: Decimal, now: datetime) -> None:
+        """Record a trading day: its first start equity stands; the peak only rises."""
+        t = TradingDayRow.__table__
+        key = (t.c.account == self.account) & (t.c.day == day)
+        with self.engine.begin() as conn:
+            peak = conn.execute(select(t.c.peak_equity).where(key)).scalar()
+            if peak is None:
+                conn.execute(insert(TradingDayRow).values(account=self.account, day=day, start_equity=start_equity,
+                                                          peak_equity=peak_equity, updated_at=now))
+            elif peak_equity > peak:
+                conn.execute(update(TradingDayRow).where(key).values(peak_equity=peak_equity, updated_at=now))
 
     # -- audit -----------------------------------------------------------------------------------------
     def audit(self, actor: str, action: str, scope: str | None, detail: dict[str, Any], now: datetime) -> None:

@@ -7,13 +7,19 @@ apply. Each trigger names itself; the engine records it as the actor (``trigger:
 A trigger latches: once it has fired it stays quiet until its condition has cleared, so an operator
 can resume without the same condition tripping again at once, and a loss that keeps growing does not
 write a new audit record per fill. Nothing here ever resumes a scope: only an operator does.
+
+Daily loss and drawdown are measured against the trading day's start equity and peak. The day is set by
+a ``DayBoundary`` (a time zone and a rollover time), not by UTC midnight. The session restores the days
+the database keeps (``restore``) and writes the current one back when ``day_dirty`` says it changed: a
+restart during the day keeps both numbers. No I/O happens here.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
 
 from engine.domain import ZERO, KillState
@@ -55,6 +61,34 @@ class TriggerLimits:
     unknown_fill: bool = True  # a fill for an order we never sent -> symbol HALTED
 
 
+@dataclass(frozen=True, slots=True)
+class DayBoundary:
+    """When one trading day ends and the next begins: ``rollover`` on the wall clock of ``tz``.
+
+    A day is named by the calendar date on which most of it falls: with a rollover at or after noon
+    (17:00 New York, the default in the config) the day that starts Monday 17:00 is Tuesday's; with a
+    rollover before noon (00:00, 03:00) the day that starts Monday at that time is Monday's. Wall-clock
+    arithmetic, so the boundary stays at 17:00 local across daylight-saving changes.
+    """
+
+    tz: tzinfo = UTC
+    rollover: time = time(0, 0)
+
+    def day_of(self, now: datetime) -> date:
+        local = now.astimezone(self.tz).replace(tzinfo=None)
+        r = self.rollover
+        day = (local - timedelta(hours=r.hour, minutes=r.minute, seconds=r.second)).date()
+        return day + timedelta(days=1) if r >= time(12, 0) else day
+
+
+@dataclass(frozen=True, slots=True)
+class DayMarks:
+    """A trading day's start equity and peak equity (what the database keeps per account and day)."""
+
+    start_equity: Decimal
+    peak_equity: Decimal
+
+
 class _Burst:
     """Timestamps in a sliding window; reports when the count reaches a threshold."""
 
@@ -73,12 +107,15 @@ class _Burst:
 
 
 class TripWires:
-    def __init__(self, limits: TriggerLimits | None = None) -> None:
+    def __init__(self, limits: TriggerLimits | None = None, boundary: DayBoundary | None = None) -> None:
         self.limits = limits or TriggerLimits()
+        self.boundary = boundary or DayBoundary()
         self._latched: set[tuple[str, str]] = set()
         self.day: date | None = None
         self.day_start_equity = ZERO
         self.day_peak = ZERO
+        self.day_dirty = False  # the day rolled or its peak rose since the session last saved it
+        self._known_days: dict[date, DayMarks] = {}
         self._rejects: _Burst | None = None
         if self.limits.reject_burst:
             self._rejects = _Burst(self.limits.reject_burst, self.limits.reject_window_s)
@@ -99,16 +136,29 @@ class TripWires:
     def day_pnl(self, equity: Decimal) -> Decimal:
         return equity - self.day_start_equity
 
+    def restore(self, days: Mapping[date, DayMarks]) -> None:
+        """Days kept in the database: entering one of them resumes its start equity and peak."""
+        self._known_days.update(days)
+
     def on_equity(self, now: datetime, equity: Decimal) -> list[Trip]:
-        """Daily loss and drawdown from the day's peak. A new UTC day resets the baseline and re-arms."""
-        today = now.date()
+        """Daily loss and drawdown from the day's peak. A new trading day resets the baseline and re-arms.
+
+        The new day's baseline is the one restored for it (an earlier session's), else ``equity``.
+        """
+        today = self.boundary.day_of(now)
         if today != self.day:
             self.day = today
-            self.day_start_equity = self.day_peak = equity
+            marks = self._known_days.pop(today, None)
+            if marks is None:
+                self.day_start_equity = self.day_peak = equity
+            else:
+                self.day_start_equity, self.day_peak = marks.start_equity, marks.peak_equity
+            self.day_dirty = True
             self._rearm(DAILY_LOSS, GLOBAL)
             self._rearm(DRAWDOWN, GLOBAL)
         if equity > self.day_peak:
             self.day_peak = equity
+            self.day_dirty = True
         trips: list[Trip] = []
         lim = self.limits
         if lim.daily_loss is not None:
