@@ -36,17 +36,12 @@ from ib_async import Fill as IBFill
 from ib_async import Order as IBOrder
 
 from broker.base import BrokerListener, BrokerOrder, BrokerPosition, BrokerSnapshot, OrderUpdate
+from broker.ib_codes import ErrorKind, IbStatus, error_kind, ib_status, order_outcome
 from engine.domain import Fill, Order, OrderStatus, OrderType, Quote, Side
 
 log = structlog.get_logger("tradectl.ibkr")
 
-IB_FINAL = {"Filled": OrderStatus.FILLED, "Cancelled": OrderStatus.CANCELLED, "ApiCancelled": OrderStatus.CANCELLED,
-            "Inactive": OrderStatus.REJECTED}
 ORDER_TYPES = frozenset(t.value for t in OrderType)
-REJECT_CODES = frozenset({103, 104, 110, 200, 201, 203, 321, 10147})
-CANCEL_REFUSED = 10148
-LINK_LOST = 1100
-LINK_BACK = frozenset({1101, 1102})
 COMMISSION_WAIT_S = 2.0
 EXEC_MEMORY = 200_000
 ACCOUNT_TAGS = frozenset({"NetLiquidation", "AvailableFunds"})
@@ -237,9 +232,9 @@ class IbkrBroker:
             o, st = trade.order, trade.orderStatus
             if not o.orderRef:
                 continue
-            status = IB_FINAL.get(st.status, OrderStatus.SUBMITTED)
-            if status is OrderStatus.CANCELLED and trade.log and trade.log[-1].errorCode == CANCEL_REFUSED:
-                status = OrderStatus.SUBMITTED  # a refused cancel (usually: it filled) is not a cancel
+            status = self._outcome(trade)
+            if status is None:  # working, pending, or a refused cancel (usually: it filled) which is no cancel
+                status = OrderStatus.SUBMITTED
             if status is OrderStatus.SUBMITTED and o.orderRef not in self._final:
                 self._trades[o.orderRef] = trade
             filled = dec(st.filled) or dec(o.filledQuantity)
@@ -349,28 +344,31 @@ class IbkrBroker:
         coid = trade.order.orderRef
         if not coid or self._trades.get(coid) is not trade:
             return
-        st = trade.orderStatus
-        status = st.status
         ids = (trade.order.orderId, trade.order.permId or None)
-        if status in ("PreSubmitted", "Submitted"):
+        status = self._outcome(trade)
+        if status is OrderStatus.SUBMITTED:
             self._update(coid, OrderStatus.SUBMITTED, None, *ids)
-        elif status == "Inactive":
+        elif status is OrderStatus.REJECTED:
             self._update(coid, OrderStatus.REJECTED, self._last_error(trade) or "Inactive at IB", *ids)
-        elif status in ("Cancelled", "ApiCancelled"):
-            entry = trade.log[-1] if trade.log else None
-            code = entry.errorCode if entry is not None else 0
-            if code == CANCEL_REFUSED:
-                log.warning("order.cancel_refused", client_order_id=coid, message=entry.message if entry else "")
-                return  # usually filled: the fills and the next status say what happened
-            if code in REJECT_CODES and st.filled == 0:
-                self._update(coid, OrderStatus.REJECTED, self._last_error(trade), *ids)
-            else:
-                reason = self._cancel_reasons.pop(coid, None) or self._last_error(trade) or "cancelled at IB"
-                self._update(coid, OrderStatus.CANCELLED, reason, *ids)
-        elif status == "Filled":
+        elif status is OrderStatus.CANCELLED:
+            reason = self._cancel_reasons.pop(coid, None) or self._last_error(trade) or "cancelled at IB"
+            self._update(coid, OrderStatus.CANCELLED, reason, *ids)
+        elif status is OrderStatus.FILLED:
             self._trades.pop(coid, None)  # the fills drive the domain status; nothing left to cancel
-        elif status == "ValidationError":
+        elif trade.log and error_kind(trade.log[-1].errorCode) is ErrorKind.CANCEL_REFUSED:
+            log.warning("order.cancel_refused", client_order_id=coid, message=trade.log[-1].message)
+        elif trade.orderStatus.status == IbStatus.VALIDATION_ERROR:
             log.warning("order.ib_warning", client_order_id=coid, message=self._last_error(trade))
+
+    @staticmethod
+    def _outcome(trade: Trade) -> OrderStatus | None:
+        """Our status for the trade as IB reports it (one table for live updates and snapshots alike)."""
+        status = ib_status(trade.orderStatus.status)
+        if status is None:
+            log.warning("order.ib_status_unknown", status=trade.orderStatus.status, order_ref=trade.order.orderRef)
+            return None
+        code = trade.log[-1].errorCode if trade.log else 0
+        return order_outcome(status, code, trade.orderStatus.filled)
 
     @staticmethod
     def _last_error(trade: Trade) -> str | None:
@@ -434,17 +432,18 @@ class IbkrBroker:
         self._require_listener().on_fill(fill)
 
     def _on_error(self, req_id: int, code: int, message: str, contract: object) -> None:
-        if code == LINK_LOST:
+        kind = error_kind(code)
+        if kind is ErrorKind.LINK_LOST:
             self._link(False, f"IB {code}: {message}")
-        elif code in LINK_BACK:
+        elif kind in (ErrorKind.LINK_RESTORED, ErrorKind.LINK_RESTORED_DATA_LOST):
             self._link(True, f"IB {code}: {message}")
-            if code == 1101:  # data lost: the market data subscriptions must be made again
+            if kind is ErrorKind.LINK_RESTORED_DATA_LOST:  # the market data subscriptions must be made again
                 for symbol in list(self._tickers):
                     self.ib.cancelMktData(self._contracts[symbol])
                     self._tickers[symbol] = self.ib.reqMktData(self._contracts[symbol], "", False, False)
-        elif code == 100:
+        elif kind is ErrorKind.PACING:
             log.error("broker.pacing_violation", message=message)
-        elif 2100 <= code < 2200:
+        elif kind in (ErrorKind.FARM_NOTICE, ErrorKind.INFORMATIONAL):
             log.debug("broker.notice", code=code, message=message)
 
     def _on_tickers(self, tickers: set[Ticker]) -> None:

@@ -13,6 +13,7 @@ from decimal import Decimal
 from itertools import count
 
 from broker.base import BrokerListener, BrokerOrder, BrokerPosition, BrokerSnapshot, OrderUpdate
+from broker.ib_codes import IbStatus
 from engine.domain import Order, OrderStatus, Position, Quote
 from paper.matching import CommissionSchedule, Execution, MatchingEngine, SimOrder
 
@@ -69,7 +70,7 @@ class PaperBroker:
         self._by_ref[sim.ref] = sim
         listener.on_order_update(OrderUpdate(sim.ref, OrderStatus.SUBMITTED, now, None, oid, oid))
         self._report(self.matching.add(sim, now), now)
-        if sim.status == "Cancelled":  # IOC remainder
+        if sim.status == IbStatus.CANCELLED:  # IOC remainder
             self._by_ref.pop(sim.ref, None)
             listener.on_order_update(OrderUpdate(sim.ref, OrderStatus.CANCELLED, now, "IOC remainder cancelled"))
 
@@ -139,11 +140,11 @@ class PaperBroker:
         listener = self._require_listener()
         for ex in executions:
             listener.on_fill(ex.to_fill())
-            if ex.order.status == "Filled":
+            if ex.order.status == IbStatus.FILLED:
                 self._by_ref.pop(ex.order.ref, None)
         for ex in executions:
             sim = ex.order
-            if sim.status == "Cancelled" and sim.ref in self._by_ref:  # IOC remainder after a partial
+            if sim.status == IbStatus.CANCELLED and sim.ref in self._by_ref:  # IOC remainder after a partial
                 self._by_ref.pop(sim.ref, None)
                 listener.on_order_update(OrderUpdate(sim.ref, OrderStatus.CANCELLED, now, "IOC remainder cancelled"))
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import structlog
 
+from broker.ib_codes import IbStatus
 from engine.domain import ZERO, OrderType, Quote, Side, TimeInForce
 from paper import wire
 from paper.market import RandomWalkMarket, read_quotes_csv
@@ -43,6 +44,7 @@ log = structlog.get_logger("tradectl.gateway")
 
 DEFAULT_SYMBOLS = ("AAPL", "AMZN", "MSFT", "NVDA", "QQQ", "SPY", "TSLA", "IBM")
 PACING_LIMIT = 50  # client messages per second before IB disconnects (error 100)
+START_API = 71  # the one message a client may send before it has a client id
 ORDER_TYPES = {t.value: t for t in OrderType}
 TIFS = {t.value: t for t in TimeInForce}
 
@@ -201,6 +203,7 @@ class GatewaySim:
         self._server: asyncio.Server | None = None
         self._control: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._handlers = self._handler_table()
         self.messages_in = 0
 
     # -- lifetime ------------------------------------------------------------------------------------
@@ -371,64 +374,87 @@ class GatewaySim:
 
     def _dispatch(self, c: _Client, f: list[str]) -> None:
         msg = int(f[0])
-        if c.client_id is None and msg != 71:
+        if c.client_id is None and msg != START_API:
             return  # nothing before startApi
-        if msg == 3:
-            self._place_order(c, f)
-        elif msg == 4:  # cancelOrder [4, 1, orderId, manualCancelOrderTime?]
-            self._cancel_order(c, int(f[2]))
-        elif msg == 1:  # reqMktData [1, 11, reqId, contract(12), dnc flag, ...]
-            self._req_mkt_data(c, int(f[2]), f)
-        elif msg == 2:  # cancelMktData [2, 2, reqId]
-            c.market.pop(int(f[2]), None)
-        elif msg == 9:  # reqContractDetails [9, 8, reqId, contract(12), ...]
-            self._contract_details(c, int(f[2]), f)
-        elif msg == 71:  # startApi [71, 2, clientId, optCapab]
-            self._start_api(c, int(f[2]))
-        elif msg == 61:  # reqPositions
-            c.positions = True
-            for symbol, pos in sorted(self.matching.positions.items()):
-                c.send(wire.position(self.account, self._contract(symbol), pos.quantity, pos.avg_cost))
-            c.send([wire.POSITION_END, 1])
-        elif msg == 64:  # cancelPositions
-            c.positions = False
-        elif msg in (5, 16):  # reqOpenOrders (this client's) / reqAllOpenOrders
-            for (cid, _), order in sorted(self.live.items()):
-                if msg == 16 or cid == c.client_id or c.client_id == 0:
-                    self._send_open_order(c, order)
-                    self._send_status(c, order)
-            c.send([wire.OPEN_ORDER_END, 1])
-        elif msg == 99:  # reqCompletedOrders [99, apiOnly]
-            for order in self.done.values():
-                when, why = self.completed_at.get(order.perm_id, (self.clock(), ""))
-                c.send(wire.completed_order(c.version, self._contract(order.symbol), self._wire(order), when, why))
-            c.send([wire.COMPLETED_ORDERS_END])
-        elif msg == 6:  # reqAccountUpdates [6, 2, subscribe, account]
-            c.account_updates = f[2] == "1"
-            if c.account_updates:
-                self._account_updates(c)
-        elif msg == 76:  # reqAccountUpdatesMulti [76, 1, reqId, account, modelCode, ledgerAndNLV]
-            req = f[2]
-            for key, value in self._account_values():
-                c.send([wire.ACCOUNT_UPDATE_MULTI, 1, req, self.account, "", key, value, "USD"])
-            c.send([wire.ACCOUNT_UPDATE_MULTI_END, 1, req])
-        elif msg == 7:  # reqExecutions [7, 3, reqId, clientId, acct, time, symbol, secType, exchange, side]
-            self._req_executions(c, int(f[2]), f)
-        elif msg == 8:  # reqIds
-            c.send([wire.NEXT_VALID_ID, 1, self._next_id(c)])
-        elif msg == 49:  # reqCurrentTime
-            c.send([wire.CURRENT_TIME, 1, int(self.clock().timestamp())])
-        elif msg == 58:  # reqGlobalCancel
-            for live_key, order in list(self.live.items()):
-                self._cancel(live_key, order, "global cancel")
-        elif msg == 62:  # reqAccountSummary [62, 1, reqId, group, tags]
-            for key, value in self._account_values():
-                c.send([wire.ACCOUNT_SUMMARY, 1, f[2], self.account, key, value, "USD"])
-            c.send([wire.ACCOUNT_SUMMARY_END, 1, f[2]])
-        elif msg == 59 or msg in (15, 63, 77):  # reqMarketDataType: live data is all the simulator has
-            return
-        else:
+        handler = self._handlers.get(msg)
+        if handler is None:
             log.info("gateway.unhandled", msg=msg, client_id=c.client_id)
+            return
+        handler(c, f)
+
+    def _handler_table(self) -> dict[int, Callable[[_Client, list[str]], None]]:
+        """Incoming message id -> handler (the TWS API's outgoing message ids, as the client sends them)."""
+        ignored: Callable[[_Client, list[str]], None] = lambda c, f: None  # noqa: E731
+        return {
+            3: lambda c, f: self._place_order(c, f),  # placeOrder
+            4: lambda c, f: self._cancel_order(c, int(f[2])),  # cancelOrder [4, 1, orderId, manualCancelOrderTime?]
+            1: lambda c, f: self._req_mkt_data(c, int(f[2]), f),  # reqMktData [1, 11, reqId, contract(12), ...]
+            2: self._cancel_mkt_data,  # cancelMktData [2, 2, reqId]
+            9: lambda c, f: self._contract_details(c, int(f[2]), f),  # reqContractDetails [9, 8, reqId, ...]
+            START_API: lambda c, f: self._start_api(c, int(f[2])),  # startApi [71, 2, clientId, optCapab]
+            61: self._req_positions,
+            64: self._cancel_positions,
+            5: self._req_open_orders,  # this client's
+            16: self._req_open_orders,  # all clients'
+            99: self._req_completed_orders,  # [99, apiOnly]
+            6: self._req_account_updates,  # [6, 2, subscribe, account]
+            76: self._req_account_updates_multi,  # [76, 1, reqId, account, modelCode, ledgerAndNLV]
+            7: lambda c, f: self._req_executions(c, int(f[2]), f),  # [7, 3, reqId, clientId, acct, time, ...]
+            8: lambda c, f: c.send([wire.NEXT_VALID_ID, 1, self._next_id(c)]),  # reqIds
+            49: lambda c, f: c.send([wire.CURRENT_TIME, 1, int(self.clock().timestamp())]),  # reqCurrentTime
+            58: self._req_global_cancel,
+            62: self._req_account_summary,  # [62, 1, reqId, group, tags]
+            59: ignored,  # reqMarketDataType: live data is all the simulator has
+            15: ignored,  # reqManagedAccts: sent at connect already
+            63: ignored,  # cancelAccountSummary
+            77: ignored,  # cancelAccountUpdatesMulti
+        }
+
+    def _cancel_mkt_data(self, c: _Client, f: list[str]) -> None:
+        c.market.pop(int(f[2]), None)
+
+    def _req_positions(self, c: _Client, f: list[str]) -> None:
+        c.positions = True
+        for symbol, pos in sorted(self.matching.positions.items()):
+            c.send(wire.position(self.account, self._contract(symbol), pos.quantity, pos.avg_cost))
+        c.send([wire.POSITION_END, 1])
+
+    def _cancel_positions(self, c: _Client, f: list[str]) -> None:
+        c.positions = False
+
+    def _req_open_orders(self, c: _Client, f: list[str]) -> None:
+        every_client = int(f[0]) == 16
+        for (cid, _), order in sorted(self.live.items()):
+            if every_client or cid == c.client_id or c.client_id == 0:
+                self._send_open_order(c, order)
+                self._send_status(c, order)
+        c.send([wire.OPEN_ORDER_END, 1])
+
+    def _req_completed_orders(self, c: _Client, f: list[str]) -> None:
+        for order in self.done.values():
+            when, why = self.completed_at.get(order.perm_id, (self.clock(), ""))
+            c.send(wire.completed_order(c.version, self._contract(order.symbol), self._wire(order), when, why))
+        c.send([wire.COMPLETED_ORDERS_END])
+
+    def _req_account_updates(self, c: _Client, f: list[str]) -> None:
+        c.account_updates = f[2] == "1"
+        if c.account_updates:
+            self._account_updates(c)
+
+    def _req_account_updates_multi(self, c: _Client, f: list[str]) -> None:
+        req = f[2]
+        for key, value in self._account_values():
+            c.send([wire.ACCOUNT_UPDATE_MULTI, 1, req, self.account, "", key, value, "USD"])
+        c.send([wire.ACCOUNT_UPDATE_MULTI_END, 1, req])
+
+    def _req_global_cancel(self, c: _Client, f: list[str]) -> None:
+        for live_key, order in list(self.live.items()):
+            self._cancel(live_key, order, "global cancel")
+
+    def _req_account_summary(self, c: _Client, f: list[str]) -> None:
+        for key, value in self._account_values():
+            c.send([wire.ACCOUNT_SUMMARY, 1, f[2], self.account, key, value, "USD"])
+        c.send([wire.ACCOUNT_SUMMARY_END, 1, f[2]])
 
     def _start_api(self, c: _Client, client_id: int) -> None:
         if client_id in self._clients:
@@ -463,7 +489,7 @@ class GatewaySim:
         if live is not None:
             self._modify(c, key, live, quantity, lmt, aux)
             return
-        if key in self.done and self.done[key].status == "Filled":
+        if key in self.done and self.done[key].status == IbStatus.FILLED:
             c.error(order_id, 104, f"Can't modify a filled order. Order id {order_id} is "
                                              f"{self.done[key].status}.")
             return
@@ -488,7 +514,7 @@ class GatewaySim:
         if reason is None and self.faults.reject_next is not None:
             reason, self.faults.reject_next = self.faults.reject_next, None
         if reason is not None:
-            order.status = "Inactive"
+            order.status = IbStatus.INACTIVE
             self.done[key] = order
             self.completed_at[order.perm_id] = (self.clock(), f"Rejected: {reason}")
             c.error(order_id, 201, f"Order rejected - reason:{reason}")
@@ -502,7 +528,7 @@ class GatewaySim:
             return
         self.live[key] = order
         stop_waits = order.order_type in (OrderType.STP, OrderType.STP_LMT)
-        order.status = "PreSubmitted" if stop_waits else "Submitted"
+        order.status = IbStatus.PRE_SUBMITTED if stop_waits else IbStatus.SUBMITTED
         self._send_open_order(c, order)
         self._send_status(c, order)
         if self.faults.connectivity_lost:
@@ -513,7 +539,7 @@ class GatewaySim:
     def _to_exchange(self, key: tuple[int, int], order: SimOrder) -> None:
         self._report(self.matching.add(order, self.clock()))
         if order.is_done and key in self.live:
-            self._retire(key, order, "IOC remainder cancelled" if order.status == "Cancelled" else "")
+            self._retire(key, order, "IOC remainder cancelled" if order.status == IbStatus.CANCELLED else "")
 
     def _refusal(self, order: SimOrder, order_type: OrderType | None, tif: TimeInForce | None, account: str,
                  contract: SimContract) -> str | None:
@@ -572,7 +598,7 @@ class GatewaySim:
 
     def _cancel(self, key: tuple[int, int], order: SimOrder, why: str) -> None:
         if self.matching.cancel(order.order_id) is None:
-            order.status = "Cancelled"  # accepted during an outage: never reached the matching engine
+            order.status = IbStatus.CANCELLED  # accepted during an outage: never reached the matching engine
         self._retire(key, order, why)
 
     def _retire(self, key: tuple[int, int], order: SimOrder, why: str) -> None:
@@ -583,7 +609,7 @@ class GatewaySim:
         c = self._clients.get(key[0])
         if c is None:
             return
-        if order.status == "Cancelled":
+        if order.status == IbStatus.CANCELLED:
             self._send_status(c, order)
             c.error(key[1], 202, f"Order Canceled - reason:{why}")
         else:
@@ -602,7 +628,7 @@ class GatewaySim:
             self._send_execution(order.symbol, wex)
             key = (order.client_id, int(str(order.extra["order_id"])))
             c = self._clients.get(order.client_id)
-            if order.status == "Filled":
+            if order.status == IbStatus.FILLED:
                 if key in self.live:
                     self._retire(key, order, "")
             elif c is not None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
+from broker.ib_codes import IbStatus
 from engine.domain import ZERO, Fill, OrderType, Position, Quote, Side, TimeInForce
 
 
@@ -48,7 +49,7 @@ class SimOrder:
     filled: Decimal = ZERO
     avg_price: Decimal = ZERO
     commission: Decimal = ZERO
-    status: str = "Submitted"  # IB vocabulary: Submitted / PreSubmitted / Filled / Cancelled / Inactive
+    status: IbStatus = IbStatus.SUBMITTED
     triggered: bool = False
     extra: dict[str, object] = field(default_factory=dict)  # adapter-owned (e.g. the gateway's raw fields)
 
@@ -58,7 +59,7 @@ class SimOrder:
 
     @property
     def is_done(self) -> bool:
-        return self.status in ("Filled", "Cancelled", "Inactive")
+        return self.status.is_final
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +111,7 @@ class MatchingEngine:
             return []
         executions = self._match_order(order, now)
         if order.tif is TimeInForce.IOC and not order.is_done:
-            self._finish(order, "Cancelled")
+            self._finish(order, IbStatus.CANCELLED)
         return executions
 
     def modify(self, order_id: int, quantity: Decimal, limit: Decimal | None, stop: Decimal | None) -> SimOrder:
@@ -121,7 +122,7 @@ class MatchingEngine:
             raise ValueError(f"order {order_id}: new quantity {quantity} below filled {order.filled}")
         order.quantity, order.limit_price, order.stop_price = quantity, limit, stop
         if order.remaining == 0:
-            self._finish(order, "Filled")
+            self._finish(order, IbStatus.FILLED)
         return order
 
     def rematch(self, order_id: int, now: datetime) -> list[Execution]:
@@ -136,7 +137,7 @@ class MatchingEngine:
         order = self.orders.get(order_id)
         if order is None or order.is_done:
             return None
-        self._finish(order, "Cancelled")
+        self._finish(order, IbStatus.CANCELLED)
         return order
 
     def working(self, symbol: str | None = None) -> list[SimOrder]:
@@ -163,11 +164,11 @@ class MatchingEngine:
                 continue
             executions.extend(self._match_order(order, quote.ts))
             if order.tif is TimeInForce.IOC and not order.is_done:
-                self._finish(order, "Cancelled")
+                self._finish(order, IbStatus.CANCELLED)
         return executions
 
     # -- internals ---------------------------------------------------------------------------------
-    def _finish(self, order: SimOrder, status: str) -> None:
+    def _finish(self, order: SimOrder, status: IbStatus) -> None:
         order.status = status
         book = self._working.get(order.symbol)
         if book is not None:
@@ -207,7 +208,7 @@ class MatchingEngine:
         order.filled = cum
         order.commission = self.commission.order_total(cum, cum * order.avg_price)
         if order.remaining == 0:
-            self._finish(order, "Filled")
+            self._finish(order, IbStatus.FILLED)
         self._exec_seq += 1
         execution = Execution(
             f"{self.exec_prefix}.{self._exec_seq:08x}.01.01",

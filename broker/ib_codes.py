@@ -1,0 +1,117 @@
+"""IB's order statuses and error codes as tables: what each one means to the engine.
+
+Pure data, used by the IBKR adapter and the simulated gateway alike, so both speak one vocabulary.
+Sources: the TWS API's order status and message code pages (see ../shared/ib_protocol.md).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from engine.domain import OrderStatus
+
+
+class IbStatus(StrEnum):
+    """``orderStatus.status`` as IB sends it."""
+
+    API_PENDING = "ApiPending"
+    PENDING_SUBMIT = "PendingSubmit"
+    PENDING_CANCEL = "PendingCancel"
+    PRE_SUBMITTED = "PreSubmitted"  # accepted, not yet elected (a stop waiting for its trigger)
+    SUBMITTED = "Submitted"
+    API_CANCELLED = "ApiCancelled"
+    CANCELLED = "Cancelled"
+    FILLED = "Filled"
+    INACTIVE = "Inactive"  # rejected, or not working (a 201 arrives as error, then Inactive)
+    VALIDATION_ERROR = "ValidationError"  # ib_async's own status for a 'Order validation' failure
+
+    @property
+    def is_final(self) -> bool:
+        return self in IB_FINAL_STATUSES
+
+
+IB_FINAL_STATUSES = frozenset({IbStatus.API_CANCELLED, IbStatus.CANCELLED, IbStatus.FILLED, IbStatus.INACTIVE})
+
+# What each status means for our order; None: no change of ours (the fills drive Filled; pending states
+# are transient). A Cancelled is refined by the error that preceded it (see ``ErrorKind``).
+DOMAIN_STATUS: dict[IbStatus, OrderStatus | None] = {
+    IbStatus.API_PENDING: None,
+    IbStatus.PENDING_SUBMIT: None,
+    IbStatus.PENDING_CANCEL: None,
+    IbStatus.PRE_SUBMITTED: OrderStatus.SUBMITTED,
+    IbStatus.SUBMITTED: OrderStatus.SUBMITTED,
+    IbStatus.API_CANCELLED: OrderStatus.CANCELLED,
+    IbStatus.CANCELLED: OrderStatus.CANCELLED,
+    IbStatus.FILLED: OrderStatus.FILLED,
+    IbStatus.INACTIVE: OrderStatus.REJECTED,
+    IbStatus.VALIDATION_ERROR: None,
+}
+
+
+def ib_status(text: str) -> IbStatus | None:
+    """The status IB sent, or None for one this table does not know (logged by the caller)."""
+    try:
+        return IbStatus(text)
+    except ValueError:
+        return None
+
+
+class ErrorKind(StrEnum):
+    """What an IB error code means for the engine."""
+
+    ORDER_REJECTED = "order_rejected"  # the order is refused; a Cancelled that follows is a reject
+    CANCEL_REFUSED = "cancel_refused"  # 10148: usually filled; never book it as cancelled
+    LINK_LOST = "link_lost"  # 1100
+    LINK_RESTORED_DATA_LOST = "link_restored_data_lost"  # 1101: resubscribe market data
+    LINK_RESTORED = "link_restored"  # 1102
+    PACING = "pacing"  # 100: too many messages, the gateway may disconnect
+    CLIENT_ID_IN_USE = "client_id_in_use"  # 326: the previous connection is not gone yet; retry
+    NOT_CONNECTED = "not_connected"  # 502, 504
+    FARM_NOTICE = "farm_notice"  # 2103-2108, 2110, 2157, 2158: data farm / server link notices
+    INFORMATIONAL = "informational"  # anything else in 2100-2199
+
+
+ERRORS: dict[int, ErrorKind] = {
+    100: ErrorKind.PACING,
+    103: ErrorKind.ORDER_REJECTED,  # duplicate order id
+    104: ErrorKind.ORDER_REJECTED,  # cannot modify a filled order
+    110: ErrorKind.ORDER_REJECTED,  # price does not conform to the minimum variation
+    200: ErrorKind.ORDER_REJECTED,  # no security definition
+    201: ErrorKind.ORDER_REJECTED,  # order rejected
+    203: ErrorKind.ORDER_REJECTED,  # security not available or not allowed for this account
+    321: ErrorKind.ORDER_REJECTED,  # error validating request
+    326: ErrorKind.CLIENT_ID_IN_USE,
+    502: ErrorKind.NOT_CONNECTED,
+    504: ErrorKind.NOT_CONNECTED,
+    1100: ErrorKind.LINK_LOST,
+    1101: ErrorKind.LINK_RESTORED_DATA_LOST,
+    1102: ErrorKind.LINK_RESTORED,
+    10147: ErrorKind.ORDER_REJECTED,  # order id to cancel not found
+    10148: ErrorKind.CANCEL_REFUSED,
+}
+for _code in (2103, 2104, 2105, 2106, 2107, 2108, 2110, 2157, 2158):
+    ERRORS[_code] = ErrorKind.FARM_NOTICE
+
+
+def error_kind(code: int) -> ErrorKind | None:
+    """The kind of an IB error code; informational for the 21xx notices; None for an unknown code."""
+    kind = ERRORS.get(code)
+    if kind is None and 2100 <= code < 2200:
+        return ErrorKind.INFORMATIONAL
+    return kind
+
+
+def order_outcome(status: IbStatus, last_error_code: int, filled: float) -> OrderStatus | None:
+    """Our status for an order IB reports ``status``, read together with the last error on the order.
+
+    A Cancelled after a reject code with nothing filled is a reject; after 10148 (cancel refused) it is
+    no cancel at all (the order usually filled: its fills say so). None: no change of ours.
+    """
+    domain = DOMAIN_STATUS[status]
+    if domain is OrderStatus.CANCELLED:
+        kind = error_kind(last_error_code)
+        if kind is ErrorKind.CANCEL_REFUSED:
+            return None
+        if kind is ErrorKind.ORDER_REJECTED and filled == 0:
+            return OrderStatus.REJECTED
+    return domain
