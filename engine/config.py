@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import fields
 from datetime import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_type_hints
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -26,6 +27,8 @@ from risk.triggers import DayBoundary, TriggerLimits
 
 _Strict = ConfigDict(extra="forbid")
 NonNegDecimal = Annotated[Decimal, Field(ge=0)]
+PosInt = Annotated[int, Field(gt=0)]
+PosFloat = Annotated[float, Field(gt=0)]
 
 
 class ConfigError(Exception):
@@ -40,69 +43,34 @@ class KellyConfig(BaseModel):
     rebalance_band: Annotated[Decimal, Field(ge=0, lt=1)] = Decimal("0.10")
 
 
-_LIM = Limits()
-_TRIG = TriggerLimits()
-PosInt = Annotated[int, Field(gt=0)]
-PosFloat = Annotated[float, Field(gt=0)]
+def _section(source: type, name: str, doc: str, *, overrides: bool = False, **extra: Any) -> type[BaseModel]:
+    """A config section with the fields of a risk dataclass: its types, bounds and defaults, declared once.
+
+    ``overrides``: every key optional, unset meaning "the account's value" (per strategy / per symbol).
+    """
+    hints = get_type_hints(source, include_extras=True)
+    spec: dict[str, Any] = {
+        f.name: ((hints[f.name] | None, None) if overrides else (hints[f.name], f.default)) for f in fields(source)
+    }
+    model: type[BaseModel] = create_model(name, __config__=_Strict, __doc__=doc, **spec, **extra)
+    return model
 
 
-class LimitsOverride(BaseModel):
-    """Per-strategy or per-symbol overrides of the account's pre-trade limits (unset = the account's)."""
-
-    model_config = _Strict
-    max_order_qty: NonNegDecimal | None = None
-    max_order_notional: NonNegDecimal | None = None
-    max_position_qty: NonNegDecimal | None = None
-    max_position_notional: NonNegDecimal | None = None
-    max_gross_exposure: NonNegDecimal | None = None
-    max_net_exposure: NonNegDecimal | None = None
-    max_leverage: NonNegDecimal | None = None
-    max_daily_loss: NonNegDecimal | None = None
-    price_collar_pct: NonNegDecimal | None = None
-    price_collar_ticks: PosInt | None = None
-    max_quote_age_s: PosFloat | None = None
-    max_orders_per_s: PosInt | None = None
-    max_symbol_orders_per_s: PosInt | None = None
-    duplicate_window_s: PosFloat | None = None
-    prevent_self_cross: bool | None = None
-
-
-class RiskConfig(BaseModel):
-    """Account pre-trade limits (defaults from ``risk.checks.Limits``); null switches a limit off."""
-
-    model_config = _Strict
-    max_order_qty: NonNegDecimal | None = _LIM.max_order_qty
-    max_order_notional: NonNegDecimal | None = _LIM.max_order_notional
-    max_position_qty: NonNegDecimal | None = _LIM.max_position_qty
-    max_position_notional: NonNegDecimal | None = _LIM.max_position_notional
-    max_gross_exposure: NonNegDecimal | None = _LIM.max_gross_exposure
-    max_net_exposure: NonNegDecimal | None = _LIM.max_net_exposure
-    max_leverage: NonNegDecimal | None = _LIM.max_leverage
-    max_daily_loss: NonNegDecimal | None = _LIM.max_daily_loss
-    price_collar_pct: NonNegDecimal | None = _LIM.price_collar_pct
-    price_collar_ticks: PosInt | None = _LIM.price_collar_ticks
-    max_quote_age_s: PosFloat | None = _LIM.max_quote_age_s
-    max_orders_per_s: PosInt | None = _LIM.max_orders_per_s
-    max_symbol_orders_per_s: PosInt | None = _LIM.max_symbol_orders_per_s
-    duplicate_window_s: PosFloat | None = _LIM.duplicate_window_s
-    prevent_self_cross: bool = _LIM.prevent_self_cross
-    per_strategy: dict[str, LimitsOverride] = Field(default_factory=dict)
-    per_symbol: dict[str, LimitsOverride] = Field(default_factory=dict)
-
-
-class TriggersConfig(BaseModel):
-    """Automatic kill-switch triggers (defaults from ``risk.triggers.TriggerLimits``); null/false = off."""
-
-    model_config = _Strict
-    daily_loss: NonNegDecimal | None = _TRIG.daily_loss
-    drawdown: NonNegDecimal | None = _TRIG.drawdown
-    reject_burst: PosInt | None = _TRIG.reject_burst
-    reject_window_s: PosFloat = _TRIG.reject_window_s
-    rate_breach_burst: PosInt | None = _TRIG.rate_breach_burst
-    rate_breach_window_s: PosFloat = _TRIG.rate_breach_window_s
-    disconnect_timeout_s: PosFloat | None = _TRIG.disconnect_timeout_s
-    reconciliation_mismatch: bool = _TRIG.reconciliation_mismatch
-    unknown_fill: bool = _TRIG.unknown_fill
+if TYPE_CHECKING:  # built at import from the dataclasses; the type checker sees plain models
+    LimitsOverride = BaseModel
+    RiskConfig = BaseModel
+    TriggersConfig = BaseModel
+else:
+    LimitsOverride = _section(
+        Limits, "LimitsOverride", "Per-strategy or per-symbol overrides of the account's limits (unset = the "
+        "account's).", overrides=True)
+    RiskConfig = _section(
+        Limits, "RiskConfig", "Account pre-trade limits (``risk.checks.Limits``); null switches a limit off.",
+        per_strategy=(dict[str, LimitsOverride], Field(default_factory=dict)),
+        per_symbol=(dict[str, LimitsOverride], Field(default_factory=dict)))
+    TriggersConfig = _section(
+        TriggerLimits, "TriggersConfig", "Automatic kill-switch triggers (``risk.triggers.TriggerLimits``); "
+        "null/false = off.")
 
 
 class DayConfig(BaseModel):

@@ -98,15 +98,13 @@ def wall_clock() -> datetime:
 
 
 def risk_limits(settings: Settings) -> RiskLimits:
-    r = settings.risk
-    default = Limits(**r.model_dump(include=set(LIMIT_FIELDS)))
+    r = settings.risk.model_dump()
+    default = Limits(**{k: v for k, v in r.items() if k in LIMIT_FIELDS})
 
-    def overrides(table: dict[str, Any], upper: bool) -> dict[str, dict[str, Any]]:
-        return {
-            (k.upper() if upper else k): v.model_dump(exclude_none=True) for k, v in table.items()
-        }
+    def overrides(table: dict[str, dict[str, Any]], upper: bool) -> dict[str, dict[str, Any]]:
+        return {(k.upper() if upper else k): {f: v for f, v in o.items() if v is not None} for k, o in table.items()}
 
-    return RiskLimits(default, overrides(r.per_strategy, False), overrides(r.per_symbol, True))
+    return RiskLimits(default, overrides(r["per_strategy"], False), overrides(r["per_symbol"], True))
 
 
 def trigger_limits(settings: Settings) -> TriggerLimits:

@@ -17,11 +17,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
+
+from annotated_types import Ge, Gt
 
 from engine.domain import ZERO, OrderIntent, OrderType, Quote, RejectCode, Side
 
 INFINITY = Decimal("Infinity")
+
+# Limits are declared once, here: the config section is derived from these fields, their defaults and
+# these bounds (annotated-types metadata, which pydantic enforces and the checks never look at).
+Amount = Annotated[Decimal, Ge(0)]
+Count = Annotated[int, Gt(0)]
+Seconds = Annotated[float, Gt(0)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,20 +44,20 @@ class Reject:
 class Limits:
     """One set of limits; ``None`` switches a check off."""
 
-    max_order_qty: Decimal | None = Decimal(10_000)
-    max_order_notional: Decimal | None = Decimal(1_000_000)
-    max_position_qty: Decimal | None = Decimal(50_000)
-    max_position_notional: Decimal | None = Decimal(5_000_000)
-    max_gross_exposure: Decimal | None = Decimal(4_000_000)  # sum of |position + working| notional
-    max_net_exposure: Decimal | None = Decimal(2_000_000)  # |sum of signed notional|
-    max_leverage: Decimal | None = Decimal(4)  # gross exposure <= equity x leverage (buying power)
-    max_daily_loss: Decimal | None = Decimal(50_000)  # beyond it only exposure-reducing orders pass
-    price_collar_pct: Decimal | None = Decimal("0.05")
-    price_collar_ticks: int | None = None
-    max_quote_age_s: float | None = 5.0
-    max_orders_per_s: int | None = 40  # account; IB paces at 50 messages/s
-    max_symbol_orders_per_s: int | None = 10
-    duplicate_window_s: float | None = 1.0
+    max_order_qty: Amount | None = Decimal(10_000)
+    max_order_notional: Amount | None = Decimal(1_000_000)
+    max_position_qty: Amount | None = Decimal(50_000)
+    max_position_notional: Amount | None = Decimal(5_000_000)
+    max_gross_exposure: Amount | None = Decimal(4_000_000)  # sum of |position + working| notional
+    max_net_exposure: Amount | None = Decimal(2_000_000)  # |sum of signed notional|
+    max_leverage: Amount | None = Decimal(4)  # gross exposure <= equity x leverage (buying power)
+    max_daily_loss: Amount | None = Decimal(50_000)  # beyond it only exposure-reducing orders pass
+    price_collar_pct: Amount | None = Decimal("0.05")
+    price_collar_ticks: Count | None = None
+    max_quote_age_s: Seconds | None = 5.0
+    max_orders_per_s: Count | None = 40  # account; IB paces at 50 messages/s
+    max_symbol_orders_per_s: Count | None = 10
+    duplicate_window_s: Seconds | None = 1.0
     prevent_self_cross: bool = True
 
 

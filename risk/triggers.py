@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
 
 from engine.domain import ZERO, KillState
+from risk.checks import Amount, Count, Seconds
 from risk.killswitch import GLOBAL, strategy_scope, symbol_scope
 
 DAILY_LOSS = "daily_loss"
@@ -50,13 +51,13 @@ class Trip:
 class TriggerLimits:
     """``None`` (or False) switches a trigger off."""
 
-    daily_loss: Decimal | None = Decimal(50_000)  # trip global REDUCE_ONLY when day P&L <= -this
-    drawdown: Decimal | None = Decimal(100_000)  # trip global HALTED when equity is this far below the day's peak
-    reject_burst: int | None = 5  # broker rejects within reject_window_s -> global HALTED
-    reject_window_s: float = 10.0
-    rate_breach_burst: int | None = 20  # order-rate rejects of one strategy within the window -> strategy HALTED
-    rate_breach_window_s: float = 5.0
-    disconnect_timeout_s: float | None = 30.0  # broker down longer than this -> global HALTED
+    daily_loss: Amount | None = Decimal(50_000)  # trip global REDUCE_ONLY when day P&L <= -this
+    drawdown: Amount | None = Decimal(100_000)  # trip global HALTED when equity is this far below the day's peak
+    reject_burst: Count | None = 5  # broker rejects within reject_window_s -> global HALTED
+    reject_window_s: Seconds = 10.0
+    rate_breach_burst: Count | None = 20  # order-rate rejects of one strategy within the window -> strategy HALTED
+    rate_breach_window_s: Seconds = 5.0
+    disconnect_timeout_s: Seconds | None = 30.0  # broker down longer than this -> global HALTED
     reconciliation_mismatch: bool = True  # our position != the broker's -> symbol HALTED
     unknown_fill: bool = True  # a fill for an order we never sent -> symbol HALTED
 
