@@ -184,10 +184,6 @@ class Quote:
     last: Decimal
 
     @property
-    def mid(self) -> Decimal:
-        return (self.bid + self.ask) / 2
-
-    @property
     def reference(self) -> Decimal:
         """The price sizing, checks and marks use: the last trade, or the mid before any trade."""
         return self.last if self.last > 0 else (self.bid + self.ask) / 2
@@ -372,6 +368,3 @@ class Position:
     def unrealized(self, mark: Decimal) -> Decimal:
         return (mark - self.avg_cost) * self.quantity if self.quantity else ZERO
 
-
-def money(value: Decimal, places: str = "0.01") -> Decimal:
-    return value.quantize(Decimal(places), ROUND_HALF_EVEN)

@@ -832,9 +832,6 @@ class Engine:
                     unrealized += pos.unrealized(quote.reference)
         return self.initial_equity + self.realized_pnl - self.commissions + unrealized
 
-    def unrealized_pnl(self) -> Decimal:
-        return self.book_equity() - self.initial_equity - self.realized_pnl + self.commissions
-
 
 def _own_best(orders: Iterable[Order]) -> tuple[Decimal | None, Decimal | None]:
     """Our most aggressive resting buy and sell prices (a market order counts as crossing everything)."""

@@ -130,10 +130,6 @@ class PaperBroker:
     def working_symbols(self) -> set[str]:
         return {o.symbol for o in self.matching.working()}
 
-    @property
-    def working_count(self) -> int:
-        return len(self._by_ref)
-
     def _report(self, executions: list[Execution], now: datetime) -> None:
         if not executions:
             return

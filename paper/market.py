@@ -124,13 +124,5 @@ def read_quotes_csv(path: Path) -> Iterator[Quote]:
             yield Quote(symbol, ts, bid, ask, bid_size, ask_size, last)
 
 
-def write_quotes_csv(path: Path, quotes: list[Quote]) -> None:
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["ts", "symbol", "bid", "ask", "bid_size", "ask_size", "last"])
-        for q in quotes:
-            w.writerow([q.ts.isoformat(), q.symbol, q.bid, q.ask, q.bid_size, q.ask_size, q.last])
-
-
 SIM_START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)  # a fixed start, so seeded runs give identical timestamps
 

@@ -134,13 +134,6 @@ class Store:
                 totals[symbol] = totals.get(symbol, Decimal(0)) + (qty if side == "BUY" else -qty)
         return {s: q for s, q in totals.items()}
 
-    def recent_signal_ids(self, limit: int) -> list[str]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(SignalRow.signal_id).order_by(SignalRow.received_at.desc()).limit(limit)
-            ).scalars()
-            return list(rows)[::-1]
-
     def open_orders(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(

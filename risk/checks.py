@@ -435,5 +435,3 @@ class ExposureBook:
                 del self._notional[symbol]
         return new
 
-    def get(self, symbol: str) -> Decimal:
-        return self._notional.get(symbol, ZERO)

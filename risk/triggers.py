@@ -134,9 +134,6 @@ class TripWires:
         self._latched.discard((trigger, scope))
 
     # -- P&L ---------------------------------------------------------------------------------------
-    def day_pnl(self, equity: Decimal) -> Decimal:
-        return equity - self.day_start_equity
-
     def restore(self, days: Mapping[date, DayMarks]) -> None:
         """Days kept in the database: entering one of them resumes its start equity and peak."""
         self._known_days.update(days)
