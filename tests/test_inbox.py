@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select, text
+from typer.testing import CliRunner
 
 from engine.domain import RejectCode
 from repositories.db import make_engine, upgrade
@@ -16,10 +19,11 @@ from repositories.inbox import InboxError, SignalInbox
 from repositories.models import INBOX_RAW_MAX, SignalInboxRow, SignalRejectRow, SignalRow
 from repositories.recorder import Recorder
 from repositories.store import Store
-from tests.conftest import signal_line
+from tests.conftest import signal_line, write_lines
 from tests.rig import Rig
 
 ACCOUNT = "DU0000001"
+runner = CliRunner()
 
 
 @pytest.fixture
@@ -218,3 +222,55 @@ def test_an_insert_notifies_a_listener_on_postgresql(db: Engine) -> None:
         assert not listener.notified(timeout=0.5)  # another account's row does not wake this engine
     finally:
         listener.close()
+
+
+# -- producers: the Python client and `tradectl submit` -----------------------------------------------------
+def test_the_client_submits_mappings_and_lines_and_reads_their_outcome(sqlite_url: str) -> None:
+    from engine.client import outcome, submit
+
+    receipts = submit([{"id": "c1", "symbol": "AAPL", "direction": "long", "win_prob": 0.6, "payoff": 1.5},
+                       signal_line("c2")], db_url=sqlite_url, account=ACCOUNT)
+    assert [(r.signal_id, r.duplicate) for r in receipts] == [("c1", False), ("c2", False)]
+    assert submit([signal_line("c1")], db_url=sqlite_url, account=ACCOUNT)[0].duplicate
+    assert (outcome("c1", db_url=sqlite_url, account=ACCOUNT) or {})["status"] == "pending"
+    assert outcome("nobody", db_url=sqlite_url, account=ACCOUNT) is None
+
+
+def test_the_client_refuses_a_batch_with_an_invalid_signal_naming_the_field_and_writes_nothing(
+        sqlite_url: str) -> None:
+    from engine.client import InvalidSignals, submit
+
+    with pytest.raises(InvalidSignals, match="win_prob") as err:
+        submit([signal_line("ok"), signal_line("bad", win_prob=7)], db_url=sqlite_url, account=ACCOUNT)
+    assert [(b.index, b.signal_id) for b in err.value.invalid] == [(1, "bad")]
+    upgrade(sqlite_url)
+    assert SignalInbox(make_engine(sqlite_url), ACCOUNT).pending() == []
+
+
+def test_tradectl_submit_takes_an_argument_a_file_or_stdin_and_prints_receipts(sqlite_url: str,
+                                                                                tmp_path: Path) -> None:
+    from engine.cli import app
+
+    one = runner.invoke(app, ["submit", signal_line("a1"), "--db", sqlite_url, "--json"])
+    assert one.exit_code == 0, one.output
+    assert json.loads(one.stdout)[0] == {"inbox_id": 1, "id": "a1", "duplicate": False}
+    path = write_lines(tmp_path / "s.jsonl", [signal_line("f1"), "", signal_line("a1")])
+    from_file = runner.invoke(app, ["submit", "--file", str(path), "--db", sqlite_url])
+    assert from_file.exit_code == 0 and "f1\tinbox #2\tqueued" in from_file.stdout
+    assert "a1\tinbox #1\tduplicate" in from_file.stdout
+    from_stdin = runner.invoke(app, ["submit", "-", "--db", sqlite_url, "--account", "DU0000002"],
+                               input=signal_line("a1") + "\n")
+    assert from_stdin.exit_code == 0 and "queued" in from_stdin.stdout  # another account's inbox
+
+
+def test_tradectl_submit_exits_2_for_usage_errors_and_invalid_signals_writing_nothing(sqlite_url: str,
+                                                                                      tmp_path: Path) -> None:
+    from engine.cli import app
+
+    assert runner.invoke(app, ["submit", "--db", sqlite_url]).exit_code == 2
+    assert runner.invoke(app, ["submit", "{}", "--file", "x", "--db", sqlite_url]).exit_code == 2
+    assert runner.invoke(app, ["submit", "--file", str(tmp_path / "none"), "--db", sqlite_url]).exit_code == 2
+    bad = runner.invoke(app, ["submit", signal_line("b1", symbol="$$$"), "--db", sqlite_url])
+    assert bad.exit_code == 2 and "field 'symbol'" in bad.output and "nothing was submitted" in bad.output
+    upgrade(sqlite_url)
+    assert SignalInbox(make_engine(sqlite_url), ACCOUNT).pending() == []
