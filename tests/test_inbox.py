@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select, text
@@ -274,3 +275,42 @@ def test_tradectl_submit_exits_2_for_usage_errors_and_invalid_signals_writing_no
     assert bad.exit_code == 2 and "field 'symbol'" in bad.output and "nothing was submitted" in bad.output
     upgrade(sqlite_url)
     assert SignalInbox(make_engine(sqlite_url), ACCOUNT).pending() == []
+
+
+# -- the engine's loop: engine.intake.pump_inbox --------------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_the_pump_hands_over_lines_as_they_arrive_and_each_is_consumed_once(db: Engine) -> None:
+    import asyncio
+
+    from engine.intake import pump_inbox
+
+    inbox = SignalInbox(db, ACCOUNT)
+    rig = Rig()
+    rig.quote()
+    recorder = Recorder(db, 1, ACCOUNT).attach(rig.bus)
+    seen: list[int] = []
+
+    def handle(item: Any) -> None:
+        seen.append(item.id)
+        rig.engine.on_signal_line(item.raw, line_no=item.id)
+        recorder.flush()
+
+    async def scenario() -> int:
+        stop = asyncio.Event()
+        task = asyncio.create_task(pump_inbox(inbox, handle, recorder.consume_inbox, stop, poll_s=0.02))
+        await asyncio.to_thread(inbox.add, [signal_line("p1"), signal_line("p2")], "cli")
+        for _ in range(500):
+            if len(seen) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(inbox.add, [signal_line("p3")], "http")
+        for _ in range(500):
+            if len(seen) >= 3:
+                break
+            await asyncio.sleep(0.01)
+        stop.set()
+        return await task
+
+    assert asyncio.run(scenario()) == 3
+    assert len(seen) == len(set(seen)) == 3 and inbox.pending() == []
+    assert outcome_rows(db) == 3
