@@ -240,6 +240,61 @@ def status(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False
     print_status(payload)
 
 
+# -- producers -----------------------------------------------------------------------------------------
+@app.command()
+def submit(
+    line: Annotated[str | None, typer.Argument(help="One signal as a JSON object, or '-' to read lines from stdin.")]
+    = None,
+    file: Annotated[Path | None, typer.Option("--file", help="A JSONL file of signals (one JSON object a line).")]
+    = None,
+    account: Annotated[str | None, typer.Option("--account", help="The account whose engine takes them "
+                                                                  "(default: config).")] = None,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Put signals in the account's inbox for its engine (running or not); print a receipt for each.
+
+    Every signal is validated first: one invalid signal exits 2 naming its field, and nothing is written.
+    A signal id already submitted is not written again ("duplicate", with the existing inbox id).
+    """
+    if (line is None) == (file is None):
+        raise _fail("give one signal as a JSON argument, '-' for stdin, or --file PATH", EXIT_USAGE)
+    if file is not None:
+        if not file.is_file():
+            raise _fail(f"signal file {file} does not exist", EXIT_USAGE)
+        raw = file.read_text(encoding="utf-8", errors="replace").splitlines()
+    elif line == "-":
+        raw = sys.stdin.read().splitlines()
+    else:
+        raw = [line or ""]
+    lines = [x.strip() for x in raw if x.strip()]
+    if not lines:
+        raise _fail("no signal given (every line was empty)", EXIT_USAGE)
+    settings = _settings(config, database_url=db, account=account)
+    from engine.client import InvalidSignals
+    from engine.client import submit as client_submit
+    from repositories.inbox import InboxError
+
+    try:
+        receipts = client_submit(lines, db_url=settings.database_url, account=settings.account, source="cli")
+    except InvalidSignals as err:
+        for bad in err.invalid:
+            where = f"line {bad.index + 1}" + (f" ({bad.signal_id})" if bad.signal_id else "")
+            typer.echo(f"tradectl: {where}: {bad.reason}", err=True)
+        raise _fail(f"{len(err.invalid)} invalid signal(s): nothing was submitted", EXIT_USAGE) from None
+    except InboxError as err:
+        raise _fail(f"{err}: nothing was submitted", EXIT_USAGE) from None
+    if json_out:
+        typer.echo(json.dumps([r.to_json() for r in receipts], indent=2))
+        return
+    for r in receipts:
+        state = "duplicate (already in the inbox)" if r.duplicate else "queued"
+        typer.echo(f"{r.signal_id}\tinbox #{r.inbox_id}\t{state}")
+    typer.echo(f"{sum(not r.duplicate for r in receipts)} queued, {sum(r.duplicate for r in receipts)} duplicate "
+               f"for account {settings.account}; `tradectl signals` shows outcomes", err=True)
+
+
 # -- IBKR ----------------------------------------------------------------------------------------------
 @app.command()
 def run(

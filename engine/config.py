@@ -14,7 +14,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_type_hints
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -147,6 +157,59 @@ class IbkrConfig(BaseModel):
     commit_every: PosInt = 1  # rows per database commit (1: each signal on disk before it is acted on)
 
 
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+class HttpConfig(BaseModel):
+    """The daemon's HTTP surface: ``POST /signals`` (into the inbox), ``GET /signals/{id}``, health, metrics.
+
+    Bound to 127.0.0.1 unless configured otherwise; any other address needs a secret (``secret`` or a
+    ``secret_file`` holding it), which every ``POST /signals`` must show (bearer token or HMAC of the body).
+    """
+
+    model_config = _Strict
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, lt=65536)] = 8787  # 0: any free port (tests)
+    secret: Annotated[SecretStr, Field(min_length=16)] | None = None
+    secret_file: Path | None = None
+    max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
+    query_token: bool = False  # accept ?token=SECRET too (TradingView cannot set headers); see the README
+
+    @model_validator(mode="after")
+    def _secret_rules(self) -> HttpConfig:
+        if self.secret is not None and self.secret_file is not None:
+            raise ValueError("give secret or secret_file, not both")
+        if self.enabled and self.secret is None and self.secret_file is None and not is_loopback(self.host):
+            raise ValueError(f"host {self.host} is not a loopback address: set secret or secret_file "
+                             f"(refusing to accept signals from the network without one)")
+        return self
+
+    def resolved_secret(self) -> str | None:
+        """The secret itself (read from ``secret_file`` when given); ConfigError when the file is unusable."""
+        if self.secret is not None:
+            return self.secret.get_secret_value()
+        if self.secret_file is None:
+            return None
+        try:
+            value = self.secret_file.read_text(encoding="utf-8").strip()
+        except OSError as err:
+            raise ConfigError(f"key 'http.secret_file': cannot read {self.secret_file}: {err.strerror}") from None
+        if len(value) < 16:
+            raise ConfigError(f"key 'http.secret_file': the secret in {self.secret_file} is shorter than 16 "
+                              f"characters")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TRADECTL_",
@@ -173,6 +236,7 @@ class Settings(BaseSettings):
     day: DayConfig = Field(default_factory=DayConfig)
     killswitch: KillSwitchConfig = Field(default_factory=KillSwitchConfig)
     ibkr: IbkrConfig = Field(default_factory=IbkrConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -200,7 +264,10 @@ def _describe(err: ValidationError, source: str) -> str:
         if e["type"] == "extra_forbidden":
             lines.append(f"  - unknown key '{key}'")
         else:
-            lines.append(f"  - key '{key}': {e['msg']} (got {e.get('input')!r})")
+            got = e.get("input")
+            if "secret" in key or (isinstance(got, dict) and "secret" in got):
+                got = "<redacted>"  # a secret never reaches a log or a terminal
+            lines.append(f"  - key '{key}': {e['msg']} (got {got!r})")
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Index, Integer, MetaData, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, MetaData, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from repositories.types import Money, UTCDateTime
@@ -225,3 +225,34 @@ class AccountBindingRow(Base):
     account: Mapped[str] = mapped_column(String(32))
     broker: Mapped[str] = mapped_column(String(16))  # "simulated" | "ibkr"
     bound_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+INBOX_RAW_MAX = 16_384  # characters of one inbox line; the database refuses a longer one
+
+
+class SignalInboxRow(Base):
+    """Signals waiting for the engine of ``account``: the durable inbox producers write to.
+
+    ``id`` is the arrival order. Producers insert (SQL, ``tradectl submit``, the Python client, the daemon's
+    ``POST /signals``); the engine sets ``consumed_at`` in the same transaction as the line's signals or
+    signal_rejects row, so a row is consumed exactly once across crashes. A resubmitted ``signal_id`` for the
+    same account is the same row. On PostgreSQL a trigger (migration 0004) numbers rows in commit order per
+    account and notifies ``tradectl_inbox`` with the account.
+    """
+
+    __tablename__ = "signal_inbox"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(String(32))
+    signal_id: Mapped[str | None] = mapped_column(String(128))  # None: the line had no readable id
+    raw: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(8), server_default=text("'sql'"))  # sql | cli | client | http
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("CURRENT_TIMESTAMP"))
+    consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("account", "signal_id"),  # NULL ids are distinct: every id-less line is its own row
+        Index("ix_signal_inbox_pending", "account", "consumed_at", "id"),
+        CheckConstraint(f"length(raw) <= {INBOX_RAW_MAX}", name="raw_length"),
+        CheckConstraint("source IN ('sql', 'cli', 'client', 'http')", name="source"),
+        {"sqlite_autoincrement": True},  # ids never reused, even if the newest rows are deleted
+    )

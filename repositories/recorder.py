@@ -25,6 +25,7 @@ from sqlalchemy.sql.expression import bindparam
 
 from engine.bus import EventBus, SignalRejected
 from engine.domain import Fill, Order, OrderStatus, Position, RejectCode, Signal, StatusChange
+from repositories.inbox import CONSUMED, consumed_rows
 from repositories.models import Base
 
 log = structlog.get_logger("tradectl.recorder")
@@ -181,6 +182,7 @@ class Recorder:
         self._fills: list[dict[str, Any]] = []
         self._superseded: list[dict[str, Any]] = []
         self._positions: dict[str, Position] = {}
+        self._consumed: list[int] = []  # inbox rows whose lines are buffered here: marked in the same flush
         self._pending = 0
         self.rows_written = 0
         self.flushes = 0
@@ -267,6 +269,15 @@ class Recorder:
     def on_position(self, position: Position) -> None:
         """No flush of its own: the fill that moved the position comes next and writes both."""
         self._positions[position.symbol] = position
+
+    def consume_inbox(self, inbox_id: int) -> None:
+        """The inbox row whose line is handled next: the flush that writes that line's row marks it consumed.
+
+        Call it *before* the engine handles the line: a flush the line sets off (a full buffer, a live order's
+        commit) then carries the mark with the line's row, in one transaction.
+        """
+        self._consumed.append(inbox_id)
+        self._pending += 1  # no flush of its own: the line's row comes next
 
     # -- writing ---------------------------------------------------------------------------------------
     @property
@@ -411,6 +422,8 @@ class Recorder:
             yield insert(_signals), self._signals
         if self._rejects:
             yield insert(_rejects), self._rejects
+        if self._consumed:
+            yield CONSUMED, consumed_rows(self._consumed, now)
         if self._new_orders:
             yield insert(_orders), [_order_row(o, sid, now) for o in self._new_orders.values()]
         if self._dirty_orders:
@@ -471,6 +484,7 @@ class Recorder:
         self._fills = []
         self._superseded = []
         self._positions = {}
+        self._consumed = []
         self._pending = 0
 
     def flush_final(self, patience_s: float = 5.0) -> str | None:

@@ -1,0 +1,236 @@
+"""The signal inbox: producers add lines, the engine of the account consumes each one exactly once.
+
+Producers: SQL (``INSERT INTO signal_inbox (account, signal_id, raw) VALUES (...)``), ``tradectl submit``,
+``engine.client`` and the daemon's ``POST /signals``, all through ``SignalInbox.add`` except the first.
+A resubmitted signal id (per account) is the row already there: ``add`` answers with its id, flagged
+``duplicate``, and writes nothing.
+
+The engine reads ``pending`` rows in arrival order (``id``) and hands each id to
+``Recorder.consume_inbox`` *before* the engine handles the line, so the flush that writes the line's
+signals or signal_rejects row also marks the inbox row consumed, in one transaction (``CONSUMED``): after a
+crash a row is either consumed with its outcome on disk, or pending with neither, and is read again.
+
+Ids of one account commit in increasing order (PostgreSQL: the arrival trigger of migration 0004; SQLite:
+one writer at a time), so reading ``id > the last id taken`` never skips a row. On PostgreSQL every insert
+NOTIFYs ``INBOX_CHANNEL`` with the account: ``listen`` gives a socket an event loop can wake on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from sqlalchemy import Engine, Table, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+from repositories.models import INBOX_RAW_MAX, Base
+
+INBOX_CHANNEL = "tradectl_inbox"  # PostgreSQL NOTIFY channel (migration 0004's trigger); payload: the account
+SIGNAL_ID_MAX = 128
+Source = Literal["sql", "cli", "client", "http"]
+SOURCES: tuple[str, ...] = ("sql", "cli", "client", "http")
+
+_inbox: Table = Base.metadata.tables["signal_inbox"]
+_signals: Table = Base.metadata.tables["signals"]
+_rejects: Table = Base.metadata.tables["signal_rejects"]
+_orders: Table = Base.metadata.tables["orders"]
+
+# Run by the recorder in its flush transaction, one parameter set per consumed row: {"b_inbox_id", "consumed_at"}.
+# ``consumed_at IS NULL``: a row is never consumed twice, whoever runs the statement again.
+CONSUMED = (
+    update(_inbox)
+    .where(_inbox.c.id == bindparam("b_inbox_id"), _inbox.c.consumed_at.is_(None))
+    .values(consumed_at=bindparam("consumed_at"))
+)
+
+
+def consumed_rows(ids: Iterable[int], now: datetime) -> list[dict[str, Any]]:
+    """The parameters of ``CONSUMED`` for these inbox ids."""
+    return [{"b_inbox_id": i, "consumed_at": now} for i in ids]
+
+
+class InboxError(ValueError):
+    """A line the inbox cannot hold (too long, not text); nothing of the call was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What ``add`` did with one line: its inbox row, and whether that row was already there."""
+
+    inbox_id: int
+    signal_id: str | None
+    duplicate: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"inbox_id": self.inbox_id, "id": self.signal_id, "duplicate": self.duplicate}
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    """One pending line, for the engine."""
+
+    id: int
+    signal_id: str | None
+    raw: str
+    source: str
+    received_at: datetime
+
+
+def line_signal_id(raw: str) -> str | None:
+    """The ``id`` of a JSON object line, if it has a usable one (the key only: validation is the engine's)."""
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    sid = obj.get("id")
+    if isinstance(sid, bool) or not isinstance(sid, str | int):
+        return None
+    text = str(sid)
+    return text if 0 < len(text) <= SIGNAL_ID_MAX else None
+
+
+def _insert(dialect: Any) -> Any:
+    stmt = dialect.insert(_inbox).on_conflict_do_nothing(index_elements=["account", "signal_id"])
+    return stmt.returning(_inbox.c.id)
+
+
+_INSERT = {"postgresql": _insert(postgresql), "sqlite": _insert(sqlite)}
+
+
+class SignalInbox:
+    """The inbox of one account (the engine that trades it is the one consumer)."""
+
+    def __init__(self, db: Engine, account: str) -> None:
+        self.db = db
+        self.account = account
+
+    # -- producers -------------------------------------------------------------------------------------
+    def add(self, lines: Sequence[str], source: Source, now: datetime | None = None) -> list[Receipt]:
+        """Add lines in this order, in one transaction; one receipt per line (a known id: the existing row)."""
+        if source not in SOURCES:
+            raise InboxError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
+        for n, raw in enumerate(lines, 1):
+            if not isinstance(raw, str):
+                raise InboxError(f"line {n}: a line is text, not {type(raw).__name__}")
+            if len(raw) > INBOX_RAW_MAX:
+                raise InboxError(f"line {n}: {len(raw)} characters, the inbox holds at most {INBOX_RAW_MAX}")
+            if "\x00" in raw:
+                raise InboxError(f"line {n}: a NUL character (the database cannot store it)")
+        received = now or datetime.now(UTC)
+        receipts: list[Receipt] = []
+        with self.db.begin() as conn:
+            stmt = _INSERT[conn.dialect.name]
+            for raw in lines:
+                sid = line_signal_id(raw)
+                row = {"account": self.account, "signal_id": sid, "raw": raw, "source": source,
+                       "received_at": received}
+                new = conn.execute(stmt, row).scalar()
+                if new is not None:
+                    receipts.append(Receipt(int(new), sid, False))
+                    continue
+                old = conn.execute(select(_inbox.c.id).where(_inbox.c.account == self.account,
+                                                             _inbox.c.signal_id == sid)).scalar_one()
+                receipts.append(Receipt(int(old), sid, True))
+        return receipts
+
+    # -- the engine ------------------------------------------------------------------------------------
+    def pending(self, after_id: int = 0, limit: int = 500) -> list[InboxItem]:
+        """Rows not yet consumed with an id above ``after_id``, oldest first."""
+        t = _inbox
+        stmt = (select(t.c.id, t.c.signal_id, t.c.raw, t.c.source, t.c.received_at)
+                .where(t.c.account == self.account, t.c.consumed_at.is_(None), t.c.id > after_id)
+                .order_by(t.c.id).limit(limit))
+        with self.db.connect() as conn:
+            return [InboxItem(r.id, r.signal_id, r.raw, r.source, r.received_at) for r in conn.execute(stmt)]
+
+    def pending_count(self) -> int:
+        with self.db.connect() as conn:
+            n = conn.execute(select(func.count()).select_from(_inbox).where(
+                _inbox.c.account == self.account, _inbox.c.consumed_at.is_(None))).scalar()
+        return int(n or 0)
+
+    def listen(self) -> InboxListener | None:
+        """A LISTEN connection woken by every insert for this account (None on SQLite: poll instead)."""
+        if self.db.dialect.name != "postgresql":
+            return None
+        return InboxListener(self.db, self.account)
+
+    # -- readers ---------------------------------------------------------------------------------------
+    def outcome(self, signal_id: str) -> dict[str, Any] | None:
+        """What became of a signal id: accepted (with its order's state), rejected (code and reason), pending
+        in this account's inbox, or None when nobody has seen it. Values are JSON-ready."""
+        with self.db.connect() as conn:
+            inbox = conn.execute(
+                select(_inbox.c.id, _inbox.c.received_at, _inbox.c.consumed_at)
+                .where(_inbox.c.account == self.account, _inbox.c.signal_id == signal_id)).first()
+            out: dict[str, Any] = {"id": signal_id}
+            if inbox is not None:
+                out.update(inbox_id=inbox.id, received_at=inbox.received_at, consumed_at=inbox.consumed_at)
+            sig = conn.execute(
+                select(_signals.c.status, _signals.c.reason_code, _signals.c.reason, _signals.c.client_order_id,
+                       _signals.c.received_at.label("decided_at"))
+                .where(_signals.c.signal_id == signal_id)).first()
+            if sig is not None:
+                out.update(status=sig.status, reason_code=sig.reason_code, reason=sig.reason,
+                           client_order_id=sig.client_order_id, decided_at=sig.decided_at)
+                if sig.client_order_id is not None:
+                    order = conn.execute(
+                        select(_orders.c.status, _orders.c.filled_qty, _orders.c.avg_fill_price, _orders.c.reason)
+                        .where(_orders.c.client_order_id == sig.client_order_id)).first()
+                    if order is not None:
+                        out.update(order_status=order.status, filled_qty=order.filled_qty,
+                                   avg_fill_price=order.avg_fill_price, order_reason=order.reason)
+                return _plain(out)
+            rej = conn.execute(
+                select(_rejects.c.reason_code, _rejects.c.reason, _rejects.c.received_at.label("decided_at"))
+                .where(_rejects.c.signal_id == signal_id).order_by(_rejects.c.id).limit(1)).first()
+            if rej is not None:
+                out.update(status="rejected", reason_code=rej.reason_code, reason=rej.reason,
+                           client_order_id=None, decided_at=rej.decided_at)
+                return _plain(out)
+        if inbox is None:
+            return None
+        out["status"] = "pending" if inbox.consumed_at is None else "consumed"
+        return _plain(out)
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Decimal) else v.isoformat() if isinstance(v, datetime) else v)
+            for k, v in row.items()}
+
+
+class InboxListener:
+    """LISTEN on a dedicated autocommit psycopg connection (like ``KillSwitchFeed``).
+
+    ``fileno`` is the socket to ``loop.add_reader`` on; ``notified`` drains what arrived and says whether
+    any of it was for this account. A notification lost with a dropped connection is covered by reading
+    the inbox on a slow timer as well.
+    """
+
+    def __init__(self, db: Engine, account: str) -> None:
+        import psycopg
+
+        self.account = account
+        conninfo = make_url(db.url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self._conn: Any = psycopg.connect(conninfo, autocommit=True)
+        self._conn.execute(f"LISTEN {INBOX_CHANNEL}")
+
+    def fileno(self) -> int:
+        return int(self._conn.fileno())
+
+    def notified(self, timeout: float = 0) -> bool:
+        """True when a row for this account was added since the last call (waits up to ``timeout`` s)."""
+        stop_after = 1 if timeout else None  # waiting: return at the first one; else drain what is there
+        return any(n.payload == self.account for n in self._conn.notifies(timeout=timeout, stop_after=stop_after))
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
