@@ -181,6 +181,8 @@ class Engine:
         self.before_submit: Callable[[Order], bool] | None = None
         self._raw: str | None = None  # the line and line number of the signal being handled, for its rows
         self._line_no: int | None = None
+        # Set by a session: (code, reason) when a signal's ts is too old or too far ahead, checked after dedupe.
+        self.signal_time: Callable[[Signal], tuple[str, str] | None] | None = None
         broker.set_listener(self)
 
     # -- signals in ------------------------------------------------------------------------------------
@@ -226,6 +228,9 @@ class Engine:
             reason = f"signal id {signal.id!r} was already processed"
             self.bus.signal_rejected.emit(
                 SignalRejected(now, "duplicate", reason, signal, signal.id, self._raw, self._line_no))
+            return None
+        if self.signal_time is not None and (late := self.signal_time(signal)) is not None:
+            self.reject(signal, now, *late)
             return None
         if self.blocked is not None:
             self.reject(signal, now, "blocked", self.blocked)
