@@ -210,6 +210,20 @@ class HttpConfig(BaseModel):
         return value
 
 
+class SignalTimeConfig(BaseModel):
+    """When a signal's ``ts`` is believed (reject codes ``stale_signal`` / ``future_signal``).
+
+    Wall-clock sessions (stdin) compare ``ts`` with now. A file runs on its own clock: the first ``ts``
+    sets it, later ones move it forward, and one further ahead than ``max_clock_jump_s`` is refused and
+    leaves the clock where it was (a day's or a long weekend's gap is not a bad line; a year is).
+    """
+
+    model_config = _Strict
+    max_age_s: Annotated[float, Field(gt=0, le=86_400 * 366)] = 60.0  # older than the clock by more: stale
+    max_future_s: Annotated[float, Field(ge=0, le=3_600)] = 2.0  # wall clock: later than now by more: future
+    max_clock_jump_s: Annotated[float, Field(gt=0, le=86_400 * 366)] = 7 * 86_400.0  # file clock: future
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TRADECTL_",
@@ -237,6 +251,7 @@ class Settings(BaseSettings):
     killswitch: KillSwitchConfig = Field(default_factory=KillSwitchConfig)
     ibkr: IbkrConfig = Field(default_factory=IbkrConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
+    signal_time: SignalTimeConfig = Field(default_factory=SignalTimeConfig)
 
     @classmethod
     def settings_customise_sources(

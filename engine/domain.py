@@ -64,6 +64,8 @@ class RejectCode(StrEnum):
 
     # the line
     MALFORMED_JSON = "malformed_json"
+    INVALID_ENCODING = "invalid_encoding"
+    LINE_TOO_LONG = "line_too_long"
     INVALID_SIGNAL = "invalid_signal"
     STALE_SIGNAL = "stale_signal"
     FUTURE_SIGNAL = "future_signal"

@@ -224,6 +224,8 @@ class Engine:
         self._raw: str | None = None  # the line and line number of the signal being handled, for its rows
         self._line_no: int | None = None
         self._unsent: Order | None = None  # the order being recorded, not yet handed to the broker
+        # Set by a session: (code, reason) when a signal's ts is too old or too far ahead, checked after dedupe.
+        self.signal_time: Callable[[Signal], tuple[RejectCode, str] | None] | None = None
         broker.set_listener(self)
 
     # -- signals in ------------------------------------------------------------------------------------
@@ -238,7 +240,7 @@ class Engine:
         """A line that is not a signal: counted and published so it is stored with its reason."""
         self.stats.signals += 1
         self.stats.invalid += 1
-        code = RejectCode(error.code)
+        code = error.code
         self._count_reason(code)
         self.bus.signal_rejected.emit(
             SignalRejected(self.clock(), code, error.reason, None, error.signal_id, error.raw, line_no)
@@ -283,6 +285,9 @@ class Engine:
             return None
         if not new:
             self._duplicate(signal, now)
+            return None
+        if self.signal_time is not None and (late := self.signal_time(signal)) is not None:
+            self.reject(signal, now, *late)
             return None
         symbol = signal.symbol
         instrument = self.instruments.get(symbol, signal)

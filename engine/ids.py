@@ -7,6 +7,11 @@ another prefix, so no signal id, whatever its characters, can produce one of the
 
 from __future__ import annotations
 
+# A signal id is 1 to 64 characters that IB's ``orderRef`` carries unchanged (no separators, no control
+# characters, nothing a FIX or TWS field would cut or escape).
+SIGNAL_ID_MAX_LEN = 64
+SIGNAL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$"
+
 SIGNAL_ORDER_PREFIX = "tc-"  # tc-<signal id>
 ENGINE_ORDER_PREFIX = "te-"  # te-<kind>-<tag>-<symbol>
 OUR_PREFIXES = (SIGNAL_ORDER_PREFIX, ENGINE_ORDER_PREFIX)

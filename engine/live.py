@@ -25,8 +25,20 @@ from broker.ibkr import IbkrBroker, is_paper_account
 from engine.config import Settings
 from engine.domain import Signal
 from engine.engine import InstrumentBook
-from engine.session import Session, SessionSummary, SimClock, _perf, stop_handler, wall_clock
+from engine.session import (
+    Session,
+    SessionSummary,
+    SignalTimes,
+    SimClock,
+    _perf,
+    clean_line,
+    line_reader,
+    stop_handler,
+    text_of,
+    wall_clock,
+)
 from engine.signals import SignalError, parse_signal
+from paper.market import SIM_START
 
 log = structlog.get_logger("tradectl.live")
 
@@ -79,6 +91,8 @@ class IbkrSession(Session):
         self.lockstep = lockstep
         self.before_signal = before_signal
         self.subscribed: set[str] = set()
+        self.times = SignalTimes(settings, clock)  # a file clock in lockstep rehearsals, else the wall clock
+        self.pace = False  # a file on the wall clock: no faster than the order-rate limits
 
     async def connect(self) -> None:
         """Connect, check the account, open the session and reconcile. Raises IbkrError / AccountRefused."""
@@ -108,6 +122,7 @@ class IbkrSession(Session):
         # Live: a signal is on disk before it is acted on, and an order before it reaches IB (a crash between
         # the two is found again by orderRef). Orders leave at IB's pace, so a commit each costs nothing.
         self.recorder.flush_rows = ib.commit_every
+        self.engine.signal_time = self.times.verdict
         self.engine.before_submit = self.recorder.commit_now
         nlv = self.broker.account_equity()
         log.info("session.ready", mode=self.mode, session_id=self.session_id, account=self.account,
@@ -123,28 +138,51 @@ class IbkrSession(Session):
         if await self.broker.subscribe(symbol, wait_s=wait_s) is None and not self.lockstep:
             log.warning("marketdata.no_quote_yet", symbol=symbol)
 
-    async def process_line(self, line: str) -> None:
-        parsed = parse_signal(line)
+    async def process_line(self, line: str | bytes, line_no: int | None = None) -> None:
+        times = self.times
+        parsed = parse_signal(line, times.stamp)
         engine = self.engine
         if isinstance(parsed, SignalError):
-            engine.on_invalid_signal(parsed)
+            engine.on_invalid_signal(parsed, line_no)
             return
-        if self.sim_clock is not None:
-            self.sim_clock.advance_to(parsed.ts)
+        times.arrive(parsed)
         await self._subscribe(parsed.symbol)
         engine.expire(engine.clock())
         if self.before_signal is not None:
             await self.before_signal(parsed)
         if self.lockstep:
             await self.broker.sync()
-        engine.on_signal(parsed, line)
+        if self.pace:
+            await self._pace(parsed)
+        engine.on_signal(parsed, text_of(line), line_no)
         if self.lockstep:
             await self.broker.sync()
 
-    async def run(self, lines: Iterable[str] = (), stream: TextIO | None = None) -> SessionSummary:
-        """Connect (if not yet), trade every line (of ``stream`` when given), drain, cancel what is left."""
+    async def _pace(self, signal: Signal) -> None:
+        """Wait until one more order fits the order-rate limits (account and symbol) of this signal."""
+        engine = self.engine
+        limits = engine.limits.for_order(signal.strategy, signal.symbol)
+        per_account, per_symbol = limits.max_orders_per_s, limits.max_symbol_orders_per_s
+        rates = engine.rates
+        while True:
+            now = engine.clock()
+            if ((per_account is None or rates.count(now) < per_account)
+                    and (per_symbol is None or rates.count(now, signal.symbol) < per_symbol)):
+                return
+            await asyncio.sleep(0.005)
+
+    async def run(self, lines: Iterable[str | bytes] = (), stream: TextIO | None = None) -> SessionSummary:
+        """Connect (if not yet), trade every line (of ``stream`` when given), drain, cancel what is left.
+
+        ``lines`` (a file) run on the file's clock for their ``ts`` (as in a paper file session) and,
+        on the wall clock, no faster than the order-rate limits; ``stream`` (stdin) runs on the wall clock.
+        """
         if not hasattr(self, "engine"):
             await self.connect()
+        if stream is None and self.sim_clock is None:
+            self.times = SignalTimes(self.settings, SimClock(SIM_START))
+            self.engine.signal_time = self.times.verdict
+            self.pace = True
         loop = asyncio.get_running_loop()
         t0 = _perf()
         stop = asyncio.Event()
@@ -156,27 +194,32 @@ class IbkrSession(Session):
         try:
             if stream is not None:
                 stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+                readline = line_reader(stream)
+                line_no = 0
                 while not stop.is_set():
-                    read: asyncio.Future[Any] = asyncio.ensure_future(loop.run_in_executor(None, stream.readline))
+                    read: asyncio.Future[Any] = asyncio.ensure_future(loop.run_in_executor(None, readline))
                     await asyncio.wait([read, stopping], return_when=asyncio.FIRST_COMPLETED)
                     if not read.done():  # a stop request while waiting for input
                         read.cancel()
                         break
-                    line = read.result()
-                    if not line:
+                    raw = read.result()
+                    if not raw:
                         break
-                    if line.strip():
+                    line_no += 1
+                    line = clean_line(raw, line_no)
+                    if line:
                         n += 1
-                        await self.process_line(line.strip())
+                        await self.process_line(line, line_no)
                         self._progress(n)
                 stopping.cancel()
             else:
-                for line in lines:
+                for line_no, raw in enumerate(lines, 1):
                     if stop.is_set():
                         break
-                    if line.strip():
+                    line = clean_line(raw, line_no)
+                    if line:
                         n += 1
-                        await self.process_line(line.strip())
+                        await self.process_line(line, line_no)
                         self._progress(n)
                         if not n & 63:
                             await asyncio.sleep(0)  # let broker events in between signals

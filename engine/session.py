@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import structlog
 from sqlalchemy import func, select
@@ -40,11 +40,13 @@ from engine.domain import (
     OrderStatus,
     Position,
     Quote,
+    RejectCode,
+    Signal,
     TimeInForce,
 )
 from engine.engine import Engine, InstrumentBook
 from engine.ids import signal_id_of
-from engine.signals import SignalError, parse_signal
+from engine.signals import MAX_LINE_BYTES, SignalError, bound_raw, parse_signal, strip_bom
 from paper.broker import PaperBroker
 from paper.market import SIM_START, RandomWalkMarket, read_quotes_csv
 from paper.matching import CommissionSchedule
@@ -64,10 +66,15 @@ DEMO_SIGNALS = Path(__file__).resolve().parent.parent / "paper" / "data" / "demo
 
 
 class SimClock:
-    """Simulated time: moves only forward, to the latest timestamp it is shown."""
+    """Simulated time: moves only forward, to the latest timestamp it is shown.
+
+    ``anchored`` is False until something (a quotes file, or the first ``ts`` of a signal file) has set
+    it; until then it reads ``start``.
+    """
 
     def __init__(self, start: datetime) -> None:
         self.now = start
+        self.anchored = False
 
     def __call__(self) -> datetime:
         return self.now
@@ -78,6 +85,97 @@ class SimClock:
 
     def advance(self, delta: timedelta) -> None:
         self.now = self.now + delta
+
+
+class SignalTimes:
+    """A session's rules for signal time: which ``ts`` to believe, and the time of a line without one.
+
+    On the wall clock (``clock`` None) a signal older than ``max_age_s`` is ``stale_signal`` and one
+    later than now + ``max_future_s`` is ``future_signal``; a line without ``ts`` is stamped now.
+    On a file's clock the first ``ts`` sets the clock and later ones move it forward, except one more
+    than ``max_clock_jump_s`` ahead: that one is ``future_signal`` and the clock stays. A ``ts`` more than
+    ``max_age_s`` behind the clock is ``stale_signal``. A line without ``ts`` is stamped the clock plus
+    one market step (``paper.step_ms``), and the clock moves there.
+    """
+
+    def __init__(self, settings: Settings, clock: SimClock | None) -> None:
+        cfg = settings.signal_time
+        self.clock = clock
+        self.step = timedelta(milliseconds=settings.paper.step_ms)
+        self.max_age = timedelta(seconds=cfg.max_age_s)
+        self.max_ahead = timedelta(seconds=cfg.max_future_s if clock is None else cfg.max_clock_jump_s)
+        self._stamped = False
+
+    def stamp(self) -> datetime:
+        """The ``ts`` of a valid line that has none (called by the parser)."""
+        clock = self.clock
+        if clock is None:
+            return wall_clock()
+        self._stamped = True
+        clock.advance(self.step)
+        return clock.now
+
+    def arrive(self, signal: Signal) -> None:
+        """A valid signal is about to be handled: bring a file's clock to its ``ts``, unless that is a jump."""
+        clock = self.clock
+        if clock is None:
+            return
+        if self._stamped:  # stamped from the clock: it is there already
+            self._stamped = False
+            return
+        if not clock.anchored:
+            clock.now = signal.ts
+            clock.anchored = True
+        elif signal.ts - clock.now <= self.max_ahead:
+            clock.advance_to(signal.ts)
+
+    def verdict(self, signal: Signal) -> tuple[RejectCode, str] | None:
+        """(code, reason) when the signal's time is not believed; the engine's hook, checked after dedupe."""
+        now = self.clock.now if self.clock is not None else wall_clock()
+        ahead = signal.ts - now
+        if ahead > self.max_ahead:
+            what = "now" if self.clock is None else "the file's clock"
+            return RejectCode.FUTURE_SIGNAL, (f"field 'ts': {signal.ts.isoformat()} is {_span(ahead)} ahead of {what} "
+                                     f"{now.isoformat()} (max {_span(self.max_ahead)})")
+        if -ahead > self.max_age:
+            return RejectCode.STALE_SIGNAL, (f"field 'ts': {signal.ts.isoformat()} is {_span(-ahead)} older than "
+                                    f"{now.isoformat()} (max {_span(self.max_age)})")
+        return None
+
+
+def _span(d: timedelta) -> str:
+    s = d.total_seconds()
+    return f"{s:.3f}s" if s < 120 else f"{s / 86_400:.2f}d" if s >= 86_400 else f"{s / 3600:.2f}h"
+
+
+class LongLine(bytes):
+    """The head of a line longer than ``MAX_LINE_BYTES`` whose rest was skipped: refused as ``line_too_long``."""
+
+
+def read_bounded_line(fh: BinaryIO) -> bytes:
+    """One physical line (b"" at the end); a line longer than ``MAX_LINE_BYTES`` is skipped to its end."""
+    line = fh.readline(MAX_LINE_BYTES + 1)
+    if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+        while True:
+            rest = fh.readline(1 << 16)
+            if not rest or rest.endswith(b"\n"):
+                break
+        return LongLine(line)
+    return line
+
+
+def clean_line(line: str | bytes, line_no: int) -> str | bytes:
+    """A physical line as the parser takes it: a file's byte order mark and the surrounding whitespace off."""
+    if isinstance(line, LongLine):
+        return line
+    if line_no == 1:
+        line = strip_bom(line)
+    return line.strip()
+
+
+def text_of(line: str | bytes) -> str:
+    """The stored copy of a line that parsed (so it is valid UTF-8), bounded."""
+    return bound_raw(line if isinstance(line, str) else line.decode("utf-8"))
 
 
 def stop_handler(stop: asyncio.Event, sig: int) -> Callable[[], None]:
@@ -191,7 +289,7 @@ class Session:
         """Bus, recorder, engine on ``broker``, kill-switch states and the operator control loop."""
         s = self.settings
         self.bus = EventBus()
-        self.recorder = Recorder(self.db, self.session_id, s.account, s.flush_rows).attach(self.bus)
+        self.recorder = Recorder(self.db, self.session_id, s.account, s.flush_rows, clock).attach(self.bus)
         self.recorder.on_defects = self._on_row_defects
         self.signal_lookup = SignalLookup(self.db)
         trips = TripWires(trigger_limits(s), s.day.boundary())
@@ -414,6 +512,7 @@ class PaperSession(Session):
         self.quotes_path = quotes
         self._quotes: Iterator[Quote] | None = None
         self._next_quote: Quote | None = None
+        self._times: SignalTimes | None = None
 
     def prepare(self, clock: Callable[[], datetime], started: datetime) -> None:
         """Migrate, open the session row, and wire broker, market, bus, recorder and engine."""
@@ -474,25 +573,27 @@ class PaperSession(Session):
         return sorted(held | self.broker.working_symbols())
 
     # -- runs ------------------------------------------------------------------------------------------
-    def run_file(self, lines: Iterable[str]) -> SessionSummary:
+    def run_file(self, lines: Iterable[str | bytes]) -> SessionSummary:
+        """Each item of ``lines`` is one physical line (its number is the row's ``line_no``)."""
         started = wall_clock()
         clock = SimClock(SIM_START)
         self.prepare(clock, started)
         if self._next_quote is not None:
             clock.now = self._next_quote.ts  # replayed quotes set the time
+            clock.anchored = True
         t0 = _perf()
         recorder, progress = self.recorder, self.on_progress
         n = 0
         interrupted = False
         try:
-            for line in lines:
+            for line_no, raw in enumerate(lines, 1):
                 if self.stop_requested:
                     break
-                line = line.strip()
+                line = clean_line(raw, line_no)
                 if not line:
                     continue
                 n += 1
-                self.process_line(line, clock)
+                self.process_line(line, clock, line_no)
                 if not n & 63:
                     self.control.tick()  # paced inside: reads the kill switches every poll interval
                 if progress is not None and n % 500 == 0:
@@ -511,19 +612,25 @@ class PaperSession(Session):
             summary.notes.append(f"interrupted after {n} signals; working orders cancelled")
         return summary
 
-    def process_line(self, line: str, clock: SimClock | None) -> None:
-        """One input line: parse, bring time and the market to the signal, hand it to the engine."""
-        parsed = parse_signal(line)
+    def process_line(self, line: str | bytes, clock: SimClock | None, line_no: int | None = None) -> None:
+        """One input line: parse, bring time and the market to the signal, hand it to the engine.
+
+        ``clock`` is the file's simulated clock, or None on the wall clock (stdin).
+        """
+        times = self._times
+        if times is None or times.clock is not clock:
+            times = self._times = SignalTimes(self.settings, clock)
+            self.engine.signal_time = times.verdict
+        parsed = parse_signal(line, times.stamp)
         engine = self.engine
         if isinstance(parsed, SignalError):
-            engine.on_invalid_signal(parsed)
+            engine.on_invalid_signal(parsed, line_no)
             return
-        if clock is not None:
-            clock.advance_to(parsed.ts)
+        times.arrive(parsed)
         now = engine.clock()
         engine.expire(now)
         self._market_to(now, parsed.symbol)
-        engine.on_signal(parsed, line)
+        engine.on_signal(parsed, text_of(line), line_no)
 
     async def run_stream(self, stream: TextIO) -> SessionSummary:
         """Stdin mode: wall clock, market on a timer, flushes on a timer, until EOF or a stop request."""
@@ -568,9 +675,11 @@ class PaperSession(Session):
         tick_task = asyncio.create_task(ticker())
         control_task = asyncio.create_task(control_loop())
         n = 0
+        line_no = 0
+        readline = line_reader(stream)
         try:
             while not stop.is_set():
-                read: asyncio.Future[str] = asyncio.ensure_future(loop.run_in_executor(None, stream.readline))
+                read: asyncio.Future[str | bytes] = asyncio.ensure_future(loop.run_in_executor(None, readline))
                 waiter: asyncio.Future[bool] = asyncio.ensure_future(stop.wait())
                 pending: list[asyncio.Future[Any]] = [read, waiter]
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -578,12 +687,14 @@ class PaperSession(Session):
                     read.cancel()
                     break
                 waiter.cancel()
-                line = read.result()
-                if not line:
+                raw = read.result()
+                if not raw:
                     break
-                if line.strip():
+                line_no += 1
+                line = clean_line(raw, line_no)
+                if line:
                     n += 1
-                    self.process_line(line.strip(), None)
+                    self.process_line(line, None, line_no)
                     if self.on_progress is not None:
                         self.on_progress(n)
         finally:
@@ -634,11 +745,21 @@ def _perf() -> float:
     return time.perf_counter()
 
 
-def read_lines(path: Path | None) -> Iterator[str]:
+def read_lines(path: Path | None) -> Iterator[bytes]:
+    """The physical lines of a signal file, as bytes: decoding (strict UTF-8) is the parser's job."""
     if path is None:
         path = DEMO_SIGNALS
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        yield from fh
+    with path.open("rb") as fh:
+        while line := read_bounded_line(fh):
+            yield line
+
+
+def line_reader(stream: TextIO) -> Callable[[], str | bytes]:
+    """``readline`` for a stream: its bytes when it has them (stdin), so invalid UTF-8 is refused, not repaired."""
+    buffer: BinaryIO | None = getattr(stream, "buffer", None)
+    if buffer is None:
+        return stream.readline
+    return lambda: read_bounded_line(buffer)
 
 
 def count_lines(path: Path) -> int:

@@ -1,48 +1,83 @@
-"""The signal wire format: one JSON object per line, validated with pydantic.
+"""The signal wire format: one JSON object per line, validated strictly.
 
 A bad line never stops a session: ``parse_signal`` returns either a domain ``Signal`` or a
 ``SignalError`` whose reason names the offending field, so the engine can store the rejection.
+
+Strict means: the line must be UTF-8 (never repaired), one JSON object without duplicate keys,
+NaN or Infinity; every value has its JSON type (``"symbol": 123`` is refused, not traded as ``123``);
+every number and date is bounded to what sizing, IB and both databases can hold. A line too long,
+or one that is refused, is stored bounded (``MAX_RAW_CHARS``) and with its bytes escaped.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engine.domain import Direction, OrderType, Signal
+from engine.domain import Direction, OrderType, RejectCode, Signal
+from engine.ids import SIGNAL_ID_MAX_LEN, SIGNAL_ID_PATTERN
 
-PositiveDecimal = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
+MAX_LINE_BYTES = 65_536  # a longer line is refused whole (line_too_long); readers stop reading it there
+MAX_RAW_CHARS = 4_096  # the copy of a line kept in signals.payload / signal_rejects.raw
+MAX_REASON_CHARS = 1_000
+TS_MIN_YEAR, TS_MAX_YEAR = 1970, 2100  # ts must fall in [1970-01-01, 2100-01-01)
+MAX_TTL_S = 30 * 86_400
+MAX_PRICE = Decimal(1_000_000_000)  # limit_price, stop_distance
+MAX_QTY = Decimal(1_000_000_000)
+MAX_PAYOFF = Decimal(1_000_000)
+MAX_RETURN = Decimal(100)  # |expected_return| and volatility, as fractions (100 = 10,000%)
+# The smallest positive value a divisor or a price may take: keeps Kelly's divisions and tick rounding
+# far inside Decimal's range (a 1E-999999 volatility squared would underflow to a division by zero).
+MIN_POSITIVE = Decimal("0.000001")
+MIN_TTL_S = Decimal("0.001")  # a smaller ttl_s would become 0.0 seconds, which means no expiry
+STRATEGY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
+SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.\-/ ]{0,23}$"
+EXCHANGE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,15}$"
+
+_ID_RE = re.compile(SIGNAL_ID_PATTERN)
+_BOM = "\ufeff"
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+def _num(gt: Decimal | None = None, ge: Decimal | None = None, lt: Decimal | None = None,
+         le: Decimal | None = None) -> Any:
+    return Field(gt=gt, ge=ge, lt=lt, le=le, allow_inf_nan=False)
+
+
+_ZERO = Decimal(0)
+Price = Annotated[Decimal, _num(ge=MIN_POSITIVE, le=MAX_PRICE)]
+Qty = Annotated[Decimal, _num(ge=MIN_POSITIVE, le=MAX_QTY)]
+_DIRECTIONS = {"long": Direction.LONG, "short": Direction.SHORT, "flat": Direction.FLAT}
 
 
 class SignalMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+    """The JSON object of one line, after ``json.loads`` (numbers already ``Decimal``): no coercion."""
 
-    id: Annotated[str, Field(min_length=1, max_length=128)]
-    ts: datetime = Field(default_factory=_now)
-    strategy: Annotated[str, Field(min_length=1, max_length=64)] = "default"
-    symbol: Annotated[str, Field(min_length=1, max_length=24, pattern=r"^[A-Za-z0-9][A-Za-z0-9.\-/ ]*$")]
-    direction: Direction
-    win_prob: Annotated[Decimal, Field(gt=0, lt=1, allow_inf_nan=False)] | None = None
-    payoff: PositiveDecimal | None = None
-    expected_return: Annotated[Decimal, Field(allow_inf_nan=False)] | None = None
-    volatility: PositiveDecimal | None = None
-    stop_distance: PositiveDecimal | None = None
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    id: Annotated[str, Field(min_length=1, max_length=SIGNAL_ID_MAX_LEN, pattern=SIGNAL_ID_PATTERN)]
+    ts: Annotated[str, Field(min_length=1, max_length=64)] | None = None  # ISO 8601; parsed by _parse_ts
+    strategy: Annotated[str, Field(min_length=1, max_length=64, pattern=STRATEGY_PATTERN)] = "default"
+    symbol: Annotated[str, Field(min_length=1, max_length=24, pattern=SYMBOL_PATTERN)]
+    direction: Literal["long", "short", "flat"]
+    win_prob: Annotated[Decimal, _num(gt=_ZERO, lt=Decimal(1))] | None = None
+    payoff: Annotated[Decimal, _num(ge=MIN_POSITIVE, le=MAX_PAYOFF)] | None = None
+    expected_return: Annotated[Decimal, _num(ge=-MAX_RETURN, le=MAX_RETURN)] | None = None
+    volatility: Annotated[Decimal, _num(ge=MIN_POSITIVE, le=MAX_RETURN)] | None = None
+    stop_distance: Price | None = None
     order_type: Literal["MKT", "LMT"] = "MKT"
-    limit_price: PositiveDecimal | None = None
+    limit_price: Price | None = None
     sec_type: Literal["STK"] = "STK"
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
-    exchange: Annotated[str, Field(min_length=1, max_length=16)] = "SMART"
-    ttl_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
-    max_qty: PositiveDecimal | None = None
+    exchange: Annotated[str, Field(min_length=1, max_length=16, pattern=EXCHANGE_PATTERN)] = "SMART"
+    ttl_s: Annotated[Decimal, _num(ge=MIN_TTL_S, le=Decimal(MAX_TTL_S))] | None = None
+    max_qty: Qty | None = None
 
     def cross_field_error(self) -> str | None:
         """The rules that span fields (kept out of pydantic validators: they cost 3 us a signal there)."""
@@ -56,7 +91,7 @@ class SignalMessage(BaseModel):
         if gaussian and (self.expected_return is None or self.volatility is None):
             missing = "volatility" if self.volatility is None else "expected_return"
             return f"field '{missing}': required with the expected_return/volatility edge"
-        if not binary and not gaussian and self.direction is not Direction.FLAT:
+        if not binary and not gaussian and self.direction != "flat":
             return "an edge is required: win_prob+payoff or expected_return+volatility"
         if self.order_type == "LMT" and self.limit_price is None:
             return "field 'limit_price': required when order_type is LMT"
@@ -64,14 +99,13 @@ class SignalMessage(BaseModel):
             return "field 'limit_price': only allowed when order_type is LMT"
         return None
 
-    def to_domain(self) -> Signal:
-        ts = self.ts
+    def to_domain(self, ts: datetime) -> Signal:
         return Signal(
             id=self.id,
-            ts=ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC),
+            ts=ts,
             strategy=self.strategy,
             symbol=self.symbol.upper(),
-            direction=self.direction,
+            direction=_DIRECTIONS[self.direction],
             win_prob=self.win_prob,
             payoff=self.payoff,
             expected_return=self.expected_return,
@@ -82,58 +116,187 @@ class SignalMessage(BaseModel):
             sec_type=self.sec_type,
             currency=self.currency,
             exchange=self.exchange,
-            ttl_s=self.ttl_s,
+            ttl_s=float(self.ttl_s) if self.ttl_s is not None else None,
             max_qty=self.max_qty,
         )
 
 
+_TOO_LONG = f"line longer than {MAX_LINE_BYTES} bytes"
+
 @dataclass(frozen=True, slots=True)
 class SignalError:
-    """A line that is not a valid signal. ``signal_id`` is recovered when the line had one."""
+    """A line that is not a valid signal. ``signal_id`` is recovered when the line had a valid one.
+
+    ``raw`` is what is stored: bounded to ``MAX_RAW_CHARS`` and safe for both databases.
+    """
 
     raw: str
     reason: str
     signal_id: str | None = None
-    code: str = "invalid_signal"
+    code: RejectCode = RejectCode.INVALID_SIGNAL
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def strip_bom(line: str | bytes) -> str | bytes:
+    """The first line of a file or stream may start with a UTF-8 byte order mark: it is not part of it."""
+    if isinstance(line, bytes):
+        return line[3:] if line.startswith(b"\xef\xbb\xbf") else line
+    return line[1:] if line.startswith(_BOM) else line
+
+
+def bound_raw(text: str) -> str:
+    """A valid line as stored with its signal: at most ``MAX_RAW_CHARS`` characters, cut with a marker."""
+    n = len(text)
+    if n <= MAX_RAW_CHARS:
+        return text
+    return f"{text[:MAX_RAW_CHARS]}...[cut: the line has {n} characters]"
+
+
+def safe_raw(line: str | bytes) -> str:
+    """A refused line as stored: bounded, invalid UTF-8 and surrogates as backslash escapes, NUL as \\x00."""
+    size = len(line)
+    head = line[: MAX_RAW_CHARS * 2]
+    if isinstance(head, bytes):
+        text = head.decode("utf-8", "backslashreplace")
+    else:
+        text = head
+        if not text.isascii():
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if "\x00" in text:  # PostgreSQL text cannot hold NUL
+        text = text.replace("\x00", "\\x00")
+    if len(text) > MAX_RAW_CHARS or size > len(head):
+        unit = "bytes" if isinstance(line, bytes) else "characters"
+        text = f"{text[:MAX_RAW_CHARS]}...[cut: the line has {size} {unit}]"
+    return text
+
+
+def _safe_text(text: str, limit: int = 64) -> str:
+    """A name or message from the line, fit for a reason: printable, bounded."""
+    if len(text) <= limit and text.isprintable() and text.isascii():
+        return text
+    return repr(text[:limit])[1:-1]
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+# One decoder (json.loads with arguments builds a new one per call): numbers as Decimal, no NaN/Infinity,
+# no duplicate keys.
+_decode = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_float=Decimal, parse_int=Decimal,
+                           parse_constant=_no_constant).decode
+
+
+def _parse_ts(text: str) -> datetime | str:
+    """An ISO 8601 date-time in [1970, 2100), as UTC (naive = UTC), or the reason it is not one."""
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        return "field 'ts': not an ISO 8601 date-time"
+    if not TS_MIN_YEAR <= ts.year < TS_MAX_YEAR:
+        return f"field 'ts': year {ts.year} is outside {TS_MIN_YEAR}-{TS_MAX_YEAR - 1}"
+    if ts.tzinfo is None:
+        return ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC)  # no overflow: the year is at least a day inside datetime's range
+
+
+_MESSAGES = {
+    "is_instance_of": "must be a JSON number",
+}
 
 
 def _describe(err: ValidationError) -> str:
     parts = []
-    for e in err.errors(include_url=False):
-        loc = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
+    errors = err.errors(include_url=False, include_input=False)
+    for e in errors[:8]:
+        loc = ".".join(_safe_text(str(p)) for p in e["loc"])
+        msg = _MESSAGES.get(e["type"]) or e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             parts.append(f"field '{loc}': unknown field")
         elif loc:
             parts.append(f"field '{loc}': {msg}")
         else:
             parts.append(msg)
-    return "; ".join(parts)
+    if len(errors) > 8:
+        parts.append(f"and {len(errors) - 8} more")
+    return "; ".join(parts)[:MAX_REASON_CHARS]
 
 
-def _recover_id(raw: str) -> str | None:
-    try:
-        obj = json.loads(raw)
-    except ValueError:
-        return None
-    if isinstance(obj, dict):
-        sid = obj.get("id")
-        if isinstance(sid, str | int) and not isinstance(sid, bool) and 0 < len(str(sid)) <= 128:
-            return str(sid)
+def _recover_id(obj: dict[str, Any]) -> str | None:
+    sid = obj.get("id")
+    if isinstance(sid, str) and _ID_RE.fullmatch(sid):
+        return sid
     return None
 
 
-def parse_signal(raw: str | bytes) -> Signal | SignalError:
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+def parse_signal(raw: str | bytes, missing_ts: Callable[[], datetime] | None = None) -> Signal | SignalError:
+    """One line (without its newline) -> a Signal or the reason it is not one.
+
+    ``missing_ts`` stamps a valid signal that has no ``ts`` (default: the wall clock); it is called
+    only for a line that is otherwise valid, so a session may advance its clock in it.
+    """
+    if isinstance(raw, bytes):
+        if len(raw) > MAX_LINE_BYTES:
+            return SignalError(safe_raw(raw), _TOO_LONG, None, RejectCode.LINE_TOO_LONG)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            return SignalError(safe_raw(raw), f"not valid UTF-8: byte 0x{raw[err.start]:02x} at offset {err.start}",
+                               None, RejectCode.INVALID_ENCODING)
+    else:
+        text = raw
+        if not text.isascii():
+            try:
+                size = len(text.encode("utf-8"))
+            except UnicodeEncodeError as err:
+                return SignalError(safe_raw(text), f"not valid UTF-8: a lone surrogate at offset {err.start}",
+                                   None, RejectCode.INVALID_ENCODING)
+            if size > MAX_LINE_BYTES:
+                return SignalError(safe_raw(text), _TOO_LONG, None, RejectCode.LINE_TOO_LONG)
+        elif len(text) > MAX_LINE_BYTES:
+            return SignalError(safe_raw(text), _TOO_LONG, None, RejectCode.LINE_TOO_LONG)
     try:
-        msg = SignalMessage.model_validate_json(text)
+        obj = _decode(text)
+    except _DuplicateKey as err:
+        return SignalError(safe_raw(text), f"field '{_safe_text(err.key)}': duplicate key", None,
+                           RejectCode.MALFORMED_JSON)
+    except RecursionError:
+        return SignalError(safe_raw(text), "not JSON: nested too deeply", None, RejectCode.MALFORMED_JSON)
+    except ValueError as err:
+        return SignalError(safe_raw(text), f"not JSON: {_safe_text(str(err), 200)}", None, RejectCode.MALFORMED_JSON)
+    if not isinstance(obj, dict):
+        return SignalError(safe_raw(text), "not a JSON object", None, RejectCode.MALFORMED_JSON)
+    try:
+        msg = SignalMessage.model_validate(obj)
     except ValidationError as err:
-        if any(e["type"] == "json_invalid" for e in err.errors()):
-            return SignalError(text, f"not a JSON object: {err.errors()[0]['msg']}", None, "malformed_json")
-        if any(e["type"] == "model_type" for e in err.errors()):
-            return SignalError(text, "not a JSON object", None, "malformed_json")
-        return SignalError(text, _describe(err), _recover_id(text))
+        return SignalError(safe_raw(text), _describe(err), _recover_id(obj))
+    ts: datetime | None = None
+    if msg.ts is not None:
+        parsed = _parse_ts(msg.ts)
+        if isinstance(parsed, str):
+            return SignalError(safe_raw(text), parsed, msg.id)
+        ts = parsed
     problem = msg.cross_field_error()
     if problem is not None:
-        return SignalError(text, problem, msg.id)
-    return msg.to_domain()
+        return SignalError(safe_raw(text), problem, msg.id)
+    return msg.to_domain(ts if ts is not None else (missing_ts or _now)())

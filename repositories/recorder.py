@@ -166,11 +166,17 @@ def _order_row(order: Order, session_id: int, now: datetime) -> dict[str, Any]:
     }
 
 
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
 class Recorder:
     """Subscribes to a bus; ``flush`` writes everything buffered since the last flush."""
 
-    def __init__(self, engine: Engine, session_id: int, account: str, flush_rows: int = 20_000) -> None:
+    def __init__(self, engine: Engine, session_id: int, account: str, flush_rows: int = 20_000,
+                 clock: Callable[[], datetime] | None = None) -> None:
         self.engine = engine
+        self.clock = clock or _wall_clock  # stamps updated_at: the session's clock (simulated in a paper file)
         self.session_id = session_id
         self.account = account
         self.flush_rows = flush_rows
@@ -294,7 +300,7 @@ class Recorder:
             return 0
         if self.failing is not None and time.monotonic() < self._retry_at and not force:
             return 0
-        now = now or datetime.now(UTC)
+        now = now or self.clock()
         self.last_defects = []
         try:
             with self.engine.begin() as conn:

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,7 @@ def test_sigterm_stops_taking_signals_leaves_working_orders_and_exits_0(tmp_path
         assert proc.stdin is not None
         for i in range(3):
             proc.stdin.write(signal_line(f"t{i}", symbol=("AAPL", "MSFT", "NVDA")[i], order_type="LMT",
-                                         limit_price=1.0) + "\n")
+                                         limit_price=1.0, ts=datetime.now(UTC).isoformat()) + "\n")  # stdin: now
         proc.stdin.flush()
         wait_for(lambda: len(gw.live) == 3, 30, "three resting orders at the gateway")
         proc.send_signal(signal.SIGTERM)

@@ -122,11 +122,11 @@ def test_an_hmac_of_the_body_is_accepted_and_a_wrong_one_refused(daemon: Daemon)
 
 
 def test_a_valid_signal_is_queued_and_answered_202_with_where_to_read_its_outcome(daemon: Daemon) -> None:
-    r = daemon.bearer(signal_line("s/1"))
+    r = daemon.bearer(signal_line("s:1"))
     assert r.status_code == 202
     [answer] = r.json()["signals"]
-    assert answer["id"] == "s/1" and answer["duplicate"] is False and answer["inbox_id"] >= 1
-    assert answer["outcome"] == "/signals/s%2F1" and r.headers["location"] == answer["outcome"]
+    assert answer["id"] == "s:1" and answer["duplicate"] is False and answer["inbox_id"] >= 1
+    assert answer["outcome"] == "/signals/s%3A1" and r.headers["location"] == answer["outcome"]
     assert [i.id for i in daemon.inbox.pending()] == [answer["inbox_id"]]
     assert [i.source for i in daemon.inbox.pending()] == ["http"]
 

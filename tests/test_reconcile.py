@@ -157,8 +157,9 @@ def test_tradectl_reconcile_reports_without_changing_anything_and_apply_makes_it
                                   host="127.0.0.1", port=gw.port, client_id=3)
             await session.connect()
             session.engine.before_submit = None  # fully batched writes, so the crash loses them
-            await session.process_line(signal_line("r1", symbol="AAPL"))
-            await session.process_line(signal_line("r2", symbol="MSFT", order_type="LMT", limit_price=1.0))
+            now = datetime.now(UTC).isoformat()  # a session on the wall clock believes only recent signals
+            await session.process_line(signal_line("r1", symbol="AAPL", ts=now))
+            await session.process_line(signal_line("r2", symbol="MSFT", order_type="LMT", limit_price=1.0, ts=now))
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 5
             while session.engine.stats.fills == 0 and loop.time() < deadline:
