@@ -384,11 +384,18 @@ def quote_ages(session: Any, now: datetime) -> Iterator[tuple[str, float]]:
         yield symbol, (now - q.ts).total_seconds() if q is not None else float("inf")
 
 
+SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
+            "gauge": ("",), "summary": ("_sum", "_count", "_created")}
+
+
 def metric_names(registry: CollectorRegistry) -> set[str]:
-    """Every sample name the registry exposes (``_total``, ``_bucket``, ... included) and every family name."""
+    """Every series name the registry can expose: family names with their type's suffixes (``_total``,
+    ``_bucket``, ...), whether or not a labelled family has a sample yet."""
     names: set[str] = set()
     for family in registry.collect():
         names.add(family.name)
+        for suffix in SUFFIXES.get(family.type, ("",)):
+            names.add(family.name + suffix)
         for sample in family.samples:
             names.add(sample.name)
     return names
