@@ -220,3 +220,86 @@ def test_routes_answer_200_when_ready_and_503_with_the_failing_condition(live: O
     assert halted.status_code == 503 and halted.json()["failing"] == ["not_halted"]
     assert healthz.status_code == 200 and healthz.json()["alive"] is True
     assert metrics.status_code == 200 and b"tradectl_ready 0.0" in metrics.content
+
+
+# -- readiness through real faults: the gateway drops, the database goes away ------------------------------
+async def _until(condition: Any, what: str, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"timed out waiting until: {what}"
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_readyz_turns_not_ready_when_the_gateway_drops_and_ready_when_it_is_back(sqlite_url: str) -> None:
+    from tests.ibrig import lockstep_session
+
+    async def scenario() -> list[tuple[int, list[str]]]:
+        gw, session, _ = await lockstep_session(load_settings(database_url=sqlite_url), client_id=5)
+        session.broker.backoff_s = (0.05, 0.2)
+        health, metrics = observe(session)
+        app = Starlette(routes=health_routes(health, metrics))
+        seen = []
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+
+            async def ask() -> None:
+                r = await client.get("/readyz")
+                seen.append((r.status_code, r.json()["failing"]))
+
+            await session.process_line(signal_line("g1", symbol="AAPL", seconds=1))
+            await ask()
+            gw.drop_connections()
+            await _until(lambda: not session.engine.broker_connected, "the engine sees the drop")
+            await ask()
+            await _until(lambda: session.engine.broker_connected, "reconnected")
+            await session.broker.sync()
+            await ask()
+        session.control.close()
+        await session.broker.close()
+        await gw.stop()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert seen[0] == (200, [])
+    assert seen[1][0] == 503 and "broker" in seen[1][1]
+    assert seen[2] == (200, [])
+
+
+@pytest.mark.timeout(60)
+def test_readiness_turns_not_ready_when_the_database_goes_away_and_ready_when_it_returns(pg_url: str) -> None:
+    import time
+
+    from sqlalchemy.engine import make_url
+
+    from engine.session import SimClock
+    from paper.market import SIM_START
+    from repositories.db import ensure_schema
+    from tests.tcp_proxy import TcpProxy
+
+    ensure_schema(pg_url)
+    url = make_url(pg_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    session = ObservedSession(load_settings(database_url=proxied, flush_rows=1), seed=1)
+    clock = SimClock(SIM_START)
+    session.prepare(clock, SIM_START)
+    try:
+        session.process_line(signal_line("up1", symbol="AAPL").replace("2026-01-05T14:30:00+00:00",
+                                                                       SIM_START.isoformat()), clock)
+        assert session.health.readiness()[0]
+        proxy.cut()
+        session.process_line(signal_line("down1", symbol="MSFT").replace("2026-01-05T14:30:00+00:00",
+                                                                         SIM_START.isoformat()), clock)
+        ready, conditions = session.health.readiness()
+        assert not ready and not conditions["database"]["ok"] and not conditions["not_blocked"]["ok"]
+        assert samples(session.metrics)[("tradectl_database_up", ())] == 0
+        proxy.restore()
+        time.sleep(session.recorder.retry_s)
+        session.recorder.flush()
+        assert session.health.readiness()[0]
+    finally:
+        session.control.close()
+        session.db.dispose()
+        proxy.close()
