@@ -115,6 +115,7 @@ class IbkrBroker:
         self._completed: dict[str, Trade] = {}  # orderRef -> the order as the last completed-orders reply had it
         self.paced = 0  # orders that had to wait for pacing
         self.account_values: dict[str, Decimal] = {}  # NetLiquidation, AvailableFunds as IB last sent them
+        self.on_ib_error: Callable[[int], None] | None = None  # told every error/notice code (metrics)
         ib_ = self.ib
         ib_.orderStatusEvent += self._on_order_status
         ib_.execDetailsEvent += self._on_exec_details
@@ -271,6 +272,11 @@ class IbkrBroker:
     @property
     def refreshing(self) -> bool:
         return self._refresh is not None
+
+    @property
+    def pacing_queue_depth(self) -> int:
+        """Order messages waiting for the pacing budget."""
+        return len(self._queue)
 
     async def _refresh_now(self) -> None:
         try:
@@ -432,6 +438,12 @@ class IbkrBroker:
         self._require_listener().on_fill(fill)
 
     def _on_error(self, req_id: int, code: int, message: str, contract: object) -> None:
+        hook = self.on_ib_error
+        if hook is not None:
+            try:
+                hook(code)
+            except Exception:  # a metric must never change how an error is handled
+                log.exception("broker.error_hook_failed", code=code)
         kind = error_kind(code)
         if kind is ErrorKind.LINK_LOST:
             self._link(False, f"IB {code}: {message}")

@@ -224,6 +224,39 @@ class SignalTimeConfig(BaseModel):
     max_clock_jump_s: Annotated[float, Field(gt=0, le=86_400 * 366)] = 7 * 86_400.0  # file clock: future
 
 
+AlertMode = Literal["on", "silent", "off"]
+
+
+class AlertEventsConfig(BaseModel):
+    """Each notification on, silent (delivered without a sound where the service allows) or off."""
+
+    model_config = _Strict
+    killswitch: AlertMode = "on"  # an automatic trigger tripped a kill switch
+    operator_change: AlertMode = "on"  # an operator changed a kill switch (kill, resume)
+    disconnect: AlertMode = "on"  # the broker link down longer than disconnect_after_s (and back)
+    reconciliation_break: AlertMode = "on"  # a position differs from the broker's: the symbol halted
+    database_outage: AlertMode = "on"  # writes failing (no new orders until they succeed)
+    blocked: AlertMode = "on"  # the engine refuses new orders for a reason outside the kill switches
+    login_needed: AlertMode = "on"  # the gateway unreachable past login_after_s: a login or 2FA is waiting
+    daily_digest: AlertMode = "silent"  # P&L, fills, rejects and equity once a day
+
+
+class AlertsConfig(BaseModel):
+    """Notifications through apprise URLs (Telegram ``tgram://``, Slack ``slack://``, email ``mailto://``, any
+    webhook ``json://``). Sent from a background thread: a slow or failing service never touches trading."""
+
+    model_config = _Strict
+    urls: list[str] = Field(default_factory=list)
+    urls_file: Path | None = None  # one URL a line (a secret file: URLs carry tokens); added to ``urls``
+    repeat_interval_s: Annotated[float, Field(ge=0)] = 900.0  # the same event and key at most once per interval
+    queue_size: PosInt = 1000  # notifications waiting to be sent; beyond it they are dropped and counted
+    timeout_s: PosFloat = 10.0
+    disconnect_after_s: Annotated[float, Field(ge=0)] = 60.0  # the broker's allowance before ``disconnect``
+    login_after_s: PosFloat = 600.0  # unreachable this long: ``login_needed`` (IB's weekly re-login, 2FA)
+    digest_at_utc: Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] = "21:00"
+    events: AlertEventsConfig = Field(default_factory=AlertEventsConfig)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TRADECTL_",
@@ -252,6 +285,7 @@ class Settings(BaseSettings):
     ibkr: IbkrConfig = Field(default_factory=IbkrConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     signal_time: SignalTimeConfig = Field(default_factory=SignalTimeConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     @classmethod
     def settings_customise_sources(

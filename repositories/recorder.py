@@ -195,6 +195,7 @@ class Recorder:
         self.failing: str | None = None  # why the last write failed, while the database is unreachable
         self.on_health: Callable[[str | None], None] | None = None
         self.on_defects: Callable[[list[RowDefect]], None] | None = None  # rows the database refused
+        self.on_flush: Callable[[int, float], None] | None = None  # (rows, seconds) of each committed flush
         self.last_defects: list[RowDefect] = []  # of the last flush
         self.defects = 0
         self.refused_keys: set[str] = set()  # keys of every row refused this session (rare: not bounded)
@@ -302,6 +303,7 @@ class Recorder:
             return 0
         now = now or self.clock()
         self.last_defects = []
+        t0 = time.perf_counter()
         try:
             with self.engine.begin() as conn:
                 n = self._write(conn, now)
@@ -323,6 +325,8 @@ class Recorder:
                 self.on_health(None)
         self.rows_written += n
         self.flushes += 1
+        if self.on_flush is not None:
+            self.on_flush(n, time.perf_counter() - t0)
         if self.last_defects and self.on_defects is not None:
             self.on_defects(self.last_defects)
         return n

@@ -418,6 +418,10 @@ class ExposureBook:
         self.gross = ZERO
         self.net = ZERO
 
+    def by_symbol(self) -> dict[str, Decimal]:
+        """Signed notional per symbol (a copy: the metrics read it at scrape time)."""
+        return dict(self._notional)
+
     def mark(self, symbol: str, quantity: Decimal, price: Decimal | None = None) -> Decimal:
         """Set the symbol's exposure to ``quantity`` at ``price`` (default: its last price); return it."""
         if price is None:

@@ -2,7 +2,8 @@
 positions and batched persistence to SQLite (or --db URL).
 
 Prints signals/s end to end, p50/p99 latency from a signal line in to the order handed to the broker,
-and peak RSS. Usage: .venv/bin/python scripts/bench_paper.py [-n 10000 -n 1000000] [--db URL]
+and peak RSS. Usage: .venv/bin/python scripts/bench_paper.py [-n 10000 -n 1000000] [--db URL] [--metrics]
+(--metrics: with health and metrics wired as the daemon wires them, and one /metrics render at the end)
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(p * len(sorted_values)))]
 
 
-def run(n: int, db: str | None) -> dict[str, Any]:
+def run(n: int, db: str | None, metrics: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d:
         url = db or f"sqlite:///{Path(d) / 'bench.db'}"
         # The synthetic stream sends 50 orders per simulated second and flips every position each second,
@@ -67,6 +68,11 @@ def run(n: int, db: str | None) -> dict[str, Any]:
             latencies.append(perf() - mark)
 
         session.bus.order_submitted += order_out
+        observed = None
+        if metrics:
+            from engine.health import observe
+
+            _, observed = observe(session)
         process = session.process_line
         t0 = perf()
         for line in lines:
@@ -74,6 +80,11 @@ def run(n: int, db: str | None) -> dict[str, Any]:
             process(line, clock)
         session.recorder.flush()
         elapsed = perf() - t0
+        render_ms = 0.0
+        if observed is not None:
+            r0 = perf()
+            observed.render()
+            render_ms = (perf() - r0) * 1000
         reasons = sorted(session.engine.stats.reject_reasons.items(), key=lambda kv: -kv[1])[:4]
         session.db.dispose()
     latencies.sort()
@@ -85,6 +96,7 @@ def run(n: int, db: str | None) -> dict[str, Any]:
         "p99_us": percentile(latencies, 0.99) * 1e6,
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rejects": ", ".join(f"{k} {v}" for k, v in reasons),
+        "render_ms": render_ms,
     }
 
 
@@ -92,13 +104,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("-n", type=int, action="append", help="signals per run (repeatable)")
     ap.add_argument("--db", help="database URL (default: a fresh SQLite file)")
+    ap.add_argument("--metrics", action="store_true", help="wire health and metrics (engine.health.observe)")
     args = ap.parse_args()
     print(f"machine: {platform.node()} {platform.machine()} python {platform.python_version()}")
     for n in args.n or [10_000, 100_000]:
-        r = run(n, args.db)
+        r = run(n, args.db, args.metrics)
         print(f"N={r['n']:>9,}  {r['signals_per_s']:>9,.0f} signals/s  orders {r['orders']:>8,}  "
               f"signal->broker p50 {r['p50_us']:6.1f} us  p99 {r['p99_us']:7.1f} us  maxRSS {r['max_rss_mb']:.0f} MB")
         print(f"             top rejects: {r['rejects']}")
+        if args.metrics:
+            print(f"             /metrics render: {r['render_ms']:.1f} ms")
 
 
 if __name__ == "__main__":

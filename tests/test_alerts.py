@@ -1,0 +1,270 @@
+"""Alerts through apprise to a local HTTP receiver: delivered, rate limited, switched off, and never an error
+for the caller when the service fails."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from engine.alerts import Alerts, AlertWatch, digest_message, read_urls
+from engine.bus import EventBus
+from engine.config import AlertsConfig
+from engine.domain import KillState, KillSwitchChange
+from tests.conftest import T0
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that keeps every JSON body POSTed to it."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        received = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                n = int(self.headers.get("Content-Length", 0))
+                received.append(json.loads(self.rfile.read(n)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"json://127.0.0.1:{self.port}/hook"
+
+    def wait_for(self, n: int, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout_s
+        while len(self.bodies) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.bodies
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def collect(into: list[Any], what: str = "title") -> Callable[[str, str, str, bool], bool]:
+    """A sender that keeps one part of each notification (title, body or silent) instead of sending it."""
+
+    def send(title: str, body: str, level: str, silent: bool) -> bool:
+        into.append({"title": title, "body": body, "silent": silent}[what])
+        return True
+
+    return send
+
+
+def alerts(urls: list[str], **cfg: Any) -> Alerts:
+    return Alerts(AlertsConfig(urls=urls, timeout_s=2, **cfg))
+
+
+def test_a_notification_reaches_the_webhook_with_its_title_and_body(receiver: Receiver) -> None:
+    a = alerts([receiver.url])
+    assert a.notify("blocked", "engine blocked", "database unavailable")
+    assert a.drain()
+    [body] = receiver.wait_for(1)
+    assert body["title"] == "[tradectl] engine blocked" and body["message"] == "database unavailable"
+    assert a.sent == 1
+    a.close()
+
+
+def test_a_failing_url_never_raises_into_the_caller_and_is_counted() -> None:
+    a = alerts([f"json://127.0.0.1:{closed_port()}/hook"])
+    assert a.notify("blocked", "engine blocked", "x") is True  # queued: the caller is done
+    assert a.drain()
+    assert a.failed == 1 and a.sent == 0
+    a.close()
+
+
+def test_a_sender_that_raises_is_counted_as_failed() -> None:
+    def boom(title: str, body: str, level: str, silent: bool) -> bool:
+        raise RuntimeError("service exploded")
+
+    a = Alerts(AlertsConfig(), sender=boom)
+    assert a.notify("blocked", "t", "b")
+    assert a.drain() and a.failed == 1
+    a.close()
+
+
+def test_repeats_of_the_same_event_and_key_are_rate_limited(receiver: Receiver) -> None:
+    now = [0.0]
+    a = Alerts(AlertsConfig(urls=[receiver.url], repeat_interval_s=60), monotonic=lambda: now[0])
+    assert a.notify("disconnect", "down", "1", key="broker")
+    assert not a.notify("disconnect", "down", "2", key="broker")
+    assert a.notify("disconnect", "down", "other key", key="other")
+    now[0] = 61.0
+    assert a.notify("disconnect", "down", "3", key="broker")
+    assert a.drain()
+    assert [b["message"] for b in receiver.wait_for(3)] == ["1", "other key", "3"] and a.suppressed == 1
+    a.close()
+
+
+def test_an_event_set_off_sends_nothing(receiver: Receiver) -> None:
+    a = alerts([receiver.url], events={"blocked": "off"})
+    assert not a.notify("blocked", "engine blocked", "x")
+    assert a.queued == 0 and a.drain()
+    time.sleep(0.1)
+    assert receiver.bodies == []
+
+
+def test_a_full_queue_drops_and_counts_without_blocking() -> None:
+    release = threading.Event()
+
+    def slow(title: str, body: str, level: str, silent: bool) -> bool:
+        release.wait(5)
+        return True
+
+    a = Alerts(AlertsConfig(queue_size=1, repeat_interval_s=0), sender=slow)
+    t0 = time.perf_counter()
+    results = [a.notify("blocked", "t", str(i), key=str(i)) for i in range(5)]
+    assert time.perf_counter() - t0 < 0.5
+    assert results.count(False) >= 3 and a.dropped == results.count(False)
+    release.set()
+    assert a.drain()
+    a.close()
+
+
+def test_a_silent_event_goes_out_marked_silent() -> None:
+    got: list[bool] = []
+    a = Alerts(AlertsConfig(events={"daily_digest": "silent"}),
+               sender=collect(got, "silent"))
+    a.notify("daily_digest", "digest", "b")
+    assert a.drain() and got == [True]
+    a.close()
+
+
+def test_kill_switch_changes_on_the_bus_become_alerts_by_kind() -> None:
+    sent: list[str] = []
+    a = Alerts(AlertsConfig(), sender=collect(sent))
+    bus = EventBus()
+    a.attach(bus)
+    bus.killswitch.emit(KillSwitchChange(T0, "global", KillState.ACTIVE, KillState.HALTED, "drawdown",
+                                         "trigger:drawdown"))
+    bus.killswitch.emit(KillSwitchChange(T0, "symbol:AAPL", KillState.ACTIVE, KillState.HALTED, "ours 1 broker 2",
+                                         "trigger:reconciliation_mismatch"))
+    bus.killswitch.emit(KillSwitchChange(T0, "global", KillState.HALTED, KillState.ACTIVE, "fixed", "ops", id=7))
+    assert a.drain()
+    assert [t.split("] ", 1)[1].split(",")[0] for t in sent] == [
+        "kill switch tripped", "position break", "kill switch global: HALTED -> ACTIVE"]
+    a.close()
+
+
+def fake_session() -> SimpleNamespace:
+    from decimal import Decimal
+
+    from engine.engine import EngineStats
+    from risk.killswitch import KillSwitchBoard
+    from risk.triggers import TripWires
+
+    engine = SimpleNamespace(broker_connected=True, blocked=None, broker=SimpleNamespace(name="ibkr"),
+                             stats=EngineStats(), trips=TripWires(), killswitches=KillSwitchBoard(),
+                             realized_pnl=Decimal(0), commissions=Decimal(0), equity=lambda: Decimal(1000))
+    return SimpleNamespace(engine=engine, recorder=SimpleNamespace(failing=None))
+
+
+def test_the_watch_alerts_a_disconnect_past_its_allowance_once_and_then_the_reconnect() -> None:
+    sent: list[str] = []
+    now = [0.0]
+    a = Alerts(AlertsConfig(disconnect_after_s=30, login_after_s=600), sender=collect(sent))
+    session = fake_session()
+    watch = AlertWatch(a, session, monotonic=lambda: now[0])
+    session.engine.broker_connected = False
+    watch.check()
+    now[0] = 20.0
+    watch.check()  # inside the allowance: nothing
+    now[0] = 31.0
+    watch.check()
+    now[0] = 40.0
+    watch.check()  # already said
+    session.engine.broker_connected = True
+    watch.check()
+    assert a.drain()
+    assert sent == ["[tradectl] broker disconnected", "[tradectl] broker reconnected"]
+    a.close()
+
+
+def test_the_watch_says_a_login_is_needed_when_the_gateway_stays_away() -> None:
+    sent: list[str] = []
+    now = [0.0]
+    a = Alerts(AlertsConfig(disconnect_after_s=30, login_after_s=600), sender=collect(sent))
+    session = fake_session()
+    watch = AlertWatch(a, session, monotonic=lambda: now[0])
+    session.engine.broker_connected = False
+    for t in (0.0, 31.0, 601.0):
+        now[0] = t
+        watch.check()
+    assert a.drain() and sent[-1] == "[tradectl] IB login or 2FA needed?"
+    a.close()
+
+
+def test_the_watch_alerts_a_database_outage_and_its_end() -> None:
+    sent: list[str] = []
+    a = Alerts(AlertsConfig(), sender=collect(sent))
+    session = fake_session()
+    watch = AlertWatch(a, session)
+    session.recorder.failing = "connection refused"
+    session.engine.blocked = "database unavailable: connection refused"
+    watch.check()
+    session.recorder.failing = None
+    session.engine.blocked = None
+    watch.check()
+    assert a.drain()
+    assert sent == ["[tradectl] database writes failing", "[tradectl] database writes succeed again"]
+    a.close()
+
+
+def test_the_watch_sends_the_digest_once_a_day_at_its_time() -> None:
+    bodies: list[str] = []
+    wall = [datetime(2026, 1, 5, 20, 0, tzinfo=UTC)]
+    a = Alerts(AlertsConfig(digest_at_utc="21:00"), sender=collect(bodies, "body"))
+    session = fake_session()
+    watch = AlertWatch(a, session, wall=lambda: wall[0])
+    watch.check()
+    session.engine.stats.fills = 3
+    wall[0] = datetime(2026, 1, 5, 21, 0, 1, tzinfo=UTC)
+    watch.check()
+    watch.check()
+    assert a.drain() and len(bodies) == 1 and "fills: 3" in bodies[0]
+    a.close()
+
+
+def test_the_digest_names_pnl_fills_rejects_and_equity() -> None:
+    title, body = digest_message({"equity": "1000500.5", "day_pnl": "500.5", "fills": 12, "rejected": 3,
+                                  "reject_reasons": {"killswitch": 2, "no_edge": 1}}, "2026-01-05")
+    assert title == "daily digest 2026-01-05"
+    assert body.splitlines() == ["equity: 1,000,500.50", "day P&L: 500.50", "rejected: 3", "fills: 12",
+                                 "top rejects: killswitch 2, no_edge 1"]
+
+
+def test_urls_are_read_from_a_secret_file(tmp_path: Any) -> None:
+    f = tmp_path / "urls"
+    f.write_text("# comment\njson://127.0.0.1:1/a\n\n")
+    assert read_urls(AlertsConfig(urls=["json://x/b"], urls_file=f)) == ["json://x/b", "json://127.0.0.1:1/a"]

@@ -1,0 +1,107 @@
+"""The deployment files agree with the code: every metric the alert rules and the dashboard use exists,
+the compose file keeps ports on localhost and secrets in files, the unit is Type=notify with a watchdog."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml  # type: ignore[import-untyped]
+
+from engine.config import load_settings
+from engine.health import observe
+from engine.metrics import metric_names
+from engine.session import PaperSession, SimClock
+from paper.market import SIM_START
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+NAME = re.compile(r"\btradectl_[a-z0-9_]+\b")
+
+
+@pytest.fixture(scope="module")
+def exposed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[set[str]]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('deploy') / 'm.db'}"
+    session = PaperSession(load_settings(database_url=url))
+    session.prepare(SimClock(SIM_START), SIM_START)
+    try:
+        _, metrics = observe(session)
+        yield metric_names(metrics.registry)
+    finally:
+        session.control.close()
+        session.db.dispose()
+
+
+def rule_exprs() -> list[str]:
+    doc = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    return [rule["expr"] for group in doc["groups"] for rule in group["rules"]]
+
+
+def dashboard_exprs() -> list[str]:
+    doc = json.loads((DEPLOY / "grafana" / "tradectl.json").read_text())
+    return [t["expr"] for p in doc["panels"] for t in p.get("targets", [])]
+
+
+def test_every_metric_in_the_alert_rules_exists(exposed: set[str]) -> None:
+    used = {n for e in rule_exprs() for n in NAME.findall(e)}
+    assert len(used) >= 10
+    assert used - exposed == set()
+
+
+def test_every_metric_on_the_dashboard_exists(exposed: set[str]) -> None:
+    used = {n for e in dashboard_exprs() for n in NAME.findall(e)}
+    assert len(used) >= 20
+    assert used - exposed == set()
+
+
+def compose() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    return doc
+
+
+def test_compose_binds_every_published_port_to_localhost() -> None:
+    ports = [str(p) for svc in compose()["services"].values() for p in svc.get("ports", [])]
+    assert ports and all(p.startswith("127.0.0.1:") for p in ports), ports
+
+
+def test_compose_takes_secrets_from_files_never_from_plain_variables() -> None:
+    services = compose()["services"]
+    for name, svc in services.items():
+        for key, value in (svc.get("environment") or {}).items():
+            if re.search(r"PASSWORD|SECRET|TOKEN", key):
+                assert key.endswith("_FILE") and str(value).startswith("/run/secrets/"), (name, key)
+    gateway = services["ib-gateway"]["environment"]
+    assert gateway["TWS_PASSWORD_FILE"] == "/run/secrets/tws_password"
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/pg_password"
+    assert all("file" in s for s in compose()["secrets"].values())
+
+
+def test_compose_sets_the_ibc_restart_2fa_and_session_actions() -> None:
+    env = compose()["services"]["ib-gateway"]["environment"]
+    assert re.fullmatch(r"\d{1,2}:\d\d (AM|PM)", env["AUTO_RESTART_TIME"])
+    assert env["TWOFA_TIMEOUT_ACTION"] == "restart"
+    assert env["EXISTING_SESSION_DETECTED_ACTION"] in ("primary", "primaryoverride", "secondary", "manual")
+
+
+def unit() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string((DEPLOY / "tradectl.service").read_text())
+    return parser
+
+
+def test_the_unit_is_type_notify_with_a_watchdog_and_restarts_on_failure() -> None:
+    service = unit()["Service"]
+    assert service["Type"] == "notify"
+    assert int(service["WatchdogSec"]) > 0
+    assert service["Restart"] == "on-failure"
+    assert "tradectl run --broker ibkr" in service["ExecStart"]
+
+
+def test_the_example_config_loads() -> None:
+    settings = load_settings(DEPLOY / "tradectl.toml")
+    assert settings.alerts.events.daily_digest == "silent"
