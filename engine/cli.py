@@ -88,7 +88,8 @@ def paper(
 
     settings = _settings(config, database_url=db)
     _setup_logging(settings)
-    from engine.session import DEMO_SIGNALS, PaperSession, count_lines, read_lines
+    from engine.session import PaperSession
+    from engine.sources import DEMO_SIGNALS, count_lines, read_lines
     from paper.market import QuotesFileError
     from repositories.store import AccountBound, EngineLocked
 
@@ -324,7 +325,7 @@ def run(
     _setup_logging(settings)
     from broker.ibkr import IbkrError
     from engine.live import IB_PORTS, AccountRefused, IbkrSession
-    from engine.session import DEMO_SIGNALS, read_lines
+    from engine.sources import DEMO_SIGNALS, read_lines
     from repositories.store import AccountBound, EngineLocked
 
     path = None if signals is None or signals == "-" else Path(signals)
@@ -378,8 +379,9 @@ def reconcile(
     _setup_logging(settings)
     from broker.ibkr import IbkrBroker, IbkrError
     from broker.reconcile import ReconcileReport
+    from engine.clock import wall_clock
     from engine.live import IB_PORTS, IbkrSession
-    from engine.session import PaperSession, compare_with_broker, wall_clock
+    from engine.session import PaperSession, compare_with_broker
     from paper.broker import PaperBroker
     from repositories.store import AccountBound, EngineLocked
 

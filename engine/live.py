@@ -13,31 +13,19 @@ fill the signal caused is booked before the next one is read (the in-process pap
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal as os_signal
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
-from typing import Any, TextIO
+from typing import TextIO
 
 import structlog
 
 from broker.ibkr import IbkrBroker, is_paper_account
+from engine.clock import SignalTimes, SimClock, perf, wall_clock
 from engine.config import Settings
 from engine.domain import Signal
 from engine.engine import InstrumentBook
-from engine.session import (
-    Session,
-    SessionSummary,
-    SignalTimes,
-    SimClock,
-    _perf,
-    clean_line,
-    line_reader,
-    stop_handler,
-    text_of,
-    wall_clock,
-)
-from engine.signals import SignalError, parse_signal
+from engine.session import Session, SessionSummary
+from engine.sources import FileSource, SignalSource, StreamSource
 from paper.market import SIM_START
 
 log = structlog.get_logger("tradectl.live")
@@ -91,13 +79,12 @@ class IbkrSession(Session):
         self.lockstep = lockstep
         self.before_signal = before_signal
         self.subscribed: set[str] = set()
-        self.times = SignalTimes(settings, clock)  # a file clock in lockstep rehearsals, else the wall clock
         self.pace = False  # a file on the wall clock: no faster than the order-rate limits
 
     async def connect(self) -> None:
         """Connect, check the account, open the session and reconcile. Raises IbkrError / AccountRefused."""
         started = wall_clock()
-        self._t_connect = _perf()
+        self._t_connect = perf()
         ib = self.settings.ibkr
         self.broker = IbkrBroker(self.host, self.port, self.client_id, self.account, self.clock,
                                  pacing_per_s=ib.pacing_per_s, connect_timeout_s=ib.connect_timeout_s)
@@ -118,17 +105,18 @@ class IbkrSession(Session):
                 await self._subscribe(pos.symbol)
         for bp in self.broker.positions():
             await self._subscribe(bp.symbol)
-        self._wire(self.broker, self.clock, positions, InstrumentBook(allow_unknown=True))
+        self._wire(broker=self.broker, clock=self.clock, positions=positions,
+                   instruments=InstrumentBook(allow_unknown=True))
         # Live: a signal is on disk before it is acted on, and an order before it reaches IB (a crash between
         # the two is found again by orderRef). Orders leave at IB's pace, so a commit each costs nothing.
         self.recorder.flush_rows = ib.commit_every
-        self.engine.signal_time = self.times.verdict
+        self.set_times(SignalTimes(self.settings, self.sim_clock))  # a file clock in lockstep rehearsals
         self.engine.before_submit = self.recorder.commit_now
         nlv = self.broker.account_equity()
         log.info("session.ready", mode=self.mode, session_id=self.session_id, account=self.account,
                  equity=str(self.engine.equity()),
                  equity_source="IB NetLiquidation" if nlv is not None else "config (IB sent no NetLiquidation)",
-                 startup_s=round(_perf() - self._t_connect, 3))
+                 startup_s=round(perf() - self._t_connect, 3))
 
     async def _subscribe(self, symbol: str) -> None:
         if symbol in self.subscribed:
@@ -139,24 +127,25 @@ class IbkrSession(Session):
             log.warning("marketdata.no_quote_yet", symbol=symbol)
 
     async def process_line(self, line: str | bytes, line_no: int | None = None) -> None:
-        times = self.times
-        parsed = parse_signal(line, times.stamp)
-        engine = self.engine
-        if isinstance(parsed, SignalError):
-            engine.on_invalid_signal(parsed, line_no)
-            return
-        times.arrive(parsed)
-        await self._subscribe(parsed.symbol)
-        engine.expire(engine.clock())
+        """One line, outside a run (tests drive a connected session line by line)."""
+        await self._handle_line(line, line_no or 0)
+
+    # -- venue hooks -----------------------------------------------------------------------------------
+    async def _before_signal(self, signal: Signal) -> None:
+        await self._subscribe(signal.symbol)
         if self.before_signal is not None:
-            await self.before_signal(parsed)
+            await self.before_signal(signal)
         if self.lockstep:
             await self.broker.sync()
         if self.pace:
-            await self._pace(parsed)
-        engine.on_signal(parsed, text_of(line), line_no)
-        if self.lockstep:
+            await self._pace(signal)
+
+    async def _after_signal(self, signal: Signal) -> None:
+        if self.lockstep:  # every fill the signal caused is booked before the next line is read
             await self.broker.sync()
+
+    def _tick(self) -> None:
+        return None  # IB's market moves by itself; quotes arrive as events
 
     async def _pace(self, signal: Signal) -> None:
         """Wait until one more order fits the order-rate limits (account and symbol) of this signal."""
@@ -171,91 +160,42 @@ class IbkrSession(Session):
                 return
             await asyncio.sleep(0.005)
 
-    async def run(self, lines: Iterable[str | bytes] = (), stream: TextIO | None = None) -> SessionSummary:
-        """Connect (if not yet), trade every line (of ``stream`` when given), drain, cancel what is left.
+    async def run(self, lines: Iterable[str | bytes] = (), stream: TextIO | None = None,
+                  source: SignalSource | None = None) -> SessionSummary:
+        """Connect (if not yet) and trade ``source`` (or the lines of ``stream``, or ``lines``) to its end.
 
         ``lines`` (a file) run on the file's clock for their ``ts`` (as in a paper file session) and,
-        on the wall clock, no faster than the order-rate limits; ``stream`` (stdin) runs on the wall clock.
+        on the wall clock, no faster than the order-rate limits; streams and the inbox run on the wall clock.
         """
         if not hasattr(self, "engine"):
             await self.connect()
-        if stream is None and self.sim_clock is None:
-            self.times = SignalTimes(self.settings, SimClock(SIM_START))
-            self.engine.signal_time = self.times.verdict
+        if source is None:
+            source = StreamSource(stream) if stream is not None else FileSource(lines)
+        if not source.wall_clock and self.sim_clock is None:
+            self.set_times(SignalTimes(self.settings, SimClock(SIM_START)))
             self.pace = True
-        loop = asyncio.get_running_loop()
-        t0 = _perf()
-        stop = asyncio.Event()
-        for sig in (os_signal.SIGINT, os_signal.SIGTERM):  # not on Windows loops, nor off the main thread:
-            with contextlib.suppress(NotImplementedError, RuntimeError):  # then Ctrl-C is Python's default
-                loop.add_signal_handler(sig, stop_handler(stop, sig))
-        timers = asyncio.create_task(self._timers(stop))
-        n = 0
         try:
-            if stream is not None:
-                stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
-                readline = line_reader(stream)
-                line_no = 0
-                while not stop.is_set():
-                    read: asyncio.Future[Any] = asyncio.ensure_future(loop.run_in_executor(None, readline))
-                    await asyncio.wait([read, stopping], return_when=asyncio.FIRST_COMPLETED)
-                    if not read.done():  # a stop request while waiting for input
-                        read.cancel()
-                        break
-                    raw = read.result()
-                    if not raw:
-                        break
-                    line_no += 1
-                    line = clean_line(raw, line_no)
-                    if line:
-                        n += 1
-                        await self.process_line(line, line_no)
-                        self._progress(n)
-                stopping.cancel()
-            else:
-                for line_no, raw in enumerate(lines, 1):
-                    if stop.is_set():
-                        break
-                    line = clean_line(raw, line_no)
-                    if line:
-                        n += 1
-                        await self.process_line(line, line_no)
-                        self._progress(n)
-                        if not n & 63:
-                            await asyncio.sleep(0)  # let broker events in between signals
-            stopped = stop.is_set()
-            left = 0
-            if not stopped:
-                cancelled = await self._drain(stop)
-            elif self.settings.ibkr.on_stop == "cancel":
-                cancelled = await self._drain(stop, wait=False)
-            else:
-                cancelled, left = 0, len(self.engine.orders)
-                log.warning("session.orders_left_working", orders=left,
-                            detail="left at IB as configured (ibkr.on_stop = leave); reconciled at the next start")
+            summary = await self.run_source(source, self._started)
         finally:
-            stop.set()
-            timers.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await timers
-            for sig in (os_signal.SIGINT, os_signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.remove_signal_handler(sig)
-        self.recorder.flush()
-        summary = self._finish(self._started, _perf() - t0, cancelled)
-        await self.broker.close()
+            await self.broker.close()
         if self.broker.paced:
             summary.notes.append(f"{self.broker.paced} order message(s) waited for IB pacing")
-        if stopped:
-            summary.notes.append(f"stopped by a signal after {n} input line(s)")
-        if left:
-            summary.notes.append(f"{left} order(s) left working at IB (ibkr.on_stop = leave): the next start "
-                                 f"reconciles them")
         return summary
 
-    def _progress(self, n: int) -> None:
-        if self.on_progress is not None:
-            self.on_progress(n)
+    async def _wind_down(self, stopped: bool) -> tuple[int, list[str]]:
+        """Input ended: working orders get ``ibkr.drain_s`` to finish, then are cancelled. Stopped by a signal:
+        left working at IB (``ibkr.on_stop = leave``, the default; the next start reconciles them) or
+        cancelled (``cancel``)."""
+        if not stopped:
+            return await self._drain(self._stop), []
+        if self.settings.ibkr.on_stop == "cancel":
+            return await self._drain(self._stop, wait=False), []
+        left = len(self.engine.orders)
+        if not left:
+            return 0, []
+        log.warning("session.orders_left_working", orders=left,
+                    detail="left at IB as configured (ibkr.on_stop = leave); reconciled at the next start")
+        return 0, [f"{left} order(s) left working at IB (ibkr.on_stop = leave): the next start reconciles them"]
 
     async def _drain(self, stop: asyncio.Event, wait: bool = True) -> int:
         """Give working orders ``ibkr.drain_s`` to finish, then cancel the rest and wait for IB to confirm."""
@@ -270,17 +210,3 @@ class IbkrSession(Session):
         if self.broker.connected:
             await self.broker.sync()
         return cancelled
-
-    async def _timers(self, stop: asyncio.Event) -> None:
-        """Kill-switch feed, heartbeats, reconciliation timer and recorder flushes, off the signal path."""
-        s = self.settings
-        poll_s = s.killswitch.poll_ms / 1000
-        flush_s = s.flush_interval_ms / 1000
-        loop = asyncio.get_running_loop()
-        last_flush = loop.time()
-        while not stop.is_set():
-            await asyncio.sleep(poll_s)
-            self.control.tick()
-            if loop.time() - last_flush >= flush_s:
-                self.recorder.flush()
-                last_flush = loop.time()

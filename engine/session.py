@@ -1,10 +1,10 @@
-"""Wiring for one paper session: database, simulated broker, market, engine, recorder.
+"""A trading session: database, bus, recorder, engine and kill-switch control wired on one broker, and
+the one runner that feeds it signals from any source (engine.sources) until the source ends or a stop.
 
-A file runs on simulated time, as fast as the machine allows: the clock follows the signals'
-timestamps and the market steps once per signal. Stdin runs on the wall clock, with the market
-stepping on a timer, until EOF. When the input ends, the market keeps stepping for a bounded number
-of steps so working orders can finish; whatever still works after that is cancelled with the reason
-recorded.
+``Session`` holds what every venue shares, the runner included: signal handling, timers, the kill-switch
+wake (PostgreSQL NOTIFY, else a poll) and the summary. A venue (``PaperSession`` here, ``IbkrSession``
+in engine.live) only fills in the hooks where they differ: what happens before and after a signal, timer
+work on the wall clock, and what happens to working orders when the input ends.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import contextlib
 import json
 import os
 import signal as os_signal
-import sys
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, TextIO
 
 import structlog
 from sqlalchemy import func, select
@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from broker.base import Broker, BrokerOrder, BrokerSnapshot, OrderUpdate
 from broker.reconcile import OpenOrderRecord, ReconcileReport, reconcile
 from engine.bus import EventBus
+from engine.clock import SignalTimes, SimClock, perf, wall_clock
 from engine.config import Settings
 from engine.control import OperatorControl, book_inferred_fills, engine_holder, order_from_row
 from engine.domain import (
@@ -40,13 +41,13 @@ from engine.domain import (
     OrderStatus,
     Position,
     Quote,
-    RejectCode,
     Signal,
     TimeInForce,
 )
 from engine.engine import Engine, InstrumentBook
 from engine.ids import signal_id_of
-from engine.signals import MAX_LINE_BYTES, SignalError, bound_raw, parse_signal, strip_bom
+from engine.signals import SignalError, parse_signal
+from engine.sources import FileSource, SignalSource, StreamSource, clean_line, text_of
 from paper.broker import PaperBroker
 from paper.market import SIM_START, RandomWalkMarket, read_quotes_csv
 from paper.matching import CommissionSchedule
@@ -62,137 +63,8 @@ from risk.triggers import DayMarks, TriggerLimits, TripWires
 
 log = structlog.get_logger("tradectl.session")
 
-DEMO_SIGNALS = Path(__file__).resolve().parent.parent / "paper" / "data" / "demo_signals.jsonl"
+STOPPED_REASON = "session stopped (Ctrl-C or SIGTERM): order still working"
 
-
-class SimClock:
-    """Simulated time: moves only forward, to the latest timestamp it is shown.
-
-    ``anchored`` is False until something (a quotes file, or the first ``ts`` of a signal file) has set
-    it; until then it reads ``start``.
-    """
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-        self.anchored = False
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance_to(self, ts: datetime) -> None:
-        if ts > self.now:
-            self.now = ts
-
-    def advance(self, delta: timedelta) -> None:
-        self.now = self.now + delta
-
-
-class SignalTimes:
-    """A session's rules for signal time: which ``ts`` to believe, and the time of a line without one.
-
-    On the wall clock (``clock`` None) a signal older than ``max_age_s`` is ``stale_signal`` and one
-    later than now + ``max_future_s`` is ``future_signal``; a line without ``ts`` is stamped now.
-    On a file's clock the first ``ts`` sets the clock and later ones move it forward, except one more
-    than ``max_clock_jump_s`` ahead: that one is ``future_signal`` and the clock stays. A ``ts`` more than
-    ``max_age_s`` behind the clock is ``stale_signal``. A line without ``ts`` is stamped the clock plus
-    one market step (``paper.step_ms``), and the clock moves there.
-    """
-
-    def __init__(self, settings: Settings, clock: SimClock | None) -> None:
-        cfg = settings.signal_time
-        self.clock = clock
-        self.step = timedelta(milliseconds=settings.paper.step_ms)
-        self.max_age = timedelta(seconds=cfg.max_age_s)
-        self.max_ahead = timedelta(seconds=cfg.max_future_s if clock is None else cfg.max_clock_jump_s)
-        self._stamped = False
-
-    def stamp(self) -> datetime:
-        """The ``ts`` of a valid line that has none (called by the parser)."""
-        clock = self.clock
-        if clock is None:
-            return wall_clock()
-        self._stamped = True
-        clock.advance(self.step)
-        return clock.now
-
-    def arrive(self, signal: Signal) -> None:
-        """A valid signal is about to be handled: bring a file's clock to its ``ts``, unless that is a jump."""
-        clock = self.clock
-        if clock is None:
-            return
-        if self._stamped:  # stamped from the clock: it is there already
-            self._stamped = False
-            return
-        if not clock.anchored:
-            clock.now = signal.ts
-            clock.anchored = True
-        elif signal.ts - clock.now <= self.max_ahead:
-            clock.advance_to(signal.ts)
-
-    def verdict(self, signal: Signal) -> tuple[RejectCode, str] | None:
-        """(code, reason) when the signal's time is not believed; the engine's hook, checked after dedupe."""
-        now = self.clock.now if self.clock is not None else wall_clock()
-        ahead = signal.ts - now
-        if ahead > self.max_ahead:
-            what = "now" if self.clock is None else "the file's clock"
-            return RejectCode.FUTURE_SIGNAL, (f"field 'ts': {signal.ts.isoformat()} is {_span(ahead)} ahead of {what} "
-                                     f"{now.isoformat()} (max {_span(self.max_ahead)})")
-        if -ahead > self.max_age:
-            return RejectCode.STALE_SIGNAL, (f"field 'ts': {signal.ts.isoformat()} is {_span(-ahead)} older than "
-                                    f"{now.isoformat()} (max {_span(self.max_age)})")
-        return None
-
-
-def _span(d: timedelta) -> str:
-    s = d.total_seconds()
-    return f"{s:.3f}s" if s < 120 else f"{s / 86_400:.2f}d" if s >= 86_400 else f"{s / 3600:.2f}h"
-
-
-class LongLine(bytes):
-    """The head of a line longer than ``MAX_LINE_BYTES`` whose rest was skipped: refused as ``line_too_long``."""
-
-
-def read_bounded_line(fh: BinaryIO) -> bytes:
-    """One physical line (b"" at the end); a line longer than ``MAX_LINE_BYTES`` is skipped to its end."""
-    line = fh.readline(MAX_LINE_BYTES + 1)
-    if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
-        while True:
-            rest = fh.readline(1 << 16)
-            if not rest or rest.endswith(b"\n"):
-                break
-        return LongLine(line)
-    return line
-
-
-def clean_line(line: str | bytes, line_no: int) -> str | bytes:
-    """A physical line as the parser takes it: a file's byte order mark and the surrounding whitespace off."""
-    if isinstance(line, LongLine):
-        return line
-    if line_no == 1:
-        line = strip_bom(line)
-    return line.strip()
-
-
-def text_of(line: str | bytes) -> str:
-    """The stored copy of a line that parsed (so it is valid UTF-8), bounded."""
-    return bound_raw(line if isinstance(line, str) else line.decode("utf-8"))
-
-
-def stop_handler(stop: asyncio.Event, sig: int) -> Callable[[], None]:
-    """First SIGINT/SIGTERM: stop taking signals and shut down in order. A second SIGINT: exit at once."""
-
-    def handle() -> None:
-        if stop.is_set() and sig == os_signal.SIGINT:
-            log.error("session.abort", detail="second Ctrl-C: exiting at once; reconciliation restores the rest")
-            os._exit(130)
-        log.warning("session.stopping", signal=os_signal.Signals(sig).name)
-        stop.set()
-
-    return handle
-
-
-def wall_clock() -> datetime:
-    return datetime.now(UTC)
 
 
 def risk_limits(settings: Settings) -> RiskLimits:
@@ -250,8 +122,8 @@ class SessionSummary:
         return {f.name: conv(getattr(self, f.name)) for f in fields(self)}
 
 
-class Session:
-    """What every session shares: database, bus, recorder, engine, kill-switch control, the summary."""
+class Session(ABC):
+    """What every session shares: database, bus, recorder, engine, kill-switch control, the runner, the summary."""
 
     mode = "paper"
     broker_kind = "simulated"  # what the database is bound to with the account (see Store.claim_account)
@@ -262,7 +134,6 @@ class Session:
         self.db = make_engine(settings.database_url)
         self.store = Store(self.db, settings.account)
         self.account = settings.account
-        self.stop_requested = False
 
     def _open(self, seed: int | None, started: datetime) -> list[Position]:
         """Migrate, check the database belongs to this account and broker, open the session row.
@@ -284,7 +155,7 @@ class Session:
         self._last_event = self.store.last_killswitch_event_id()  # before the states: nothing falls between
         return self.store.positions()
 
-    def _wire(self, broker: Broker, clock: Callable[[], datetime], positions: list[Position],
+    def _wire(self, *, broker: Broker, clock: Callable[[], datetime], positions: list[Position],
               instruments: InstrumentBook) -> None:
         """Bus, recorder, engine on ``broker``, kill-switch states and the operator control loop."""
         s = self.settings
@@ -326,6 +197,11 @@ class Session:
         self.engine.housekeeping(clock())
         self.save_day()
         self.report = self.reconcile_at_start()  # before the first order: our books against the broker's
+
+    def set_times(self, times: SignalTimes) -> None:
+        """The session's rules for signal time (the engine checks ``verdict`` after dedupe)."""
+        self.times = times
+        self.engine.signal_time = times.verdict
 
     def _on_row_defects(self, defects: list[RowDefect]) -> None:
         """Rows the database refused are kept in row_defects; trading stops only where state is now unsure."""
@@ -498,7 +374,148 @@ class Session:
         return {status: n for status, n in rows}
 
 
+    # -- the one runner: sources, signal handling, timers, kill-switch wake, drain ---------------------
+    async def run_source(self, source: SignalSource, started: datetime) -> SessionSummary:
+        """Trade every line of ``source`` until it ends or SIGINT/SIGTERM, then wind down and summarise.
+
+        The same for every venue and every source; what differs is in the venue hooks (``_before_signal``,
+        ``_after_signal``, ``_tick``, ``_wind_down``).
+        """
+        loop = asyncio.get_running_loop()
+        t0 = perf()
+        stop = self._stop = asyncio.Event()
+        handled = _on_stop_signals(loop, stop)
+        ended = asyncio.Event()  # the timers run until the working orders are settled too
+        timers = asyncio.create_task(self._timers(ended))
+        n = 0
+        progress = self.on_progress
+        try:
+            try:
+                async for line_no, raw in source.lines(stop):
+                    line = clean_line(raw, line_no)
+                    if not line:
+                        continue
+                    n += 1
+                    await self._handle_line(line, line_no)
+                    if progress is not None and (not n % 500 or source.wall_clock):
+                        progress(n)
+                    if not n & 63:
+                        self.control.tick()  # paced inside: reads the kill switches every poll interval
+                        await asyncio.sleep(0)  # let broker events and the timers in between signals
+            except KeyboardInterrupt:  # Ctrl-C where no handler could be installed: stop, record what was done
+                stop.set()
+            stopped = stop.is_set()
+            if progress is not None:
+                progress(n)
+            cancelled, notes = await self._wind_down(stopped)
+        finally:
+            ended.set()
+            timers.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await timers
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+        self.recorder.flush()
+        summary = self._finish(started, perf() - t0, cancelled)
+        summary.notes.extend(notes)
+        if stopped:
+            summary.notes.append(f"stopped by a signal after {n} input line(s)")
+        return summary
+
+    async def _handle_line(self, line: str | bytes, line_no: int) -> None:
+        """One input line: parse (an invalid one is recorded as such), its time, the venue, the engine."""
+        times = self.times
+        parsed = parse_signal(line, times.stamp)
+        engine = self.engine
+        if isinstance(parsed, SignalError):
+            engine.on_invalid_signal(parsed, line_no)
+            return
+        times.arrive(parsed)
+        engine.expire(engine.clock())
+        await self._before_signal(parsed)
+        engine.on_signal(parsed, text_of(line), line_no)
+        await self._after_signal(parsed)
+
+    async def _timers(self, stop: asyncio.Event) -> None:
+        """Off the signal path: the kill-switch feed (woken at once by PostgreSQL NOTIFY, else polled), the
+        heartbeat and reconciliation (inside ``control.tick``), flushes on a timer, the venue's market."""
+        loop = asyncio.get_running_loop()
+        s = self.settings
+        poll_s = s.killswitch.poll_ms / 1000
+        flush_s = s.flush_interval_ms / 1000
+        wake = asyncio.Event()
+        fd = self.control.feed.fileno()
+        if fd is not None:
+            loop.add_reader(fd, wake.set)
+        last_flush = loop.time()
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=poll_s)
+                wake.clear()
+                self.control.tick(force=fd is None)
+                self._tick()
+                if loop.time() - last_flush >= flush_s:
+                    self.recorder.flush()
+                    last_flush = loop.time()
+        finally:
+            if fd is not None:
+                loop.remove_reader(fd)
+
+    # -- venue hooks -----------------------------------------------------------------------------------
+    @abstractmethod
+    async def _before_signal(self, signal: Signal) -> None:
+        """Bring the venue to the signal (the simulated market to its time; IB's quotes subscribed)."""
+
+    @abstractmethod
+    async def _after_signal(self, signal: Signal) -> None:
+        """After the engine acted on a signal (lockstep rehearsals wait for the gateway here)."""
+
+    @abstractmethod
+    def _tick(self) -> None:
+        """Timer work of the venue on the wall clock (the simulated market keeps quoting)."""
+
+    @abstractmethod
+    async def _wind_down(self, stopped: bool) -> tuple[int, list[str]]:
+        """At the end of the input (``stopped``: by a signal): what happens to working orders; (cancels, notes)."""
+
+    def close(self) -> None:
+        """Release what a session holds when it ends early (the engine lock, connections)."""
+        with contextlib.suppress(Exception):
+            self.control.close()
+        with contextlib.suppress(Exception):
+            self.signal_lookup.close()
+        self.db.dispose()
+
+
+def _on_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> list[int]:
+    """SIGINT/SIGTERM stop the session in order (a second Ctrl-C exits at once). Not on Windows loops nor
+    off the main thread: there Ctrl-C is Python's default."""
+    installed: list[int] = []
+    for sig in (os_signal.SIGINT, os_signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop_handler(stop, sig))
+            installed.append(sig)
+    return installed
+
+
+def stop_handler(stop: asyncio.Event, sig: int) -> Callable[[], None]:
+    """First SIGINT/SIGTERM: stop taking signals and shut down in order. A second SIGINT: exit at once."""
+
+    def handle() -> None:
+        if stop.is_set() and sig == os_signal.SIGINT:
+            log.error("session.abort", detail="second Ctrl-C: exiting at once; reconciliation restores the rest")
+            os._exit(130)
+        log.warning("session.stopping", signal=os_signal.Signals(sig).name)
+        stop.set()
+
+    return handle
+
+
 class PaperSession(Session):
+    """The simulated broker and market, in process. A file runs on its own clock as fast as the machine
+    allows (the market steps once per signal); stdin runs on the wall clock with the market on a timer."""
+
     def __init__(
         self,
         settings: Settings,
@@ -512,7 +529,7 @@ class PaperSession(Session):
         self.quotes_path = quotes
         self._quotes: Iterator[Quote] | None = None
         self._next_quote: Quote | None = None
-        self._times: SignalTimes | None = None
+        self.sim_clock: SimClock | None = None
 
     def prepare(self, clock: Callable[[], datetime], started: datetime) -> None:
         """Migrate, open the session row, and wire broker, market, bus, recorder and engine."""
@@ -530,7 +547,80 @@ class PaperSession(Session):
         if self.quotes_path is not None:
             self._quotes = read_quotes_csv(self.quotes_path)
             self._next_quote = next(self._quotes, None)
-        self._wire(self.broker, clock, positions, InstrumentBook(allow_unknown=True))
+        self.sim_clock = clock if isinstance(clock, SimClock) else None
+        if self.sim_clock is not None and self._next_quote is not None:
+            self.sim_clock.now = self._next_quote.ts  # replayed quotes set the time
+            self.sim_clock.anchored = True
+        self._wire(broker=self.broker, clock=clock, positions=positions, instruments=InstrumentBook(allow_unknown=True))
+        self.set_times(SignalTimes(self.settings, self.sim_clock))
+
+    # -- runs ------------------------------------------------------------------------------------------
+    def run_file(self, lines: Iterable[str | bytes]) -> SessionSummary:
+        """Each item of ``lines`` is one physical line (its number is the row's ``line_no``)."""
+        started = wall_clock()
+        self.prepare(SimClock(SIM_START), started)
+        return asyncio.run(self.run_source(FileSource(lines), started))
+
+    async def run_stream(self, stream: TextIO) -> SessionSummary:
+        """Stdin: the wall clock, the market on a timer, until EOF or a stop request."""
+        started = wall_clock()
+        self.prepare(wall_clock, started)
+        return await self.run_source(StreamSource(stream), started)
+
+    def process_line(self, line: str | bytes, clock: SimClock | None, line_no: int | None = None) -> None:
+        """One line, outside a run (tests and tools drive a prepared session line by line)."""
+        if self.times.clock is not clock:
+            self.set_times(SignalTimes(self.settings, clock))
+        handled = self._handle_line(line, line_no or 0)
+        try:
+            handled.send(None)  # the paper venue's hooks never suspend
+        except StopIteration:
+            return
+        raise RuntimeError("the paper venue suspended while handling a line")
+
+    # -- venue hooks -----------------------------------------------------------------------------------
+    async def _before_signal(self, signal: Signal) -> None:
+        self._market_to(self.engine.clock(), signal.symbol)
+
+    async def _after_signal(self, signal: Signal) -> None:
+        return None  # in process: every fill the signal caused is booked already
+
+    def _tick(self) -> None:
+        if self.sim_clock is None:  # on the wall clock the market keeps quoting what we hold or work
+            now = wall_clock()
+            self.engine.expire(now)
+            for symbol in self._quoted_symbols():
+                self._market_to(now, symbol)
+
+    async def _wind_down(self, stopped: bool) -> tuple[int, list[str]]:
+        """The simulated exchange lives in this process: working orders get ``paper.drain_steps`` market
+        steps to finish, then are cancelled (at once when stopped by a signal)."""
+        engine = self.engine
+        if stopped:
+            n = engine.cancel_where(lambda o: True, STOPPED_REASON)
+            return n, ["working orders cancelled (the simulated exchange ends with the session)"] if n else []
+        clock = self.sim_clock
+        step = timedelta(milliseconds=self.settings.paper.step_ms)
+        for _ in range(self.settings.paper.drain_steps):
+            if not engine.orders:
+                break
+            if clock is not None:
+                if self._quotes is not None:
+                    if self._next_quote is None:
+                        break
+                    clock.advance_to(self._next_quote.ts)
+                else:
+                    clock.advance(step)
+            else:
+                await asyncio.sleep(step.total_seconds())
+            now = engine.clock()
+            engine.expire(now)
+            if self._quotes is not None:
+                self._market_to(now, None)
+            else:
+                for symbol in sorted(self.broker.working_symbols()):
+                    self._market_to(now, symbol)
+        return engine.cancel_where(lambda o: True, "input ended: order still working"), []
 
     # -- market ----------------------------------------------------------------------------------------
     def _market_to(self, now: datetime, symbol: str | None) -> None:
@@ -544,176 +634,12 @@ class PaperSession(Session):
         elif symbol is not None:
             self.broker.on_quote(self.market.step(symbol, now))
 
-    def _drain(self, clock: SimClock | None, step: timedelta) -> int:
-        """Step the market until no order works (bounded); cancel what is left. Returns cancels."""
-        engine = self.engine
-        for _ in range(self.settings.paper.drain_steps):
-            if not engine.orders:
-                break
-            if clock is not None:
-                if self._quotes is not None:
-                    if self._next_quote is None:
-                        break
-                    clock.advance_to(self._next_quote.ts)
-                else:
-                    clock.advance(step)
-            now = engine.clock()
-            engine.expire(now)
-            if self._quotes is not None:
-                self._market_to(now, None)
-            else:
-                for symbol in sorted(self.broker.working_symbols()):
-                    self._market_to(now, symbol)
-        return engine.cancel_where(lambda o: True, "input ended: order still working")
-
     def _quoted_symbols(self) -> list[str]:
         """What the wall-clock market keeps quoting: symbols with a working order or a position (so a flatten,
         the checks and the marks have a fresh price for what is held, not only for what is working)."""
         held = {s for s, p in self.engine.positions.items() if p.quantity}
         return sorted(held | self.broker.working_symbols())
 
-    # -- runs ------------------------------------------------------------------------------------------
-    def run_file(self, lines: Iterable[str | bytes]) -> SessionSummary:
-        """Each item of ``lines`` is one physical line (its number is the row's ``line_no``)."""
-        started = wall_clock()
-        clock = SimClock(SIM_START)
-        self.prepare(clock, started)
-        if self._next_quote is not None:
-            clock.now = self._next_quote.ts  # replayed quotes set the time
-            clock.anchored = True
-        t0 = _perf()
-        recorder, progress = self.recorder, self.on_progress
-        n = 0
-        interrupted = False
-        try:
-            for line_no, raw in enumerate(lines, 1):
-                if self.stop_requested:
-                    break
-                line = clean_line(raw, line_no)
-                if not line:
-                    continue
-                n += 1
-                self.process_line(line, clock, line_no)
-                if not n & 63:
-                    self.control.tick()  # paced inside: reads the kill switches every poll interval
-                if progress is not None and n % 500 == 0:
-                    progress(n)
-        except KeyboardInterrupt:  # Ctrl-C: stop reading, but record everything handled so far
-            interrupted = True
-        if interrupted:
-            cancelled = self.engine.cancel_where(lambda o: True, "session interrupted (Ctrl-C)")
-        else:
-            cancelled = self._drain(clock, timedelta(milliseconds=self.settings.paper.step_ms))
-        if progress is not None:
-            progress(n)
-        recorder.flush()
-        summary = self._finish(started, _perf() - t0, cancelled)
-        if interrupted:
-            summary.notes.append(f"interrupted after {n} signals; working orders cancelled")
-        return summary
-
-    def process_line(self, line: str | bytes, clock: SimClock | None, line_no: int | None = None) -> None:
-        """One input line: parse, bring time and the market to the signal, hand it to the engine.
-
-        ``clock`` is the file's simulated clock, or None on the wall clock (stdin).
-        """
-        times = self._times
-        if times is None or times.clock is not clock:
-            times = self._times = SignalTimes(self.settings, clock)
-            self.engine.signal_time = times.verdict
-        parsed = parse_signal(line, times.stamp)
-        engine = self.engine
-        if isinstance(parsed, SignalError):
-            engine.on_invalid_signal(parsed, line_no)
-            return
-        times.arrive(parsed)
-        now = engine.clock()
-        engine.expire(now)
-        self._market_to(now, parsed.symbol)
-        engine.on_signal(parsed, text_of(line), line_no)
-
-    async def run_stream(self, stream: TextIO) -> SessionSummary:
-        """Stdin mode: wall clock, market on a timer, flushes on a timer, until EOF or a stop request."""
-        started = wall_clock()
-        self.prepare(wall_clock, started)
-        t0 = _perf()
-        loop = asyncio.get_running_loop()
-        step_s = self.settings.paper.step_ms / 1000
-        flush_s = self.settings.flush_interval_ms / 1000
-        stop = asyncio.Event()
-        for sig in (os_signal.SIGINT, os_signal.SIGTERM):
-            loop.add_signal_handler(sig, stop_handler(stop, sig))
-
-        async def ticker() -> None:
-            last_flush = loop.time()
-            while not stop.is_set():
-                await asyncio.sleep(step_s)
-                now = wall_clock()
-                self.engine.expire(now)
-                for symbol in self._quoted_symbols():
-                    self._market_to(now, symbol)
-                if loop.time() - last_flush >= flush_s:
-                    self.recorder.flush()
-                    last_flush = loop.time()
-
-        async def control_loop() -> None:
-            wake = asyncio.Event()
-            fd = self.control.feed.fileno()
-            if fd is not None:
-                loop.add_reader(fd, wake.set)  # PostgreSQL NOTIFY: act at once, not at the next poll
-            poll_s = self.settings.killswitch.poll_ms / 1000
-            try:
-                while not stop.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), timeout=poll_s)
-                    wake.clear()
-                    self.control.tick(force=fd is None)
-            finally:
-                if fd is not None:
-                    loop.remove_reader(fd)
-
-        tick_task = asyncio.create_task(ticker())
-        control_task = asyncio.create_task(control_loop())
-        n = 0
-        line_no = 0
-        readline = line_reader(stream)
-        try:
-            while not stop.is_set():
-                read: asyncio.Future[str | bytes] = asyncio.ensure_future(loop.run_in_executor(None, readline))
-                waiter: asyncio.Future[bool] = asyncio.ensure_future(stop.wait())
-                pending: list[asyncio.Future[Any]] = [read, waiter]
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                if read not in done:
-                    read.cancel()
-                    break
-                waiter.cancel()
-                raw = read.result()
-                if not raw:
-                    break
-                line_no += 1
-                line = clean_line(raw, line_no)
-                if line:
-                    n += 1
-                    self.process_line(line, None, line_no)
-                    if self.on_progress is not None:
-                        self.on_progress(n)
-        finally:
-            stop.set()
-            tick_task.cancel()
-            control_task.cancel()
-            for sig in (os_signal.SIGINT, os_signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-        cancelled = 0
-        for _ in range(self.settings.paper.drain_steps):
-            if not self.engine.orders:
-                break
-            await asyncio.sleep(step_s)
-            now = wall_clock()
-            for symbol in sorted(self.broker.working_symbols()):
-                self._market_to(now, symbol)
-        cancelled = self.engine.cancel_where(lambda o: True, "input ended: order still working")
-        self.recorder.flush()
-        return self._finish(started, _perf() - t0, cancelled)
 
 def compare_with_broker(store: Store, snap: BrokerSnapshot, positions: dict[str, Decimal],
                         open_rows: dict[str, dict[str, Any]] | None = None) -> ReconcileReport:
@@ -739,33 +665,3 @@ def order_from_broker(b: BrokerOrder, instrument: Instrument, now: datetime) -> 
                  b.reason or "adopted from the broker at reconciliation")
 
 
-def _perf() -> float:
-    import time
-
-    return time.perf_counter()
-
-
-def read_lines(path: Path | None) -> Iterator[bytes]:
-    """The physical lines of a signal file, as bytes: decoding (strict UTF-8) is the parser's job."""
-    if path is None:
-        path = DEMO_SIGNALS
-    with path.open("rb") as fh:
-        while line := read_bounded_line(fh):
-            yield line
-
-
-def line_reader(stream: TextIO) -> Callable[[], str | bytes]:
-    """``readline`` for a stream: its bytes when it has them (stdin), so invalid UTF-8 is refused, not repaired."""
-    buffer: BinaryIO | None = getattr(stream, "buffer", None)
-    if buffer is None:
-        return stream.readline
-    return lambda: read_bounded_line(buffer)
-
-
-def count_lines(path: Path) -> int:
-    with path.open("rb") as fh:
-        return sum(1 for line in fh if line.strip())
-
-
-def stdin_stream() -> TextIO:
-    return sys.stdin

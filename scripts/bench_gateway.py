@@ -23,10 +23,10 @@ from ib_async import IB, Contract, MarketOrder, Stock
 
 from broker.ibkr import IbkrBroker
 from engine.bus import EventBus
+from engine.clock import SimClock
 from engine.domain import Direction, Quote, Signal
 from engine.engine import Engine
 from engine.logging import configure_logging
-from engine.session import SimClock
 from paper.gateway import GatewaySim
 from paper.market import SIM_START
 from paper.wire import frame, read_frame

@@ -18,9 +18,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from engine.clock import SimClock
 from engine.config import load_settings
 from engine.domain import Order
-from engine.session import PaperSession, SimClock
+from engine.session import PaperSession
 from paper.market import SIM_START
 
 SYMBOLS = [f"SYM{i:02d}" for i in range(20)]

@@ -13,11 +13,11 @@ from typing import Any, TypeVar
 
 from broker.ibkr import IbkrBroker
 from engine.bus import EventBus, SignalRejected
+from engine.clock import SimClock
 from engine.config import Settings
 from engine.domain import Fill, Order, OrderStatus, Quote, Signal
 from engine.engine import Engine
 from engine.live import IbkrSession
-from engine.session import SimClock
 from paper.gateway import GatewaySim, serve_in_thread
 from paper.market import SIM_START
 from tests.conftest import T0

@@ -6,9 +6,9 @@ from decimal import Decimal as D
 from typing import Any
 
 from engine.bus import EventBus, SignalRejected
+from engine.clock import SimClock
 from engine.domain import KillSwitchChange, Order, OrderStatus, Quote
 from engine.engine import Engine
-from engine.session import SimClock
 from paper.broker import PaperBroker
 from tests.conftest import T0
 

@@ -18,10 +18,11 @@ from typer.testing import CliRunner
 from broker.ibkr import IbkrBroker
 from engine.bus import EventBus
 from engine.cli import app
+from engine.clock import SimClock
 from engine.config import load_settings
 from engine.domain import Order
 from engine.engine import Engine
-from engine.session import PaperSession, SimClock
+from engine.session import PaperSession
 from paper.market import SIM_START
 from repositories.db import ensure_schema, make_engine
 from repositories.models import Base

@@ -8,10 +8,11 @@ from decimal import Decimal as D
 
 import pytest
 
+from engine.clock import SimClock
 from engine.config import load_settings
 from engine.domain import Fill, KillState, OrderStatus, Side
 from engine.operator import live_engine, parse_since
-from engine.session import PaperSession, SimClock
+from engine.session import PaperSession
 from paper.market import SIM_START
 from repositories.db import make_engine
 from repositories.killswitch_feed import KillSwitchFeed

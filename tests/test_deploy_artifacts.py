@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]
 
+from engine.clock import SimClock
 from engine.config import load_settings
 from engine.health import observe
 from engine.metrics import metric_names
-from engine.session import PaperSession, SimClock
+from engine.session import PaperSession
 from paper.market import SIM_START
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"

@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from engine.clock import SimClock
 from engine.config import load_settings
-from engine.session import PaperSession, SimClock
+from engine.session import PaperSession
 from paper.market import SIM_START
 from repositories.db import ensure_schema, make_engine
 from repositories.store import EngineLocked, Store

@@ -16,10 +16,11 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from engine.cli import app
+from engine.clock import SimClock
 from engine.config import load_settings
 from engine.domain import Fill, Order
 from engine.live import AccountRefused, check_account
-from engine.session import PaperSession, SimClock
+from engine.session import PaperSession
 from paper.market import SIM_START
 from repositories.models import FillRow, PositionRow
 from tests.conftest import signal_line, write_lines

@@ -8,7 +8,6 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select, text
@@ -277,12 +276,12 @@ def test_tradectl_submit_exits_2_for_usage_errors_and_invalid_signals_writing_no
     assert SignalInbox(make_engine(sqlite_url), ACCOUNT).pending() == []
 
 
-# -- the engine's loop: engine.intake.pump_inbox --------------------------------------------------------------
+# -- the engine's source: engine.sources.InboxSource ---------------------------------------------------------
 @pytest.mark.timeout(60)
 def test_the_pump_hands_over_lines_as_they_arrive_and_each_is_consumed_once(db: Engine) -> None:
     import asyncio
 
-    from engine.intake import pump_inbox
+    from engine.sources import InboxSource
 
     inbox = SignalInbox(db, ACCOUNT)
     rig = Rig()
@@ -290,14 +289,16 @@ def test_the_pump_hands_over_lines_as_they_arrive_and_each_is_consumed_once(db: 
     recorder = Recorder(db, 1, ACCOUNT).attach(rig.bus)
     seen: list[int] = []
 
-    def handle(item: Any) -> None:
-        seen.append(item.id)
-        rig.engine.on_signal_line(item.raw, line_no=item.id)
-        recorder.flush()
+    async def consume(stop: asyncio.Event) -> int:
+        async for line_no, raw in InboxSource(inbox, recorder.consume_inbox, poll_s=0.02).lines(stop):
+            seen.append(line_no)
+            rig.engine.on_signal_line(str(raw), line_no=line_no)
+            recorder.flush()
+        return len(seen)
 
     async def scenario() -> int:
         stop = asyncio.Event()
-        task = asyncio.create_task(pump_inbox(inbox, handle, recorder.consume_inbox, stop, poll_s=0.02))
+        task = asyncio.create_task(consume(stop))
         await asyncio.to_thread(inbox.add, [signal_line("p1"), signal_line("p2")], "cli")
         for _ in range(500):
             if len(seen) >= 2:

@@ -128,7 +128,7 @@ def test_ib_error_codes_are_counted_by_code() -> None:
 @pytest.fixture
 def live(sqlite_url: str) -> Iterator[ObservedSession]:
     """A prepared session holding a position (so its quote is watched), mid-run."""
-    from engine.session import SimClock
+    from engine.clock import SimClock
     from paper.market import SIM_START
 
     session = ObservedSession(load_settings(database_url=sqlite_url), seed=1)
@@ -273,7 +273,7 @@ def test_readiness_turns_not_ready_when_the_database_goes_away_and_ready_when_it
 
     from sqlalchemy.engine import make_url
 
-    from engine.session import SimClock
+    from engine.clock import SimClock
     from paper.market import SIM_START
     from repositories.db import ensure_schema
     from tests.tcp_proxy import TcpProxy

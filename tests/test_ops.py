@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from engine.alerts import Alerts
+from engine.clock import SimClock
 from engine.config import AlertsConfig, load_settings
 from engine.domain import KillState
 from engine.ops import Ops
-from engine.session import PaperSession, SimClock
+from engine.session import PaperSession
 from engine.systemd import Notifier
 from paper.market import SIM_START
 

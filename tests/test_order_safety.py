@@ -14,10 +14,11 @@ from hypothesis import strategies as st
 from sqlalchemy import func, insert, select
 
 from engine.bus import SignalRejected
+from engine.clock import SimClock
 from engine.config import load_settings
 from engine.domain import KillState, Order, OrderStatus, RejectCode
 from engine.ids import client_order_id_for, engine_order_id, is_ours, signal_id_of
-from engine.session import PaperSession, SimClock
+from engine.session import PaperSession
 from paper.market import SIM_START
 from repositories.db import ensure_schema, make_engine
 from repositories.models import OrderRow, RowDefectRow, SignalRejectRow, SignalRow

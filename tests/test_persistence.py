@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from engine.config import load_settings
-from engine.session import PaperSession, SessionSummary
+from engine.session import STOPPED_REASON, PaperSession, SessionSummary
 from repositories.db import make_engine
 from repositories.models import FillRow, OrderEventRow, OrderRow, SignalRejectRow, SignalRow
 from repositories.store import Store
@@ -196,14 +196,14 @@ def test_ctrl_c_mid_file_keeps_what_was_handled_and_cancels_working_orders(tmp_p
     assert summary.signals == 2 and summary.cancelled_at_end >= 1
     with make_engine(url).connect() as conn:
         rows = dict(conn.execute(select(OrderRow.signal_id, OrderRow.reason)).all())
-    assert rows["i1"] == "session interrupted (Ctrl-C)" and set(rows) == {"i1", "i2"}
+    assert rows["i1"] == STOPPED_REASON and set(rows) == {"i1", "i2"}
     assert Store(make_engine(url), "DU0000001").open_orders() == []
 
 
 @pytest.mark.timeout(60)
 def test_the_database_going_away_halts_new_orders_keeps_everything_and_writes_it_when_it_returns(
         pg_url: str) -> None:
-    from engine.session import SimClock
+    from engine.clock import SimClock
     from paper.market import SIM_START
     from repositories.db import ensure_schema
     from tests.tcp_proxy import TcpProxy

@@ -13,10 +13,10 @@ from sqlalchemy import func, select
 
 from broker.base import BrokerOrder, BrokerPosition, BrokerSnapshot
 from broker.reconcile import OpenOrderRecord, reconcile
+from engine.clock import SimClock
 from engine.config import load_settings
 from engine.domain import Fill, Order, OrderStatus, Side, Signal
 from engine.live import IbkrSession
-from engine.session import SimClock
 from paper.gateway import GatewaySim
 from paper.market import SIM_START
 from repositories.db import make_engine

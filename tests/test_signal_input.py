@@ -20,8 +20,9 @@ from engine.cli import app
 from engine.config import load_settings
 from engine.domain import Signal
 from engine.ids import SIGNAL_ID_MAX_LEN, SIGNAL_ID_PATTERN
-from engine.session import PaperSession, SessionSummary, read_lines
+from engine.session import PaperSession, SessionSummary
 from engine.signals import MAX_LINE_BYTES, MAX_RAW_CHARS, SignalError, parse_signal
+from engine.sources import read_lines
 from repositories.db import make_engine
 from repositories.models import OrderRow, SignalRejectRow, SignalRow
 from tests.conftest import signal_line

@@ -16,7 +16,8 @@ from sqlalchemy import select
 
 from engine.config import load_settings
 from engine.live import IbkrSession
-from engine.session import DEMO_SIGNALS, PaperSession, SessionSummary
+from engine.session import PaperSession, SessionSummary
+from engine.sources import DEMO_SIGNALS
 from repositories.db import make_engine
 from repositories.models import FillRow, OrderEventRow, OrderRow, PositionRow, SignalRejectRow, SignalRow
 from tests.conftest import T0, signal_line
