@@ -19,6 +19,7 @@ import structlog
 
 from broker.base import Broker, OrderUpdate
 from engine.bus import EventBus, SignalRejected
+from engine.dedupe import DedupeUnavailable, RecentIds, SignalIdIndex
 from engine.domain import (
     ZERO,
     Direction,
@@ -61,74 +62,6 @@ ROW_DEFECT = "row_defect"  # the trigger that halts a scope whose rows the datab
 log = structlog.get_logger("tradectl.engine")
 
 RECENT_FILLS = 10_000  # fills kept in memory so an execution correction can find the one it replaces
-
-
-class DedupeUnavailable(Exception):
-    """Whether a signal id was seen before could not be decided (the database did not answer)."""
-
-
-class SignalIdIndex:
-    """Exact dedupe by signal id with bounded memory: recent ids in memory, older ones asked of the database.
-
-    Every id the engine has handled is either in the recent window or committed (the recorder's buffer
-    is far smaller than the window), so a miss in both is a new id, whatever its age.
-    """
-
-    def __init__(self, capacity: int, lookup: Callable[[str], bool] | None = None,
-                 initial: Iterable[str] = ()) -> None:
-        self.recent = RecentIds(capacity, initial)
-        self.lookup = lookup  # True when the database holds the id; None: memory only (tests, benches)
-        self.lookups = 0
-
-    def add(self, signal_id: str) -> bool:
-        """Remember ``signal_id``; False when it was already known. Raises DedupeUnavailable."""
-        recent = self.recent
-        if signal_id in recent:
-            return False
-        lookup = self.lookup
-        if lookup is not None:
-            self.lookups += 1
-            try:
-                known = lookup(signal_id)
-            except Exception as exc:
-                raise DedupeUnavailable(f"{type(exc).__name__}: {exc}") from exc
-            if known:
-                recent.add(signal_id)
-                return False
-        return recent.add(signal_id)
-
-    def remember(self, signal_id: str) -> None:
-        """An id known to be taken (reconciliation adopted its order): no lookup needed."""
-        self.recent.add(signal_id)
-
-    def __contains__(self, signal_id: object) -> bool:
-        return signal_id in self.recent
-
-
-class RecentIds:
-    """A set with a bounded memory: remembers the last ``capacity`` ids (a daemon must not grow)."""
-
-    def __init__(self, capacity: int, initial: Iterable[str] = ()) -> None:
-        self.capacity = capacity
-        self._ids: OrderedDict[str, None] = OrderedDict()
-        for i in initial:
-            self.add(i)
-
-    def add(self, key: str) -> bool:
-        """Remember ``key``; False when it was already known."""
-        ids = self._ids
-        if key in ids:
-            return False
-        ids[key] = None
-        if len(ids) > self.capacity:
-            ids.popitem(last=False)
-        return True
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._ids
-
-    def __len__(self) -> int:
-        return len(self._ids)
 
 
 class InstrumentBook:

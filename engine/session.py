@@ -179,6 +179,7 @@ class Session(ABC):
             positions=positions,
             trips=trips,
         )
+        self.engine.signal_ids.database_had_signals = self.signal_lookup.holds_any()
         for scope, state in self.store.killswitch_states().items():
             self.engine.killswitches.set(scope, state)
             if state is not KillState.ACTIVE:

@@ -46,6 +46,13 @@ class SignalLookup:
             self.close()  # a broken connection is not reused: the next call opens a fresh one
             raise
 
+    def holds_any(self) -> bool:
+        """Whether the database holds any signal (or an order made for one): when it holds none at the start
+        of a session, only ids that left the engine's memory can be there later, and the engine knows those."""
+        cursor = self._cursor or self._open()
+        cursor.execute("SELECT 1 FROM signals UNION ALL SELECT 1 FROM orders WHERE signal_id IS NOT NULL LIMIT 1")
+        return cursor.fetchone() is not None
+
     def close(self) -> None:
         conn, self._conn, self._cursor = self._conn, None, None
         if conn is not None:

@@ -81,6 +81,12 @@ class DayBoundary:
         day = (local - timedelta(hours=r.hour, minutes=r.minute, seconds=r.second)).date()
         return day + timedelta(days=1) if r >= time(12, 0) else day
 
+    def bounds(self, day: date) -> tuple[datetime, datetime]:
+        """When ``day`` begins and ends (aware): ``day_of(t) == day`` exactly for begin <= t < end."""
+        first = day - timedelta(days=1) if self.rollover >= time(12, 0) else day
+        return (datetime.combine(first, self.rollover, tzinfo=self.tz),
+                datetime.combine(first + timedelta(days=1), self.rollover, tzinfo=self.tz))
+
 
 @dataclass(frozen=True, slots=True)
 class DayMarks:
@@ -113,6 +119,7 @@ class TripWires:
         self.boundary = boundary or DayBoundary()
         self._latched: set[tuple[str, str]] = set()
         self.day: date | None = None
+        self._day_begins = self._day_ends = datetime.min.replace(tzinfo=UTC)  # the current day's span
         self.day_start_equity = ZERO
         self.day_peak = ZERO
         self.day_dirty = False  # the day rolled or its peak rose since the session last saved it
@@ -143,7 +150,10 @@ class TripWires:
 
         The new day's baseline is the one restored for it (an earlier session's), else ``equity``.
         """
-        today = self.boundary.day_of(now)
+        today = self.day
+        if today is None or not self._day_begins <= now < self._day_ends:  # not per call: time zones are slow
+            today = self.boundary.day_of(now)
+            self._day_begins, self._day_ends = self.boundary.bounds(today)
         if today != self.day:
             self.day = today
             marks = self._known_days.pop(today, None)

@@ -5,8 +5,9 @@ from decimal import Decimal as D
 
 import pytest
 
+from engine.dedupe import RecentIds
 from engine.domain import KillState, Order, OrderStatus, Position
-from engine.engine import InstrumentBook, RecentIds
+from engine.engine import InstrumentBook
 from risk.checks import Limits, RiskLimits
 from tests.conftest import T0, signal_line
 from tests.rig import Rig
