@@ -6,7 +6,8 @@ from decimal import Decimal as D
 import pytest
 
 from engine.domain import KillState, Order, OrderStatus, Position
-from engine.engine import InstrumentBook, RecentIds
+from engine.engine import InstrumentBook
+from engine.portfolio import RecentIds
 from risk.checks import Limits, RiskLimits
 from tests.conftest import T0, signal_line
 from tests.rig import Rig
