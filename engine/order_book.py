@@ -75,9 +75,10 @@ class OrderBook:
         """A fill of a live order: it works that much less (all it had left, when the broker overfilled it)."""
         if fill.quantity > order.remaining:
             self.working_qty[fill.symbol] -= order.signed_remaining
-        else:
-            self.working_qty[fill.symbol] -= fill.signed_quantity
-        apply_fill(order, fill)
+            apply_fill(order, fill)
+            return
+        self.working_qty[fill.symbol] -= fill.signed_quantity
+        order.apply_fill(fill.quantity, fill.price, fill.commission)
 
     def correct(self, order: Order, old: Fill, new: Fill) -> None:
         """An execution correction: the order's fill totals (and, while it is live, its working quantity) take
