@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from broker.base import BrokerOrder, BrokerSnapshot
-from engine.domain import ZERO, Fill, OrderStatus
-from engine.ids import is_ours
+from engine.domain import ZERO, Fill, Instrument, Order, OrderIntent, OrderStatus, TimeInForce
+from engine.ids import is_ours, signal_id_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,16 @@ def reconcile_live(
         report.close_orders.append((rec.client_order_id, broker.status, why))
     _fills_and_positions(report, known_exec_ids, our_positions, snapshot)
     return report
+
+
+def order_from_broker(b: BrokerOrder, instrument: Instrument, now: datetime) -> Order:
+    """An order only the broker knew of: ours by its orderRef, so its signal id is derived back."""
+    coid = b.client_order_id
+    intent = OrderIntent(coid, signal_id_of(coid), "adopted", instrument, b.side, b.quantity, b.order_type,
+                         b.limit_price, b.stop_price, TimeInForce.DAY, now)
+    status = b.status if b.status.is_terminal else OrderStatus.SUBMITTED
+    return Order(intent, now, status, ZERO, ZERO, ZERO, b.broker_order_id, b.perm_id,
+                 b.reason or "adopted from the broker at reconciliation")
 
 
 def _ours_at_the_broker(snapshot: BrokerSnapshot) -> dict[str, BrokerOrder]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -23,10 +23,8 @@ from typing import Any
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
-from broker.base import BrokerOrder, OrderUpdate
 from broker.reconcile import OpenOrderRecord, reconcile_live
 from engine.domain import (
-    Fill,
     Instrument,
     KillState,
     KillSwitchChange,
@@ -183,26 +181,16 @@ class OperatorControl:
         """
         engine = self.engine
         snap = engine.broker.snapshot()
+        store = self.store
         try:
-            unseen = [f.exec_id for f in snap.executions if f.exec_id not in engine.exec_ids]
-            for exec_id in self.store.existing_exec_ids(unseen) if unseen else set():
-                engine.exec_ids.add(exec_id)  # booked by an earlier session: not looked up again
-            known = {f.exec_id for f in snap.executions if f.exec_id in engine.exec_ids}
+            known = engine.booked_executions([f.exec_id for f in snap.executions], store.existing_exec_ids)
             live = [OpenOrderRecord(o.client_order_id, o.symbol, o.filled_qty, o.status.value)
                     for o in engine.orders.values()]
             report = reconcile_live(live, known, {s: p.quantity for s, p in engine.positions.items()}, snap)
-            if report.adopt_fills:
-                book_inferred_fills(engine, self.store, report.adopt_fills, {}, report.theirs)
+            engine.apply_reconcile(report, load_orders=lambda ids: [order_from_row(r) for r in store.order_rows(ids)])
         except SQLAlchemyError as err:  # positions are still compared; the fills wait for the next look
             log.error("reconcile.database_unavailable", error=str(err).splitlines()[0])
             return engine.reconcile_positions(confirm=True)
-        for coid, status, why in report.close_orders:
-            order = engine.orders.get(coid)
-            if order is None:
-                continue
-            log.warning("reconcile.order_settled", client_order_id=coid, from_status=order.status.value,
-                        status=status.value, reason=why)
-            engine.on_order_update(OrderUpdate(coid, status, engine.clock(), why))
         if report.adopt_fills or report.close_orders:
             self.recorder.flush()
             try:
@@ -276,25 +264,3 @@ def order_from_row(r: dict[str, Any]) -> Order:
     )
     return Order(intent, r["created_at"], OrderStatus(r["status"]), r["filled_qty"], r["avg_fill_price"],
                  r["commission"], r["broker_order_id"], r["perm_id"], r["reason"])
-
-
-def book_inferred_fills(engine: Engine, store: Store, fills: Sequence[Fill], finished: dict[str, Order],
-                        theirs: dict[str, BrokerOrder]) -> None:
-    """Book fills only the broker had against their orders: a live one in the engine, else ``finished`` or the
-    order's row, so each order's filled quantity, average price and commission are the sum of its fills.
-    Says so where that sum still differs from the broker's filled quantity."""
-    wanted = sorted({f.client_order_id for f in fills
-                     if f.client_order_id and f.client_order_id not in engine.orders
-                     and f.client_order_id not in finished})
-    for row in store.order_rows(wanted) if wanted else []:
-        finished[row["client_order_id"]] = order_from_row(row)
-    for fill in fills:
-        engine.on_inferred_fill(fill, finished.get(fill.client_order_id))
-        log.warning("reconcile.fill_inferred", exec_id=fill.exec_id, client_order_id=fill.client_order_id,
-                    symbol=fill.symbol, quantity=str(fill.signed_quantity))
-    for coid in sorted({f.client_order_id for f in fills}):
-        order = engine.orders.get(coid) or finished.get(coid)
-        broker = theirs.get(coid)
-        if order is not None and broker is not None and order.filled_qty != broker.filled:
-            log.error("reconcile.order_fills_differ", client_order_id=coid, ours=str(order.filled_qty),
-                      broker=str(broker.filled), detail="the broker's executions do not add up to its filled quantity")

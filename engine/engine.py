@@ -1,25 +1,28 @@
 """The engine: one session's signal -> risk -> order -> fill -> position loop.
 
-Order of the gates for each signal: validate, dedupe by signal id, size (Kelly), kill switches,
-pre-trade checks, then the order is published (so it is recorded before it leaves) and handed to the
-broker. The broker reports back through ``on_order_update`` / ``on_fill``. Everything here is
-synchronous and allocation-light: it is the hot path measured by ``scripts/bench_paper.py``.
+Order of the gates for each signal: validate, dedupe by signal id, size (Kelly), then the admission every
+order passes, a signal's or one the engine makes itself (a flatten): kill switches, pre-trade checks, then
+the order is published (so it is recorded before it leaves) and handed to the broker. The broker reports
+back through ``on_order_update`` / ``on_fill``. Live orders and their working quantities are the
+``OrderBook``'s (engine/order_book.py); positions, P&L, equity and exposure the ``Portfolio``'s
+(engine/portfolio.py). Everything here is synchronous and allocation-light: it is the hot path measured by
+``scripts/bench_paper.py``.
 """
 
 from __future__ import annotations
 
-import heapq
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import overload
 
 import structlog
 
-from broker.base import Broker, OrderUpdate
+from broker.base import Broker, BrokerOrder, OrderUpdate
+from broker.reconcile import ReconcileReport, order_from_broker
 from engine.bus import EventBus, SignalRejected
-from engine.dedupe import DedupeUnavailable, RecentIds, SignalIdIndex
+from engine.dedupe import DedupeUnavailable, SignalIdIndex
 from engine.domain import (
     ZERO,
     Direction,
@@ -41,10 +44,11 @@ from engine.domain import (
     TimeInForce,
 )
 from engine.ids import client_order_id_for, engine_order_id
+from engine.order_book import OrderBook, apply_fill, own_best
+from engine.portfolio import Portfolio
 from engine.signals import SignalError, parse_signal
 from risk.checks import (
     DEFAULT_CHECKS,
-    INFINITY,
     CheckContext,
     ExposureBook,
     PreTradeCheck,
@@ -60,8 +64,6 @@ from risk.triggers import Trip, TripWires
 ROW_DEFECT = "row_defect"  # the trigger that halts a scope whose rows the database refused
 
 log = structlog.get_logger("tradectl.engine")
-
-RECENT_FILLS = 10_000  # fills kept in memory so an execution correction can find the one it replaces
 
 
 class InstrumentBook:
@@ -106,7 +108,27 @@ class FlattenResult:
     skipped: dict[str, str]
 
 
+@dataclass(slots=True)
+class ReconcileApplied:
+    """What the engine did with a reconciliation report (the session writes, audits and logs around it)."""
+
+    closed: list[Order] = field(default_factory=list)  # open rows now final (each with its final state)
+    settled: list[Order] = field(default_factory=list)  # live orders that took the broker's final state
+    kept_open: list[Order] = field(default_factory=list)  # our open rows still working: tracked again
+    adopted: list[Order] = field(default_factory=list)  # found only at the broker: recorded (working ones tracked)
+    inferred_fills: list[Fill] = field(default_factory=list)  # executions booked that only the broker had
+    cancels_resent: list[str] = field(default_factory=list)  # kept-open orders whose cancel was sent again
+
+
 class Engine:
+    """One session's trading core: signals in, orders out, broker events in.
+
+    It composes an ``OrderBook`` (``book``: live orders and what they leave working) and a ``Portfolio``
+    (``portfolio``: positions, P&L, equity, exposure, the fills booked), and owns the gates: every order,
+    a signal's or one the engine makes (a flatten), passes ``_admit`` (kill switches, pre-trade checks,
+    then recorded and sent).
+    """
+
     def __init__(
         self,
         broker: Broker,
@@ -128,27 +150,18 @@ class Engine:
         self.broker = broker
         self.bus = bus
         self.clock = clock
-        self.initial_equity = equity
         self.kelly = kelly or KellyParams()
         self.limits = limits or RiskLimits()
         self.killswitches = killswitches or KillSwitchBoard()
         self.instruments = instruments or InstrumentBook()
         self.checks = tuple(checks)
         self.signal_ids = SignalIdIndex(dedupe_capacity, signal_lookup, seen_signal_ids)
-        self.exec_ids = RecentIds(dedupe_capacity)  # this session's; earlier ones: reconciliation reads the DB
-        self._recent_fills: OrderedDict[str, tuple[Fill, Order | None]] = OrderedDict()  # for corrections
-        self.positions: dict[str, Position] = {p.symbol: p for p in positions}
-        self.orders: dict[str, Order] = {}  # live orders only; terminal ones are retired
-        self.working_qty: dict[str, Decimal] = {}
-        self.realized_pnl = sum((p.realized_pnl for p in self.positions.values()), ZERO)
-        self.commissions = sum((p.commissions for p in self.positions.values()), ZERO)
+        self.book = OrderBook()
+        self.portfolio = Portfolio(equity, positions, dedupe_capacity)
         self.stats = EngineStats()
-        self._expiries: list[tuple[datetime, str]] = []
         self.trips = trips or TripWires()
         self.rates = RateWindow(1.0)
         self.recent_orders = RecentOrders(self.limits.longest_duplicate_window())
-        self.exposure = ExposureBook()
-        self.live_by_symbol: dict[str, dict[str, Order]] = {}
         self.broker_connected = True
         self.blocked: str | None = None  # set while trading must stop for a reason outside the board
         self.suspect_breaks: dict[str, tuple[Decimal, Decimal]] = {}  # differences awaiting a second look
@@ -156,10 +169,31 @@ class Engine:
         self.before_submit: Callable[[Order], bool] | None = None
         self._raw: str | None = None  # the line and line number of the signal being handled, for its rows
         self._line_no: int | None = None
-        self._unsent: Order | None = None  # the order being recorded, not yet handed to the broker
         # Set by a session: (code, reason) when a signal's ts is too old or too far ahead, checked after dedupe.
         self.signal_time: Callable[[Signal], tuple[RejectCode, str] | None] | None = None
         broker.set_listener(self)
+
+    # -- read-only views for sessions, metrics and health ----------------------------------------------
+    @property
+    def orders(self) -> Mapping[str, Order]:
+        """Live orders by client order id."""
+        return self.book.orders
+
+    @property
+    def positions(self) -> Mapping[str, Position]:
+        return self.portfolio.positions
+
+    @property
+    def realized_pnl(self) -> Decimal:
+        return self.portfolio.realized_pnl
+
+    @property
+    def commissions(self) -> Decimal:
+        return self.portfolio.commissions
+
+    @property
+    def exposure(self) -> ExposureBook:
+        return self.portfolio.exposure
 
     # -- signals in ------------------------------------------------------------------------------------
     def on_signal_line(self, line: str, line_no: int | None = None) -> Order | None:
@@ -180,119 +214,167 @@ class Engine:
         )
 
     def on_signal(self, signal: Signal, raw: str | None = None, line_no: int | None = None) -> Order | None:
-        """One valid signal through every gate. Never raises: an error before the order leaves rejects it."""
+        """One valid signal through every gate. Never raises: an error before the order leaves rejects it.
+
+        What only a signal has (dedupe, its time, Kelly sizing against position and working orders, the
+        cancel of working orders the new target supersedes) happens here; then ``_admit``, as for any order.
+        """
         self.stats.signals += 1
         self._raw = raw
         self._line_no = line_no
         now = self.clock()
+        book = self.book
         try:
-            intent = self._admit(signal, now)
-        except Exception as exc:  # fail closed: a bug or an unforeseen value must not stop the engine
-            log.exception("signal.internal_error", signal_id=signal.id)
-            self.reject(signal, now, RejectCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
-            return None
-        if intent is None:
-            return None
-        self.stats.accepted += 1
-        return self._send(intent, now, signal)
-
-    def _admit(self, signal: Signal, now: datetime) -> OrderIntent | None:
-        """Dedupe, size and gate a signal: the order to send, or None once the rejection is published."""
-        stats = self.stats
-        if self.blocked is not None:  # no lookup: the database may be what is down
-            if signal.id in self.signal_ids:
+            if self.blocked is not None:  # no lookup: the database may be what is down
+                if signal.id in self.signal_ids:
+                    self._duplicate(signal, now)
+                    return None
+                self.signal_ids.remember(signal.id)  # its row is buffered: a retry before the flush is a duplicate
+                self.reject(signal, now, RejectCode.BLOCKED, self.blocked)
+                return None
+            try:
+                new = self.signal_ids.add(signal.id)
+            except DedupeUnavailable as exc:  # fail closed; not a signals row: the id may exist there
+                log.error("signal.dedupe_unavailable", signal_id=signal.id, error=str(exc))
+                self.stats.rejected += 1
+                self._count_reason(RejectCode.DEDUPE_UNAVAILABLE)
+                self.bus.signal_rejected.emit(SignalRejected(
+                    now, RejectCode.DEDUPE_UNAVAILABLE, f"could not check whether signal id {signal.id!r} was seen "
+                    f"before: {exc}", signal, signal.id, self._raw, self._line_no))
+                return None
+            if not new:
                 self._duplicate(signal, now)
                 return None
-            self.signal_ids.remember(signal.id)  # its row is buffered: a retry before the flush is a duplicate
-            self.reject(signal, now, RejectCode.BLOCKED, self.blocked)
-            return None
-        try:
-            new = self.signal_ids.add(signal.id)
-        except DedupeUnavailable as exc:  # fail closed; not a signals row: the id may exist there
-            log.error("signal.dedupe_unavailable", signal_id=signal.id, error=str(exc))
-            stats.rejected += 1
-            self._count_reason(RejectCode.DEDUPE_UNAVAILABLE)
-            self.bus.signal_rejected.emit(SignalRejected(
-                now, RejectCode.DEDUPE_UNAVAILABLE, f"could not check whether signal id {signal.id!r} was seen before: "
-                f"{exc}", signal, signal.id, self._raw, self._line_no))
-            return None
-        if not new:
-            self._duplicate(signal, now)
-            return None
-        if self.signal_time is not None and (late := self.signal_time(signal)) is not None:
-            self.reject(signal, now, *late)
-            return None
-        symbol = signal.symbol
-        instrument = self.instruments.get(symbol, signal)
-        if instrument is None:
-            self.reject(signal, now, RejectCode.UNKNOWN_SYMBOL, f"{symbol} is not a known instrument")
-            return None
-        quote = self.broker.quote(symbol)
-        if quote is None:
-            self.reject(signal, now, RejectCode.NO_MARKET_DATA, f"no quote for {symbol}")
-            return None
-        price = quote.reference
-        equity = self.equity()
-        self._observe_equity(now, equity)
-        target = target_quantity(signal, instrument, price, equity, self.kelly)
-        if target == 0 and signal.direction is not Direction.FLAT:
-            if full_kelly(signal) <= 0:
-                self.reject(signal, now, RejectCode.NO_EDGE, "Kelly fraction is not positive: no edge to trade")
+            if self.signal_time is not None and (late := self.signal_time(signal)) is not None:
+                self.reject(signal, now, *late)
                 return None
-            self.reject(signal, now, RejectCode.ZERO_SIZE, "sized below one lot")
-            return None
-        pos = self.positions.get(symbol)
-        position = pos.quantity if pos is not None else ZERO
-        working = self.working_qty.get(symbol, ZERO)
-        exposure = position + working
-        if within_band(target, exposure, self.kelly.rebalance_band):
-            detail = f"position+working {exposure} is within {self.kelly.rebalance_band:.0%} of target {target}"
-            self.reject(signal, now, RejectCode.AT_TARGET, detail)
-            return None
-        delta = target - exposure
-        side = Side.BUY if delta > 0 else Side.SELL
-        if self.live_by_symbol.get(symbol) and self._cancel_opposing(symbol, side, signal.id):
-            # Size against what stays working: a broker that confirms cancels later (IB) must give the same
-            # order as one that confirms at once. The checks below still count those orders until confirmed.
-            cancelling = sum((o.signed_remaining for o in self.live_by_symbol[symbol].values()
-                              if o.status is OrderStatus.PENDING_CANCEL), ZERO)
-            working = self.working_qty.get(symbol, ZERO)
-            exposure = position + working - cancelling
+            symbol = signal.symbol
+            instrument = self.instruments.get(symbol, signal)
+            if instrument is None:
+                self.reject(signal, now, RejectCode.UNKNOWN_SYMBOL, f"{symbol} is not a known instrument")
+                return None
+            quote = self.broker.quote(symbol)
+            if quote is None:
+                self.reject(signal, now, RejectCode.NO_MARKET_DATA, f"no quote for {symbol}")
+                return None
+            price = quote.reference
+            equity = self.equity()
+            self._observe_equity(now, equity)
+            target = target_quantity(signal, instrument, price, equity, self.kelly)
+            if target == 0 and signal.direction is not Direction.FLAT:
+                if full_kelly(signal) <= 0:
+                    self.reject(signal, now, RejectCode.NO_EDGE, "Kelly fraction is not positive: no edge to trade")
+                    return None
+                self.reject(signal, now, RejectCode.ZERO_SIZE, "sized below one lot")
+                return None
+            pos = self.portfolio.positions.get(symbol)
+            position = pos.quantity if pos is not None else ZERO
+            working = book.working_qty.get(symbol, ZERO)
+            exposure = position + working
+            if within_band(target, exposure, self.kelly.rebalance_band):
+                detail = f"position+working {exposure} is within {self.kelly.rebalance_band:.0%} of target {target}"
+                self.reject(signal, now, RejectCode.AT_TARGET, detail)
+                return None
             delta = target - exposure
-            if delta == 0:
-                self.reject(signal, now, RejectCode.AT_TARGET, "working orders against the new target were "
-                                   f"cancelled; position+working {exposure} is the target")
-                return None
             side = Side.BUY if delta > 0 else Side.SELL
-        limit = None
-        if signal.order_type is OrderType.LMT and signal.limit_price is not None:
-            limit = instrument.round_price(signal.limit_price, side)
-        intent = OrderIntent(
-            client_order_id_for(signal.id),
-            signal.id,
-            signal.strategy,
-            instrument,
-            side,
-            abs(delta),
-            signal.order_type,
-            limit,
-            None,
-            TimeInForce.DAY,
-            now,
-            now + timedelta(seconds=signal.ttl_s) if signal.ttl_s else None,
-        )
-        gate = self.killswitches.gate(intent, position, working)
-        if not gate.allowed:
-            self.reject(signal, now, RejectCode.KILLSWITCH, gate.reason or "kill switch")
+            if book.live_by_symbol.get(symbol) and self._cancel_opposing(symbol, side, signal.id):
+                # Size against what stays working: a broker that confirms cancels later (IB) must give the same
+                # order as one that confirms at once. The checks below still count those orders until confirmed.
+                working = book.working_qty.get(symbol, ZERO)
+                exposure = position + working - book.cancelling(symbol)
+                delta = target - exposure
+                if delta == 0:
+                    self.reject(signal, now, RejectCode.AT_TARGET, "working orders against the new target were "
+                                       f"cancelled; position+working {exposure} is the target")
+                    return None
+                side = Side.BUY if delta > 0 else Side.SELL
+            limit = None
+            if signal.order_type is OrderType.LMT and signal.limit_price is not None:
+                limit = instrument.round_price(signal.limit_price, side)
+            intent = OrderIntent(
+                client_order_id_for(signal.id),
+                signal.id,
+                signal.strategy,
+                instrument,
+                side,
+                abs(delta),
+                signal.order_type,
+                limit,
+                None,
+                TimeInForce.DAY,
+                now,
+                now + timedelta(seconds=signal.ttl_s) if signal.ttl_s else None,
+            )
+        except Exception as exc:  # fail closed: a bug or an unforeseen value must not stop the engine
+            self._internal_error(signal, now, exc)
             return None
-        ctx = self._context(intent, now, quote, position, working, equity, price)
-        reject = run_checks(self.checks, intent, ctx)
-        if reject is not None:
-            if reject.code is RejectCode.ORDER_RATE:
-                self._apply_trip(self.trips.on_rate_breach(now, signal.strategy))
-            self.reject(signal, now, reject.code, reject.detail)
+        return self._admit(intent, now, quote, position, working, equity, price, signal)
+
+    def submit_intent(self, intent: OrderIntent) -> Order | str:
+        """Send an order that did not come from a signal (e.g. a flatten); returns it or the reject reason.
+
+        The same admission as a signal's order: the board (which lets a flatten through HALTED only while it
+        reduces exposure) and every pre-trade check.
+        """
+        now = self.clock()
+        if self.blocked is not None:
+            return f"blocked: {self.blocked}"
+        symbol = intent.instrument.symbol
+        position = self.portfolio.quantity(symbol)
+        working = self.book.working(symbol)
+        quote = self.broker.quote(symbol)
+        price = None if quote is None else quote.reference
+        result = self._admit(intent, now, quote, position, working, self.equity(), price)
+        if isinstance(result, tuple):
+            code, reason = result
+            return reason if code is RejectCode.KILLSWITCH else f"{code}: {reason}"
+        return result
+
+    @overload
+    def _admit(self, intent: OrderIntent, now: datetime, quote: Quote | None, position: Decimal, working: Decimal,
+               equity: Decimal, price: Decimal | None, signal: Signal) -> Order | None: ...
+
+    @overload
+    def _admit(self, intent: OrderIntent, now: datetime, quote: Quote | None, position: Decimal, working: Decimal,
+               equity: Decimal, price: Decimal | None, signal: None = None) -> Order | tuple[RejectCode, str]: ...
+
+    def _admit(self, intent: OrderIntent, now: datetime, quote: Quote | None, position: Decimal, working: Decimal,
+               equity: Decimal, price: Decimal | None, signal: Signal | None = None,
+               ) -> Order | tuple[RejectCode, str] | None:
+        """The one admission of every order: kill switches, pre-trade checks, then recorded and sent.
+
+        ``signal`` is the signal the order comes from: its rejection is published here (and None returned),
+        and an order-rate breach counts against its strategy. An engine-made order gets (code, reason) back.
+        An error here fails closed: the order does not leave.
+        """
+        try:
+            gate = self.killswitches.gate(intent, position, working)
+            if not gate.allowed:
+                verdict: tuple[RejectCode, str] | None = (RejectCode.KILLSWITCH, gate.reason or "kill switch")
+            else:
+                reject = run_checks(self.checks, intent, self._context(intent, now, quote, position, working, equity,
+                                                                       price))
+                verdict = None if reject is None else (reject.code, reject.detail)
+                if signal is not None and reject is not None and reject.code is RejectCode.ORDER_RATE:
+                    self._apply_trip(self.trips.on_rate_breach(now, signal.strategy))
+        except Exception as exc:
+            if signal is None:
+                log.exception("order.internal_error", client_order_id=intent.client_order_id)
+                return RejectCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
+            self._internal_error(signal, now, exc)
             return None
-        return intent
+        if verdict is not None:
+            if signal is None:
+                return verdict
+            self.reject(signal, now, *verdict)
+            return None
+        if signal is not None:
+            self.stats.accepted += 1
+        return self._send(intent, now, signal)
+
+    def _internal_error(self, signal: Signal, now: datetime, exc: Exception) -> None:
+        log.exception("signal.internal_error", signal_id=signal.id)
+        self.reject(signal, now, RejectCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
 
     def _duplicate(self, signal: Signal, now: datetime) -> None:
         self.stats.duplicates += 1
@@ -313,11 +395,11 @@ class Engine:
     ) -> CheckContext:
         """Everything the pre-trade checks may know, for one order at one instant."""
         symbol = intent.instrument.symbol
-        exposure = self.exposure
+        exposure = self.portfolio.exposure
         own_bid = own_ask = None
-        live = self.live_by_symbol.get(symbol)
+        live = self.book.live_by_symbol.get(symbol)
         if live:
-            own_bid, own_ask = _own_best(live.values())
+            own_bid, own_ask = own_best(live.values())
         rates = self.rates
         return CheckContext(
             now,
@@ -340,12 +422,7 @@ class Engine:
 
     def _cancel_opposing(self, symbol: str, side: Side, signal_id: str) -> int:
         """A new target supersedes working orders that trade the other way: cancel them (never cross them)."""
-        stale = [
-            o.client_order_id
-            for o in self.live_by_symbol[symbol].values()
-            if o.intent.side is not side and not o.intent.flatten and o.status is not OrderStatus.PENDING_CANCEL
-        ]
-        return sum(self.cancel(coid, f"superseded by signal {signal_id}") for coid in stale)
+        return sum(self.cancel(coid, f"superseded by signal {signal_id}") for coid in self.book.opposing(symbol, side))
 
     def _count_reason(self, code: RejectCode) -> None:
         reasons = self.stats.reject_reasons
@@ -356,20 +433,13 @@ class Engine:
         order = Order(intent, now)
         order.history.append(StatusChange(intent.client_order_id, now, None, OrderStatus.PENDING_NEW))
         coid = intent.client_order_id
-        self.orders[coid] = order
+        book = self.book
         symbol = intent.instrument.symbol
-        live = self.live_by_symbol.get(symbol)
-        if live is None:
-            live = self.live_by_symbol[symbol] = {}
-        live[coid] = order
-        working = self.working_qty[symbol] = self.working_qty.get(symbol, ZERO) + intent.signed_quantity
-        self._mark_exposure(symbol, working)
+        self.portfolio.mark(symbol, book.add(order))
         self.rates.add(now, symbol)
         self.recent_orders.add((symbol, intent.side, intent.quantity, intent.limit_price), now)
-        if intent.expires_at is not None:
-            heapq.heappush(self._expiries, (intent.expires_at, coid))
         self.stats.orders += 1
-        self._unsent = order
+        book.unsent = order
         try:
             self.bus.order_submitted.emit(order)  # recorded before it leaves the engine
             if signal is not None:
@@ -382,7 +452,7 @@ class Engine:
         if commit is not None and not commit(order):  # the record did not reach the database: do not send
             self._fail_closed(order, now, "not recorded (database unavailable or row refused): not sent")
             return order
-        self._unsent = None
+        book.unsent = None
         if order.status.is_terminal:  # cancelled while it was being recorded (a halt its own record set off)
             return order
         self.broker.submit(order)
@@ -390,7 +460,7 @@ class Engine:
 
     def _fail_closed(self, order: Order, now: datetime, reason: str) -> None:
         """Reject an order that never left; its bookkeeping is undone even when publishing that fails too."""
-        self._unsent = None
+        self.book.unsent = None
         if order.status.is_terminal:
             return
         self.stats.accepted -= order.intent.signal_id is not None
@@ -405,45 +475,20 @@ class Engine:
                 self._retire(order)
 
     def adopt_order(self, order: Order) -> None:
-        """Take over an order that is working at the broker (found by reconciliation): tracked, not sent."""
-        coid = order.client_order_id
-        self.orders[coid] = order
-        symbol = order.symbol
-        self.live_by_symbol.setdefault(symbol, {})[coid] = order
-        working = self.working_qty[symbol] = self.working_qty.get(symbol, ZERO) + order.signed_remaining
-        self._mark_exposure(symbol, working)
+        """Take over an order that is working at the broker (found by reconciliation): tracked, not sent.
+
+        ``apply_reconcile`` is the way in; this stays while engine/session.py's reconcile_at_start calls it.
+        """
+        self.portfolio.mark(order.symbol, self.book.adopt(order))
         if order.intent.signal_id is not None:
             self.signal_ids.remember(order.intent.signal_id)
 
-    def submit_intent(self, intent: OrderIntent) -> Order | str:
-        """Send an order that did not come from a signal (e.g. a flatten); returns it or the reject reason.
-
-        The same gates as a signal's order: the board (which lets a flatten through HALTED only while it
-        reduces exposure) and every pre-trade check.
-        """
-        now = self.clock()
-        if self.blocked is not None:
-            return f"blocked: {self.blocked}"
-        symbol = intent.instrument.symbol
-        pos = self.positions.get(symbol)
-        position = pos.quantity if pos is not None else ZERO
-        working = self.working_qty.get(symbol, ZERO)
-        gate = self.killswitches.gate(intent, position, working)
-        if not gate.allowed:
-            return gate.reason or "kill switch"
-        quote = self.broker.quote(symbol)
-        price = None if quote is None else quote.reference
-        ctx = self._context(intent, now, quote, position, working, self.equity(), price)
-        reject = run_checks(self.checks, intent, ctx)
-        if reject is not None:
-            return f"{reject.code}: {reject.detail}"
-        return self._send(intent, now)
-
     def cancel(self, client_order_id: str, reason: str) -> bool:
-        order = self.orders.get(client_order_id)
+        book = self.book
+        order = book.orders.get(client_order_id)
         if order is None or order.status is OrderStatus.PENDING_CANCEL:
             return False
-        if order is self._unsent:  # not handed to the broker yet: it is cancelled here and never leaves
+        if order is book.unsent:  # not handed to the broker yet: it is cancelled here and never leaves
             self._transition(order, OrderStatus.CANCELLED, self.clock(), reason)
             return True
         self._transition(order, OrderStatus.PENDING_CANCEL, self.clock(), reason)
@@ -452,21 +497,15 @@ class Engine:
 
     def cancel_where(self, predicate: Callable[[Order], bool], reason: str) -> int:
         """Cancel every live order the predicate selects; return how many cancels were sent."""
-        return sum(self.cancel(o.client_order_id, reason) for o in list(self.orders.values()) if predicate(o))
+        return sum(self.cancel(o.client_order_id, reason) for o in list(self.book.orders.values()) if predicate(o))
 
     def expire(self, now: datetime) -> int:
         """Cancel orders whose signal's ttl has passed."""
-        n = 0
-        heap = self._expiries
-        while heap and heap[0][0] <= now:
-            _, coid = heapq.heappop(heap)
-            if coid in self.orders:
-                n += self.cancel(coid, "ttl expired")
-        return n
+        return sum(self.cancel(coid, "ttl expired") for coid in self.book.expired(now))
 
     # -- broker events in (BrokerListener) -------------------------------------------------------------
     def on_order_update(self, update: OrderUpdate) -> None:
-        order = self.orders.get(update.client_order_id)
+        order = self.book.orders.get(update.client_order_id)
         if order is None:
             log.warning("order.update_unknown", client_order_id=update.client_order_id, status=update.status)
             return
@@ -485,34 +524,20 @@ class Engine:
             self._apply_trip(self.trips.on_broker_reject(update.ts, update.reason))
 
     def on_fill(self, fill: Fill) -> None:
-        if not self.exec_ids.add(fill.exec_id):
+        portfolio = self.portfolio
+        if not portfolio.exec_ids.add(fill.exec_id):
             log.info("fill.duplicate_ignored", exec_id=fill.exec_id)
             return
         if fill.corrects is not None:
             self._correct(fill)
             return
-        order = self.orders.get(fill.client_order_id)
-        recent = self._recent_fills
-        recent[fill.exec_id] = (fill, order)
-        if len(recent) > RECENT_FILLS:
-            recent.popitem(last=False)
-        symbol = fill.symbol
+        book = self.book
+        order = book.orders.get(fill.client_order_id)
         if order is not None:
-            if fill.quantity > order.remaining:  # the broker filled more than we think was left: it is right
-                log.error("fill.overfill", exec_id=fill.exec_id, client_order_id=order.client_order_id,
-                          quantity=str(fill.quantity), remaining=str(order.remaining))
-                self.working_qty[symbol] -= order.signed_remaining
-                order.intent.quantity = order.filled_qty + fill.quantity
-            else:
-                self.working_qty[symbol] -= fill.signed_quantity
-            order.apply_fill(fill.quantity, fill.price, fill.commission)
+            book.fill(order, fill)
         else:
             log.warning("fill.unknown_order", exec_id=fill.exec_id, client_order_id=fill.client_order_id)
-        pos = self.positions.get(symbol)
-        if pos is None:
-            pos = self.positions[symbol] = Position(symbol)
-        self.realized_pnl += pos.apply(fill)
-        self.commissions += fill.commission
+        pos = portfolio.book(fill, order)
         self.stats.fills += 1
         self.bus.position.emit(pos)  # first: a fill's row and its position are written in one transaction
         self.bus.fill.emit(fill, order)
@@ -520,12 +545,13 @@ class Engine:
             status = OrderStatus.FILLED if order.remaining == 0 else OrderStatus.PARTIALLY_FILLED
             self._transition(order, status, fill.ts, None)
         else:
-            self._mark_exposure(symbol, self.working_qty.get(symbol, ZERO))
+            symbol = fill.symbol
+            portfolio.mark(symbol, book.working_qty.get(symbol, ZERO))
             if fill.source != "inferred":  # reconciliation books fills of orders that ended while we were away
                 self._apply_trip(self.trips.on_unknown_fill(symbol, fill.exec_id, fill.client_order_id))
         self._observe_equity(fill.ts, self.equity())
 
-    def on_inferred_fill(self, fill: Fill, order: Order | None = None) -> None:
+    def _book_inferred(self, fill: Fill, order: Order | None = None) -> None:
         """A fill reconciliation found at the broker and this engine never booked, booked against its order.
 
         A live order takes it as any fill (it may finish the order). ``order`` is the record of one that
@@ -533,61 +559,34 @@ class Engine:
         filled quantity, average price and commission, and the position, so the order's row stays the sum
         of its fills; its status is reconciliation's to set. Runs on the reconcile timer, never per signal.
         """
-        if order is None or fill.corrects is not None or fill.client_order_id in self.orders:
+        if order is None or fill.corrects is not None or fill.client_order_id in self.book.orders:
             self.on_fill(fill)
             return
-        if not self.exec_ids.add(fill.exec_id):
+        if not self.portfolio.exec_ids.add(fill.exec_id):
             return
-        if fill.quantity > order.remaining:  # the broker filled more than the record says was left: it is right
-            log.error("fill.overfill", exec_id=fill.exec_id, client_order_id=order.client_order_id,
-                      quantity=str(fill.quantity), remaining=str(order.remaining))
-            order.intent.quantity = order.filled_qty + fill.quantity
-        order.apply_fill(fill.quantity, fill.price, fill.commission)
-        recent = self._recent_fills
-        recent[fill.exec_id] = (fill, order)
-        if len(recent) > RECENT_FILLS:
-            recent.popitem(last=False)
-        symbol = fill.symbol
-        pos = self.positions.get(symbol)
-        if pos is None:
-            pos = self.positions[symbol] = Position(symbol)
-        self.realized_pnl += pos.apply(fill)
-        self.commissions += fill.commission
+        apply_fill(order, fill)
+        pos = self.portfolio.book(fill, order)
         self.stats.fills += 1
         self.bus.position.emit(pos)  # first: a fill's row and its position are written in one transaction
         self.bus.fill.emit(fill, order)  # the order's row is written with it
-        self._mark_exposure(symbol, self.working_qty.get(symbol, ZERO))
+        self.portfolio.mark(fill.symbol, self.book.working(fill.symbol))
         self._observe_equity(fill.ts, self.equity())
 
     def _correct(self, fill: Fill) -> None:
         """An execution correction replaces the fill it names: undo that one's effect, book this one."""
-        assert fill.corrects is not None
-        known = self._recent_fills.pop(fill.corrects, None)
-        if known is None:
+        corrected = self.portfolio.correct(fill)
+        if corrected is None:
             log.error("fill.correction_unknown", exec_id=fill.exec_id, corrects=fill.corrects,
                       detail="the corrected fill is not in memory; reconciliation compares positions")
             return
-        old, order = known
-        self._recent_fills[fill.exec_id] = (fill, order)
-        symbol = fill.symbol
-        pos = self.positions[symbol]
-        undo = Fill(old.exec_id, old.client_order_id, symbol, Side.SELL if old.side is Side.BUY else Side.BUY,
-                    old.quantity, old.price, -old.commission, fill.ts)
-        self.realized_pnl += pos.apply(undo) + pos.apply(fill)
-        self.commissions += fill.commission - old.commission
+        old, order, pos = corrected
         if order is not None:
-            filled = order.filled_qty - old.quantity + fill.quantity
-            value = order.avg_fill_price * order.filled_qty - old.price * old.quantity + fill.price * fill.quantity
-            order.avg_fill_price = value / filled if filled else ZERO
-            if order.client_order_id in self.orders:
-                self.working_qty[symbol] -= fill.signed_quantity - old.signed_quantity
-            order.filled_qty = filled
-            order.commission += fill.commission - old.commission
+            self.book.correct(order, old, fill)
         log.warning("fill.corrected", exec_id=fill.exec_id, corrects=old.exec_id, old_price=str(old.price),
                     price=str(fill.price), old_quantity=str(old.quantity), quantity=str(fill.quantity))
         self.bus.position.emit(pos)  # first: a fill's row and its position are written in one transaction
         self.bus.fill.emit(fill, order)
-        self._mark_exposure(symbol, self.working_qty.get(symbol, ZERO))
+        self.portfolio.mark(fill.symbol, self.book.working(fill.symbol))
 
     def on_connection(self, connected: bool, ts: datetime, reason: str | None = None) -> None:
         """The broker link went down or came back: new orders stop while it is down."""
@@ -613,20 +612,117 @@ class Engine:
             self._retire(order)
 
     def _retire(self, order: Order) -> None:
-        coid = order.client_order_id
-        self.orders.pop(coid, None)
-        symbol = order.symbol
-        live = self.live_by_symbol.get(symbol)
-        if live is not None:
-            live.pop(coid, None)
-        if order.remaining:
-            working = self.working_qty[symbol] = self.working_qty.get(symbol, ZERO) - order.signed_remaining
-            self._mark_exposure(symbol, working)
-        order.history.clear()  # persisted already; a retired order must not pin memory
+        working = self.book.retire(order)
+        if working is not None:
+            self.portfolio.mark(order.symbol, working)
 
-    def _mark_exposure(self, symbol: str, working: Decimal) -> None:
-        pos = self.positions.get(symbol)
-        self.exposure.mark(symbol, (pos.quantity if pos is not None else ZERO) + working)
+    # -- reconciliation --------------------------------------------------------------------------------
+    def booked_executions(self, exec_ids: Iterable[str], lookup: Callable[[list[str]], Iterable[str]]) -> set[str]:
+        """Which of ``exec_ids`` are booked already: this session's are in memory; ``lookup`` (the database)
+        is asked about the others once, and what it knows is remembered."""
+        known = self.portfolio.exec_ids
+        ids = list(exec_ids)
+        unseen = [e for e in ids if e not in known]
+        for exec_id in lookup(unseen) if unseen else ():
+            known.add(exec_id)  # booked by an earlier session: not looked up again
+        return {e for e in ids if e in known}
+
+    def apply_reconcile(self, report: ReconcileReport, records: Mapping[str, Order] | None = None,
+                        load_orders: Callable[[list[str]], Iterable[Order]] | None = None) -> ReconcileApplied:
+        """Apply what reconciliation found (``broker.reconcile``); the caller does the reading and writing.
+
+        ``records`` are the orders the database holds that the report may name and this engine does not track
+        (at start: every open row), as domain orders; ``load_orders`` gives the records of other orders a
+        found execution belongs to (called once, before anything changes, and only when needed). In order:
+        open rows the broker finished take their final state (and their signal ids stay taken); those still
+        working are tracked again (an acknowledgement lost in a crash is taken, a cancel that may have died
+        with the process is sent again); orders only the broker had are recorded and tracked; executions
+        only the broker had are booked against their orders; live orders the broker finished take its state.
+        Position differences are ``reconcile_positions``'s to judge, after the caller has written all this.
+        """
+        records = records or {}
+        live = self.book.orders
+        done = ReconcileApplied()
+        finished: dict[str, Order] = {}  # orders no longer working: they take the inferred fills
+        for coid, status, why in report.close_orders:
+            closed = records.get(coid)
+            if coid in live or closed is None:
+                continue
+            closed.status, closed.reason = status, why
+            finished[coid] = closed
+            done.closed.append(closed)
+        fills_by_order: dict[str, Decimal] = {}
+        for f in report.adopt_fills:
+            fills_by_order[f.client_order_id] = fills_by_order.get(f.client_order_id, ZERO) + f.quantity
+        kept: list[tuple[BrokerOrder, Order]] = []
+        for b in report.keep_open:
+            order = records[b.client_order_id]
+            order.filled_qty = b.filled - fills_by_order.get(b.client_order_id, ZERO)
+            kept.append((b, order))
+            done.kept_open.append(order)
+        now = self.clock()
+        for b in report.adopt_orders:
+            order = order_from_broker(b, self.instruments.get(b.symbol) or Instrument(b.symbol), now)
+            order.filled_qty = b.filled - fills_by_order.get(b.client_order_id, ZERO)
+            done.adopted.append(order)
+            if order.status.is_terminal:
+                finished[order.client_order_id] = order
+        tracked = set(live) | {o.client_order_id for o in done.kept_open} | {
+            o.client_order_id for o in done.adopted if not o.status.is_terminal}
+        wanted = sorted({f.client_order_id for f in report.adopt_fills if f.client_order_id
+                         and f.client_order_id not in tracked and f.client_order_id not in finished})
+        for coid in wanted:
+            if coid in records:
+                finished[coid] = records[coid]
+        wanted = [c for c in wanted if c not in finished]
+        if wanted and load_orders is not None:
+            for order in load_orders(wanted):  # may raise: nothing has changed yet
+                finished[order.client_order_id] = order
+        # -- from here on the engine changes
+        for order in done.closed:
+            if order.intent.signal_id is not None:  # a replay of its signal must find it, even if its row was lost
+                self.signal_ids.remember(order.intent.signal_id)
+            log.warning("reconcile.order_closed", client_order_id=order.client_order_id, status=order.status.value,
+                        reason=order.reason)
+        for b, order in kept:
+            self.adopt_order(order)
+            coid = order.client_order_id
+            if order.status is OrderStatus.PENDING_NEW:  # the acknowledgement was lost in the crash
+                self.on_order_update(OrderUpdate(coid, OrderStatus.SUBMITTED, self.clock(),
+                                                 "reconciliation: working at the broker", b.broker_order_id,
+                                                 b.perm_id))
+            elif order.status is OrderStatus.PENDING_CANCEL:  # our cancel may have died with the process
+                self.broker.cancel(coid, order.reason or "reconciliation: cancel sent again")
+                done.cancels_resent.append(coid)
+                log.warning("reconcile.cancel_resent", client_order_id=coid)
+        for order in done.adopted:
+            self.bus.order_submitted.emit(order)  # recorded with the state the broker reports
+            if not order.status.is_terminal:
+                self.adopt_order(order)
+            elif order.intent.signal_id is not None:
+                self.signal_ids.remember(order.intent.signal_id)
+            log.warning("reconcile.order_adopted", client_order_id=order.client_order_id, status=order.status.value)
+        for fill in report.adopt_fills:
+            self._book_inferred(fill, finished.get(fill.client_order_id))
+            done.inferred_fills.append(fill)
+            log.warning("reconcile.fill_inferred", exec_id=fill.exec_id, client_order_id=fill.client_order_id,
+                        symbol=fill.symbol, quantity=str(fill.signed_quantity))
+        for coid in sorted({f.client_order_id for f in report.adopt_fills}):
+            booked = live.get(coid) or finished.get(coid)
+            broker = report.theirs.get(coid)
+            if booked is not None and broker is not None and booked.filled_qty != broker.filled:
+                log.error("reconcile.order_fills_differ", client_order_id=coid, ours=str(booked.filled_qty),
+                          broker=str(broker.filled),
+                          detail="the broker's executions do not add up to its filled quantity")
+        for coid, status, why in report.close_orders:
+            working = live.get(coid)
+            if working is None:
+                continue
+            log.warning("reconcile.order_settled", client_order_id=coid, from_status=working.status.value,
+                        status=status.value, reason=why)
+            self.on_order_update(OrderUpdate(coid, status, self.clock(), why))
+            done.settled.append(working)
+        return done
 
     # -- kill switches ---------------------------------------------------------------------------------
     def set_killswitch(
@@ -670,8 +766,7 @@ class Engine:
         self._apply_trip(Trip(ROW_DEFECT, scope, KillState.HALTED, reason))
 
     def symbol_of(self, client_order_id: str | None) -> str | None:
-        order = self.orders.get(client_order_id) if client_order_id is not None else None
-        return order.symbol if order is not None else None
+        return self.book.symbol_of(client_order_id)
 
     def _observe_equity(self, now: datetime, equity: Decimal) -> None:
         for trip in self.trips.on_equity(now, equity):
@@ -690,8 +785,9 @@ class Engine:
         """
         theirs = {p.symbol: p.quantity for p in self.broker.positions()}
         breaks: dict[str, tuple[Decimal, Decimal]] = {}
-        for symbol in sorted(set(theirs) | set(self.positions)):
-            pos = self.positions.get(symbol)
+        positions = self.portfolio.positions
+        for symbol in sorted(set(theirs) | set(positions)):
+            pos = positions.get(symbol)
             ours = pos.quantity if pos is not None else ZERO
             broker_qty = theirs.get(symbol, ZERO)
             if ours != broker_qty:
@@ -710,7 +806,7 @@ class Engine:
         board = self.killswitches
         return sum(
             1
-            for o in self.orders.values()
+            for o in self.book.orders.values()
             if o.status is OrderStatus.PENDING_CANCEL and board.in_scope(scope, o.intent.strategy, o.symbol)
         )
 
@@ -726,8 +822,9 @@ class Engine:
         sent: list[Order] = []
         skipped: dict[str, str] = {}
         now = self.clock()
-        for symbol in sorted(self.positions):
-            qty = self.positions[symbol].quantity
+        positions = self.portfolio.positions
+        for symbol in sorted(positions):
+            qty = positions[symbol].quantity
             if qty == 0 or (scope != GLOBAL and scope != symbol_scope(symbol)):
                 continue
             instrument = self.instruments.get(symbol)
@@ -762,32 +859,4 @@ class Engine:
         return self.book_equity()
 
     def book_equity(self) -> Decimal:
-        unrealized = ZERO
-        for pos in self.positions.values():
-            if pos.quantity:
-                quote = self.broker.quote(pos.symbol)
-                if quote is not None:
-                    unrealized += pos.unrealized(quote.reference)
-        return self.initial_equity + self.realized_pnl - self.commissions + unrealized
-
-
-def _own_best(orders: Iterable[Order]) -> tuple[Decimal | None, Decimal | None]:
-    """Our most aggressive resting buy and sell prices (a market order counts as crossing everything)."""
-    bid: Decimal | None = None
-    ask: Decimal | None = None
-    for o in orders:
-        i = o.intent
-        if i.order_type in (OrderType.STP, OrderType.STP_LMT):
-            continue  # not resting in the book until triggered
-        if o.status is OrderStatus.PENDING_CANCEL:
-            continue  # being cancelled: a new order on the other side is what replaces it
-        limit = i.limit_price
-        if i.side is Side.BUY:
-            p = limit if limit is not None else INFINITY
-            if bid is None or p > bid:
-                bid = p
-        else:
-            p = limit if limit is not None else ZERO
-            if ask is None or p < ask:
-                ask = p
-    return bid, ask
+        return self.portfolio.book_equity(self.broker.quote)

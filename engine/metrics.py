@@ -371,7 +371,7 @@ def watched_symbols(session: Any) -> list[str]:
     """Symbols whose quotes matter now: held, working, or subscribed (IBKR sessions)."""
     engine = session.engine
     held = {sym for sym, p in engine.positions.items() if p.quantity}
-    working = {sym for sym, live in engine.live_by_symbol.items() if live}
+    working = {sym for sym, live in engine.book.live_by_symbol.items() if live}
     subscribed = set(getattr(session, "subscribed", ()) or ())
     return sorted(held | working | subscribed)
 

@@ -26,26 +26,20 @@ import structlog
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from broker.base import Broker, BrokerOrder, BrokerSnapshot, OrderUpdate
+from broker.base import Broker, BrokerSnapshot
 from broker.reconcile import OpenOrderRecord, ReconcileReport, reconcile
 from engine.bus import EventBus
 from engine.clock import SignalTimes, SimClock, perf, wall_clock
 from engine.config import Settings
-from engine.control import OperatorControl, book_inferred_fills, engine_holder, order_from_row
+from engine.control import OperatorControl, engine_holder, order_from_row
 from engine.domain import (
     ZERO,
-    Instrument,
     KillState,
-    Order,
-    OrderIntent,
-    OrderStatus,
     Position,
     Quote,
     Signal,
-    TimeInForce,
 )
 from engine.engine import Engine, InstrumentBook
-from engine.ids import signal_id_of
 from engine.signals import SignalError, parse_signal
 from engine.sources import FileSource, SignalSource, StreamSource, clean_line, text_of
 from paper.broker import PaperBroker
@@ -228,7 +222,8 @@ class Session(ABC):
             log.error("trading_day.save_failed", day=str(trips.day), error=str(err).splitlines()[0])
 
     def reconcile_at_start(self, apply: bool = True) -> ReconcileReport:
-        """Compare the database with the broker; adopt, close and book what differs; trip on breaks."""
+        """Compare the database with the broker; the engine adopts, closes and books what differs (this side
+        does the I/O: reading rows, closing them, recording adopted signals); trip on breaks."""
         engine, store = self.engine, self.store
         rows = {r["client_order_id"]: r for r in store.open_orders()}
         report = compare_with_broker(store, engine.broker.snapshot(),
@@ -236,48 +231,14 @@ class Session(ABC):
         if not apply:
             return report
         now = wall_clock()
-        finished: dict[str, Order] = {}  # orders no longer working: their rows take the inferred fills
         for coid, status, why in report.close_orders:
             store.close_order(coid, status.value, why, now)
-            closed = order_from_row(rows[coid])
-            closed.status, closed.reason = status, why
-            finished[coid] = closed
-            signal_id = rows[coid]["signal_id"]
-            if signal_id is not None:  # a replay of its signal must find it, even if the signal's row was lost
-                store.adopt_signal(signal_id, coid, rows[coid]["symbol"], rows[coid]["strategy"], self.session_id,
-                                   now)
-                engine.signal_ids.remember(signal_id)
-            log.warning("reconcile.order_closed", client_order_id=coid, status=status.value, reason=why)
-        fills_by_order: dict[str, Decimal] = {}
-        for f in report.adopt_fills:
-            fills_by_order[f.client_order_id] = fills_by_order.get(f.client_order_id, ZERO) + f.quantity
-        for b in report.keep_open:
-            order = order_from_row(rows[b.client_order_id])
-            order.filled_qty = b.filled - fills_by_order.get(b.client_order_id, ZERO)
-            engine.adopt_order(order)
-            if order.status is OrderStatus.PENDING_NEW:  # the acknowledgement was lost in the crash
-                engine.on_order_update(OrderUpdate(order.client_order_id, OrderStatus.SUBMITTED, engine.clock(),
-                                                   "reconciliation: working at the broker", b.broker_order_id,
-                                                   b.perm_id))
-            elif order.status is OrderStatus.PENDING_CANCEL:  # our cancel may have died with the process
-                engine.broker.cancel(order.client_order_id, order.reason or "reconciliation: cancel sent again")
-                log.warning("reconcile.cancel_resent", client_order_id=order.client_order_id)
-        for b in report.adopt_orders:
-            order = order_from_broker(b, engine.instruments.get(b.symbol) or Instrument(b.symbol), engine.clock())
-            order.filled_qty = b.filled - fills_by_order.get(b.client_order_id, ZERO)
-            signal_id = order.intent.signal_id
-            if signal_id is not None:
-                store.adopt_signal(signal_id, order.client_order_id, b.symbol, order.intent.strategy, self.session_id,
-                                   now)
-            self.bus.order_submitted.emit(order)  # recorded with the state the broker reports
-            if not b.status.is_terminal:
-                engine.adopt_order(order)
-            else:
-                finished[order.client_order_id] = order
-                if signal_id is not None:
-                    engine.signal_ids.remember(signal_id)
-            log.warning("reconcile.order_adopted", client_order_id=order.client_order_id, status=b.status.value)
-        book_inferred_fills(engine, store, report.adopt_fills, finished, report.theirs)
+        done = engine.apply_reconcile(report, {coid: order_from_row(r) for coid, r in rows.items()},
+                                      lambda ids: [order_from_row(r) for r in store.order_rows(ids)])
+        for order in done.closed + done.adopted:  # a replay of its signal must find it, even if its row was lost
+            if order.intent.signal_id is not None:
+                store.adopt_signal(order.intent.signal_id, order.client_order_id, order.symbol, order.intent.strategy,
+                                   self.session_id, now)
         self.recorder.flush()
         if not report.clean:
             store.audit("reconciliation", "reconcile", None, report.to_json(), now)
@@ -653,16 +614,5 @@ def compare_with_broker(store: Store, snap: BrokerSnapshot, positions: dict[str,
         positions,
         snap,
     )
-
-
-def order_from_broker(b: BrokerOrder, instrument: Instrument, now: datetime) -> Order:
-    """An order only the broker knew of: ours by its orderRef, so its signal id is derived back."""
-    coid = b.client_order_id
-    signal_id = signal_id_of(coid)
-    intent = OrderIntent(coid, signal_id, "adopted", instrument, b.side, b.quantity, b.order_type, b.limit_price,
-                         b.stop_price, TimeInForce.DAY, now)
-    status = b.status if b.status.is_terminal else OrderStatus.SUBMITTED
-    return Order(intent, now, status, ZERO, ZERO, ZERO, b.broker_order_id, b.perm_id,
-                 b.reason or "adopted from the broker at reconciliation")
 
 

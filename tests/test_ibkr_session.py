@@ -137,8 +137,8 @@ def test_an_execution_correction_is_stored_beside_the_fill_it_replaces(db_url: s
         await session.process_line(signal_line("c1", symbol="AAPL", seconds=1))
         original = gw.executions[-1]
         fixed = gw.correct_execution(original.exec_id, original.price - D("0.05"))
-        await _until(lambda: session.engine.stats.fills == 1 and len(session.engine._recent_fills) == 1
-                     and fixed.exec_id in session.engine._recent_fills, "the correction is booked")
+        await _until(lambda: session.engine.stats.fills == 1 and len(session.engine.portfolio.recent_fills) == 1
+                     and fixed.exec_id in session.engine.portfolio.recent_fills, "the correction is booked")
         await session.run([])
         await gw.stop()
         return original.exec_id, fixed.exec_id

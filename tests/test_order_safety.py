@@ -217,7 +217,7 @@ def test_an_error_recording_an_order_keeps_it_from_the_broker() -> None:
     assert order is not None and order.status is OrderStatus.REJECTED
     assert order.reason is not None and "buffer full" in order.reason
     assert r.broker.working_symbols() == set() and "AAPL" not in r.engine.positions
-    assert r.engine.working_qty.get("AAPL", D(0)) == 0 and r.engine.stats.reject_reasons["internal_error"] == 1
+    assert r.engine.book.working_qty.get("AAPL", D(0)) == 0 and r.engine.stats.reject_reasons["internal_error"] == 1
 
 
 def test_an_error_while_sizing_rejects_the_signal_and_the_engine_goes_on() -> None:

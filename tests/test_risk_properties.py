@@ -47,7 +47,7 @@ class GatedBroker(PaperBroker):
         intent = order.intent
         symbol = intent.instrument.symbol
         pos = engine.positions.get(symbol)
-        working_before = engine.working_qty.get(symbol, D(0)) - intent.signed_quantity
+        working_before = engine.book.working_qty.get(symbol, D(0)) - intent.signed_quantity
         gate = engine.killswitches.gate(intent, pos.quantity if pos else D(0), working_before)
         if not gate.allowed:
             self.violations.append(f"{order.client_order_id}: {gate.reason}")
