@@ -66,6 +66,10 @@ class BrokerListener(Protocol):
 
     def on_fill(self, fill: Fill) -> None: ...
 
+    def on_quote(self, quote: Quote) -> None:
+        """Every new quote, before any fill it causes: marks follow the market without a scan per signal."""
+        ...
+
     def on_connection(self, connected: bool, ts: datetime, reason: str | None = None) -> None:
         """The link to the broker dropped or returned (feeds the disconnect trigger)."""
         ...

@@ -468,7 +468,10 @@ class IbkrBroker:
                 continue
             last = t.last if math.isfinite(t.last) and t.last > 0 else 0.0
             symbol = t.contract.symbol
-            self._quotes[symbol] = Quote(symbol, now, dec(bid), dec(ask), dec(t.bidSize), dec(t.askSize), dec(last))
+            quote = self._quotes[symbol] = Quote(symbol, now, dec(bid), dec(ask), dec(t.bidSize), dec(t.askSize),
+                                                 dec(last))
+            if self._listener is not None:
+                self._listener.on_quote(quote)
 
     def _on_account_value(self, value: AccountValue) -> None:
         """Keep this account's NetLiquidation and AvailableFunds (base currency; no model portfolios)."""

@@ -172,6 +172,10 @@ class Engine:
         # Set by a session: (code, reason) when a signal's ts is too old or too far ahead, checked after dedupe.
         self.signal_time: Callable[[Signal], tuple[RejectCode, str] | None] | None = None
         broker.set_listener(self)
+        for symbol in list(self.portfolio.positions):  # quotes the broker had before it had a listener
+            quote = broker.quote(symbol)
+            if quote is not None:
+                self.portfolio.on_price(symbol, quote.reference)
 
     # -- read-only views for sessions, metrics and health ----------------------------------------------
     @property
@@ -859,4 +863,8 @@ class Engine:
         return self.book_equity()
 
     def book_equity(self) -> Decimal:
-        return self.portfolio.book_equity(self.broker.quote)
+        return self.portfolio.book_equity()
+
+    def on_quote(self, quote: Quote) -> None:
+        """Every quote the broker sees (BrokerListener): the position's mark and unrealized P&L follow it."""
+        self.portfolio.on_price(quote.symbol, quote.reference)

@@ -125,6 +125,8 @@ class PaperBroker:
 
     # -- market data in ----------------------------------------------------------------------------
     def on_quote(self, quote: Quote) -> None:
+        if self._listener is not None:
+            self._listener.on_quote(quote)
         self._report(self.matching.on_quote(quote), quote.ts)
 
     def working_symbols(self) -> set[str]:

@@ -153,7 +153,8 @@ class TripWires:
         today = self.day
         if today is None or not self._day_begins <= now < self._day_ends:  # not per call: time zones are slow
             today = self.boundary.day_of(now)
-            self._day_begins, self._day_ends = self.boundary.bounds(today)
+            begins, ends = self.boundary.bounds(today)  # kept in UTC: comparing across zones calls zoneinfo
+            self._day_begins, self._day_ends = begins.astimezone(UTC), ends.astimezone(UTC)
         if today != self.day:
             self.day = today
             marks = self._known_days.pop(today, None)

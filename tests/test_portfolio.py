@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from engine.domain import Fill, Position, Quote, Side
 from engine.portfolio import Portfolio
 from tests.conftest import T0
@@ -84,7 +87,20 @@ def test_book_equity_is_the_configured_equity_plus_realized_less_commissions_plu
     def quote(symbol: str) -> Quote | None:
         return Quote("AAPL", T0, D(107), D(109), D(1), D(1), D(108)) if symbol == "AAPL" else None
 
-    assert p.book_equity(quote) == D(1000) + D(20) - D(2) + D(5) * D(8)
+    assert p.marked_equity(quote) == D(1000) + D(20) - D(2) + D(5) * D(8)
+    p.on_price("AAPL", D(108))
+    assert p.book_equity() == p.marked_equity(quote)
+
+
+def test_equity_follows_each_price_and_each_fill_without_re_marking_every_position() -> None:
+    p = Portfolio(D(1000))
+    p.on_price("AAPL", D(100))  # a price before any position: kept for the first fill
+    p.book(fill("e1", Side.BUY, "10", "100"), None)
+    assert p.book_equity() == D(1000)
+    p.on_price("AAPL", D(103))
+    assert p.unrealized == D(30) and p.book_equity() == D(1030)
+    p.book(fill("e2", Side.SELL, "10", "103"), None)  # closed: realized 30, nothing open
+    assert p.unrealized == 0 and p.book_equity() == D(1030)
 
 
 def test_positions_from_an_earlier_session_carry_their_pnl_and_commissions() -> None:
@@ -113,3 +129,18 @@ def test_fills_booked_after_the_corrected_one_are_booked_again_on_the_corrected_
     assert list(p.recent_fills) == ["e1", "e2.02", "k1", "e3"] and p.quantity("KO") == D(7)
     p.correct(fill("e3.02", Side.SELL, "2", "120", corrects="e3"))  # the replayed state serves a later correction
     assert (pos.quantity, p.realized_pnl) == (D(0), D(8 * 5 + 2 * 20))
+
+
+@given(st.lists(st.tuples(st.sampled_from(["AAPL", "KO", "SPY"]), st.sampled_from([Side.BUY, Side.SELL]),
+                          st.integers(1, 50), st.integers(90, 110), st.booleans()), max_size=60))
+def test_equity_kept_incrementally_equals_every_position_marked_afresh(
+        steps: list[tuple[str, Side, int, int, bool]]) -> None:
+    p = Portfolio(D(10_000))
+    quotes: dict[str, Quote] = {}
+    for i, (symbol, side, qty, price, is_quote) in enumerate(steps):
+        if is_quote:
+            quotes[symbol] = Quote(symbol, T0, D(price) - 1, D(price) + 1, D(1), D(1), D(price))
+            p.on_price(symbol, quotes[symbol].reference)
+        else:
+            p.book(fill(f"e{i}", side, str(qty), str(price), symbol=symbol), None)
+    assert p.book_equity() == p.marked_equity(quotes.get)
