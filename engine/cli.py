@@ -309,6 +309,12 @@ def run(
     live: Annotated[bool, typer.Option("--live", help="Trade a LIVE account (must match the configured one).")]
     = False,
     tws: Annotated[bool, typer.Option("--tws", help="Default ports of TWS instead of IB Gateway.")] = False,
+    inbox: Annotated[bool, typer.Option("--inbox", help="The daemon: trade the account's database inbox until "
+                                                        "SIGTERM (fed by SQL, submit, the client, POST /signals).")]
+    = False,
+    http: Annotated[bool, typer.Option("--http", help="With --inbox: serve POST /signals, /healthz, /readyz and "
+                                                      "/metrics ([http] in the config; on by [http] enabled).")]
+    = False,
     db: DbOpt = None,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
@@ -328,6 +334,20 @@ def run(
     from engine.sources import DEMO_SIGNALS, read_lines
     from repositories.store import AccountBound, EngineLocked
 
+    if inbox and signals is not None:
+        raise _fail("--inbox and --signals exclude each other: the daemon reads the inbox", EXIT_USAGE)
+    if http and not inbox:
+        raise _fail("--http serves the daemon's intake: give --inbox too", EXIT_USAGE)
+    from engine.daemon import HttpUnavailable
+
+    if inbox and (http or settings.http.enabled):
+        from engine.config import ConfigError
+        from engine.http import check_bind
+
+        try:
+            check_bind(settings.http.host, settings.http.resolved_secret())
+        except (ValueError, ConfigError) as err:
+            raise _fail(str(err), EXIT_USAGE) from None
     path = None if signals is None or signals == "-" else Path(signals)
     if path is not None and not path.is_file():
         raise _fail(f"signal file {path} does not exist", EXIT_USAGE)
@@ -337,6 +357,10 @@ def run(
                           client_id=ib.client_id if client_id is None else client_id, account=account, live=live)
 
     async def go() -> Any:
+        if inbox:
+            from engine.daemon import run_daemon
+
+            return await run_daemon(session, http=http)
         await session.connect()
         if signals == "-":
             return await session.run(stream=sys.stdin)
@@ -350,6 +374,11 @@ def run(
         raise _fail(str(err), EXIT_USAGE) from None
     except IbkrError as err:
         raise _fail(str(err)) from None
+    except HttpUnavailable as err:
+        raise _fail(str(err), EXIT_USAGE) from None
+    if summary is None:
+        typer.echo("stopped before the gateway answered: nothing was traded", err=True)
+        return
     _report_session(summary, json_out)
 
 

@@ -31,20 +31,20 @@ import inspect
 import json
 import socket
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import quote
 
 import structlog
 import uvicorn
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client import Counter as PromCounter
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from engine.client import validate
 from engine.config import is_loopback
@@ -57,7 +57,6 @@ Answer = dict[str, Any]
 # "duplicate". Sync callables run in a worker thread (they write to the database).
 Intake = Callable[[list[str]], list[Answer]] | Callable[[list[str]], Awaitable[list[Answer]]]
 Outcome = Callable[[str], Answer | None]
-Health = Callable[[], Mapping[str, str | None]]  # each readiness condition by name: None when met, else why not
 
 
 def inbox_intake(inbox: SignalInbox) -> Callable[[list[str]], list[Answer]]:
@@ -101,10 +100,13 @@ def _split(text: str) -> list[str]:
     return [stripped]
 
 
-def build_app(*, intake: Intake, health: Health, metrics: CollectorRegistry | None = None, secret: str | None,
-              max_body_bytes: int, outcome: Outcome | None = None, query_token: bool = False) -> Starlette:
-    """The Starlette app. ``secret`` None: no auth (``serve`` allows that only on a loopback address)."""
-    registry = metrics if metrics is not None else CollectorRegistry()
+def build_app(*, intake: Intake, secret: str | None, max_body_bytes: int, outcome: Outcome | None = None,
+              query_token: bool = False, registry: CollectorRegistry | None = None,
+              routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """The Starlette app: ``POST /signals`` and ``GET /signals/{id}`` (behind ``secret``; None: no auth, which
+    ``serve`` allows only on a loopback address), beside ``routes`` (health and metrics: engine.health), open.
+    Refused requests are counted in ``registry`` (the session's metrics)."""
+    registry = registry if registry is not None else CollectorRegistry()
     refusals = _Refusals(Counter(), PromCounter("tradectl_http_refused_total", "HTTP requests refused, by reason",
                                                 ["reason"], registry=registry))
     queued = PromCounter("tradectl_http_signals_total", "Signals taken by POST /signals, by result", ["result"],
@@ -216,27 +218,12 @@ def build_app(*, intake: Intake, health: Health, metrics: CollectorRegistry | No
             return JSONResponse({"id": signal_id, "status": "unknown"}, 404)
         return JSONResponse(found, 200)
 
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(request: Request) -> Response:
-        conditions = dict(health())
-        ready = all(v is None for v in conditions.values())
-        return JSONResponse({"ready": ready, "conditions": {k: v or "ok" for k, v in conditions.items()}},
-                            200 if ready else 503)
-
-    async def metrics_endpoint(request: Request) -> Response:
-        return Response(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    routes = [
+    app_routes: list[BaseRoute] = [
         Route("/signals", post_signals, methods=["POST"]),
         Route("/signals/{signal_id:path}", get_signal, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
+        *routes,
     ]
-    if metrics is not None:
-        routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
-    app = Starlette(routes=routes)
+    app = Starlette(routes=app_routes)
     app.state.refused = refusals.counts
     return app
 

@@ -161,7 +161,7 @@ class IbkrSession(Session):
             await asyncio.sleep(0.005)
 
     async def run(self, lines: Iterable[str | bytes] = (), stream: TextIO | None = None,
-                  source: SignalSource | None = None) -> SessionSummary:
+                  source: SignalSource | None = None, stop: asyncio.Event | None = None) -> SessionSummary:
         """Connect (if not yet) and trade ``source`` (or the lines of ``stream``, or ``lines``) to its end.
 
         ``lines`` (a file) run on the file's clock for their ``ts`` (as in a paper file session) and,
@@ -175,7 +175,7 @@ class IbkrSession(Session):
             self.set_times(SignalTimes(self.settings, SimClock(SIM_START)))
             self.pace = True
         try:
-            summary = await self.run_source(source, self._started)
+            summary = await self.run_source(source, self._started, stop)
         finally:
             await self.broker.close()
         if self.broker.paced:

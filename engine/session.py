@@ -337,7 +337,8 @@ class Session(ABC):
 
 
     # -- the one runner: sources, signal handling, timers, kill-switch wake, drain ---------------------
-    async def run_source(self, source: SignalSource, started: datetime) -> SessionSummary:
+    async def run_source(self, source: SignalSource, started: datetime,
+                         stop: asyncio.Event | None = None) -> SessionSummary:
         """Trade every line of ``source`` until it ends or SIGINT/SIGTERM, then wind down and summarise.
 
         The same for every venue and every source; what differs is in the venue hooks (``_before_signal``,
@@ -345,7 +346,7 @@ class Session(ABC):
         """
         loop = asyncio.get_running_loop()
         t0 = perf()
-        stop = self._stop = asyncio.Event()
+        stop = self._stop = stop if stop is not None else asyncio.Event()
         handled = _on_stop_signals(loop, stop)
         ended = asyncio.Event()  # the timers run until the working orders are settled too
         timers = asyncio.create_task(self._timers(ended))

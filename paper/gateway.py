@@ -827,10 +827,10 @@ class GatewaySim:
 
 
 @contextmanager
-def serve_in_thread(**kw: Any) -> Iterator[GatewaySim]:
+def serve_in_thread(port: int = 0, **kw: Any) -> Iterator[GatewaySim]:
     """A simulated gateway on its own thread and loop, for code that runs its own asyncio.run (the CLI)."""
     loop = asyncio.new_event_loop()
-    gw = GatewaySim(port=0, **kw)
+    gw = GatewaySim(port=port, **kw)
     ready = threading.Event()
 
     def serve() -> None:
