@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import structlog
 
@@ -69,11 +70,19 @@ async def run_daemon(session: IbkrSession, *, http: bool) -> SessionSummary | No
     ops = Ops.wire(session)
     ops.start()
     server: RunningServer | None = None
+    source = InboxSource(inbox, session.recorder.consume_inbox, poll_s=settings.killswitch.poll_ms / 1000)
+    take = inbox_intake(inbox)
+
+    def intake(lines: list[str]) -> list[dict[str, Any]]:
+        answers = take(lines)
+        source.wake()  # our own writes: no need to wait for NOTIFY or the poll
+        return answers
+
     try:
         if http or settings.http.enabled:
             h = settings.http
             secret = h.resolved_secret()
-            app = build_app(intake=inbox_intake(inbox), outcome=inbox.outcome, secret=secret,
+            app = build_app(intake=intake, outcome=inbox.outcome, secret=secret,
                             max_body_bytes=h.max_body_bytes, query_token=h.query_token,
                             registry=ops.metrics.registry, routes=ops.routes())
             try:
@@ -82,7 +91,6 @@ async def run_daemon(session: IbkrSession, *, http: bool) -> SessionSummary | No
                 raise HttpUnavailable(f"cannot serve HTTP on {h.host}:{h.port}: {err.strerror or err}") from err
             log.info("http.listening", host=h.host, port=server.port, auth=secret is not None)
         ops.ready()
-        source = InboxSource(inbox, session.recorder.consume_inbox, poll_s=settings.killswitch.poll_ms / 1000)
         return await session.run(source=source, stop=stop)
     finally:
         if server is not None:

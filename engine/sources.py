@@ -92,11 +92,20 @@ class InboxSource:
                  fallback_s: float = 1.0, batch: int = 500) -> None:
         self.inbox, self.consume = inbox, consume
         self.poll_s, self.fallback_s, self.batch = poll_s, fallback_s, batch
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def wake(self) -> None:
+        """New rows are in (the daemon's own HTTP intake just wrote them): read now, not at the next poll.
+        Safe from any thread."""
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._wake.set)
 
     async def lines(self, stop: asyncio.Event) -> AsyncIterator[tuple[int, str | bytes]]:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         listener = await asyncio.to_thread(self.inbox.listen)
-        wake = asyncio.Event()
+        wake = self._wake
         fd = listener.fileno() if listener is not None else None
         if fd is not None:
             loop.add_reader(fd, wake.set)

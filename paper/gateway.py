@@ -204,6 +204,7 @@ class GatewaySim:
         self._control: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._handlers = self._handler_table()
+        self.on_order: Callable[[str], None] | None = None  # told each new order's orderRef as it arrives
         self.messages_in = 0
 
     # -- lifetime ------------------------------------------------------------------------------------
@@ -507,6 +508,8 @@ class GatewaySim:
         account = f[23] or self.account
         order = SimOrder(next(self._perm_ids), 0, f[26], contract.symbol, side, quantity,
                          order_type or OrderType.MKT, lmt, aux, tif or TimeInForce.DAY, account, c.client_id)
+        if self.on_order is not None:  # benches time a signal to its order's arrival here
+            self.on_order(order.ref)
         order.perm_id = order.order_id
         order.extra["order_id"] = order_id
         order.extra["order_type"] = f[18].upper()
