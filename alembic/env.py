@@ -27,8 +27,8 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = make_engine(_url())
-    with engine.connect() as connection:
+    db = make_engine(_url())
+    with db.connect() as connection:
         if connection.dialect.name == "sqlite":
             # pysqlite commits before every DDL statement on its own; take the transaction over so that a
             # migration interrupted half-way (a crash, kill -9) leaves the schema as it was, not half-built.
@@ -46,7 +46,7 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         connection.commit()
-    engine.dispose()
+    db.dispose()
 
 
 if context.is_offline_mode():

@@ -15,6 +15,7 @@ import typer
 
 if TYPE_CHECKING:
     from engine.config import Settings
+    from repositories.repos import Repositories
 
 app = typer.Typer(
     name="tradectl",
@@ -91,7 +92,8 @@ def paper(
     from engine.session import PaperSession
     from engine.sources import DEMO_SIGNALS, count_lines, read_lines
     from paper.market import QuotesFileError
-    from repositories.store import AccountBound, EngineLocked
+    from repositories.accounts import AccountBound
+    from repositories.engine_lock import EngineLocked
 
     if quotes is not None and not quotes.is_file():
         raise _fail(f"quotes file {quotes} does not exist", EXIT_USAGE)
@@ -151,29 +153,27 @@ def db_current(db: DbOpt = None, config: ConfigOpt = None) -> None:
 
 
 # -- read commands -------------------------------------------------------------------------------------
-def _store(db: str | None, config: Path | None) -> Any:
+def _repos(db: str | None, config: Path | None) -> Repositories:
+    """The account's repositories on a database that has a schema (exit 1 naming what is wrong)."""
     settings = _settings(config, database_url=db)
-    from sqlalchemy.exc import OperationalError, ProgrammingError
+    from repositories.db import make_engine, schema_revision
+    from repositories.errors import DatabaseUnavailable
+    from repositories.repos import Repositories
 
-    from repositories.db import make_engine
-    from repositories.store import Store
-
-    store = Store(make_engine(settings.database_url), settings.account)
+    repos = Repositories(make_engine(settings.database_url), settings.account)
     try:
-        from repositories.db import schema_revision
-
-        if schema_revision(store.engine) is None:
+        if schema_revision(repos.db) is None:
             raise _fail("the database has no schema yet: run `tradectl db upgrade` (or a paper session)")
-    except (OperationalError, ProgrammingError) as err:
-        raise _fail(f"cannot read the database: {err.orig}") from None
-    return store
+    except DatabaseUnavailable as err:
+        raise _fail(f"cannot read the database: {err}") from None
+    return repos
 
 
 def _listing(table: str, db: str | None, config: Path | None, json_out: bool, limit: int,
              columns: list[str]) -> None:
-    from repositories.store import plain
+    from repositories.listings import plain
 
-    rows = plain(_store(db, config).list_rows(table, limit))
+    rows = plain(_repos(db, config).listings.rows(table, limit))
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -220,17 +220,17 @@ def defects(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = Fals
 @app.command()
 def status(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
     """Totals, kill-switch states and the last session."""
-    store = _store(db, config)
-    from repositories.store import plain
+    repos = _repos(db, config)
+    from repositories.listings import plain
 
-    counts = store.counts()
-    states = {k: v.value for k, v in store.killswitch_states().items()}
-    last = store.last_session()
+    counts = repos.signals.counts()
+    states = {k: v.value for k, v in repos.killswitches.states().items()}
+    last = repos.sessions.last()
     payload = {
-        "account": store.account,
+        "account": repos.account,
         "counts": counts,
         "killswitches": states,
-        "open_orders": len(store.open_orders()),
+        "open_orders": len(repos.orders.open()),
         "last_session": plain([last])[0] if last else None,
     }
     if json_out:
@@ -332,7 +332,8 @@ def run(
     from broker.ibkr import IbkrError
     from engine.live import IB_PORTS, AccountRefused, IbkrSession
     from engine.sources import DEMO_SIGNALS, read_lines
-    from repositories.store import AccountBound, EngineLocked
+    from repositories.accounts import AccountBound
+    from repositories.engine_lock import EngineLocked
 
     if inbox and signals is not None:
         raise _fail("--inbox and --signals exclude each other: the daemon reads the inbox", EXIT_USAGE)
@@ -412,7 +413,8 @@ def reconcile(
     from engine.live import IB_PORTS, IbkrSession
     from engine.session import PaperSession, compare_with_broker
     from paper.broker import PaperBroker
-    from repositories.store import AccountBound, EngineLocked
+    from repositories.accounts import AccountBound
+    from repositories.engine_lock import EngineLocked
 
     ib = settings.ibkr
     the_host, the_port = host or ib.host, port or ib.port or IB_PORTS[("gateway", False)]
@@ -420,16 +422,17 @@ def reconcile(
     the_account = account or settings.account
 
     async def read_only() -> ReconcileReport:
-        store = _store(db, config)
-        positions = {p.symbol: p.quantity for p in store.positions()}
+        repos = _repos(db, config)
+        held = repos.positions.all()
+        positions = {p.symbol: p.quantity for p in held}
         if broker == "paper":
             paper_broker = PaperBroker(wall_clock, initial_positions={
-                p.symbol: (p.quantity, p.avg_cost) for p in store.positions() if p.quantity})
-            return compare_with_broker(store, paper_broker.snapshot(), positions)
+                p.symbol: (p.quantity, p.avg_cost) for p in held if p.quantity})
+            return compare_with_broker(repos, paper_broker.snapshot(), positions)
         ib_broker = IbkrBroker(the_host, the_port, the_client, the_account, wall_clock)
         await ib_broker.connect()
         try:
-            return compare_with_broker(store, ib_broker.snapshot(), positions)
+            return compare_with_broker(repos, ib_broker.snapshot(), positions)
         finally:
             await ib_broker.close()
 
@@ -554,20 +557,17 @@ TimeoutOpt = Annotated[
 ]
 
 
-def _writable_store(settings: Settings) -> Any:
-    """A store on a migrated database: an operator may halt an account before its first session."""
-    from sqlalchemy.exc import OperationalError
-
-    from repositories.db import make_engine
-    from repositories.store import Store
+def _writable_repos(settings: Settings) -> Repositories:
+    """The account's repositories on a migrated database: an operator may halt an account before its first session."""
+    from repositories.db import ensure_schema, make_engine
+    from repositories.errors import DatabaseUnavailable
+    from repositories.repos import Repositories
 
     try:
-        from repositories.db import ensure_schema
-
         ensure_schema(settings.database_url)
-    except OperationalError as err:
-        raise _fail(f"cannot reach the database: {err.orig}") from None
-    return Store(make_engine(settings.database_url), settings.account)
+    except DatabaseUnavailable as err:
+        raise _fail(f"cannot reach the database: {err}") from None
+    return Repositories(make_engine(settings.database_url), settings.account)
 
 
 def _change(state_name: str, scope: str, reason: str, flatten: bool, db: str | None, config: Path | None,
@@ -587,14 +587,14 @@ def _change(state_name: str, scope: str, reason: str, flatten: bool, db: str | N
         raise _fail("--flatten needs a symbol or global scope: positions are kept per account and symbol, "
                     "so a strategy has none of its own to close", EXIT_USAGE)
     k = settings.killswitch
-    store = _writable_store(settings)
+    repos = _writable_repos(settings)
     outcome = change_killswitch(
-        store, scope, KillState(state_name), reason.strip(), actor=operator_actor(), flatten=flatten,
+        repos, scope, KillState(state_name), reason.strip(), actor=operator_actor(), flatten=flatten,
         timeout_s=k.ack_timeout_s if timeout is None else timeout, stale_after_s=max(5 * k.heartbeat_s, 3.0),
     )
     if flatten:  # the truth is what is still open afterwards, not how many orders left
-        outcome.not_closed = flatten_outcome(store, outcome.change, outcome.ack, flatten_wait)
-    store.engine.dispose()
+        outcome.not_closed = flatten_outcome(repos, outcome.change, outcome.ack, flatten_wait)
+    repos.dispose()
     if json_out:
         typer.echo(json.dumps(outcome.to_json(), indent=2))
     else:
@@ -657,9 +657,9 @@ def resume(reason: ReasonOpt, scope: ScopeOpt = "global", db: DbOpt = None, conf
 @ks_app.command("list")
 def killswitch_list(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
     """Every scope that was ever changed, with its state and who set it, when and why."""
-    from repositories.store import plain
+    from repositories.listings import plain
 
-    rows = plain(_store(db, config).killswitch_list())
+    rows = plain(_repos(db, config).killswitches.listing())
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -683,7 +683,7 @@ def audit(
     from datetime import UTC, datetime
 
     from engine.operator import parse_since
-    from repositories.store import plain
+    from repositories.listings import plain
 
     start = None
     if since is not None:
@@ -691,7 +691,7 @@ def audit(
             start = parse_since(since, datetime.now(UTC))
         except ValueError as err:
             raise _fail(str(err), EXIT_USAGE) from None
-    rows = plain(_store(db, config).audit_log(start, limit))
+    rows = plain(_repos(db, config).audit.log(start, limit))
     if json_out:
         for row in rows:
             row["detail"] = json.loads(row["detail"]) if row.get("detail") else None

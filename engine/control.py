@@ -18,28 +18,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
 
 import structlog
-from sqlalchemy.exc import SQLAlchemyError
 
 from broker.reconcile import OpenOrderRecord, reconcile_live
-from engine.domain import (
-    Instrument,
-    KillState,
-    KillSwitchChange,
-    Order,
-    OrderIntent,
-    OrderStatus,
-    OrderType,
-    Side,
-    TimeInForce,
-)
+from engine.domain import KillState, KillSwitchChange
 from engine.engine import Engine
 from engine.operator import NOT_FLATTENED, not_flattened_detail
+from repositories.errors import DatabaseUnavailable
 from repositories.killswitch_feed import KillSwitchFeed
 from repositories.recorder import Recorder
-from repositories.store import Store
+from repositories.repos import Repositories
 
 log = structlog.get_logger("tradectl.control")
 
@@ -68,10 +57,10 @@ class OperatorControl:
     def __init__(
         self,
         engine: Engine,
-        store: Store,
+        *,
+        repos: Repositories,
         recorder: Recorder,
         feed: KillSwitchFeed,
-        *,
         holder: str,
         flatten_collar: Decimal = Decimal("0.01"),
         heartbeat_s: float = 1.0,
@@ -79,7 +68,7 @@ class OperatorControl:
         flatten_wait_s: float = 5.0,
     ) -> None:
         self.engine = engine
-        self.store = store
+        self.repos = repos
         self.recorder = recorder
         self.feed = feed
         self.holder = holder
@@ -114,9 +103,9 @@ class OperatorControl:
         if change.id is not None:
             return
         try:
-            stored = self.store.record_killswitch(change.scope, change.to_state, change.reason, change.actor,
-                                                  wall_now())
-        except SQLAlchemyError as err:  # the trip holds in memory; the record is what failed
+            stored = self.repos.killswitches.record(change.scope, change.to_state, reason=change.reason,
+                                                    actor=change.actor, now=wall_now())
+        except DatabaseUnavailable as err:  # the trip holds in memory; the record is what failed
             log.error("killswitch.store_failed", scope=change.scope, to_state=str(change.to_state), error=str(err))
             return
         assert stored.id is not None
@@ -128,7 +117,7 @@ class OperatorControl:
         engine = self.engine
         try:
             events = self.feed.poll(force)
-        except SQLAlchemyError as err:
+        except DatabaseUnavailable as err:
             if engine.blocked is None:
                 engine.blocked = f"{UNREADABLE}: {type(err).__name__}"
                 log.error("killswitch.unreadable", error=str(err).splitlines()[0])
@@ -145,8 +134,8 @@ class OperatorControl:
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.heartbeat_s
             try:
-                self.store.heartbeat(self.holder, wall_now())
-            except SQLAlchemyError as err:
+                self.repos.engine_lock.heartbeat(self.holder, wall_now())
+            except DatabaseUnavailable as err:
                 log.error("engine.heartbeat_failed", error=str(err).splitlines()[0])
             if self.on_heartbeat is not None:
                 self.on_heartbeat()
@@ -181,21 +170,22 @@ class OperatorControl:
         """
         engine = self.engine
         snap = engine.broker.snapshot()
-        store = self.store
+        repos = self.repos
         try:
-            known = engine.booked_executions([f.exec_id for f in snap.executions], store.existing_exec_ids)
+            known = engine.booked_executions([f.exec_id for f in snap.executions], repos.fills.existing_exec_ids)
             live = [OpenOrderRecord(o.client_order_id, o.symbol, o.filled_qty, o.status.value)
                     for o in engine.orders.values()]
             report = reconcile_live(live, known, {s: p.quantity for s, p in engine.positions.items()}, snap)
-            engine.apply_reconcile(report, load_orders=lambda ids: [order_from_row(r) for r in store.order_rows(ids)])
-        except SQLAlchemyError as err:  # positions are still compared; the fills wait for the next look
+            engine.apply_reconcile(report, load_orders=repos.orders.find)
+        except DatabaseUnavailable as err:  # positions are still compared; the fills wait for the next look
             log.error("reconcile.database_unavailable", error=str(err).splitlines()[0])
             return engine.reconcile_positions(confirm=True)
         if report.adopt_fills or report.close_orders:
             self.recorder.flush()
             try:
-                self.store.audit("reconciliation", "reconcile.session", None, report.to_json(), wall_now())
-            except SQLAlchemyError as err:
+                repos.audit.record(actor="reconciliation", action="reconcile.session", scope=None,
+                                   detail=report.to_json(), now=wall_now())
+            except DatabaseUnavailable as err:
                 log.error("reconcile.audit_failed", error=str(err).splitlines()[0])
         return engine.reconcile_positions(confirm=True)
 
@@ -238,9 +228,10 @@ class OperatorControl:
         assert event.id is not None
         self.recorder.flush()  # the cancels are on disk before the operator hears they happened
         try:
-            self.store.ack_killswitch(event.id, self.holder, cancelled, flatten_orders, wall_now(), detail,
-                                      event.scope)
-        except SQLAlchemyError as err:
+            self.repos.killswitches.ack(event.id, engine_name=self.holder, cancelled=cancelled,
+                                        flatten_orders=flatten_orders, now=wall_now(), detail=detail,
+                                        scope=event.scope)
+        except DatabaseUnavailable as err:
             log.error("killswitch.ack_failed", event_id=event.id, error=str(err).splitlines()[0])
 
     # -- lifetime -------------------------------------------------------------------------------------
@@ -250,17 +241,7 @@ class OperatorControl:
         self._pending = []
         self.feed.close()
         try:
-            self.store.release_engine(self.holder)
-        except SQLAlchemyError as err:
+            self.repos.engine_lock.release(self.holder)
+        except DatabaseUnavailable as err:
             log.error("engine.release_failed", error=str(err).splitlines()[0])
 
-
-def order_from_row(r: dict[str, Any]) -> Order:
-    """An order as the database holds it (to track it again after a restart, or to book fills against it)."""
-    intent = OrderIntent(
-        r["client_order_id"], r["signal_id"], r["strategy"],
-        Instrument(r["symbol"], r["sec_type"], r["currency"], r["exchange"]), Side(r["side"]), r["quantity"],
-        OrderType(r["order_type"]), r["limit_price"], r["stop_price"], TimeInForce(r["tif"]), r["created_at"],
-    )
-    return Order(intent, r["created_at"], OrderStatus(r["status"]), r["filled_qty"], r["avg_fill_price"],
-                 r["commission"], r["broker_order_id"], r["perm_id"], r["reason"])

@@ -118,6 +118,7 @@ class OrderStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED})
+OPEN_STATUSES = frozenset(OrderStatus) - TERMINAL_STATUSES  # working (or about to be) at the broker
 
 _S = OrderStatus
 # Every legal move. A cancel can race a fill (IB error 10148), so PendingCancel may still fill; a

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from engine.domain import KillState, KillSwitchChange
+from engine.domain import OPEN_STATUSES, KillState, KillSwitchChange
 from engine.ids import engine_order_id
-from repositories.store import OPEN_STATUSES, Store
+from repositories.repos import Repositories
 
 NOT_FLATTENED = "not flattened: "
 _SYMBOL_PART = re.compile(r"; (?=[A-Z0-9][A-Z0-9./-]*: )")  # "AAPL: why; MSFT: why" -> one part per symbol
@@ -54,20 +54,20 @@ class ChangeOutcome:
         }
 
 
-def live_engine(store: Store, stale_after_s: float, now: datetime) -> tuple[str | None, str]:
+def live_engine(repos: Repositories, stale_after_s: float, now: datetime) -> tuple[str | None, str]:
     """The engine holding the account if its heartbeat is fresh; and a sentence saying what was found."""
-    lock = store.engine_lock()
+    lock = repos.engine_lock.holder()
     if lock is None:
-        return None, f"no engine is running for account {store.account}"
+        return None, f"no engine is running for account {repos.account}"
     age = (now - lock["heartbeat_at"]).total_seconds()
     if age > stale_after_s:
-        return None, (f"no engine is running for account {store.account} (the last one, {lock['holder']},"
+        return None, (f"no engine is running for account {repos.account} (the last one, {lock['holder']},"
                       f" was last heard from {age:.0f}s ago)")
     return str(lock["holder"]), f"engine {lock['holder']} is running ({lock['mode']}, session {lock['session_id']})"
 
 
 def change_killswitch(
-    store: Store,
+    repos: Repositories,
     scope: str,
     state: KillState,
     reason: str,
@@ -79,8 +79,8 @@ def change_killswitch(
     poll_s: float = 0.005,
 ) -> ChangeOutcome:
     now = datetime.now(UTC)
-    holder, found = live_engine(store, stale_after_s, now)
-    change = store.record_killswitch(scope, state, reason, actor, now, flatten)
+    holder, found = live_engine(repos, stale_after_s, now)
+    change = repos.killswitches.record(scope, state, reason=reason, actor=actor, now=now, flatten=flatten)
     assert change.id is not None
     if holder is None:
         return ChangeOutcome(change, None, None, 0.0, found)
@@ -88,7 +88,7 @@ def change_killswitch(
     deadline = t0 + timeout_s
     next_alive_check = t0 + 1.0
     while True:
-        ack = store.killswitch_ack(change.id)
+        ack = repos.killswitches.ack_of(change.id)
         if ack is not None:
             return ChangeOutcome(change, holder, ack, time.monotonic() - t0)
         t = time.monotonic()
@@ -97,7 +97,7 @@ def change_killswitch(
                                  f"engine {holder} did not acknowledge within {timeout_s:.0f}s")
         if t >= next_alive_check:
             next_alive_check = t + 1.0
-            still, found = live_engine(store, stale_after_s, datetime.now(UTC))
+            still, found = live_engine(repos, stale_after_s, datetime.now(UTC))
             if still != holder:
                 return ChangeOutcome(change, holder, None, t - t0,
                                      f"engine {holder} stopped before acknowledging ({found})")
@@ -123,7 +123,7 @@ def skipped_by_symbol(detail: str | None) -> dict[str, str]:
     return out
 
 
-def flatten_outcome(store: Store, change: KillSwitchChange, ack: dict[str, Any] | None, wait_s: float,
+def flatten_outcome(repos: Repositories, change: KillSwitchChange, ack: dict[str, Any] | None, wait_s: float,
                     poll_s: float = 0.05) -> dict[str, str]:
     """Each position in the change's scope still open after the flatten, and why; empty when all are closed.
 
@@ -138,27 +138,27 @@ def flatten_outcome(store: Store, change: KillSwitchChange, ack: dict[str, Any] 
 
     deadline = time.monotonic() + wait_s
     while True:
-        still = {p.symbol: p.quantity for p in store.positions() if p.quantity and only in (None, p.symbol)}
-        rows = {r["symbol"]: r for r in store.order_rows([coid(s) for s in still])} if still else {}
-        working = any(r["status"] in OPEN_STATUSES for r in rows.values())
+        still = {p.symbol: p.quantity for p in repos.positions.all() if p.quantity and only in (None, p.symbol)}
+        closing = {o.symbol: o for o in repos.orders.find([coid(s) for s in still])} if still else {}
+        working = any(o.status in OPEN_STATUSES for o in closing.values())
         if not working or time.monotonic() >= deadline or ack is None:
             break
         time.sleep(poll_s)
     skipped = skipped_by_symbol(ack.get("detail") if ack else None)
     reasons: dict[str, str] = {}
     for symbol, qty in sorted(still.items()):
-        row = rows.get(symbol)
+        order = closing.get(symbol)
         if ack is None:
             why = "no engine acknowledged the flatten: no closing order was sent"
-        elif row is None:
+        elif order is None:
             why = skipped.get(symbol) or skipped.get("*") or "no closing order was sent"
             why = f"not sent: {why}"
-        elif row["status"] in OPEN_STATUSES:
-            why = (f"closing order {row['client_order_id']} not filled within {wait_s:g}s "
-                   f"({row['filled_qty']} of {row['quantity']} filled)")
+        elif order.status in OPEN_STATUSES:
+            why = (f"closing order {order.client_order_id} not filled within {wait_s:g}s "
+                   f"({order.filled_qty} of {order.intent.quantity} filled)")
         else:
-            why = f"closing order {row['client_order_id']} {row['status']}" + (
-                f": {row['reason']}" if row["reason"] else "")
+            why = f"closing order {order.client_order_id} {order.status}" + (
+                f": {order.reason}" if order.reason else "")
         reasons[symbol] = f"position {qty} still open: {why}"
     return reasons
 

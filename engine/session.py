@@ -23,18 +23,17 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
-from sqlalchemy import func, select
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from broker.base import Broker, BrokerSnapshot
 from broker.reconcile import OpenOrderRecord, ReconcileReport, reconcile
 from engine.bus import EventBus
 from engine.clock import SignalTimes, SimClock, perf, wall_clock
 from engine.config import Settings
-from engine.control import OperatorControl, engine_holder, order_from_row
+from engine.control import OperatorControl, engine_holder
 from engine.domain import (
     ZERO,
     KillState,
+    Order,
     Position,
     Quote,
     Signal,
@@ -46,11 +45,11 @@ from paper.broker import PaperBroker
 from paper.market import SIM_START, RandomWalkMarket, read_quotes_csv
 from paper.matching import CommissionSchedule
 from repositories.db import ensure_schema, make_engine
+from repositories.errors import DatabaseUnavailable
 from repositories.killswitch_feed import KillSwitchFeed
-from repositories.models import OrderRow
 from repositories.recorder import Recorder, RowDefect
+from repositories.repos import Repositories
 from repositories.signal_lookup import SignalLookup
-from repositories.store import Store
 from risk.checks import LIMIT_FIELDS, Limits, RiskLimits
 from risk.kelly import KellyParams
 from risk.triggers import DayMarks, TriggerLimits, TripWires
@@ -120,13 +119,13 @@ class Session(ABC):
     """What every session shares: database, bus, recorder, engine, kill-switch control, the runner, the summary."""
 
     mode = "paper"
-    broker_kind = "simulated"  # what the database is bound to with the account (see Store.claim_account)
+    broker_kind = "simulated"  # what the database is bound to with the account (see AccountRepository.claim)
 
     def __init__(self, settings: Settings, *, on_progress: Callable[[int], None] | None = None) -> None:
         self.settings = settings
         self.on_progress = on_progress
         self.db = make_engine(settings.database_url)
-        self.store = Store(self.db, settings.account)
+        self.repos = Repositories(self.db, settings.account)
         self.account = settings.account
 
     def _open(self, seed: int | None, started: datetime) -> list[Position]:
@@ -136,18 +135,19 @@ class Session(ABC):
         belongs to another account or broker kind, EngineLocked when another engine trades the account.
         """
         ensure_schema(self.settings.database_url)
-        self.store.claim_account(self.account, self.broker_kind, wall_clock())
+        repos = self.repos
+        repos.accounts.claim(self.account, self.broker_kind, wall_clock())
         self.holder = engine_holder()
         k = self.settings.killswitch
-        self.store.claim_engine(self.holder, self.mode, wall_clock(), stale_after_s=max(5 * k.heartbeat_s, 3.0))
+        repos.engine_lock.claim(self.holder, self.mode, wall_clock(), stale_after_s=max(5 * k.heartbeat_s, 3.0))
         try:
-            self.session_id = self.store.start_session(self.mode, seed, started)
-            self.store.lock_session(self.holder, self.session_id)
+            self.session_id = repos.sessions.start(self.mode, seed, started)
+            repos.engine_lock.attach_session(self.holder, self.session_id)
         except BaseException:
-            self.store.release_engine(self.holder)
+            repos.engine_lock.release(self.holder)
             raise
-        self._last_event = self.store.last_killswitch_event_id()  # before the states: nothing falls between
-        return self.store.positions()
+        self._last_event = repos.killswitches.last_event_id()  # before the states: nothing falls between
+        return repos.positions.all()
 
     def _wire(self, *, broker: Broker, clock: Callable[[], datetime], positions: list[Position],
               instruments: InstrumentBook) -> None:
@@ -159,7 +159,7 @@ class Session(ABC):
         self.signal_lookup = SignalLookup(self.db)
         trips = TripWires(trigger_limits(s), s.day.boundary())
         trips.restore({date.fromisoformat(day): DayMarks(start, peak)
-                       for day, (start, peak) in self.store.trading_days().items()})
+                       for day, (start, peak) in self.repos.accounts.trading_days().items()})
         self.engine = Engine(
             broker,
             self.bus,
@@ -174,15 +174,15 @@ class Session(ABC):
             trips=trips,
         )
         self.engine.signal_ids.database_had_signals = self.signal_lookup.holds_any()
-        for scope, state in self.store.killswitch_states().items():
+        for scope, state in self.repos.killswitches.states().items():
             self.engine.killswitches.set(scope, state)
             if state is not KillState.ACTIVE:
                 log.warning("killswitch.active_at_start", scope=scope, state=str(state))
         k = s.killswitch
         holder = self.holder
         self.control = OperatorControl(
-            self.engine, self.store, self.recorder,
-            KillSwitchFeed(self.store, self._last_event, poll_s=k.poll_ms / 1000),
+            self.engine, repos=self.repos, recorder=self.recorder,
+            feed=KillSwitchFeed(self.repos.killswitches, after_id=self._last_event, poll_s=k.poll_ms / 1000),
             holder=holder, flatten_collar=k.flatten_collar_pct, heartbeat_s=k.heartbeat_s,
             reconcile_s=k.reconcile_interval_s,
         )
@@ -216,32 +216,33 @@ class Session(ABC):
             return
         trips.day_dirty = False
         try:
-            self.store.save_trading_day(trips.day.isoformat(), trips.day_start_equity, trips.day_peak, wall_clock())
-        except SQLAlchemyError as err:  # kept in memory; the next heartbeat tries again
+            self.repos.accounts.save_trading_day(trips.day.isoformat(), start_equity=trips.day_start_equity,
+                                                 peak_equity=trips.day_peak, now=wall_clock())
+        except DatabaseUnavailable as err:  # kept in memory; the next heartbeat tries again
             trips.day_dirty = True
             log.error("trading_day.save_failed", day=str(trips.day), error=str(err).splitlines()[0])
 
     def reconcile_at_start(self, apply: bool = True) -> ReconcileReport:
         """Compare the database with the broker; the engine adopts, closes and books what differs (this side
         does the I/O: reading rows, closing them, recording adopted signals); trip on breaks."""
-        engine, store = self.engine, self.store
-        rows = {r["client_order_id"]: r for r in store.open_orders()}
-        report = compare_with_broker(store, engine.broker.snapshot(),
-                                     {sym: p.quantity for sym, p in engine.positions.items()}, rows)
+        engine, repos = self.engine, self.repos
+        stored = {o.client_order_id: o for o in repos.orders.open()}
+        report = compare_with_broker(repos, engine.broker.snapshot(),
+                                     {sym: p.quantity for sym, p in engine.positions.items()}, stored)
         if not apply:
             return report
         now = wall_clock()
         for coid, status, why in report.close_orders:
-            store.close_order(coid, status.value, why, now)
-        done = engine.apply_reconcile(report, {coid: order_from_row(r) for coid, r in rows.items()},
-                                      lambda ids: [order_from_row(r) for r in store.order_rows(ids)])
+            repos.orders.close(coid, status, why, now)
+        done = engine.apply_reconcile(report, stored, repos.orders.find)
         for order in done.closed + done.adopted:  # a replay of its signal must find it, even if its row was lost
             if order.intent.signal_id is not None:
-                store.adopt_signal(order.intent.signal_id, order.client_order_id, order.symbol, order.intent.strategy,
-                                   self.session_id, now)
+                repos.signals.adopt(signal_id=order.intent.signal_id, client_order_id=order.client_order_id,
+                                    symbol=order.symbol, strategy=order.intent.strategy, session_id=self.session_id,
+                                    now=now)
         self.recorder.flush()
         if not report.clean:
-            store.audit("reconciliation", "reconcile", None, report.to_json(), now)
+            repos.audit.record(actor="reconciliation", action="reconcile", scope=None, detail=report.to_json(), now=now)
         log.info("reconcile.done", clean=report.clean, adopted_orders=len(report.adopt_orders),
                  closed_orders=len(report.close_orders), inferred_fills=len(report.adopt_fills),
                  kept_open=len(report.keep_open), breaks=len(report.position_breaks))
@@ -276,11 +277,11 @@ class Session(ABC):
                 }
             )
         try:
-            counts = self.store.counts()
-            order_counts = self._session_order_counts()
-        except DBAPIError as err:  # the summary still prints, from memory
+            counts = self.repos.signals.counts()
+            order_counts = self.repos.orders.status_counts(self.session_id)
+        except DatabaseUnavailable as err:  # the summary still prints, from memory
             counts, order_counts = {"signals": "database unreachable"}, {}
-            log.error("session.summary_counts_unavailable", error=str(err.orig).splitlines()[0])
+            log.error("session.summary_counts_unavailable", error=str(err).splitlines()[0])
         summary = SessionSummary(
             session_id=self.session_id,
             signals=st.signals,
@@ -319,22 +320,12 @@ class Session(ABC):
             )
         summary.notes.append(f"database totals: {json.dumps(counts['signals'])}")
         try:
-            self.store.end_session(self.session_id, wall_clock(), summary.to_json())
-        except DBAPIError as err:
-            log.error("session.end_not_recorded", error=str(err.orig).splitlines()[0])
+            self.repos.sessions.end(self.session_id, wall_clock(), summary.to_json())
+        except DatabaseUnavailable as err:
+            log.error("session.end_not_recorded", error=str(err).splitlines()[0])
         self.signal_lookup.close()
         self.db.dispose()
         return summary
-
-    def _session_order_counts(self) -> dict[str, int]:
-        with self.db.connect() as conn:
-            rows = conn.execute(
-                select(OrderRow.status, func.count())
-                .where(OrderRow.session_id == self.session_id)
-                .group_by(OrderRow.status)
-            ).all()
-        return {status: n for status, n in rows}
-
 
     # -- the one runner: sources, signal handling, timers, kill-switch wake, drain ---------------------
     async def run_source(self, source: SignalSource, started: datetime,
@@ -604,14 +595,14 @@ class PaperSession(Session):
         return sorted(held | self.broker.working_symbols())
 
 
-def compare_with_broker(store: Store, snap: BrokerSnapshot, positions: dict[str, Decimal],
-                        open_rows: dict[str, dict[str, Any]] | None = None) -> ReconcileReport:
-    """The reconciliation report for the database behind ``store`` against a broker snapshot (reads only)."""
-    rows = open_rows if open_rows is not None else {r["client_order_id"]: r for r in store.open_orders()}
+def compare_with_broker(repos: Repositories, snap: BrokerSnapshot, positions: dict[str, Decimal],
+                        open_orders: dict[str, Order] | None = None) -> ReconcileReport:
+    """The reconciliation report for the database behind ``repos`` against a broker snapshot (reads only)."""
+    stored = open_orders if open_orders is not None else {o.client_order_id: o for o in repos.orders.open()}
     return reconcile(
-        [OpenOrderRecord(c, r["symbol"], r["filled_qty"], r["status"]) for c, r in rows.items()],
-        store.existing_order_ids([o.client_order_id for o in snap.orders]),
-        store.existing_exec_ids([f.exec_id for f in snap.executions]),
+        [OpenOrderRecord(c, o.symbol, o.filled_qty, o.status.value) for c, o in stored.items()],
+        repos.orders.existing_ids([o.client_order_id for o in snap.orders]),
+        repos.fills.existing_exec_ids([f.exec_id for f in snap.executions]),
         positions,
         snap,
     )

@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from repositories.errors import reading, translated
+
 ROOT = Path(__file__).resolve().parent.parent
 # The newest Alembic revision this code expects. Kept here so the CLI can check a database without
 # loading Alembic (half a second); tests/test_migrations.py fails when it falls behind the scripts.
@@ -41,14 +43,15 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
+    """A SQLAlchemy Engine (a connection pool) for ``url``: callers name it ``db``."""
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, **kwargs)
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
+        db = create_engine(url, **kwargs)
+        event.listen(db, "connect", _sqlite_pragmas)
+        return db
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
 
@@ -77,37 +80,43 @@ def downgrade(url: str, revision: str) -> None:
 def current_revision(url: str) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
-    engine = make_engine(url)
+    db = make_engine(url)
     try:
-        with engine.connect() as conn:
+        with reading(db) as conn:
             return MigrationContext.configure(conn).get_current_revision()
     finally:
-        engine.dispose()
+        db.dispose()
 
 
-def schema_revision(engine: Engine) -> str | None:
-    """The database's Alembic revision by a plain query (None when it has no schema yet)."""
+def schema_revision(db: Engine) -> str | None:
+    """The database's Alembic revision by a plain query (None when it has no schema yet).
+
+    Raises DatabaseUnavailable when the database cannot be read."""
     from sqlalchemy import text
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
-    try:
-        with engine.connect() as conn:
-            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    except (OperationalError, ProgrammingError) as err:
-        if "alembic_version" in str(err.orig):
-            return None
-        raise
+    with translated():
+        try:
+            with db.connect() as conn:
+                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except (OperationalError, ProgrammingError) as err:
+            if "alembic_version" in str(err.orig):
+                return None
+            raise
 
 
 def ensure_schema(url: str) -> None:
-    """Migrate to head when behind (a paper session, or a kill on a fresh database, needs no extra step)."""
-    engine = make_engine(url)
+    """Migrate to head when behind (a paper session, or a kill on a fresh database, needs no extra step).
+
+    Raises DatabaseUnavailable when the database cannot be reached."""
+    db = make_engine(url)
     try:
-        current = schema_revision(engine)
+        current = schema_revision(db)
     finally:
-        engine.dispose()
+        db.dispose()
     if current != SCHEMA_HEAD:
-        upgrade(url)
+        with translated():
+            upgrade(url)
 
 
 def head_revision() -> str | None:

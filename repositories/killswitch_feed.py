@@ -13,19 +13,20 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from engine.domain import KillSwitchChange
-from repositories.store import KILLSWITCH_CHANNEL, Store
+from repositories.killswitches import KILLSWITCH_CHANNEL, KillSwitchRepository
 
 
 class KillSwitchFeed:
-    def __init__(self, store: Store, after_id: int, poll_s: float = 0.05, fallback_s: float = 1.0) -> None:
-        self.store = store
+    def __init__(self, killswitches: KillSwitchRepository, *, after_id: int, poll_s: float = 0.05,
+                 fallback_s: float = 1.0) -> None:
+        self.killswitches = killswitches
         self.after_id = after_id
         self.poll_s = poll_s
         self.fallback_s = fallback_s
         self.own: set[int] = set()  # events this engine wrote itself (trips): already applied
         self._listen: Any = None
         self._last_read = 0.0
-        url = store.engine.url
+        url = killswitches.db.url
         if url.get_backend_name() == "postgresql":
             import psycopg
 
@@ -42,10 +43,12 @@ class KillSwitchFeed:
         return None if self._listen is None else int(self._listen.fileno())
 
     def poll(self, force: bool = False) -> list[KillSwitchChange]:
-        """Events written since the last call, oldest first; cheap to call often (reads are paced)."""
+        """Events written since the last call, oldest first; cheap to call often (reads are paced).
+
+        Raises DatabaseUnavailable when the events cannot be read."""
         now = time.monotonic()
         if self._listen is not None:
-            account = self.store.account
+            account = self.killswitches.account
             notified = any(n.payload == account for n in self._listen.notifies(timeout=0))
             due = notified or now - self._last_read >= self.fallback_s
         else:
@@ -53,7 +56,7 @@ class KillSwitchFeed:
         if not (due or force):
             return []
         self._last_read = now
-        events = self.store.killswitch_events(self.after_id)
+        events = self.killswitches.events(self.after_id)
         if not events:
             return []
         last = events[-1].id

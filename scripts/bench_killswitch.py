@@ -37,7 +37,7 @@ from engine.domain import KillState
 from engine.operator import change_killswitch
 from repositories.db import ensure_schema, make_engine
 from repositories.models import OrderEventRow, OrderRow
-from repositories.store import Store
+from repositories.repos import Repositories
 from risk.killswitch import GLOBAL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,8 +63,8 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
-def open_orders(store: Store) -> int:
-    with store.engine.connect() as conn:
+def open_orders(repos: Repositories) -> int:
+    with repos.db.connect() as conn:
         return int(conn.execute(
             select(func.count()).select_from(OrderRow).where(OrderRow.status.in_(("Submitted", "PendingNew")))
         ).scalar() or 0)
@@ -90,7 +90,7 @@ def fresh_database(url: str) -> Iterator[str]:
 
 def run(url: str, trips: int, min_open: int, cli_trips: int) -> dict[str, object]:
     ensure_schema(url)
-    store = Store(make_engine(url), "DU0000001")
+    repos = Repositories(make_engine(url), "DU0000001")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADECTL_")}
     env["TRADECTL_LOG_LEVEL"] = "error"
     session = subprocess.Popen(
@@ -101,7 +101,7 @@ def run(url: str, trips: int, min_open: int, cli_trips: int) -> dict[str, object
     stop = threading.Event()
     feeder = threading.Thread(target=feed, args=(session.stdin, stop, 2 * min_open), daemon=True)
     ready = time.monotonic() + 30
-    while store.engine_lock() is None:  # feed only once the engine runs: a backlog burst is throttled
+    while repos.engine_lock.holder() is None:  # feed only once the engine runs: a backlog burst is throttled
         if time.monotonic() > ready:
             raise RuntimeError("the paper session did not start within 30s")
         time.sleep(0.02)
@@ -114,15 +114,15 @@ def run(url: str, trips: int, min_open: int, cli_trips: int) -> dict[str, object
     try:
         for trip in range(trips + cli_trips):
             deadline = time.monotonic() + 30
-            while open_orders(store) < min_open:
+            while open_orders(repos) < min_open:
                 if time.monotonic() > deadline or session.poll() is not None:
-                    raise RuntimeError(f"no {min_open} resting orders within 30s: {store.killswitch_states()}")
+                    raise RuntimeError(f"no {min_open} resting orders within 30s: {repos.killswitches.states()}")
                 time.sleep(0.02)
             committed = datetime.now(UTC)
             if trip < trips:
                 reason = f"trip {trip} #"
                 t0 = time.perf_counter()
-                outcome = change_killswitch(store, GLOBAL, KillState.HALTED, reason, actor="bench")
+                outcome = change_killswitch(repos, GLOBAL, KillState.HALTED, reason, actor="bench")
                 returned = datetime.now(UTC)
                 assert outcome.ack is not None, outcome.note
                 ack_ms.append((time.perf_counter() - t0) * 1000)
@@ -135,18 +135,18 @@ def run(url: str, trips: int, min_open: int, cli_trips: int) -> dict[str, object
                 cli_ms.append((time.perf_counter() - t0) * 1000)
                 returned = datetime.now(UTC)
             # The cancel reason is "kill switch global HALTED: trip N #": find this trip's cancels by it.
-            n, ts = _cancels_for(store, f"trip {trip} #")
+            n, ts = _cancels_for(repos, f"trip {trip} #")
             if trip < trips and ts is not None:
                 cancel_ms.append((ts - committed).total_seconds() * 1000)
                 after_ms.append((ts - returned).total_seconds() * 1000)
                 cancelled.append(n)
-            change_killswitch(store, GLOBAL, KillState.ACTIVE, f"resume after trip {trip}", actor="bench")
+            change_killswitch(repos, GLOBAL, KillState.ACTIVE, f"resume after trip {trip}", actor="bench")
             time.sleep(1.2)  # let the order-rate window empty: re-placing at once is a real throttle breach
     finally:
         stop.set()
         feeder.join(timeout=5)
         session.communicate(timeout=60)
-        store.engine.dispose()
+        repos.db.dispose()
     return {
         "trips": len(ack_ms), "orders_cancelled_per_trip": statistics.median(cancelled) if cancelled else 0,
         "ack_p50_ms": pct(ack_ms, 0.5), "ack_p99_ms": pct(ack_ms, 0.99),
@@ -156,8 +156,8 @@ def run(url: str, trips: int, min_open: int, cli_trips: int) -> dict[str, object
     }
 
 
-def _cancels_for(store: Store, reason_tail: str) -> tuple[int, datetime | None]:
-    with store.engine.connect() as conn:
+def _cancels_for(repos: Repositories, reason_tail: str) -> tuple[int, datetime | None]:
+    with repos.db.connect() as conn:
         n, ts = conn.execute(
             select(func.count(), func.max(OrderEventRow.ts)).where(
                 OrderEventRow.to_status == "Cancelled",

@@ -26,7 +26,7 @@ from engine.session import PaperSession
 from paper.market import SIM_START
 from repositories.db import ensure_schema, make_engine
 from repositories.models import Base
-from repositories.store import Store
+from repositories.repos import Repositories
 from tests.conftest import signal_line, write_lines
 from tests.ibrig import gateway_in_thread, lockstep_session
 
@@ -112,12 +112,12 @@ def test_a_session_for_another_account_on_a_bound_database_exits_2(sqlite_url: s
 def test_a_database_an_ib_account_used_before_bindings_existed_belongs_to_that_account(sqlite_url: str) -> None:
     """The issue's case: a database an IB session wrote before 0003 is bound to it, not to the next comer."""
     ensure_schema(sqlite_url)
-    store = Store(make_engine(sqlite_url), "DU0000001")
-    store.start_session("ibkr", None, datetime(2026, 1, 2, 15, 0, tzinfo=UTC))
+    repos = Repositories(make_engine(sqlite_url), "DU0000001")
+    repos.sessions.start("ibkr", None, datetime(2026, 1, 2, 15, 0, tzinfo=UTC))
     result = runner.invoke(app, ["paper", "--db", sqlite_url, "--no-progress"])
     assert result.exit_code == 2, result.output
     assert "belongs to account DU0000001 at broker ibkr (since 2026-01-02 15:00:00 UTC)" in result.output
-    binding = store.account_binding()
+    binding = repos.accounts.binding()
     assert binding is not None and (binding["account"], binding["broker"]) == ("DU0000001", "ibkr")
 
 
@@ -125,7 +125,7 @@ def test_the_first_session_binds_the_database_and_sessions_like_it_keep_using_it
                                                                                   tmp_path: Path) -> None:
     _paper(sqlite_url, tmp_path, "p1")
     _paper(sqlite_url, tmp_path, "p2")
-    binding = Store(make_engine(sqlite_url), "DU0000001").account_binding()
+    binding = Repositories(make_engine(sqlite_url), "DU0000001").accounts.binding()
     assert binding is not None and (binding["account"], binding["broker"]) == ("DU0000001", "simulated")
 
 

@@ -16,7 +16,7 @@ from engine.session import PaperSession
 from paper.market import SIM_START
 from repositories.db import make_engine
 from repositories.killswitch_feed import KillSwitchFeed
-from repositories.store import Store
+from repositories.repos import Repositories
 from risk.killswitch import GLOBAL
 from tests.conftest import signal_line
 from tests.rig import Rig
@@ -29,8 +29,8 @@ def open_session(url: str) -> tuple[PaperSession, SimClock]:
     return session, clock
 
 
-def operator(url: str) -> Store:
-    return Store(make_engine(url), "DU0000001")
+def operator(url: str) -> Repositories:
+    return Repositories(make_engine(url), "DU0000001")
 
 
 def test_operator_halt_with_flatten_cancels_closes_and_acknowledges(db_url: str) -> None:
@@ -40,21 +40,22 @@ def test_operator_halt_with_flatten_cancels_closes_and_acknowledges(db_url: str)
     engine = session.engine
     assert engine.positions["AAPL"].quantity > 0 and len(engine.orders) == 1
 
-    event = operator(db_url).record_killswitch(GLOBAL, KillState.HALTED, "drill", "ops@desk", datetime.now(UTC),
-                                                flatten=True)
+    event = operator(db_url).killswitches.record(GLOBAL, KillState.HALTED, reason="drill", actor="ops@desk",
+                                                 now=datetime.now(UTC), flatten=True)
     assert session.control.tick(force=True) == 1
 
     assert engine.killswitches.get(GLOBAL) is KillState.HALTED and engine.orders == {}
     assert engine.positions["AAPL"].quantity == 0  # the closing order was marketable and filled
     assert event.id is not None
-    ack = operator(db_url).killswitch_ack(event.id)
+    ack = operator(db_url).killswitches.ack_of(event.id)
     assert ack is not None and ack["cancelled"] == 1 and ack["flatten_orders"] == 1 and ack["detail"] is None
     session._finish(datetime.now(UTC), 0.0, 0)
 
 
 def test_an_event_is_applied_once_however_often_the_feed_is_read(db_url: str) -> None:
     session, _ = open_session(db_url)
-    operator(db_url).record_killswitch("symbol:AAPL", KillState.REDUCE_ONLY, "news", "ops@desk", datetime.now(UTC))
+    operator(db_url).killswitches.record("symbol:AAPL", KillState.REDUCE_ONLY, reason="news", actor="ops@desk",
+                                         now=datetime.now(UTC))
     assert session.control.tick(force=True) == 1
     assert session.control.tick(force=True) == 0
     assert len(session.control.applied) == 1
@@ -65,37 +66,37 @@ def test_a_trip_is_stored_with_its_audit_record_and_not_applied_twice(db_url: st
     session, clock = open_session(db_url)
     session.process_line(signal_line("a1", symbol="AAPL"), clock)
     session.engine.on_fill(Fill("ext.1", "placed-in-tws", "AAPL", Side.BUY, D(5), D(100), D(1), clock()))
-    store = operator(db_url)
-    assert store.killswitch_states() == {"symbol:AAPL": KillState.HALTED}
-    (trip,) = store.killswitch_events()
+    repos = operator(db_url)
+    assert repos.killswitches.states() == {"symbol:AAPL": KillState.HALTED}
+    (trip,) = repos.killswitches.events()
     assert trip.actor == "trigger:unknown_fill" and "never sent" in trip.reason
-    assert [a["action"] for a in store.audit_log()] == ["killswitch.halted"]
+    assert [a["action"] for a in repos.audit.log()] == ["killswitch.halted"]
     assert session.control.tick(force=True) == 0  # its own event: nothing to apply, nothing to ack
     session._finish(datetime.now(UTC), 0.0, 0)
 
 
 def test_the_running_engine_is_visible_to_the_cli_until_it_ends(db_url: str) -> None:
     session, _ = open_session(db_url)
-    store = operator(db_url)
-    holder, _ = live_engine(store, 5.0, datetime.now(UTC))
+    repos = operator(db_url)
+    holder, _ = live_engine(repos, 5.0, datetime.now(UTC))
     assert holder is not None and holder == session.control.holder
-    stale, sentence = live_engine(store, 5.0, datetime.now(UTC) + timedelta(seconds=60))
+    stale, sentence = live_engine(repos, 5.0, datetime.now(UTC) + timedelta(seconds=60))
     assert stale is None and "last heard from" in sentence
     session._finish(datetime.now(UTC), 0.0, 0)
-    assert live_engine(store, 5.0, datetime.now(UTC))[0] is None
+    assert live_engine(repos, 5.0, datetime.now(UTC))[0] is None
 
 
 def test_postgresql_notify_wakes_the_feed_without_waiting_for_the_poll(pg_url: str) -> None:
     from repositories.db import upgrade
 
     upgrade(pg_url)
-    store = operator(pg_url)
-    feed = KillSwitchFeed(store, after_id=0, fallback_s=3600)
+    repos = operator(pg_url)
+    feed = KillSwitchFeed(repos.killswitches, after_id=0, fallback_s=3600)
     fd = feed.fileno()
     assert feed.listening and fd is not None
     feed.poll(force=True)
     assert feed.poll() == []
-    store.record_killswitch(GLOBAL, KillState.HALTED, "drill", "ops@desk", datetime.now(UTC))
+    repos.killswitches.record(GLOBAL, KillState.HALTED, reason="drill", actor="ops@desk", now=datetime.now(UTC))
     readable, _, _ = select.select([fd], [], [], 5.0)  # what the session's event loop waits on
     assert readable
     (event,) = feed.poll()  # woken by NOTIFY although the fallback read is an hour away
@@ -161,12 +162,12 @@ def test_since_says_what_it_accepts() -> None:
 def test_engine_refuses_to_trade_while_it_cannot_read_the_kill_switches(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sqlalchemy.exc import OperationalError
+    from repositories.errors import DatabaseUnavailable
 
     session, clock = open_session(sqlite_url)
 
     def unreadable(force: bool = False) -> list[object]:
-        raise OperationalError("SELECT killswitch_events", {}, Exception("database is locked"))
+        raise DatabaseUnavailable("database is locked")
 
     with monkeypatch.context() as m:
         m.setattr(session.control.feed, "poll", unreadable)

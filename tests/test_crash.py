@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, select
 from paper.gateway import GatewaySim
 from repositories.db import make_engine
 from repositories.models import FillRow, OrderRow, PositionRow, SignalRow
-from repositories.store import Store
+from repositories.repos import Repositories
 from tests.conftest import signal_line, write_lines
 from tests.ibrig import gateway_in_thread
 from tests.test_kill_integration import _env, wait_for
@@ -108,7 +108,7 @@ def test_sigkill_at_random_moments_then_restart_loses_and_doubles_nothing(tmp_pa
     assert sorted(fills) == sorted(executions), f"{context}: fills in the database differ from the executions"
     ours = {s: D(q) for s, q in positions.items()}
     assert ours == theirs, f"{context}: positions differ from the broker's: ours {ours}, theirs {theirs}"
-    totals = {s: q for s, q in Store(make_engine(db), "DU0000001").fill_totals().items() if q}
+    totals = {s: q for s, q in Repositories(make_engine(db), "DU0000001").fills.totals().items() if q}
     assert totals == ours, f"{context}: positions {ours} are not the sum of the fills {totals}"
     assert len(signal_states) == 400 and set(signal_states.values()) <= {"accepted", "rejected"}, context
     assert all(s in ("Filled", "Cancelled", "Rejected") for s in orders.values()), f"{context}: {orders}"

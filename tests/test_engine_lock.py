@@ -14,7 +14,8 @@ from engine.config import load_settings
 from engine.session import PaperSession
 from paper.market import SIM_START
 from repositories.db import ensure_schema, make_engine
-from repositories.store import EngineLocked, Store
+from repositories.engine_lock import EngineLocked
+from repositories.repos import Repositories
 from tests.test_kill_integration import tradectl, wait_for
 
 
@@ -35,28 +36,28 @@ def test_a_second_engine_on_the_same_account_is_refused_with_the_holder_named(db
 
 def test_a_lock_row_left_by_a_dead_process_on_this_host_is_taken_over(sqlite_url: str) -> None:
     ensure_schema(sqlite_url)
-    store = Store(make_engine(sqlite_url), "DU0000001")
+    repos = Repositories(make_engine(sqlite_url), "DU0000001")
     dead = subprocess.Popen(["true"])
     dead.wait()
     import socket
 
-    store.claim_engine(f"{socket.gethostname()}:{dead.pid}", "paper", datetime.now(UTC))
+    repos.engine_lock.claim(f"{socket.gethostname()}:{dead.pid}", "paper", datetime.now(UTC))
     session = _open(sqlite_url)  # the holder's pid is gone: no waiting for its heartbeat to age
-    lock = store.engine_lock()
+    lock = repos.engine_lock.holder()
     assert lock is not None and lock["holder"].endswith(f":{os.getpid()}")
     session.control.close()
 
 
 def test_another_hosts_lock_holds_while_its_heartbeat_is_fresh_and_not_after(sqlite_url: str) -> None:
     ensure_schema(sqlite_url)
-    store = Store(make_engine(sqlite_url), "DU0000001")
+    repos = Repositories(make_engine(sqlite_url), "DU0000001")
     now = datetime.now(UTC)
-    store.claim_engine("elsewhere:4242", "ibkr", now)
-    other = Store(make_engine(sqlite_url), "DU0000001")
+    repos.engine_lock.claim("elsewhere:4242", "ibkr", now)
+    other = Repositories(make_engine(sqlite_url), "DU0000001")
     with pytest.raises(EngineLocked, match="elsewhere:4242"):
-        other.claim_engine("here:1", "paper", now + timedelta(seconds=2), stale_after_s=5)
-    other.claim_engine("here:1", "paper", now + timedelta(seconds=6), stale_after_s=5)
-    lock = other.engine_lock()
+        other.engine_lock.claim("here:1", "paper", now + timedelta(seconds=2), stale_after_s=5)
+    other.engine_lock.claim("here:1", "paper", now + timedelta(seconds=6), stale_after_s=5)
+    lock = other.engine_lock.holder()
     assert lock is not None and lock["holder"] == "here:1"
 
 
@@ -64,9 +65,9 @@ def test_another_hosts_lock_holds_while_its_heartbeat_is_fresh_and_not_after(sql
 @pytest.mark.timeout(90)
 def test_tradectl_refuses_a_second_engine_with_exit_2_and_a_killed_engine_frees_the_account(db_url: str) -> None:
     first = tradectl("paper", "--db", db_url, "--signals", "-", "--no-progress", stdin=subprocess.PIPE)
-    store = Store(make_engine(db_url), "DU0000001")
+    repos = Repositories(make_engine(db_url), "DU0000001")
     try:
-        wait_for(lambda: _locked(store), 30, "the first engine holds the account")
+        wait_for(lambda: _locked(repos), 30, "the first engine holds the account")
         second = tradectl("paper", "--db", db_url, "--no-progress")
         _, err = second.communicate(timeout=30)
         assert second.returncode == 2
@@ -79,9 +80,9 @@ def test_tradectl_refuses_a_second_engine_with_exit_2_and_a_killed_engine_frees_
     assert third.returncode == 0, err
 
 
-def _locked(store: Store) -> bool:
+def _locked(repos: Repositories) -> bool:
     try:
-        lock = store.engine_lock()
+        lock = repos.engine_lock.holder()
     except Exception:  # schema not there yet
         return False
     return lock is not None and lock["session_id"] is not None

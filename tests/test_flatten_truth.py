@@ -18,7 +18,7 @@ import pytest
 from engine.domain import KillSwitchChange
 from engine.operator import flatten_outcome, skipped_by_symbol
 from repositories.db import make_engine
-from repositories.store import Store
+from repositories.repos import Repositories
 from tests.test_kill_integration import wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -31,9 +31,9 @@ def _tradectl(env: dict[str, str], *args: str, stdin: int | None = None) -> subp
                             stderr=subprocess.PIPE, text=True, env=full)
 
 
-def _held(store: Store) -> dict[str, D]:
+def _held(repos: Repositories) -> dict[str, D]:
     try:
-        return {p.symbol: p.quantity for p in store.positions() if p.quantity}
+        return {p.symbol: p.quantity for p in repos.positions.all() if p.quantity}
     except Exception:  # the schema is not there yet
         return {}
 
@@ -44,12 +44,12 @@ def _flatten_a_held_position(db_url: str, env: dict[str, str], idle_s: float) ->
     session = _tradectl(env, "paper", "--db", db_url, "--signals", "-", "--no-progress", "--json",
                         stdin=subprocess.PIPE)
     assert session.stdin is not None
-    store = Store(make_engine(db_url), "DU0000001")
+    repos = Repositories(make_engine(db_url), "DU0000001")
     try:
         session.stdin.write(json.dumps({"id": "hold-1", "symbol": "AAPL", "direction": "long", "win_prob": 0.6,
                                         "payoff": 1.5}) + "\n")
         session.stdin.flush()
-        wait_for(lambda: session.poll() is None and "AAPL" in _held(store) and store.engine_lock() is not None,
+        wait_for(lambda: session.poll() is None and "AAPL" in _held(repos) and repos.engine_lock.holder() is not None,
                  30, "a running session holding AAPL")
         time.sleep(idle_s)  # nothing works in AAPL now: only the position keeps it quoted
         kill = _tradectl(env, "kill", "--db", db_url, "--reason", "flatten drill", "--flatten", "--flatten-wait", "10")
@@ -57,8 +57,8 @@ def _flatten_a_held_position(db_url: str, env: dict[str, str], idle_s: float) ->
     finally:
         session.communicate(timeout=60)  # closes stdin: the session drains and exits
     assert session.returncode == 0
-    held = _held(store)
-    store.engine.dispose()
+    held = _held(repos)
+    repos.db.dispose()
     return kill.returncode, out + err, held
 
 
@@ -96,13 +96,13 @@ def test_a_flatten_no_engine_acknowledged_names_every_open_position_in_scope(sql
     from repositories.models import PositionRow
 
     ensure_schema(sqlite_url)
-    store = Store(make_engine(sqlite_url), "DU0000001")
+    repos = Repositories(make_engine(sqlite_url), "DU0000001")
     now = datetime.now(UTC)
-    with store.engine.begin() as conn:
+    with repos.db.begin() as conn:
         conn.execute(insert(PositionRow), [
             {"account": "DU0000001", "symbol": s, "quantity": q, "avg_cost": D(100), "realized_pnl": D(0),
              "commissions": D(0), "updated_at": now} for s, q in (("AAPL", D(10)), ("MSFT", D(-5)))])
     change = KillSwitchChange(now, "symbol:MSFT", KillState.ACTIVE, KillState.HALTED, "r", "a", True, 1)
-    assert flatten_outcome(store, change, None, 0.1) == {
+    assert flatten_outcome(repos, change, None, 0.1) == {
         "MSFT": "position -5 still open: no engine acknowledged the flatten: no closing order was sent"}
-    store.engine.dispose()
+    repos.db.dispose()

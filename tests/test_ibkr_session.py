@@ -146,14 +146,14 @@ def test_an_execution_correction_is_stored_beside_the_fill_it_replaces(db_url: s
     old_id, new_id = run(scenario)
     from sqlalchemy import create_engine
 
-    from repositories.store import Store
+    from repositories.repos import Repositories
 
     engine = create_engine(url)
     with engine.connect() as conn:
         rows = {r.exec_id: (r.source, r.price) for r in conn.execute(select(FillRow.exec_id, FillRow.source,
                                                                             FillRow.price))}
         [(qty, avg)] = conn.execute(select(PositionRow.quantity, PositionRow.avg_cost)).all()
-    totals = Store(engine, "DU0000001").fill_totals()
+    totals = Repositories(engine, "DU0000001").fills.totals()
     engine.dispose()
     assert rows[old_id][0] == "corrected" and rows[new_id][0] == "broker"
     assert avg == rows[new_id][1]  # the position carries the corrected price

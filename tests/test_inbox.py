@@ -18,7 +18,7 @@ from repositories.db import make_engine, upgrade
 from repositories.inbox import InboxError, SignalInbox
 from repositories.models import INBOX_RAW_MAX, SignalInboxRow, SignalRejectRow, SignalRow
 from repositories.recorder import Recorder
-from repositories.store import Store
+from repositories.repos import Repositories
 from tests.conftest import signal_line, write_lines
 from tests.rig import Rig
 
@@ -36,7 +36,7 @@ def consume_all(db: Engine, inbox: SignalInbox, batch: int = 50) -> int:
     """What a runner does: each pending line's id to the recorder, then the line to the engine; flush a batch."""
     rig = Rig()
     rig.quote()
-    session_id = Store(db, ACCOUNT).start_session("paper", None, datetime.now(UTC))
+    session_id = Repositories(db, ACCOUNT).sessions.start("paper", None, datetime.now(UTC))
     recorder = Recorder(db, session_id, ACCOUNT).attach(rig.bus)
     after, n = 0, 0
     while items := inbox.pending(after, batch):

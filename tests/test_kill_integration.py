@@ -22,7 +22,7 @@ from sqlalchemy import select
 from engine.domain import KillState
 from repositories.db import make_engine
 from repositories.models import OrderRow, SignalRow
-from repositories.store import Store
+from repositories.repos import Repositories
 from tests.conftest import write_lines
 
 
@@ -76,11 +76,11 @@ def test_kill_from_another_shell_cancels_stops_orders_is_audited_and_survives_re
     session = tradectl("paper", "--db", db_url, "--signals", "-", "--no-progress", "--json", stdin=subprocess.PIPE)
     assert session.stdin is not None
     feeder = Feeder(session.stdin)
-    store = Store(make_engine(db_url), "DU0000001")
+    repos = Repositories(make_engine(db_url), "DU0000001")
     try:
         feeder.start()
-        wait_for(lambda: session.poll() is None and _has_schema(store) and store.engine_lock() is not None
-                 and len(store.open_orders()) >= 5, 30, "a running session with resting orders")
+        wait_for(lambda: session.poll() is None and _has_schema(repos) and repos.engine_lock.holder() is not None
+                 and len(repos.orders.open()) >= 5, 30, "a running session with resting orders")
 
         kill = tradectl("kill", "--db", db_url, "--reason", "integration drill", "--json")
         out, err = kill.communicate(timeout=30)
@@ -101,18 +101,18 @@ def test_kill_from_another_shell_cancels_stops_orders_is_audited_and_survives_re
     summary = json.loads(out)
     assert summary["killswitches"] == {"global": "HALTED"}
 
-    with store.engine.connect() as conn:
+    with repos.db.connect() as conn:
         orders = conn.execute(select(OrderRow.created_at, OrderRow.status, OrderRow.reason)).all()
         after = conn.execute(
             select(SignalRow.status, SignalRow.reason_code).where(SignalRow.received_at > acked_at)
         ).all()
-    assert store.open_orders() == []
+    assert repos.orders.open() == []
     assert max(o.created_at for o in orders) <= acked_at  # nothing left the engine after the ack
     halted = [o for o in orders if o.reason and o.reason.startswith("kill switch global HALTED")]
     assert len(halted) == cancelled and all(o.status == "Cancelled" for o in halted)
     assert after and {(s, code) for s, code in after} == {("rejected", "killswitch")}
 
-    audit = store.audit_log()
+    audit = repos.audit.log()
     (halt,) = [a for a in audit if a["action"] == "killswitch.halted"]
     assert "@" in halt["actor"] and "integration drill" in halt["detail"] and halt["scope"] == "global"
     assert [a for a in audit if a["action"] == "killswitch.ack"]
@@ -125,13 +125,13 @@ def test_kill_from_another_shell_cancels_stops_orders_is_audited_and_survives_re
     rerun = json.loads(out)
     assert rerun["accepted"] == 0 and rerun["reject_reasons"] == {"killswitch": 5}
     assert rerun["killswitches"] == {"global": "HALTED"}
-    store.engine.dispose()
+    repos.db.dispose()
 
 
-def _has_schema(store: Store) -> bool:
+def _has_schema(repos: Repositories) -> bool:
     from sqlalchemy import inspect
 
-    return "engine_locks" in inspect(store.engine).get_table_names()
+    return "engine_locks" in inspect(repos.db).get_table_names()
 
 
 def test_kill_without_a_running_engine_says_so_and_records_the_state(sqlite_url: str) -> None:
@@ -139,4 +139,4 @@ def test_kill_without_a_running_engine_says_so_and_records_the_state(sqlite_url:
     out, err = kill.communicate(timeout=30)
     assert kill.returncode == 0, err
     assert "no engine is running" in out and "symbol:AAPL is HALTED" in out
-    assert Store(make_engine(sqlite_url), "DU0000001").killswitch_states() == {"symbol:AAPL": KillState.HALTED}
+    assert Repositories(make_engine(sqlite_url), "DU0000001").killswitches.states() == {"symbol:AAPL": KillState.HALTED}

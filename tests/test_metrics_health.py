@@ -22,7 +22,7 @@ from engine.metrics import SessionMetrics
 from engine.session import PaperSession
 from repositories.db import make_engine
 from repositories.models import FillRow, OrderRow, SignalRejectRow, SignalRow
-from repositories.store import Store
+from repositories.repos import Repositories
 from tests.conftest import signal_line
 from tests.test_persistence import mixed_lines
 
@@ -85,12 +85,12 @@ def test_orders_by_status_equal_the_database_rows(finished: tuple[ObservedSessio
 
 def test_fills_and_positions_equal_the_database(finished: tuple[ObservedSession, str]) -> None:
     session, url = finished
-    store = Store(make_engine(url), "DU0000001")
+    repos = Repositories(make_engine(url), "DU0000001")
     s = samples(session.metrics)
     with make_engine(url).connect() as conn:
         fills = conn.execute(select(func.count()).select_from(FillRow)).scalar()
     assert fills and s[("tradectl_fills_total", ())] == fills
-    for p in store.positions():
+    for p in repos.positions.all():
         assert s[("tradectl_position", (("symbol", p.symbol),))] == float(p.quantity)
 
 

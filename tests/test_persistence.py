@@ -20,7 +20,7 @@ from engine.config import load_settings
 from engine.session import STOPPED_REASON, PaperSession, SessionSummary
 from repositories.db import make_engine
 from repositories.models import FillRow, OrderEventRow, OrderRow, SignalRejectRow, SignalRow
-from repositories.store import Store
+from repositories.repos import Repositories
 from tests.conftest import T0, signal_line
 
 
@@ -71,9 +71,9 @@ def test_no_signal_makes_two_orders_even_across_sessions(db_url: str) -> None:
 
 def test_positions_equal_the_sum_of_fills(db_url: str) -> None:
     run(db_url, mixed_lines(90))
-    store = Store(make_engine(db_url), "DU0000001")
-    positions = {p.symbol: p.quantity for p in store.positions()}
-    assert positions == store.fill_totals()
+    repos = Repositories(make_engine(db_url), "DU0000001")
+    positions = {p.symbol: p.quantity for p in repos.positions.all()}
+    assert positions == repos.fills.totals()
     assert any(q != 0 for q in positions.values())
 
 
@@ -171,11 +171,11 @@ def test_property_positions_equal_sum_of_fills_for_random_signals_and_quotes(
     with tempfile.TemporaryDirectory() as d:
         url = f"sqlite:///{d}/p.db"
         run(url, lines, seed=seed, risk={"price_collar_pct": None})
-        store = Store(make_engine(url), "DU0000001")
-        stored = {p.symbol: p.quantity for p in store.positions()}
-        totals = store.fill_totals()
+        repos = Repositories(make_engine(url), "DU0000001")
+        stored = {p.symbol: p.quantity for p in repos.positions.all()}
+        totals = repos.fills.totals()
         assert {k: v for k, v in stored.items() if v} == {k: v for k, v in totals.items() if v}
-        assert store.open_orders() == []
+        assert repos.orders.open() == []
 
 
 def test_summary_json_is_plain_data(tmp_path: Path) -> None:
@@ -197,7 +197,7 @@ def test_ctrl_c_mid_file_keeps_what_was_handled_and_cancels_working_orders(tmp_p
     with make_engine(url).connect() as conn:
         rows = dict(conn.execute(select(OrderRow.signal_id, OrderRow.reason)).all())
     assert rows["i1"] == STOPPED_REASON and set(rows) == {"i1", "i2"}
-    assert Store(make_engine(url), "DU0000001").open_orders() == []
+    assert Repositories(make_engine(url), "DU0000001").orders.open() == []
 
 
 @pytest.mark.timeout(60)

@@ -21,7 +21,7 @@ from paper.gateway import GatewaySim
 from paper.market import SIM_START
 from repositories.db import make_engine
 from repositories.models import FillRow, OrderRow, SignalRow
-from repositories.store import Store
+from repositories.repos import Repositories
 from tests.conftest import signal_line
 from tests.ibrig import lockstep_session, run
 
@@ -102,7 +102,7 @@ def test_after_a_crash_that_lost_unflushed_writes_the_restart_adopts_and_a_repla
             await first.process_line(line)
         # The crash: nothing since the start was flushed; the socket and the lock go with the process.
         await first.broker.close()
-        first.store.release_engine(first.holder)
+        first.repos.engine_lock.release(first.holder)
         while gw._clients:
             await step_once()
 
@@ -126,8 +126,8 @@ def test_after_a_crash_that_lost_unflushed_writes_the_restart_adopts_and_a_repla
     assert refs == {"tc-m1": 1, "tc-l1": 1}  # one order per signal at the broker
     assert inferred == 1 and duplicates == 2
     assert ours == theirs == {"AAPL": ours["AAPL"]}
-    store = Store(make_engine(url), "DU0000001")
-    with store.engine.connect() as conn:
+    repos = Repositories(make_engine(url), "DU0000001")
+    with repos.db.connect() as conn:
         fills = conn.execute(select(FillRow.source, func.count()).group_by(FillRow.source)).all()
         orders = dict(conn.execute(select(OrderRow.client_order_id, OrderRow.status)).all())
         signals = dict(conn.execute(select(SignalRow.signal_id, SignalRow.reason_code)).all())
@@ -165,7 +165,7 @@ def test_tradectl_reconcile_reports_without_changing_anything_and_apply_makes_it
             while session.engine.stats.fills == 0 and loop.time() < deadline:
                 await asyncio.sleep(0.01)
             await session.broker.close()  # the crash: nothing flushed since the start
-            session.store.release_engine(session.holder)
+            session.repos.engine_lock.release(session.holder)
 
         run(crashed_session)
         from tests.test_kill_integration import wait_for
@@ -200,10 +200,10 @@ def test_a_live_session_has_the_order_and_its_signal_on_disk_before_the_order_re
     async def scenario() -> None:
         gw, session, _ = await lockstep_session(load_settings(database_url=url), client_id=2, seed=2)
         submit = session.broker.submit
-        store = Store(make_engine(url), "DU0000001")
+        repos = Repositories(make_engine(url), "DU0000001")
 
         def spy(order: Order) -> None:
-            with store.engine.connect() as conn:
+            with repos.db.connect() as conn:
                 seen_at_submit.append((
                     conn.execute(select(func.count()).select_from(OrderRow)
                                  .where(OrderRow.client_order_id == order.client_order_id)).scalar() or 0,
@@ -215,7 +215,7 @@ def test_a_live_session_has_the_order_and_its_signal_on_disk_before_the_order_re
         broker.submit = spy
         await session.process_line(signal_line("d1", symbol="AAPL", seconds=1))
         await session.broker.close()
-        session.store.release_engine(session.holder)
+        session.repos.engine_lock.release(session.holder)
         await gw.stop()
 
     run(scenario)
@@ -231,7 +231,7 @@ def test_a_paper_session_after_a_crash_closes_the_open_orders_the_dead_process_h
     first.prepare(clock, datetime.now(UTC))
     first.process_line(signal_line("rest", symbol="AAPL", order_type="LMT", limit_price=1.0), clock)
     first.recorder.flush()
-    first.store.release_engine(first.holder)  # the process died: its simulated exchange went with it
+    first.repos.engine_lock.release(first.holder)  # the process died: its simulated exchange went with it
     second = PaperSession(load_settings(database_url=url), seed=4)
     second.prepare(SimClock(SIM_START), datetime.now(UTC))
     assert [c for c, _, _ in second.report.close_orders] == ["tc-rest"]

@@ -56,7 +56,7 @@ def test_an_order_the_broker_filled_while_the_engine_was_down_gets_the_brokers_f
         await first.process_line(signal_line("down", symbol="AAPL", seconds=1, order_type="LMT", limit_price=1.0))
         (order,) = [o for o in gw.live.values() if o.ref == "tc-down"]  # resting, far below the market
         await first.broker.close()  # the engine goes away with its order working
-        first.store.release_engine(first.holder)
+        first.repos.engine_lock.release(first.holder)
         first.db.dispose()
         await _until(lambda: not gw._clients, "the gateway drops the client")
         gw.matching.modify(order.order_id, order.quantity, D(100_000), None)  # moved into the market (TWS)

@@ -19,7 +19,7 @@ from engine.config import ConfigError, load_settings
 from engine.domain import KillState
 from engine.session import PaperSession, SessionSummary
 from repositories.db import ensure_schema, make_engine
-from repositories.store import Store
+from repositories.repos import Repositories
 from risk.killswitch import GLOBAL
 from risk.triggers import DAILY_LOSS, DayBoundary, DayMarks, TriggerLimits, TripWires
 from tests.conftest import T0, signal_line
@@ -46,12 +46,12 @@ def _session(url: str, quotes: Path, lines: list[str], **cfg: Any) -> SessionSum
     return PaperSession(settings, seed=1, quotes=quotes).run_file(lines)
 
 
-def _store(url: str) -> Store:
-    return Store(make_engine(url), "DU0000001")
+def _store(url: str) -> Repositories:
+    return Repositories(make_engine(url), "DU0000001")
 
 
-def _trips(store: Store) -> list[dict[str, Any]]:
-    return [row for row in store.audit_log() if row["actor"].startswith("trigger:")]
+def _trips(repos: Repositories) -> list[dict[str, Any]]:
+    return [row for row in repos.audit.log() if row["actor"].startswith("trigger:")]
 
 
 # -- across a restart --------------------------------------------------------------------------------------
@@ -63,18 +63,18 @@ def test_the_same_losing_signals_split_over_two_sessions_trip_the_daily_loss_lim
                      [signal_line("d1", seconds=1), signal_line("d2", direction="flat", seconds=6)],
                      triggers=triggers)
     assert D(-5000) < first.realized_pnl - first.commissions < D(-2500)
-    store = _store(db_url)
-    assert store.killswitch_states().get(GLOBAL, KillState.ACTIVE) is KillState.ACTIVE
-    assert _trips(store) == []
+    repos = _store(db_url)
+    assert repos.killswitches.states().get(GLOBAL, KillState.ACTIVE) is KillState.ACTIVE
+    assert _trips(repos) == []
 
     second = _session(db_url, _quotes(tmp_path / "q2.csv", [(20, "100.00"), (25, "97.00")]),
                       [signal_line("d3", seconds=21), signal_line("d4", direction="flat", seconds=26)],
                       triggers=triggers)
     assert second.fills == 2  # this session alone lost less than the limit
-    assert store.killswitch_states()[GLOBAL] is KillState.REDUCE_ONLY
-    (trip,) = _trips(store)
+    assert repos.killswitches.states()[GLOBAL] is KillState.REDUCE_ONLY
+    (trip,) = _trips(repos)
     assert trip["actor"] == "trigger:daily_loss"
-    assert store.trading_days() == {"2026-01-05": (D(1_000_000), D(1_000_000))}
+    assert repos.accounts.trading_days() == {"2026-01-05": (D(1_000_000), D(1_000_000))}
 
 
 def test_drawdown_from_the_days_peak_survives_a_restart(db_url: str, tmp_path: Path) -> None:
@@ -84,26 +84,27 @@ def test_drawdown_from_the_days_peak_survives_a_restart(db_url: str, tmp_path: P
     _session(db_url, _quotes(tmp_path / "q1.csv", [(0, "100.00"), (5, "110.00"), (10, "104.00")]),
              [signal_line("p1", seconds=1), signal_line("p2", seconds=6),  # p2 marks the peak (at target)
               signal_line("p3", direction="flat", seconds=11)], triggers=triggers)
-    store = _store(db_url)
-    ((day, (start, peak)),) = store.trading_days().items()
+    repos = _store(db_url)
+    ((day, (start, peak)),) = repos.accounts.trading_days().items()
     assert day == "2026-01-05" and start == D(1_000_000) and peak > D(1_009_000)
-    assert store.killswitch_states().get(GLOBAL, KillState.ACTIVE) is KillState.ACTIVE
+    assert repos.killswitches.states().get(GLOBAL, KillState.ACTIVE) is KillState.ACTIVE
 
     _session(db_url, _quotes(tmp_path / "q2.csv", [(20, "104.00"), (25, "98.00")]),
              [signal_line("p4", seconds=21), signal_line("p5", direction="flat", seconds=26)], triggers=triggers)
-    assert store.killswitch_states()[GLOBAL] is KillState.HALTED
-    (trip,) = _trips(store)
+    assert repos.killswitches.states()[GLOBAL] is KillState.HALTED
+    (trip,) = _trips(repos)
     assert trip["actor"] == "trigger:drawdown" and f"peak {peak:.2f}" in trip["detail"]
 
 
 def test_a_session_that_starts_past_the_days_loss_limit_trips_before_its_first_order(sqlite_url: str,
                                                                                       tmp_path: Path) -> None:
     ensure_schema(sqlite_url)
-    store = _store(sqlite_url)
-    store.save_trading_day("2026-01-05", D(1_020_000), D(1_020_000), datetime.now(UTC))  # the day began higher
+    repos = _store(sqlite_url)
+    repos.accounts.save_trading_day("2026-01-05", start_equity=D(1_020_000), peak_equity=D(1_020_000),
+                                    now=datetime.now(UTC))  # the day began higher
     summary = _session(sqlite_url, _quotes(tmp_path / "q1.csv", [(0, "100.00")]), [signal_line("x1", seconds=1)],
                        triggers={"daily_loss": "5000"})
-    assert store.killswitch_states()[GLOBAL] is KillState.REDUCE_ONLY
+    assert repos.killswitches.states()[GLOBAL] is KillState.REDUCE_ONLY
     assert summary.reject_reasons == {"killswitch": 1}  # a new long would add exposure: refused
 
 
@@ -154,9 +155,9 @@ def test_a_running_session_rolls_into_the_next_day_with_a_fresh_start_equity(sql
                signal_line("r4", direction="flat", seconds=at_1655 + 421)]
     summary = _session(sqlite_url, _quotes(tmp_path / "q.csv", quotes), signals, day=day, triggers=triggers)
     assert summary.fills == 4
-    store = _store(sqlite_url)
-    assert store.killswitch_states().get(GLOBAL, KillState.ACTIVE) is KillState.ACTIVE
-    days = store.trading_days()
+    repos = _store(sqlite_url)
+    assert repos.killswitches.states().get(GLOBAL, KillState.ACTIVE) is KillState.ACTIVE
+    days = repos.accounts.trading_days()
     assert set(days) == {"2026-01-05", "2026-01-06"}
     assert days["2026-01-05"][0] == D(1_000_000)
     assert D(995_000) < days["2026-01-06"][0] < D(998_000)  # the equity at 17:00, after the first loss
@@ -169,7 +170,7 @@ def test_a_running_session_rolls_into_the_next_day_with_a_fresh_start_equity(sql
                                         ("flat", at_1655 + 421)])]
     assert (T0 + timedelta(seconds=at_utc_2355 + 361)).date() == date(2026, 1, 6)  # past UTC midnight
     _session(utc_url, _quotes(tmp_path / "q2.csv", shifted), late, day=day, triggers=triggers)
-    assert _store(utc_url).killswitch_states()[GLOBAL] is KillState.REDUCE_ONLY
+    assert _store(utc_url).killswitches.states()[GLOBAL] is KillState.REDUCE_ONLY
 
 
 def test_a_bad_day_boundary_is_refused_naming_the_key() -> None:

@@ -1,0 +1,126 @@
+"""The lock that lets one engine trade an account at a time.
+
+PostgreSQL: a session-level advisory lock on a connection held until ``release`` (it dies with the
+process, so a crashed engine never blocks the next), beside the ``engine_locks`` row that names the
+holder. SQLite: the ``engine_locks`` row alone, whose primary key admits one holder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from repositories.errors import reading, translated, writing
+from repositories.models import EngineLockRow
+
+
+class EngineLocked(Exception):
+    """Another engine trades this account; the message names it."""
+
+    def __init__(self, account: str, lock: dict[str, Any] | None, now: datetime) -> None:
+        if lock is None:
+            who = "another engine (it holds the database lock)"
+        else:
+            age = (now - lock["heartbeat_at"]).total_seconds()
+            who = (f"{lock['holder']} ({lock['mode']}, session {lock['session_id']}, started "
+                   f"{lock['started_at']:%Y-%m-%d %H:%M:%S}, last heartbeat {age:.1f}s ago)")
+        super().__init__(f"account {account} is already traded by {who}; only one engine may trade an account")
+        self.lock = lock
+
+
+def _lock_key(account: str) -> int:
+    """A stable 63-bit advisory-lock key per account."""
+    return int.from_bytes(hashlib.blake2b(f"tradectl:{account}".encode(), digest_size=8).digest()) >> 1
+
+
+def _holder_gone(lock: dict[str, Any], now: datetime, stale_after_s: float) -> bool:
+    """True when the engine named in a lock row can no longer be trading."""
+    host, _, pid = str(lock["holder"]).rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True  # crashed on this machine: take over at once
+        except PermissionError:
+            return False
+        return False  # alive here, even if hung: never trade beside it
+    age: float = (now - lock["heartbeat_at"]).total_seconds()
+    return age > stale_after_s
+
+
+class EngineLockRepository:
+    def __init__(self, db: Engine, account: str) -> None:
+        self.db = db
+        self.account = account
+        self._lock_conn: Connection | None = None  # PostgreSQL: the connection holding the advisory lock
+
+    def claim(self, holder: str, mode: str, now: datetime, stale_after_s: float = 5.0) -> None:
+        """Take the account for ``holder``, or raise EngineLocked naming the engine that has it.
+
+        A SQLite row is taken over only when its holder is provably gone (a dead pid on this host) or its
+        heartbeat is older than ``stale_after_s`` on another host.
+        """
+        with translated():
+            if self.db.dialect.name == "postgresql":
+                conn = self.db.connect()
+                got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _lock_key(self.account)}).scalar()
+                conn.commit()
+                if not got:
+                    conn.close()
+                    raise EngineLocked(self.account, self.holder(), now)
+                self._lock_conn = conn
+            with self.db.begin() as tx:
+                row = tx.execute(
+                    select(EngineLockRow.__table__).where(EngineLockRow.account == self.account)
+                ).mappings().first()
+                if row is not None:
+                    if self._lock_conn is None and not _holder_gone(dict(row), now, stale_after_s):
+                        raise EngineLocked(self.account, dict(row), now)
+                    tx.execute(delete(EngineLockRow).where(EngineLockRow.account == self.account))
+                try:
+                    tx.execute(insert(EngineLockRow).values(account=self.account, holder=holder, mode=mode,
+                                                            session_id=None, started_at=now, heartbeat_at=now))
+                except IntegrityError:  # another engine inserted between our read and our write
+                    raise EngineLocked(self.account, self.holder(), now) from None
+
+    def attach_session(self, holder: str, session_id: int) -> None:
+        """Name the session the holder runs (the CLI shows it)."""
+        with writing(self.db) as conn:
+            conn.execute(update(EngineLockRow).where(EngineLockRow.account == self.account,
+                                                     EngineLockRow.holder == holder).values(session_id=session_id))
+
+    def heartbeat(self, holder: str, now: datetime) -> None:
+        with writing(self.db) as conn:
+            conn.execute(
+                update(EngineLockRow)
+                .where(EngineLockRow.account == self.account, EngineLockRow.holder == holder)
+                .values(heartbeat_at=now)
+            )
+
+    def release(self, holder: str) -> None:
+        try:
+            with writing(self.db) as conn:
+                conn.execute(
+                    delete(EngineLockRow).where(EngineLockRow.account == self.account,
+                                                EngineLockRow.holder == holder)
+                )
+        finally:
+            held, self._lock_conn = self._lock_conn, None
+            if held is not None:  # a pooled connection outlives close(): drop the real one, and the lock with it
+                with translated():
+                    held.invalidate()
+                    held.close()
+
+    def holder(self) -> dict[str, Any] | None:
+        """The engine row for this account, alive or not (the caller judges the heartbeat's age)."""
+        with reading(self.db) as conn:
+            row = conn.execute(
+                select(EngineLockRow.__table__).where(EngineLockRow.account == self.account)
+            ).mappings().first()
+            return dict(row) if row else None

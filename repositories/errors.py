@@ -1,0 +1,56 @@
+"""The one error the repositories raise for a database they cannot reach or use.
+
+Callers outside ``repositories/`` catch ``DatabaseUnavailable`` and never see SQLAlchemy's exceptions:
+``reading`` and ``writing`` open a connection (or a transaction) and translate every driver error
+raised inside them, the commit included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+# What "the database did not answer" looks like through SQLAlchemy: any driver error (OperationalError,
+# InterfaceError and the other DBAPIErrors), a connection that died, a pool with no connection to give.
+DRIVER_ERRORS = (DBAPIError, DisconnectionError, PoolTimeout)
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be read or written; the message is the driver's."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    @classmethod
+    def from_error(cls, err: BaseException) -> DatabaseUnavailable:
+        orig = getattr(err, "orig", None)
+        text = str(orig if orig is not None else err).strip()
+        return cls(text or type(err).__name__)
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Driver errors raised inside become ``DatabaseUnavailable`` (the original is its ``__cause__``)."""
+    try:
+        yield
+    except DRIVER_ERRORS as err:
+        raise DatabaseUnavailable.from_error(err) from err
+
+
+@contextmanager
+def reading(db: Engine) -> Iterator[Connection]:
+    """A connection for reads."""
+    with translated(), db.connect() as conn:
+        yield conn
+
+
+@contextmanager
+def writing(db: Engine) -> Iterator[Connection]:
+    """A transaction, committed when the block ends."""
+    with translated(), db.begin() as conn:
+        yield conn
