@@ -444,10 +444,11 @@ class Engine:
         self.recent_orders.add((symbol, intent.side, intent.quantity, intent.limit_price), now)
         self.stats.orders += 1
         book.unsent = order
-        try:
-            self.bus.order_submitted.emit(order)  # recorded before it leaves the engine
+        try:  # recorded, with its signal as one unit, before it leaves the engine
             if signal is not None:
-                self.bus.signal_accepted.emit(signal, order, self._raw, self._line_no)
+                self.bus.order_recorded.emit(order, signal, self._raw, self._line_no)
+            else:
+                self.bus.order_recorded.emit(order, None, None, None)
         except Exception as exc:  # the record is not whole: the order must not leave (fail closed)
             log.exception("order.not_recorded", client_order_id=coid)
             self._fail_closed(order, now, f"internal_error: not recorded ({type(exc).__name__}: {exc}): not sent")
@@ -543,8 +544,7 @@ class Engine:
             log.warning("fill.unknown_order", exec_id=fill.exec_id, client_order_id=fill.client_order_id)
         pos = portfolio.book(fill, order)
         self.stats.fills += 1
-        self.bus.position.emit(pos)  # first: a fill's row and its position are written in one transaction
-        self.bus.fill.emit(fill, order)
+        self.bus.fill_booked.emit(fill, order, pos)  # one unit: the fill, its order's row and the position
         if order is not None:
             status = OrderStatus.FILLED if order.remaining == 0 else OrderStatus.PARTIALLY_FILLED
             self._transition(order, status, fill.ts, None)
@@ -571,8 +571,7 @@ class Engine:
         apply_fill(order, fill)
         pos = self.portfolio.book(fill, order)
         self.stats.fills += 1
-        self.bus.position.emit(pos)  # first: a fill's row and its position are written in one transaction
-        self.bus.fill.emit(fill, order)  # the order's row is written with it
+        self.bus.fill_booked.emit(fill, order, pos)  # the order's row is written with it
         self.portfolio.mark(fill.symbol, self.book.working(fill.symbol))
         self._observe_equity(fill.ts, self.equity())
 
@@ -588,8 +587,7 @@ class Engine:
             self.book.correct(order, old, fill)
         log.warning("fill.corrected", exec_id=fill.exec_id, corrects=old.exec_id, old_price=str(old.price),
                     price=str(fill.price), old_quantity=str(old.quantity), quantity=str(fill.quantity))
-        self.bus.position.emit(pos)  # first: a fill's row and its position are written in one transaction
-        self.bus.fill.emit(fill, order)
+        self.bus.fill_booked.emit(fill, order, pos)
         self.portfolio.mark(fill.symbol, self.book.working(fill.symbol))
 
     def on_connection(self, connected: bool, ts: datetime, reason: str | None = None) -> None:
@@ -700,7 +698,7 @@ class Engine:
                 done.cancels_resent.append(coid)
                 log.warning("reconcile.cancel_resent", client_order_id=coid)
         for order in done.adopted:
-            self.bus.order_submitted.emit(order)  # recorded with the state the broker reports
+            self.bus.order_recorded.emit(order, None, None, None)  # recorded with the state the broker reports
             if not order.status.is_terminal:
                 self.adopt_order(order)
             elif order.intent.signal_id is not None:
