@@ -25,6 +25,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from broker.reconcile import OpenOrderRecord, reconcile_live
 from engine.domain import (
+    Blocked,
+    BlockedCause,
     Instrument,
     KillState,
     KillSwitchChange,
@@ -43,8 +45,6 @@ from repositories.store import Store
 
 log = structlog.get_logger("tradectl.control")
 
-UNREADABLE = "kill-switch state unreadable"
-DB_DOWN = "database unavailable"
 REFRESH_WAIT_S = 5.0  # longest a reconciliation waits for the broker's fresh executions and orders
 SECOND_LOOK_S = 2.0  # a difference seen once is looked at again this soon
 
@@ -102,9 +102,9 @@ class OperatorControl:
         engine = self.engine
         if failing is not None:
             if engine.blocked is None:
-                engine.blocked = f"{DB_DOWN}: {failing}"
-                log.error("engine.blocked", reason=engine.blocked)
-        elif engine.blocked is not None and engine.blocked.startswith(DB_DOWN):
+                engine.blocked = Blocked(BlockedCause.DATABASE_UNAVAILABLE, failing)
+                log.error("engine.blocked", cause=str(engine.blocked.cause), reason=str(engine.blocked))
+        elif engine.blocked is not None and engine.blocked.cause is BlockedCause.DATABASE_UNAVAILABLE:
             engine.blocked = None
             log.warning("engine.unblocked", reason="database writes succeed again")
 
@@ -130,11 +130,12 @@ class OperatorControl:
             events = self.feed.poll(force)
         except SQLAlchemyError as err:
             if engine.blocked is None:
-                engine.blocked = f"{UNREADABLE}: {type(err).__name__}"
+                engine.blocked = Blocked(BlockedCause.KILLSWITCHES_UNREADABLE, type(err).__name__)
                 log.error("killswitch.unreadable", error=str(err).splitlines()[0])
             return 0
-        if engine.blocked is not None and engine.blocked.startswith(UNREADABLE):
-            engine.blocked = f"{DB_DOWN}: {self.recorder.failing}" if self.recorder.failing else None
+        if engine.blocked is not None and engine.blocked.cause is BlockedCause.KILLSWITCHES_UNREADABLE:
+            failing = self.recorder.failing
+            engine.blocked = Blocked(BlockedCause.DATABASE_UNAVAILABLE, failing) if failing else None
             log.warning("killswitch.readable_again")
         for event in events:
             self.apply(event)

@@ -25,6 +25,7 @@ from engine.bus import EventBus, SignalRejected
 from engine.dedupe import DedupeUnavailable, SignalIdIndex
 from engine.domain import (
     ZERO,
+    Blocked,
     Direction,
     Fill,
     IllegalTransition,
@@ -163,7 +164,7 @@ class Engine:
         self.rates = RateWindow(1.0)
         self.recent_orders = RecentOrders(self.limits.longest_duplicate_window())
         self.broker_connected = True
-        self.blocked: str | None = None  # set while trading must stop for a reason outside the board
+        self.blocked: Blocked | None = None  # set while trading must stop for a reason outside the board
         self.suspect_breaks: dict[str, tuple[Decimal, Decimal]] = {}  # differences awaiting a second look
         # Live sessions commit an order (and its signal) before it leaves; False from the hook stops the order.
         self.before_submit: Callable[[Order], bool] | None = None
@@ -234,7 +235,7 @@ class Engine:
                     self._duplicate(signal, now)
                     return None
                 self.signal_ids.remember(signal.id)  # its row is buffered: a retry before the flush is a duplicate
-                self.reject(signal, now, RejectCode.BLOCKED, self.blocked)
+                self.reject(signal, now, RejectCode.BLOCKED, str(self.blocked))
                 return None
             try:
                 new = self.signal_ids.add(signal.id)

@@ -37,7 +37,17 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from engine.bus import EventBus, SignalRejected
-from engine.domain import Fill, KillState, KillSwitchChange, Order, OrderStatus, Position, Signal, StatusChange
+from engine.domain import (
+    BlockedCause,
+    Fill,
+    KillState,
+    KillSwitchChange,
+    Order,
+    OrderStatus,
+    Position,
+    Signal,
+    StatusChange,
+)
 
 if TYPE_CHECKING:
     from engine.engine import Engine
@@ -332,8 +342,14 @@ class _StateCollector(Collector):
                 ks.add_metric([scope], states[scope].severity)
         yield ks
         yield _gauge("broker_connected", "1 while the broker link is up", 1.0 if engine.broker_connected else 0.0)
+        blocked = engine.blocked
         yield _gauge("engine_blocked", "1 while the engine refuses new orders for a reason outside the kill switches",
-                     1.0 if engine.blocked is not None else 0.0)
+                     1.0 if blocked is not None else 0.0)
+        causes = GaugeMetricFamily(f"{PREFIX}_engine_blocked_cause",
+                                   "1 for the cause the engine is blocked by, 0 for the others", labels=["cause"])
+        for cause in BlockedCause:
+            causes.add_metric([cause.value], 1.0 if blocked is not None and blocked.cause is cause else 0.0)
+        yield causes
         recorder = s.recorder
         yield _gauge("database_up", "1 while the recorder's writes succeed", 1.0 if recorder.failing is None else 0.0)
         yield _gauge("recorder_buffered_rows", "Rows waiting for the recorder's next transaction",
