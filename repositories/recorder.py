@@ -221,24 +221,24 @@ class Recorder:
     def on_order_recorded(self, order: Order, signal: Signal | None, raw: str | None, line_no: int | None) -> None:
         """A new order and the signal it answers: both rows (and the line's inbox mark) in one transaction."""
         coid = order.client_order_id
-        events = [
-            {
+        row = None
+        if signal is not None:  # made first: a row that cannot be made leaves nothing of the unit buffered
+            row = self._signal_row(signal, order.created_at, "accepted", None, None, coid, raw, line_no)
+        if row is not None:
+            self._signals.append(row)
+            if self._inbox_id is not None:
+                self._consumed.append(self._inbox_id)
+                self._inbox_id = None
+        self._new_orders[coid] = order
+        append = self._events.append
+        for c in order.history:
+            append({
                 "client_order_id": c.client_order_id,
                 "ts": c.ts,
                 "from_status": c.from_status.value if c.from_status is not None else None,
                 "to_status": c.to_status.value,
                 "reason": c.reason,
-            }
-            for c in order.history
-        ]
-        if signal is not None:
-            self._signals.append(
-                self._signal_row(signal, order.created_at, "accepted", None, None, coid, raw, line_no))
-            if self._inbox_id is not None:
-                self._consumed.append(self._inbox_id)
-                self._inbox_id = None
-        self._new_orders[coid] = order
-        self._events += events
+            })
         self._bump()
 
     def on_signal_rejected(self, r: SignalRejected) -> None:
