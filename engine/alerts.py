@@ -30,14 +30,13 @@ import structlog
 
 from engine.bus import EventBus
 from engine.config import AlertsConfig
-from engine.domain import KillState, KillSwitchChange
+from engine.domain import Blocked, BlockedCause, KillState, KillSwitchChange
 
 log = structlog.get_logger("tradectl.alerts")
 
 EVENTS = ("killswitch", "operator_change", "disconnect", "reconciliation_break", "database_outage", "blocked",
           "login_needed", "daily_digest")
 RECONCILIATION_ACTOR = "trigger:reconciliation_mismatch"
-DB_DOWN = "database unavailable"  # engine.control's prefix for a database block (its own event)
 SILENT_PARAMS = {"tgram": "silent=yes"}  # services whose URLs take a no-sound flag
 
 # (title, body, level, silent) -> delivered
@@ -305,7 +304,7 @@ class AlertWatch:
         self.disconnect_sent = False
         self.login_sent = False
         self.db_failing: str | None = None
-        self.blocked: str | None = None
+        self.blocked: Blocked | None = None
         hh, mm = alerts.config.digest_at_utc.split(":")
         self.digest_at = (int(hh), int(mm))
         self.last_digest_day: str | None = self._digest_day(wall())  # the first digest comes at the next time
@@ -364,7 +363,9 @@ class AlertWatch:
                          key="database", level="success", repeat=True)
             self.db_failing = failing
         # blocked (other than the database, which has its own event)
-        blocked = engine.blocked if engine.blocked is None or not engine.blocked.startswith(DB_DOWN) else None
+        blocked = engine.blocked
+        if blocked is not None and blocked.cause is BlockedCause.DATABASE_UNAVAILABLE:
+            blocked = None
         if blocked != self.blocked:
             if blocked is not None:
                 a.notify("blocked", "engine blocked", f"{blocked}; no new orders", key="blocked", level="failure")

@@ -4,6 +4,11 @@ Handlers are plain synchronous functions on the hot path (positions, persistence
 progress bar, metrics). An exception a handler raises reaches the publisher: the engine fails closed
 on it (an order whose record could not be buffered does not leave). eventkit, which the broker adapter
 still uses for ib_async's events, logs and swallows handler errors, so it is not used here.
+
+What must be written together is published together, as one event: a new order with the signal it
+answers (``order_recorded``), a fill with the order it moved and the position it made (``fill_booked``).
+A subscriber that persists takes each event as one unit of work, so no write can hold half of it,
+whatever the order in which events are published.
 """
 
 from __future__ import annotations
@@ -63,26 +68,25 @@ NOT_THE_SIGNALS_ROW = frozenset({RejectCode.DUPLICATE, RejectCode.DEDUPE_UNAVAIL
 
 
 class EventBus:
-    """Attribute per event; ``bus.fill += handler`` connects, ``bus.fill.emit(...)`` publishes."""
+    """Attribute per event; ``bus.fill_booked += handler`` connects, ``bus.fill_booked.emit(...)`` publishes."""
 
     __slots__ = (
-        "fill",
+        "fill_booked",
         "killswitch",
+        "order_recorded",
         "order_status",
-        "order_submitted",
-        "position",
-        "signal_accepted",
         "signal_rejected",
     )
 
     def __init__(self) -> None:
-        # (Signal, Order, raw line | None, line number | None)
-        self.signal_accepted: Channel[[Signal, Order, str | None, int | None]] = Channel("signal_accepted")
+        # A new order, before it leaves the engine, with the signal it answers and that signal's line and
+        # line number (None, None, None for an order the engine made, or one reconciliation found at the
+        # broker). A handler that raises keeps the order from the broker: it is rejected (fail closed).
+        self.order_recorded: Channel[[Order, Signal | None, str | None, int | None]] = Channel("order_recorded")
         self.signal_rejected: Channel[[SignalRejected]] = Channel("signal_rejected")
-        self.order_submitted: Channel[[Order]] = Channel("order_submitted")
         self.order_status: Channel[[Order, StatusChange]] = Channel("order_status")
-        self.fill: Channel[[Fill, Order | None]] = Channel("fill")
-        self.position: Channel[[Position]] = Channel("position")
+        # A fill booked, the order it moved (None when no order of ours is known) and the position after it.
+        self.fill_booked: Channel[[Fill, Order | None, Position]] = Channel("fill_booked")
         self.killswitch: Channel[[KillSwitchChange]] = Channel("killswitch")
 
 

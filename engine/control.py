@@ -22,7 +22,7 @@ from decimal import Decimal
 import structlog
 
 from broker.reconcile import OpenOrderRecord, reconcile_live
-from engine.domain import KillState, KillSwitchChange
+from engine.domain import Blocked, BlockedCause, KillState, KillSwitchChange
 from engine.engine import Engine
 from engine.operator import NOT_FLATTENED, not_flattened_detail
 from repositories.errors import DatabaseUnavailable
@@ -32,8 +32,6 @@ from repositories.repos import Repositories
 
 log = structlog.get_logger("tradectl.control")
 
-UNREADABLE = "kill-switch state unreadable"
-DB_DOWN = "database unavailable"
 REFRESH_WAIT_S = 5.0  # longest a reconciliation waits for the broker's fresh executions and orders
 SECOND_LOOK_S = 2.0  # a difference seen once is looked at again this soon
 
@@ -91,9 +89,9 @@ class OperatorControl:
         engine = self.engine
         if failing is not None:
             if engine.blocked is None:
-                engine.blocked = f"{DB_DOWN}: {failing}"
-                log.error("engine.blocked", reason=engine.blocked)
-        elif engine.blocked is not None and engine.blocked.startswith(DB_DOWN):
+                engine.blocked = Blocked(BlockedCause.DATABASE_UNAVAILABLE, failing)
+                log.error("engine.blocked", cause=str(engine.blocked.cause), reason=str(engine.blocked))
+        elif engine.blocked is not None and engine.blocked.cause is BlockedCause.DATABASE_UNAVAILABLE:
             engine.blocked = None
             log.warning("engine.unblocked", reason="database writes succeed again")
 
@@ -119,11 +117,13 @@ class OperatorControl:
             events = self.feed.poll(force)
         except DatabaseUnavailable as err:
             if engine.blocked is None:
-                engine.blocked = f"{UNREADABLE}: {type(err).__name__}"
-                log.error("killswitch.unreadable", error=str(err).splitlines()[0])
+                why = str(err).splitlines()[0] if str(err) else type(err).__name__
+                engine.blocked = Blocked(BlockedCause.KILLSWITCHES_UNREADABLE, why)
+                log.error("killswitch.unreadable", error=why)
             return 0
-        if engine.blocked is not None and engine.blocked.startswith(UNREADABLE):
-            engine.blocked = f"{DB_DOWN}: {self.recorder.failing}" if self.recorder.failing else None
+        if engine.blocked is not None and engine.blocked.cause is BlockedCause.KILLSWITCHES_UNREADABLE:
+            failing = self.recorder.failing
+            engine.blocked = Blocked(BlockedCause.DATABASE_UNAVAILABLE, failing) if failing else None
             log.warning("killswitch.readable_again")
         for event in events:
             self.apply(event)

@@ -242,6 +242,35 @@ class OrderIntent:
         return self.quantity if self.side is Side.BUY else -self.quantity
 
 
+class BlockedCause(StrEnum):
+    """Why the engine refuses every new order for a reason outside the kill-switch board (``Engine.blocked``)."""
+
+    DATABASE_UNAVAILABLE = "database_unavailable"  # the recorder's writes fail: nothing new may leave unrecorded
+    KILLSWITCHES_UNREADABLE = "killswitches_unreadable"  # the board cannot be read: a halt may be unseen
+
+    @property
+    def text(self) -> str:
+        """The cause in words, as the ``blocked`` reject reason, readiness and alerts show it."""
+        return _BLOCKED_TEXT[self]
+
+
+_BLOCKED_TEXT = {
+    BlockedCause.DATABASE_UNAVAILABLE: "database unavailable",
+    BlockedCause.KILLSWITCHES_UNREADABLE: "kill-switch state unreadable",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """The engine is blocked: by what (``cause``, to branch on) and the particulars (``detail``, to read)."""
+
+    cause: BlockedCause
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.cause.text}: {self.detail}" if self.detail else self.cause.text
+
+
 @dataclass(frozen=True, slots=True)
 class KillSwitchChange:
     """One change of a kill-switch scope's state. ``id`` is set once it is stored (the CLI waits on it)."""

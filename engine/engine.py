@@ -25,6 +25,7 @@ from engine.bus import EventBus, SignalRejected
 from engine.dedupe import DedupeUnavailable, SignalIdIndex
 from engine.domain import (
     ZERO,
+    Blocked,
     Direction,
     Fill,
     IllegalTransition,
@@ -163,7 +164,7 @@ class Engine:
         self.rates = RateWindow(1.0)
         self.recent_orders = RecentOrders(self.limits.longest_duplicate_window())
         self.broker_connected = True
-        self.blocked: str | None = None  # set while trading must stop for a reason outside the board
+        self.blocked: Blocked | None = None  # set while trading must stop for a reason outside the board
         self.suspect_breaks: dict[str, tuple[Decimal, Decimal]] = {}  # differences awaiting a second look
         # Live sessions commit an order (and its signal) before it leaves; False from the hook stops the order.
         self.before_submit: Callable[[Order], bool] | None = None
@@ -234,7 +235,7 @@ class Engine:
                     self._duplicate(signal, now)
                     return None
                 self.signal_ids.remember(signal.id)  # its row is buffered: a retry before the flush is a duplicate
-                self.reject(signal, now, RejectCode.BLOCKED, self.blocked)
+                self.reject(signal, now, RejectCode.BLOCKED, str(self.blocked))
                 return None
             try:
                 new = self.signal_ids.add(signal.id)
@@ -444,10 +445,11 @@ class Engine:
         self.recent_orders.add((symbol, intent.side, intent.quantity, intent.limit_price), now)
         self.stats.orders += 1
         book.unsent = order
-        try:
-            self.bus.order_submitted.emit(order)  # recorded before it leaves the engine
+        try:  # recorded, with its signal as one unit, before it leaves the engine
             if signal is not None:
-                self.bus.signal_accepted.emit(signal, order, self._raw, self._line_no)
+                self.bus.order_recorded.emit(order, signal, self._raw, self._line_no)
+            else:
+                self.bus.order_recorded.emit(order, None, None, None)
         except Exception as exc:  # the record is not whole: the order must not leave (fail closed)
             log.exception("order.not_recorded", client_order_id=coid)
             self._fail_closed(order, now, f"internal_error: not recorded ({type(exc).__name__}: {exc}): not sent")
@@ -543,8 +545,7 @@ class Engine:
             log.warning("fill.unknown_order", exec_id=fill.exec_id, client_order_id=fill.client_order_id)
         pos = portfolio.book(fill, order)
         self.stats.fills += 1
-        self.bus.position.emit(pos)  # first: a fill's row and its position are written in one transaction
-        self.bus.fill.emit(fill, order)
+        self.bus.fill_booked.emit(fill, order, pos)  # one unit: the fill, its order's row and the position
         if order is not None:
             status = OrderStatus.FILLED if order.remaining == 0 else OrderStatus.PARTIALLY_FILLED
             self._transition(order, status, fill.ts, None)
@@ -571,8 +572,7 @@ class Engine:
         apply_fill(order, fill)
         pos = self.portfolio.book(fill, order)
         self.stats.fills += 1
-        self.bus.position.emit(pos)  # first: a fill's row and its position are written in one transaction
-        self.bus.fill.emit(fill, order)  # the order's row is written with it
+        self.bus.fill_booked.emit(fill, order, pos)  # the order's row is written with it
         self.portfolio.mark(fill.symbol, self.book.working(fill.symbol))
         self._observe_equity(fill.ts, self.equity())
 
@@ -588,8 +588,7 @@ class Engine:
             self.book.correct(order, old, fill)
         log.warning("fill.corrected", exec_id=fill.exec_id, corrects=old.exec_id, old_price=str(old.price),
                     price=str(fill.price), old_quantity=str(old.quantity), quantity=str(fill.quantity))
-        self.bus.position.emit(pos)  # first: a fill's row and its position are written in one transaction
-        self.bus.fill.emit(fill, order)
+        self.bus.fill_booked.emit(fill, order, pos)
         self.portfolio.mark(fill.symbol, self.book.working(fill.symbol))
 
     def on_connection(self, connected: bool, ts: datetime, reason: str | None = None) -> None:
@@ -700,7 +699,7 @@ class Engine:
                 done.cancels_resent.append(coid)
                 log.warning("reconcile.cancel_resent", client_order_id=coid)
         for order in done.adopted:
-            self.bus.order_submitted.emit(order)  # recorded with the state the broker reports
+            self.bus.order_recorded.emit(order, None, None, None)  # recorded with the state the broker reports
             if not order.status.is_terminal:
                 self.adopt_order(order)
             elif order.intent.signal_id is not None:

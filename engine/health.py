@@ -34,11 +34,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from engine.bus import EventBus
-from engine.domain import KillState, KillSwitchChange
+from engine.domain import BlockedCause, KillState, KillSwitchChange
 from engine.metrics import RECONCILIATION_ACTOR, SessionMetrics, quote_ages
 
 GLOBAL = "global"
-UNREADABLE = "kill-switch state unreadable"  # engine.control's prefix for engine.blocked
 DEFAULT_QUOTE_AGE_S = 5.0
 DEFAULT_LOOP_STALE_S = 10.0
 
@@ -104,8 +103,8 @@ def readiness(
     blocked = engine.blocked
     if recorder.failing is not None:
         conditions["database"] = _c(False, f"writes failing: {recorder.failing} ({recorder.pending} row(s) kept)")
-    elif blocked is not None and blocked.startswith(UNREADABLE):
-        conditions["database"] = _c(False, blocked)
+    elif blocked is not None and blocked.cause is BlockedCause.KILLSWITCHES_UNREADABLE:
+        conditions["database"] = _c(False, str(blocked))
     else:
         conditions["database"] = _c(True, "writes succeed")
 
@@ -122,7 +121,7 @@ def readiness(
     state = engine.killswitches.get(GLOBAL)
     conditions["not_halted"] = _c(state is not KillState.HALTED, f"global kill switch {state}")
 
-    conditions["not_blocked"] = _c(blocked is None, blocked or "new orders allowed")
+    conditions["not_blocked"] = _c(blocked is None, "new orders allowed" if blocked is None else str(blocked))
 
     # reconciliation
     differing: dict[str, str] = {}

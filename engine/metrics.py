@@ -37,7 +37,17 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from engine.bus import EventBus, SignalRejected
-from engine.domain import Fill, KillState, KillSwitchChange, Order, OrderStatus, Signal, StatusChange
+from engine.domain import (
+    BlockedCause,
+    Fill,
+    KillState,
+    KillSwitchChange,
+    Order,
+    OrderStatus,
+    Position,
+    Signal,
+    StatusChange,
+)
 
 if TYPE_CHECKING:
     from engine.engine import Engine
@@ -127,11 +137,10 @@ class SessionMetrics:
     # -- wiring -----------------------------------------------------------------------------------------
     def attach(self, bus: EventBus) -> SessionMetrics:
         """Subscribe to the bus: every handler is a few attribute updates."""
-        bus.signal_accepted += self.on_signal_accepted
+        bus.order_recorded += self.on_order_recorded
         bus.signal_rejected += self.on_signal_rejected
-        bus.order_submitted += self.on_order_submitted
         bus.order_status += self.on_order_status
-        bus.fill += self.on_fill
+        bus.fill_booked += self.on_fill_booked
         bus.killswitch += self.on_killswitch
         return self
 
@@ -176,15 +185,14 @@ class SessionMetrics:
         return generate_latest(self.registry)
 
     # -- bus handlers (hot path) ------------------------------------------------------------------------
-    def on_signal_accepted(self, signal: Signal, order: Order, raw: str | None, line_no: int | None) -> None:
-        self.accepted += 1
-
     def on_signal_rejected(self, r: SignalRejected) -> None:
         rejected = self.rejected
         code = r.code.value
         rejected[code] = rejected.get(code, 0) + 1
 
-    def on_order_submitted(self, order: Order) -> None:
+    def on_order_recorded(self, order: Order, signal: Signal | None, raw: str | None, line_no: int | None) -> None:
+        if signal is not None:
+            self.accepted += 1
         counts = self.order_status
         for change in order.history:  # PendingNew (and anything before it was published)
             counts[change.to_status.value] += 1
@@ -206,7 +214,7 @@ class SessionMetrics:
         if status.is_terminal:
             del self._timed[order.client_order_id]
 
-    def on_fill(self, fill: Fill, order: Order | None) -> None:
+    def on_fill_booked(self, fill: Fill, order: Order | None, position: Position) -> None:
         self.fills += 1
         self.last_fill_at = self.wall()
         if order is None:
@@ -334,8 +342,14 @@ class _StateCollector(Collector):
                 ks.add_metric([scope], states[scope].severity)
         yield ks
         yield _gauge("broker_connected", "1 while the broker link is up", 1.0 if engine.broker_connected else 0.0)
+        blocked = engine.blocked
         yield _gauge("engine_blocked", "1 while the engine refuses new orders for a reason outside the kill switches",
-                     1.0 if engine.blocked is not None else 0.0)
+                     1.0 if blocked is not None else 0.0)
+        causes = GaugeMetricFamily(f"{PREFIX}_engine_blocked_cause",
+                                   "1 for the cause the engine is blocked by, 0 for the others", labels=["cause"])
+        for cause in BlockedCause:
+            causes.add_metric([cause.value], 1.0 if blocked is not None and blocked.cause is cause else 0.0)
+        yield causes
         recorder = s.recorder
         yield _gauge("database_up", "1 while the recorder's writes succeed", 1.0 if recorder.failing is None else 0.0)
         yield _gauge("recorder_buffered_rows", "Rows waiting for the recorder's next transaction",

@@ -6,6 +6,11 @@ Kill-switch changes are not batched here: they are written at once, with their a
 The engine publishes an order before handing it to the broker, and the client order id is derived
 from the signal id, so a crash between a flush and the broker finds the order again by ``orderRef``
 at reconciliation. Batching is what makes 50k signals/s possible on SQLite.
+
+What must be on disk together arrives as one bus event and is buffered as one unit of work: a new order
+with its signal's row (and the inbox mark of the signal's line), a fill with its order's row and its
+position. A flush runs only between units, so no transaction, and no crash between two of them, splits
+one, whatever the order the engine publishes in or ``flush_rows``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.sql.expression import bindparam
 
 from engine.bus import EventBus, SignalRejected
-from engine.domain import Fill, Order, OrderStatus, Position, RejectCode, Signal, StatusChange
+from engine.domain import Fill, Order, Position, RejectCode, Signal, StatusChange
 from repositories.inbox import CONSUMED, consumed_rows
 from repositories.models import Base
 
@@ -189,7 +194,8 @@ class Recorder:
         self._superseded: list[dict[str, Any]] = []
         self._positions: dict[str, Position] = {}
         self._consumed: list[int] = []  # inbox rows whose lines are buffered here: marked in the same flush
-        self._pending = 0
+        self._inbox_id: int | None = None  # the inbox row of the line being handled, until its row is buffered
+        self._pending = 0  # units of work buffered (an order with its signal, a fill with its position, ...)
         self.rows_written = 0
         self.flushes = 0
         self.failing: str | None = None  # why the last write failed, while the database is unreachable
@@ -203,25 +209,42 @@ class Recorder:
         self._retry_at = 0.0
 
     def attach(self, bus: EventBus) -> Recorder:
-        bus.signal_accepted += self.on_signal_accepted
+        bus.order_recorded += self.on_order_recorded
         bus.signal_rejected += self.on_signal_rejected
-        bus.order_submitted += self.on_order_submitted
         bus.order_status += self.on_order_status
-        bus.fill += self.on_fill
-        bus.position += self.on_position
+        bus.fill_booked += self.on_fill_booked
         return self
 
     # -- bus handlers (hot path: append only) ----------------------------------------------------------
-    def on_signal_accepted(self, signal: Signal, order: Order, raw: str | None, line_no: int | None) -> None:
-        self._signals.append(
-            self._signal_row(signal, order.created_at, "accepted", None, None, order.client_order_id, raw, line_no)
-        )
+    # Each event is one unit of work: its rows are made first, then buffered together and counted once, so
+    # a flush (which runs only between units) writes all of a unit or none of it, whatever flush_rows is.
+    def on_order_recorded(self, order: Order, signal: Signal | None, raw: str | None, line_no: int | None) -> None:
+        """A new order and the signal it answers: both rows (and the line's inbox mark) in one transaction."""
+        coid = order.client_order_id
+        row = None
+        if signal is not None:  # made first: a row that cannot be made leaves nothing of the unit buffered
+            row = self._signal_row(signal, order.created_at, "accepted", None, None, coid, raw, line_no)
+        if row is not None:
+            self._signals.append(row)
+            if self._inbox_id is not None:
+                self._consumed.append(self._inbox_id)
+                self._inbox_id = None
+        self._new_orders[coid] = order
+        append = self._events.append
+        for c in order.history:
+            append({
+                "client_order_id": c.client_order_id,
+                "ts": c.ts,
+                "from_status": c.from_status.value if c.from_status is not None else None,
+                "to_status": c.to_status.value,
+                "reason": c.reason,
+            })
         self._bump()
 
     def on_signal_rejected(self, r: SignalRejected) -> None:
         if r.valid and r.signal is not None:
-            self._signals.append(
-                self._signal_row(r.signal, r.ts, "rejected", r.code.value, r.reason, None, r.raw, r.line_no))
+            row = self._signal_row(r.signal, r.ts, "rejected", r.code.value, r.reason, None, r.raw, r.line_no)
+            self._signals.append(row)
         else:
             self._rejects.append(
                 {
@@ -234,16 +257,10 @@ class Recorder:
                     "line_no": r.line_no,
                 }
             )
+        if self._inbox_id is not None:
+            self._consumed.append(self._inbox_id)
+            self._inbox_id = None
         self._bump()
-
-    def on_order_submitted(self, order: Order) -> None:
-        self._new_orders[order.client_order_id] = order
-        for change in order.history:
-            self._event(change)
-        if order.intent.signal_id is not None and order.status is OrderStatus.PENDING_NEW:
-            self._pending += 1  # its signal's row follows at once: the two are written in one transaction
-        else:
-            self._bump()
 
     def on_order_status(self, order: Order, change: StatusChange) -> None:
         coid = order.client_order_id
@@ -252,39 +269,39 @@ class Recorder:
         self._event(change)
         self._bump()
 
-    def on_fill(self, fill: Fill, order: Order | None) -> None:
-        self._fills.append(
-            {
-                "exec_id": fill.exec_id,
-                "client_order_id": fill.client_order_id,
-                "session_id": self.session_id,
-                "symbol": fill.symbol,
-                "side": fill.side.value,
-                "quantity": fill.quantity,
-                "price": fill.price,
-                "commission": fill.commission,
-                "ts": fill.ts,
-                "source": fill.source,
-            }
-        )
+    def on_fill_booked(self, fill: Fill, order: Order | None, position: Position) -> None:
+        """A fill, its order's row and the position it made: one unit, written in one transaction."""
+        row = {
+            "exec_id": fill.exec_id,
+            "client_order_id": fill.client_order_id,
+            "session_id": self.session_id,
+            "symbol": fill.symbol,
+            "side": fill.side.value,
+            "quantity": fill.quantity,
+            "price": fill.price,
+            "commission": fill.commission,
+            "ts": fill.ts,
+            "source": fill.source,
+        }
+        self._fills.append(row)
         if fill.corrects is not None:  # the corrected row stays, marked, so the history is complete
             self._superseded.append({"b_exec_id": fill.corrects})
         if order is not None and order.client_order_id not in self._new_orders:
             self._dirty_orders[order.client_order_id] = order
+        self._positions[position.symbol] = position
         self._bump()
 
-    def on_position(self, position: Position) -> None:
-        """No flush of its own: the fill that moved the position comes next and writes both."""
-        self._positions[position.symbol] = position
-
     def consume_inbox(self, inbox_id: int) -> None:
-        """The inbox row whose line is handled next: the flush that writes that line's row marks it consumed.
+        """The inbox row whose line is handled next: it is marked consumed with that line's row, in one unit.
 
-        Call it *before* the engine handles the line: a flush the line sets off (a full buffer, a live order's
-        commit) then carries the mark with the line's row, in one transaction.
+        Call it *before* the engine handles the line. The mark is held until the line's row (its signal's,
+        with its order, or its rejection) is buffered, and travels with it: a flush the line sets off before
+        that row (a cancel of a superseded order with a full buffer) leaves the mark out, so after a crash the
+        line is either consumed with its row on disk or pending with neither.
         """
-        self._consumed.append(inbox_id)
-        self._pending += 1  # no flush of its own: the line's row comes next
+        if self._inbox_id is not None:  # the previous line made no row of its own: marked as before
+            self._consumed.append(self._inbox_id)
+        self._inbox_id = inbox_id
 
     # -- writing ---------------------------------------------------------------------------------------
     @property
@@ -297,7 +314,7 @@ class Recorder:
         When the database is unreachable the buffers are kept (nothing is lost), ``on_health`` is told,
         and the write is tried again at most every ``retry_s``; the first write that succeeds says so.
         """
-        if not self._pending and not self._positions:
+        if not self._pending:
             return 0
         if self.failing is not None and time.monotonic() < self._retry_at and not force:
             return 0

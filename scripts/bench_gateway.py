@@ -115,7 +115,7 @@ async def via_engine(port: int, n: int) -> list[float]:
     broker = IbkrBroker("127.0.0.1", port, 93, "DU0000001", clock, pacing_per_s=None)
     bus = EventBus()
     booked: list[float] = []
-    bus.fill += lambda f, o: booked.append(time.perf_counter())
+    bus.fill_booked += lambda f, o, p: booked.append(time.perf_counter())
     rejected: list[str] = []
     bus.signal_rejected += lambda r: rejected.append(f"{r.code}: {r.reason}")
     off = Limits(max_orders_per_s=None, max_symbol_orders_per_s=None, duplicate_window_s=None,

@@ -65,10 +65,10 @@ def run(n: int, db: str | None, metrics: bool = False) -> dict[str, Any]:
         perf = time.perf_counter
         mark = 0.0
 
-        def order_out(order: Order) -> None:  # published just before broker.submit
+        def order_out(order: Order, signal: object, raw: object, line_no: object) -> None:  # just before broker.submit
             latencies.append(perf() - mark)
 
-        session.bus.order_submitted += order_out
+        session.bus.order_recorded += order_out
         observed = None
         if metrics:
             from engine.health import observe

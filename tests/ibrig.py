@@ -37,7 +37,7 @@ class IbRig:
         self.fills: list[Fill] = []
         self.bus.signal_rejected += self.rejected.append
         self.bus.order_status += lambda o, c: self.statuses.append((o.client_order_id, c.to_status, c.reason))
-        self.bus.fill += lambda f, o: self.fills.append(f)
+        self.bus.fill_booked += lambda f, o, p: self.fills.append(f)
         self.engine = Engine(self.broker, self.bus, clock=self.clock, equity=D(1_000_000), **engine_kw)
 
     async def start(self) -> IbRig:

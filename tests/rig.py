@@ -25,7 +25,7 @@ class Rig:
         self.submitted: list[Order] = []
         self.bus.order_status += lambda o, c: self.statuses.append((o.client_order_id, c.to_status))
         self.bus.killswitch += self.changes.append
-        self.bus.order_submitted += self.submitted.append
+        self.bus.order_recorded += lambda o, s, r, n: self.submitted.append(o)
         self.engine = Engine(self.broker, self.bus, clock=self.clock, equity=D(1_000_000), **engine_kw)
 
     def quote(self, bid: str = "100.00", ask: str = "100.02", size: str = "10000", symbol: str = "AAPL") -> None:

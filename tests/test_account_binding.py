@@ -50,7 +50,7 @@ def _ib_session(url: str, lines: list[str], equity: str | None = None) -> tuple[
         settings = load_settings(database_url=url, equity=equity) if equity else load_settings(database_url=url)
         gw, session, _ = await lockstep_session(settings, client_id=1)
         orders: list[Order] = []
-        session.bus.order_submitted += orders.append
+        session.bus.order_recorded += lambda o, s, r, n: orders.append(o)
         for line in lines:
             await session.process_line(line)
         await session.broker.sync()
@@ -153,7 +153,7 @@ def test_the_paper_session_sizes_on_the_configured_equity(tmp_path: Path) -> Non
     session.prepare(clock, datetime.now(UTC))
     assert session.broker.account_equity() is None
     orders: list[Order] = []
-    session.bus.order_submitted += orders.append
+    session.bus.order_recorded += lambda o, s, r, n: orders.append(o)
     session.process_line(signal_line("c1"), clock)
     (order,) = orders
     assert order.intent.quantity < 110  # about 10% of 100,000 at ~100

@@ -6,6 +6,8 @@ from __future__ import annotations
 from decimal import Decimal as D
 
 from engine.domain import (
+    Blocked,
+    BlockedCause,
     Instrument,
     KillState,
     Order,
@@ -77,8 +79,8 @@ def test_an_engine_made_order_meets_the_same_pre_trade_checks_as_a_signals() -> 
 def test_an_engine_made_order_is_refused_while_trading_is_blocked() -> None:
     rig = Rig(positions=[Position("AAPL", D(100), D(100))])
     rig.quote()
-    rig.engine.blocked = "database_unavailable: test"
-    assert rig.engine.submit_intent(intent(Side.SELL, "100", flatten=True)) == "blocked: database_unavailable: test"
+    rig.engine.blocked = Blocked(BlockedCause.DATABASE_UNAVAILABLE, "test")
+    assert rig.engine.submit_intent(intent(Side.SELL, "100", flatten=True)) == "blocked: database unavailable: test"
     assert rig.submitted == []
 
 

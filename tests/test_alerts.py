@@ -18,7 +18,7 @@ import pytest
 from engine.alerts import Alerts, AlertWatch, digest_message, read_urls
 from engine.bus import EventBus
 from engine.config import AlertsConfig
-from engine.domain import KillState, KillSwitchChange
+from engine.domain import Blocked, BlockedCause, KillState, KillSwitchChange
 from tests.conftest import T0
 
 
@@ -231,7 +231,7 @@ def test_the_watch_alerts_a_database_outage_and_its_end() -> None:
     session = fake_session()
     watch = AlertWatch(a, session)
     session.recorder.failing = "connection refused"
-    session.engine.blocked = "database unavailable: connection refused"
+    session.engine.blocked = Blocked(BlockedCause.DATABASE_UNAVAILABLE, "connection refused")
     watch.check()
     session.recorder.failing = None
     session.engine.blocked = None

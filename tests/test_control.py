@@ -10,7 +10,7 @@ import pytest
 
 from engine.clock import SimClock
 from engine.config import load_settings
-from engine.domain import Fill, KillState, OrderStatus, Side
+from engine.domain import Blocked, BlockedCause, Fill, KillState, OrderStatus, Side
 from engine.operator import live_engine, parse_since
 from engine.session import PaperSession
 from paper.market import SIM_START
@@ -174,6 +174,16 @@ def test_engine_refuses_to_trade_while_it_cannot_read_the_kill_switches(
         session.control.tick(force=True)
         session.process_line(signal_line("b1"), clock)
         assert session.engine.stats.reject_reasons == {"blocked": 1} and session.engine.stats.orders == 0
+        assert session.engine.blocked == Blocked(BlockedCause.KILLSWITCHES_UNREADABLE, "database is locked")
+        session.recorder.failing = "connection refused"  # and the writes fail meanwhile
+        m.setattr(session.recorder, "flush", lambda *a, **k: 0)
+        session.control.tick(force=True)
+        assert session.engine.blocked.cause is BlockedCause.KILLSWITCHES_UNREADABLE  # the first cause stays
+    session.control.tick(force=True)  # readable again: blocked by the database while its writes fail
+    assert session.engine.blocked == Blocked(BlockedCause.DATABASE_UNAVAILABLE, "connection refused")
+    session.recorder.failing = None
+    session.control._database_health(None)  # what the recorder's next good write says
+    assert session.engine.blocked is None
     session.control.tick(force=True)  # readable again: trading resumes by itself (no switch had changed)
     session.process_line(signal_line("b2"), clock)
     assert session.engine.stats.orders == 1

@@ -57,7 +57,7 @@ def test_a_session_against_gateway_sim_gives_the_same_fills_and_positions_as_the
     clock = SimClock(SIM_START)
     paper.prepare(clock, datetime.now(UTC))
     paper_fills: list[Fill] = []
-    paper.bus.fill += lambda f, o: paper_fills.append(f)
+    paper.bus.fill_booked += lambda f, o, p: paper_fills.append(f)
     for line in lines:
         paper.process_line(line, clock)
     paper_positions = {s: p.quantity for s, p in paper.engine.positions.items() if p.quantity}
@@ -67,7 +67,7 @@ def test_a_session_against_gateway_sim_gives_the_same_fills_and_positions_as_the
         gw, session, _ = await lockstep_session(load_settings(database_url=f"sqlite:///{tmp_path / 'i.db'}", **cfg),
                                                 client_id=1, seed=7)
         fills: list[Fill] = []
-        session.bus.fill += lambda f, o: fills.append(f)
+        session.bus.fill_booked += lambda f, o, p: fills.append(f)
         for line in lines:
             await session.process_line(line)
         positions = {s: p.quantity for s, p in session.engine.positions.items() if p.quantity}
@@ -104,7 +104,7 @@ def test_a_disconnect_with_working_orders_and_a_doubled_execution_persists_every
                                                         client_id=4, seed=3)
         session.broker.backoff_s = (0.05, 0.2)
         orders: list[Order] = []
-        session.bus.order_submitted += orders.append
+        session.bus.order_recorded += lambda o, s, r, n: orders.append(o)
         await session.process_line(signal_line("a", symbol="AAPL", seconds=1, order_type="LMT", limit_price=1.0))
         gw.faults.duplicate_next_execution = True
         await session.process_line(signal_line("b", symbol="MSFT", seconds=2))

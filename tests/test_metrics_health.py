@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from starlette.applications import Starlette
 
 from engine.config import load_settings
-from engine.domain import KillState
+from engine.domain import Blocked, BlockedCause, KillState
 from engine.health import Health, health_routes, observe, readiness
 from engine.metrics import SessionMetrics
 from engine.session import PaperSession
@@ -167,11 +167,24 @@ def test_readiness_follows_a_global_halt(live: ObservedSession) -> None:
 
 
 def test_readiness_follows_an_engine_block(live: ObservedSession) -> None:
-    live.engine.blocked = "database unavailable: test"
+    live.engine.blocked = Blocked(BlockedCause.DATABASE_UNAVAILABLE, "test")
     ready, conditions = readiness(live)
-    assert not ready and not conditions["not_blocked"]["ok"]
+    assert not ready and conditions["not_blocked"] == {"ok": False, "detail": "database unavailable: test"}
     live.engine.blocked = None
     assert readiness(live)[0]
+
+
+def test_an_unreadable_board_shows_as_the_database_and_as_its_cause(live: ObservedSession) -> None:
+    live.engine.blocked = Blocked(BlockedCause.KILLSWITCHES_UNREADABLE, "OperationalError")
+    ready, conditions = readiness(live)
+    assert not ready and conditions["database"] == {"ok": False,
+                                                    "detail": "kill-switch state unreadable: OperationalError"}
+    s = samples(live.metrics)
+    assert s[("tradectl_engine_blocked", ())] == 1
+    assert s[("tradectl_engine_blocked_cause", (("cause", "killswitches_unreadable"),))] == 1
+    assert s[("tradectl_engine_blocked_cause", (("cause", "database_unavailable"),))] == 0
+    live.engine.blocked = None
+    assert samples(live.metrics)[("tradectl_engine_blocked_cause", (("cause", "killswitches_unreadable"),))] == 0
 
 
 def test_readiness_follows_the_database(live: ObservedSession) -> None:

@@ -16,7 +16,18 @@ from sqlalchemy import func, insert, select
 from engine.bus import SignalRejected
 from engine.clock import SimClock
 from engine.config import load_settings
-from engine.domain import KillState, Order, OrderStatus, RejectCode
+from engine.domain import (
+    Instrument,
+    KillState,
+    Order,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    Position,
+    RejectCode,
+    Side,
+    TimeInForce,
+)
 from engine.ids import client_order_id_for, engine_order_id, is_ours, signal_id_of
 from engine.session import PaperSession
 from paper.market import SIM_START
@@ -209,15 +220,33 @@ def test_an_error_recording_an_order_keeps_it_from_the_broker() -> None:
     r = Rig()
     r.quote()
 
-    def broken(_: object) -> None:
+    def broken(*_: object) -> None:
         raise RuntimeError("buffer full")
 
-    r.bus.order_submitted += broken
+    r.bus.order_recorded += broken
     order = r.engine.on_signal_line(signal_line("s1"))
     assert order is not None and order.status is OrderStatus.REJECTED
     assert order.reason is not None and "buffer full" in order.reason
     assert r.broker.working_symbols() == set() and "AAPL" not in r.engine.positions
     assert r.engine.book.working_qty.get("AAPL", D(0)) == 0 and r.engine.stats.reject_reasons["internal_error"] == 1
+
+
+def test_an_error_recording_an_engine_made_order_keeps_it_from_the_broker() -> None:
+    r = Rig(positions=[Position("AAPL", D(100), D(100))])
+    r.quote()
+    seen: list[tuple[object, ...]] = []
+
+    def broken(*args: object) -> None:
+        seen.append(args[1:])
+        raise RuntimeError("buffer full")
+
+    r.bus.order_recorded += broken
+    result = r.engine.submit_intent(OrderIntent(
+        "fx-1", None, "flatten", Instrument("AAPL"), Side.SELL, D(100), OrderType.LMT, D("99.00"), None,
+        TimeInForce.DAY, r.clock(), None, flatten=True))
+    assert seen == [(None, None, None)]  # no signal, and no line of an earlier signal, travels with it
+    assert isinstance(result, Order) and result.status is OrderStatus.REJECTED
+    assert r.broker.working_symbols() == set() and r.engine.positions["AAPL"].quantity == 100
 
 
 def test_an_error_while_sizing_rejects_the_signal_and_the_engine_goes_on() -> None:

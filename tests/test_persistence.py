@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from engine.config import load_settings
+from engine.domain import BlockedCause
 from engine.session import STOPPED_REASON, PaperSession, SessionSummary
 from repositories.db import make_engine
 from repositories.models import FillRow, OrderEventRow, OrderRow, SignalRejectRow, SignalRow
@@ -220,7 +221,9 @@ def test_the_database_going_away_halts_new_orders_keeps_everything_and_writes_it
     proxy.cut()
     session.process_line(signal_line("down1", symbol="MSFT", seconds=2), clock)  # its write fails
     assert session.recorder.failing is not None
-    assert session.engine.blocked is not None and session.engine.blocked.startswith("database unavailable")
+    blocked = session.engine.blocked
+    assert blocked is not None and blocked.cause is BlockedCause.DATABASE_UNAVAILABLE
+    assert str(blocked).startswith("database unavailable: ")  # the reject reason reads as before
     session.process_line(signal_line("down2", symbol="NVDA", seconds=3), clock)
     assert session.engine.stats.reject_reasons.get("blocked") == 1  # no order while writes fail
     proxy.restore()
