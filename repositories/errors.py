@@ -14,6 +14,8 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from repositories.writers import one_writer
+
 # What "the database did not answer" looks like through SQLAlchemy: any driver error (OperationalError,
 # InterfaceError and the other DBAPIErrors), a connection that died, a pool with no connection to give.
 DRIVER_ERRORS = (DBAPIError, DisconnectionError, PoolTimeout)
@@ -52,5 +54,5 @@ def reading(db: Engine) -> Iterator[Connection]:
 @contextmanager
 def writing(db: Engine) -> Iterator[Connection]:
     """A transaction, committed when the block ends."""
-    with translated(), db.begin() as conn:
+    with translated(), one_writer(db), db.begin() as conn:
         yield conn

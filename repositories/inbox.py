@@ -29,6 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from repositories.models import INBOX_RAW_MAX, Base
+from repositories.writers import one_writer
 
 INBOX_CHANNEL = "tradectl_inbox"  # PostgreSQL NOTIFY channel (migration 0004's trigger); payload: the account
 SIGNAL_ID_MAX = 128
@@ -125,7 +126,7 @@ class SignalInbox:
                 raise InboxError(f"line {n}: a NUL character (the database cannot store it)")
         received = now or datetime.now(UTC)
         receipts: list[Receipt] = []
-        with self.db.begin() as conn:
+        with one_writer(self.db), self.db.begin() as conn:
             stmt = _INSERT[conn.dialect.name]
             for raw in lines:
                 sid = line_signal_id(raw)

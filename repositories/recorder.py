@@ -32,6 +32,7 @@ from engine.bus import EventBus, SignalRejected
 from engine.domain import Fill, Order, Position, RejectCode, Signal, StatusChange
 from repositories.inbox import CONSUMED, consumed_rows
 from repositories.models import Base
+from repositories.writers import one_writer
 
 log = structlog.get_logger("tradectl.recorder")
 
@@ -322,7 +323,7 @@ class Recorder:
         self.last_defects = []
         t0 = time.perf_counter()
         try:
-            with self.engine.begin() as conn:
+            with one_writer(self.engine), self.engine.begin() as conn:
                 n = self._write(conn, now)
         except Exception as err:
             if not is_row_defect(err):
@@ -369,7 +370,7 @@ class Recorder:
         log.error("recorder.row_defect", error=_describe(first), detail="writing the batch row by row")
         n = 0
         defects: list[RowDefect] = []
-        with self.engine.connect() as conn:
+        with one_writer(self.engine), self.engine.connect() as conn:
             sqlite_driver = None
             if conn.dialect.name == "sqlite":  # pysqlite's own transaction handling breaks savepoints
                 sqlite_driver = conn.connection.driver_connection

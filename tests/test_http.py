@@ -235,3 +235,24 @@ def test_the_config_refuses_an_enabled_non_loopback_http_without_a_secret() -> N
     with pytest.raises(ConfigError, match="http"):
         load_settings(http={"enabled": True, "host": "0.0.0.0"})
     assert load_settings(http={"enabled": True, "host": "0.0.0.0", "secret": SECRET}).http.resolved_secret() == SECRET
+
+
+
+def test_the_listening_socket_is_tcp_so_answers_are_sent_without_nagle_delays(sqlite_url: str) -> None:
+    import asyncio
+    import socket
+
+    from engine.http import serve
+
+    _, app, _ = make_daemon(sqlite_url)
+
+    async def proto() -> int:
+        server = await serve(app, "127.0.0.1", 0, SECRET)
+        try:
+            return int(server.server.servers[0].sockets[0].proto)
+        finally:
+            await server.stop()
+
+    # asyncio sets TCP_NODELAY only on connections whose socket says IPPROTO_TCP: without it every
+    # keep-alive answer waited ~40 ms for the client's delayed ACK
+    assert asyncio.run(proto()) == socket.IPPROTO_TCP
