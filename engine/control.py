@@ -22,9 +22,9 @@ from decimal import Decimal
 import structlog
 
 from broker.reconcile import OpenOrderRecord, reconcile_live
+from engine.acks import NOT_FLATTENED, not_flattened_detail
 from engine.domain import Blocked, BlockedCause, KillState, KillSwitchChange
 from engine.engine import Engine
-from engine.operator import NOT_FLATTENED, not_flattened_detail
 from repositories.errors import DatabaseUnavailable
 from repositories.killswitch_feed import KillSwitchFeed
 from repositories.recorder import Recorder

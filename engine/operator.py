@@ -7,19 +7,16 @@ engine runs; a running engine acknowledges it, and the acknowledgement says what
 from __future__ import annotations
 
 import getpass
-import re
 import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from engine.acks import skipped_by_symbol
 from engine.domain import OPEN_STATUSES, KillState, KillSwitchChange
 from engine.ids import engine_order_id
 from repositories.repos import Repositories
-
-NOT_FLATTENED = "not flattened: "
-_SYMBOL_PART = re.compile(r"; (?=[A-Z0-9][A-Z0-9./-]*: )")  # "AAPL: why; MSFT: why" -> one part per symbol
 
 
 def operator_actor() -> str:
@@ -102,25 +99,6 @@ def change_killswitch(
                 return ChangeOutcome(change, holder, None, t - t0,
                                      f"engine {holder} stopped before acknowledging ({found})")
         time.sleep(poll_s)
-
-
-def not_flattened_detail(skipped: dict[str, str]) -> str:
-    """The acknowledgement's words for positions a flatten sent nothing for (read back by ``skipped_by_symbol``)."""
-    return NOT_FLATTENED + "; ".join(f"{k}: {v}" for k, v in sorted(skipped.items()))
-
-
-def skipped_by_symbol(detail: str | None) -> dict[str, str]:
-    """Why the engine sent no closing order, per symbol; "*" for a reason that holds for the whole scope."""
-    if not detail or not detail.startswith(NOT_FLATTENED):
-        return {}
-    out: dict[str, str] = {}
-    for part in _SYMBOL_PART.split(detail[len(NOT_FLATTENED):]):
-        symbol, sep, why = part.partition(": ")
-        if sep and symbol and " " not in symbol and symbol == symbol.upper():
-            out[symbol] = why
-        else:
-            out["*"] = part
-    return out
 
 
 def flatten_outcome(repos: Repositories, change: KillSwitchChange, ack: dict[str, Any] | None, wait_s: float,

@@ -15,8 +15,9 @@ from decimal import Decimal as D
 
 import pytest
 
+from engine.acks import skipped_by_symbol
 from engine.domain import KillSwitchChange
-from engine.operator import flatten_outcome, skipped_by_symbol
+from engine.operator import flatten_outcome
 from repositories.db import make_engine
 from repositories.repos import Repositories
 from tests.test_kill_integration import wait_for
