@@ -168,7 +168,7 @@ def test_tradectl_reconcile_reports_without_changing_anything_and_apply_makes_it
             session.repos.engine_lock.release(session.holder)
 
         run(crashed_session)
-        from tests.test_kill_integration import wait_for
+        from tests.integration.test_kill_integration import wait_for
 
         wait_for(lambda: not gw._clients, 10, "the gateway to drop the client")
         cli = CliRunner()

@@ -24,7 +24,7 @@ from engine.http import build_app, inbox_intake, serve
 from repositories.db import make_engine, upgrade
 from repositories.inbox import SignalInbox
 from tests.conftest import signal_line
-from tests.test_inbox import ACCOUNT, consume_all
+from tests.integration.test_inbox import ACCOUNT, consume_all
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from engine.domain import RejectCode
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _codes_in_code_tables(text: str) -> set[str]:

@@ -24,7 +24,7 @@ from repositories.db import make_engine
 from repositories.models import FillRow, OrderRow, SignalRejectRow, SignalRow
 from repositories.repos import Repositories
 from tests.conftest import signal_line
-from tests.test_persistence import mixed_lines
+from tests.integration.test_persistence import mixed_lines
 
 
 class ObservedSession(PaperSession):

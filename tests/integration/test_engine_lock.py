@@ -16,7 +16,7 @@ from paper.market import SIM_START
 from repositories.db import ensure_schema, make_engine
 from repositories.engine_lock import EngineLocked
 from repositories.repos import Repositories
-from tests.test_kill_integration import tradectl, wait_for
+from tests.integration.test_kill_integration import tradectl, wait_for
 
 
 def _open(url: str) -> PaperSession:

@@ -20,7 +20,7 @@ from engine.domain import KillSwitchChange
 from engine.operator import flatten_outcome
 from repositories.db import make_engine
 from repositories.repos import Repositories
-from tests.test_kill_integration import wait_for
+from tests.integration.test_kill_integration import wait_for
 
 pytestmark = pytest.mark.timeout(90)
 

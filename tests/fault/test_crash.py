@@ -27,7 +27,7 @@ from repositories.models import FillRow, OrderRow, PositionRow, SignalRow
 from repositories.repos import Repositories
 from tests.conftest import signal_line, write_lines
 from tests.ibrig import gateway_in_thread
-from tests.test_kill_integration import _env, wait_for
+from tests.integration.test_kill_integration import _env, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 SEED = int(os.environ.get("CRASH_SEED", "20261123"))  # replay a failure: CRASH_SEED=<seed> pytest ...

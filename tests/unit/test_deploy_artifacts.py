@@ -20,7 +20,7 @@ from engine.metrics import metric_names
 from engine.session import PaperSession
 from paper.market import SIM_START
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 NAME = re.compile(r"\btradectl_[a-z0-9_]+\b")
 
 

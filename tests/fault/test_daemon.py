@@ -27,7 +27,7 @@ from repositories.inbox import SignalInbox
 from repositories.models import OrderRow, SignalInboxRow, SignalRow
 from tests.conftest import signal_line
 from tests.ibrig import gateway_in_thread
-from tests.test_kill_integration import _env, wait_for
+from tests.integration.test_kill_integration import _env, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 SEED = int(os.environ.get("CRASH_SEED", "20261128"))
