@@ -106,6 +106,10 @@ class Broker(Protocol):
         """True while an answer to ``refresh`` is still coming."""
         ...
 
+    def available_funds(self) -> Decimal | None:
+        """What the account may still commit (IB's AvailableFunds), or None when the broker says nothing."""
+        ...
+
     def account_equity(self) -> Decimal | None:
         """The account's net liquidation value as the broker last reported it, or None when it reports none.
 

@@ -423,6 +423,7 @@ class Engine:
             own_bid,
             own_ask,
             self.broker_connected,
+            self.broker.available_funds(),
         )
 
     def _cancel_opposing(self, symbol: str, side: Side, signal_id: str) -> int:

@@ -107,6 +107,10 @@ class PaperBroker:
     def refreshing(self) -> bool:
         return False
 
+    def available_funds(self) -> Decimal | None:
+        """No account here: buying power is the configured equity times the leverage limit."""
+        return None
+
     def account_equity(self) -> Decimal | None:
         """No account here: the engine's equity is the configured one plus its own P&L."""
         return None

@@ -120,6 +120,7 @@ class CheckContext:
     own_best_bid: Decimal | None = None  # our most aggressive resting buy on this symbol (MKT = Infinity)
     own_best_ask: Decimal | None = None  # our most aggressive resting sell (MKT = 0)
     broker_connected: bool = True
+    available_funds: Decimal | None = None  # what the broker says the account may still commit (IB), if it says
 
     @property
     def reference_price(self) -> Decimal | None:
@@ -263,6 +264,13 @@ def check_exposure(intent: OrderIntent, ctx: CheckContext) -> Reject | None:
                 RejectCode.BUYING_POWER,
                 f"order adds {added:.2f} of exposure; buying power left {max(power, ZERO):.2f}"
                 f" (equity {ctx.equity:.2f} x leverage {lim.max_leverage})",
+            )
+        funds = ctx.available_funds
+        if funds is not None and added > 0 and added > funds * lim.max_leverage:
+            return Reject(
+                RejectCode.BUYING_POWER,
+                f"order adds {added:.2f} of exposure; the account's available funds {funds:.2f}"
+                f" x leverage {lim.max_leverage} allow {max(funds * lim.max_leverage, ZERO):.2f}",
             )
     return None
 

@@ -142,6 +142,14 @@ def test_buying_power_is_equity_times_leverage_less_exposure_held() -> None:
     assert r is not None and r.code == "buying_power" and "buying power left 500.00" in r.detail
 
 
+def test_the_accounts_available_funds_cap_what_an_order_may_add() -> None:
+    c = ctx(available_funds=D("250"), max_leverage=D("2"))  # IB says 250 left: 500 of exposure at 2x
+    assert check_exposure(intent("5"), c) is None  # adds 500 at 100
+    r = check_exposure(intent("6"), c)
+    assert r is not None and r.code == "buying_power" and "available funds 250.00" in r.detail
+    assert check_exposure(intent("6"), ctx(max_leverage=D("2"))) is None  # no word from the broker: equity rules
+
+
 def test_no_equity_means_no_buying_power() -> None:
     r = check_exposure(intent("1"), ctx(equity=D("0")))
     assert r is not None and r.code == "buying_power"
