@@ -27,6 +27,7 @@ from engine.engine import InstrumentBook
 from engine.session import Session, SessionSummary
 from engine.sources import FileSource, SignalSource, StreamSource
 from paper.market import SIM_START
+from repositories.repos import Repositories
 
 log = structlog.get_logger("tradectl.live")
 
@@ -73,6 +74,8 @@ class IbkrSession(Session):
         super().__init__(settings, on_progress=on_progress)
         self.host, self.port, self.client_id = host, port, client_id
         self.account = account or settings.account
+        if self.account != settings.account:  # every row, lock and kill switch of this run is that account's
+            self.repos = Repositories(self.db, self.account)
         self.live = live
         self.sim_clock = clock
         self.clock: Callable[[], datetime] = clock if clock is not None else wall_clock

@@ -154,7 +154,7 @@ class Session(ABC):
         """Bus, recorder, engine on ``broker``, kill-switch states and the operator control loop."""
         s = self.settings
         self.bus = EventBus()
-        self.recorder = Recorder(self.db, self.session_id, s.account, s.flush_rows, clock).attach(self.bus)
+        self.recorder = Recorder(self.db, self.session_id, self.account, s.flush_rows, clock).attach(self.bus)
         self.recorder.on_defects = self._on_row_defects
         self.signal_lookup = SignalLookup(self.db)
         trips = TripWires(trigger_limits(s), s.day.boundary())

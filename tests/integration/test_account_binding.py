@@ -170,3 +170,22 @@ def test_without_net_liquidation_from_ib_the_engine_falls_back_to_the_configured
     broker.ib.accountValueEvent.emit(AccountValue("DU0000001", "NetLiquidation", "1234567.89", "USD", ""))
     broker.ib.accountSummaryEvent.emit(AccountValue("DU0000001", "AvailableFunds", "900000.50", "USD", ""))
     assert engine.equity() == D("1234567.89") and broker.available_funds() == D("900000.50")
+
+
+def test_run_for_an_account_other_than_the_configured_one_writes_everything_under_that_account(
+        sqlite_url: str, tmp_path: Path) -> None:
+    from repositories.models import EngineLockRow, PositionRow, SessionRow
+
+    signals = write_lines(tmp_path / "s.jsonl", [signal_line("x1", "AAPL")])
+    with gateway_in_thread(step_s=0.02, account="DU0000009") as gw:
+        result = runner.invoke(app, ["run", "--broker", "ibkr", "--port", str(gw.port), "--account", "DU0000009",
+                                     "--signals", str(signals), "--db", sqlite_url, "--json"])
+    assert result.exit_code == 0, result.output
+    db = make_engine(sqlite_url)
+    with db.connect() as conn:
+        accounts = {r for (r,) in conn.execute(select(PositionRow.account))}
+        sessions = {r for (r,) in conn.execute(select(SessionRow.account))}
+        locks = conn.execute(select(func.count()).select_from(EngineLockRow)).scalar()
+    db.dispose()
+    assert accounts == {"DU0000009"} and sessions == {"DU0000009"} and locks == 0
+    assert Repositories(make_engine(sqlite_url), "DU0000009").accounts.binding() is not None
