@@ -29,11 +29,11 @@ class SignalLookup:
 
     def _open(self) -> Any:
         conn = self.db.raw_connection()
-        driver = conn.driver_connection
+        driver: Any = conn.driver_connection  # sqlite3 or psycopg: the DB-API connection itself
         if self.db.dialect.name == "postgresql":
-            driver.autocommit = True  # type: ignore[union-attr]
+            driver.autocommit = True
         self._conn = conn
-        self._cursor = driver.cursor()  # type: ignore[union-attr]
+        self._cursor = driver.cursor()
         return self._cursor
 
     def seen(self, signal_id: str) -> bool:

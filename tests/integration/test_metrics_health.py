@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 from starlette.applications import Starlette
 
+from engine.clock import SimClock
 from engine.config import load_settings
 from engine.domain import Blocked, BlockedCause, KillState
 from engine.health import Health, health_routes, observe, readiness
@@ -198,7 +199,9 @@ def test_readiness_follows_the_database(live: ObservedSession) -> None:
 def test_readiness_names_a_stale_quote(live: ObservedSession) -> None:
     from datetime import timedelta
 
-    live.engine.clock.advance(timedelta(seconds=60))  # type: ignore[attr-defined]
+    clock = live.engine.clock
+    assert isinstance(clock, SimClock)
+    clock.advance(timedelta(seconds=60))
     ready, conditions = readiness(live, max_quote_age_s=5)
     assert not ready and "AAPL" in conditions["market_data"]["detail"]
 

@@ -173,7 +173,7 @@ def test_trading_goes_on_after_a_refused_row(sqlite_url: str) -> None:
     assert _count(sqlite_url, RowDefectRow) == 1
 
 
-def test_a_live_order_whose_row_is_refused_is_not_sent(db_url: str) -> None:
+def test_a_live_order_whose_row_is_refused_is_not_sent(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     ensure_schema(db_url)
     _plant_order(db_url, "tc-clash")
     session, clock = _session(db_url, flush_rows=1)
@@ -185,7 +185,7 @@ def test_a_live_order_whose_row_is_refused_is_not_sent(db_url: str) -> None:
         sent.append(order.client_order_id)
         submit(order)
 
-    session.broker.submit = recording_submit  # type: ignore[method-assign]
+    monkeypatch.setattr(session.broker, "submit", recording_submit)
     session.process_line(signal_line("clash", "MSFT", seconds=1), clock)
     assert sent == []
     session.process_line(signal_line("fine", "AAPL", seconds=2), clock)
@@ -249,7 +249,7 @@ def test_an_error_recording_an_engine_made_order_keeps_it_from_the_broker() -> N
     assert r.broker.working_symbols() == set() and r.engine.positions["AAPL"].quantity == 100
 
 
-def test_an_error_while_sizing_rejects_the_signal_and_the_engine_goes_on() -> None:
+def test_an_error_while_sizing_rejects_the_signal_and_the_engine_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
     r = Rig()
     r.quote()
     r.quote(symbol="MSFT")
@@ -260,7 +260,7 @@ def test_an_error_while_sizing_rejects_the_signal_and_the_engine_goes_on() -> No
             raise ArithmeticError("quote feed broke")
         return quote(symbol)
 
-    r.broker.quote = flaky  # type: ignore[method-assign]
+    monkeypatch.setattr(r.broker, "quote", flaky)
     assert r.engine.on_signal_line(signal_line("bad", "MSFT")) is None
     assert [(x.code, x.signal_id) for x in r.rejected] == [("internal_error", "bad")]
     assert "quote feed broke" in r.rejected[0].reason

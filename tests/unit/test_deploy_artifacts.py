@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 from engine.clock import SimClock
 from engine.config import load_settings
@@ -88,9 +88,15 @@ def test_compose_sets_the_ibc_restart_2fa_and_session_actions() -> None:
     assert env["EXISTING_SESSION_DETECTED_ACTION"] in ("primary", "primaryoverride", "secondary", "manual")
 
 
+class _CaseKept(configparser.ConfigParser):
+    """systemd keys are case-sensitive (ConfigParser lower-cases them by default)."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
 def unit() -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(strict=False, interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser = _CaseKept(strict=False, interpolation=None)
     parser.read_string((DEPLOY / "tradectl.service").read_text())
     return parser
 
