@@ -98,3 +98,12 @@ async def lockstep_session(settings: Settings, client_id: int, seed: int = 1,
     if connect:
         await session.connect()
     return gw, session, clock
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Wait on the running loop until ``condition`` holds; fail naming ``what`` after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"timed out waiting until: {what}"
+        await asyncio.sleep(0.01)

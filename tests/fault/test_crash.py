@@ -26,20 +26,13 @@ from repositories.db import make_engine
 from repositories.models import FillRow, OrderRow, PositionRow, SignalRow
 from repositories.repos import Repositories
 from tests.conftest import signal_line, write_lines
+from tests.fault import engine_config
 from tests.ibrig import gateway_in_thread
 from tests.integration.test_kill_integration import _env, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 SEED = int(os.environ.get("CRASH_SEED", "20261123"))  # replay a failure: CRASH_SEED=<seed> pytest ...
-CONFIG = """
-[risk]
-max_orders_per_s = 1000
-max_symbol_orders_per_s = 1000
-duplicate_window_s = 0.001
-[ibkr]
-drain_s = 1.0
-client_id = 5
-"""
+CONFIG = engine_config(client_id=5)
 
 
 def _signals(n: int) -> list[str]:

@@ -26,21 +26,14 @@ from repositories.db import make_engine, upgrade
 from repositories.inbox import SignalInbox
 from repositories.models import OrderRow, SignalInboxRow, SignalRow
 from tests.conftest import signal_line
+from tests.fault import engine_config
 from tests.ibrig import gateway_in_thread
 from tests.integration.test_kill_integration import _env, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 SEED = int(os.environ.get("CRASH_SEED", "20261128"))
 SECRET = "a-long-enough-shared-secret"
-CONFIG = """
-[risk]
-max_orders_per_s = 1000
-max_symbol_orders_per_s = 1000
-duplicate_window_s = 0.001
-[ibkr]
-drain_s = 1.0
-client_id = 9
-"""
+CONFIG = engine_config(client_id=9)
 
 
 def free_port() -> int:

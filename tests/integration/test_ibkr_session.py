@@ -3,9 +3,7 @@ across disconnects, and the guard that keeps a paper rehearsal off a live accoun
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal as D
 from pathlib import Path
@@ -24,7 +22,7 @@ from engine.session import PaperSession
 from paper.market import SIM_START
 from repositories.models import FillRow, PositionRow
 from tests.conftest import signal_line, write_lines
-from tests.ibrig import gateway_in_thread, lockstep_session, run
+from tests.ibrig import gateway_in_thread, lockstep_session, run, until
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -110,12 +108,12 @@ def test_a_disconnect_with_working_orders_and_a_doubled_execution_persists_every
         await session.process_line(signal_line("b", symbol="MSFT", seconds=2))
         resting = orders[0]
         gw.drop_connections()
-        await _until(lambda: not session.engine.broker_connected, "the engine sees the drop")
+        await until(lambda: not session.engine.broker_connected, "the engine sees the drop")
         gw.matching.modify(gw.live[(4, resting.broker_order_id or 0)].order_id, resting.intent.quantity,
                            D(100_000), None)  # moved into the market while we are away (as if by TWS)
         gw.step("AAPL", sim_clock())
-        await _until(lambda: session.engine.broker_connected, "reconnected")
-        await _until(lambda: resting.status.value == "Filled", "the fill made while away is booked")
+        await until(lambda: session.engine.broker_connected, "reconnected")
+        await until(lambda: resting.status.value == "Filled", "the fill made while away is booked")
         summary = await session.run([])
         assert summary.fills == 2
         theirs = {s: p.quantity for s, p in gw.matching.positions.items() if p.quantity}
@@ -137,7 +135,7 @@ def test_an_execution_correction_is_stored_beside_the_fill_it_replaces(db_url: s
         await session.process_line(signal_line("c1", symbol="AAPL", seconds=1))
         original = gw.executions[-1]
         fixed = gw.correct_execution(original.exec_id, original.price - D("0.05"))
-        await _until(lambda: session.engine.stats.fills == 1 and len(session.engine.portfolio.recent_fills) == 1
+        await until(lambda: session.engine.stats.fills == 1 and len(session.engine.portfolio.recent_fills) == 1
                      and fixed.exec_id in session.engine.portfolio.recent_fills, "the correction is booked")
         await session.run([])
         await gw.stop()
@@ -158,14 +156,6 @@ def test_an_execution_correction_is_stored_beside_the_fill_it_replaces(db_url: s
     assert rows[old_id][0] == "corrected" and rows[new_id][0] == "broker"
     assert avg == rows[new_id][1]  # the position carries the corrected price
     assert totals == {"AAPL": qty}  # positions are the sum of the fills no correction replaced
-
-
-async def _until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, f"timed out waiting until: {what}"
-        await asyncio.sleep(0.01)
 
 
 def test_the_account_guard_refuses_live_without_flag_and_live_on_paper() -> None:

@@ -7,9 +7,7 @@ equal to the broker's. Against the simulated gateway over TCP, on simulated time
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -23,17 +21,9 @@ from engine.live import IbkrSession
 from paper.wire import ERR_MSG, ORDER_STATUS
 from repositories.models import FillRow, OrderRow
 from tests.conftest import signal_line, write_lines
-from tests.ibrig import gateway_in_thread, lockstep_session, run
+from tests.ibrig import gateway_in_thread, lockstep_session, run, until
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def _until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, f"timed out waiting until: {what}"
-        await asyncio.sleep(0.01)
 
 
 def _order_and_fills(url: str, coid: str) -> tuple[tuple[str, D, D, D], list[tuple[str, D, D, D, str]]]:
@@ -58,7 +48,7 @@ def test_an_order_the_broker_filled_while_the_engine_was_down_gets_the_brokers_f
         await first.broker.close()  # the engine goes away with its order working
         first.repos.engine_lock.release(first.holder)
         first.db.dispose()
-        await _until(lambda: not gw._clients, "the gateway drops the client")
+        await until(lambda: not gw._clients, "the gateway drops the client")
         gw.matching.modify(order.order_id, order.quantity, D(100_000), None)  # moved into the market (TWS)
         gw.step("AAPL", clock())
         assert order.status == "Filled"
