@@ -154,7 +154,9 @@ class IbkrConfig(BaseModel):
     quote_wait_s: PosFloat = 5.0  # how long a new symbol's first quote is awaited
     drain_s: Annotated[float, Field(ge=0)] = 5.0  # at the end of input: time for working orders to finish
     on_stop: Literal["leave", "cancel"] = "leave"  # SIGTERM / Ctrl-C: what happens to working orders
-    commit_every: PosInt = 1  # rows per database commit (1: each signal on disk before it is acted on)
+    # Units buffered at most between commits. Whatever it is, an order is committed with its signal before it
+    # leaves, and the rest at the end of each turn of the loop (1: a commit per row, as before 2026-11-28).
+    commit_every: PosInt = 1000
 
 
 def is_loopback(host: str) -> bool:

@@ -1,8 +1,9 @@
 """``tradectl run --inbox``: the live daemon. One session served as a service until SIGTERM or SIGINT.
 
 Signals come from the account's database inbox (fed by SQL, ``tradectl submit``, the Python client and
-``POST /signals``), in arrival order, exactly once. Beside the intake the HTTP server answers ``/healthz``,
-``/readyz`` and ``/metrics``; alerts and the systemd watchdog run on the same loop. A gateway that is not
+``POST /signals``), in arrival order, exactly once. ``POST /signals`` is served by a process of its own
+(engine.intake), which also answers ``/healthz``, ``/readyz`` and ``/metrics`` from the engine's loopback
+server; alerts and the systemd watchdog run on the engine's loop. A gateway that is not
 up yet is waited for with backoff (IB Gateway restarts every day; a daemon must not exit for it).
 """
 
@@ -10,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
 import structlog
+from starlette.applications import Starlette
 
 from broker.ibkr import IbkrError
-from engine.http import RunningServer, build_app, inbox_intake, serve
+from engine.http import RunningServer, check_bind, serve
+from engine.intake import IntakeProcess, spec_for
 from engine.live import IbkrSession
 from engine.ops import Ops
 from engine.session import SessionSummary, _on_stop_signals
@@ -69,30 +71,29 @@ async def run_daemon(session: IbkrSession, *, http: bool) -> SessionSummary | No
     inbox = SignalInbox(session.db, session.account)
     ops = Ops.wire(session)
     ops.start()
-    server: RunningServer | None = None
+    health_server: RunningServer | None = None
+    intake: IntakeProcess | None = None
     source = InboxSource(inbox, session.recorder.consume_inbox, poll_s=settings.killswitch.poll_ms / 1000)
-    take = inbox_intake(inbox)
-
-    def intake(lines: list[str]) -> list[dict[str, Any]]:
-        answers = take(lines)
-        source.wake()  # our own writes: no need to wait for NOTIFY or the poll
-        return answers
-
     try:
         if http or settings.http.enabled:
-            h = settings.http
-            secret = h.resolved_secret()
-            app = build_app(intake=intake, outcome=inbox.outcome, secret=secret,
-                            max_body_bytes=h.max_body_bytes, query_token=h.query_token,
-                            registry=ops.metrics.registry, routes=ops.routes())
+            secret = settings.http.resolved_secret()
+            check_bind(settings.http.host, secret)
+            # health and metrics on a loopback port of our own; the public address is the intake process's
+            health_server = await serve(Starlette(routes=ops.routes()), "127.0.0.1", 0, None)
+            db_url = session.db.url.render_as_string(hide_password=False)
+            intake = IntakeProcess(spec_for(settings, db_url, session.account, health_server.port, secret),
+                                   source.offer)
             try:
-                server = await serve(app, h.host, h.port, secret)
+                await intake.start()
             except OSError as err:
-                raise HttpUnavailable(f"cannot serve HTTP on {h.host}:{h.port}: {err.strerror or err}") from err
-            log.info("http.listening", host=h.host, port=server.port, auth=secret is not None)
+                raise HttpUnavailable(str(err)) from err
+            intake.on_exit = lambda code: log.error("http.intake_exited", exit_code=code,
+                                                    detail="POST /signals is down; the inbox is still read")
         ops.ready()
         return await session.run(source=source, stop=stop)
     finally:
-        if server is not None:
-            await server.stop()
+        if intake is not None:
+            await intake.stop()
+        if health_server is not None:
+            await health_server.stop()
         await ops.stop()

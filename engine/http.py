@@ -48,7 +48,7 @@ from starlette.routing import BaseRoute, Route
 
 from engine.client import validate
 from engine.config import is_loopback
-from repositories.inbox import SignalInbox
+from repositories.inbox import InboxError, SignalInbox
 
 log = structlog.get_logger("tradectl.http")
 
@@ -114,7 +114,9 @@ def build_app(*, intake: Intake, secret: str | None, max_body_bytes: int, outcom
     key = secret.encode() if secret else None
     async_intake: Callable[[list[str]], Awaitable[list[Answer]]] | None = None
     sync_intake: Callable[[list[str]], list[Answer]] | None = None
-    if inspect.iscoroutinefunction(intake):  # an ``async def``; anything else runs in a worker thread
+    call = getattr(intake, "__call__", None)  # noqa: B004 - an object whose __call__ is async (GroupCommit)
+    if inspect.iscoroutinefunction(intake) or inspect.iscoroutinefunction(call):
+        # an ``async def``, or an object with one; anything else runs in a worker thread
         async_intake = cast(Callable[[list[str]], Awaitable[list[Answer]]], intake)
     else:
         sync_intake = cast(Callable[[list[str]], list[Answer]], intake)
@@ -188,6 +190,9 @@ def build_app(*, intake: Intake, secret: str | None, max_body_bytes: int, outcom
             else:
                 assert sync_intake is not None
                 answers = await run_in_threadpool(sync_intake, lines)
+        except InboxError as err:  # a line the inbox cannot hold: the producer's error, nothing was written
+            refusals.count(request, 422, "unstorable", error=str(err))
+            return JSONResponse({"error": f"nothing was queued: {err}"}, 422)
         except Exception as err:  # the inbox is unreachable: the producer must retry (idempotent by id)
             log.error("http.intake_failed", error=f"{type(err).__name__}: {err}".splitlines()[0])
             return JSONResponse({"error": "the inbox could not be written: retry (a signal id is taken once)"}, 503,

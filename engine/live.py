@@ -110,9 +110,13 @@ class IbkrSession(Session):
             await self._subscribe(bp.symbol)
         self._wire(broker=self.broker, clock=self.clock, positions=positions,
                    instruments=InstrumentBook(allow_unknown=True))
-        # Live: a signal is on disk before it is acted on, and an order before it reaches IB (a crash between
-        # the two is found again by orderRef). Orders leave at IB's pace, so a commit each costs nothing.
+        # Live: an order is on disk with its signal (and the signal's inbox mark) before it reaches IB (a crash
+        # between the two is found again by orderRef). Everything else one turn of the loop buffered (fills,
+        # statuses, rejections) is committed at the end of the turn, or every ``commit_every`` units: a crash
+        # before it loses only what the broker reports again (executions, order states) or an inbox line not
+        # yet marked consumed, which is read again.
         self.recorder.flush_rows = ib.commit_every
+        self.recorder.defer = asyncio.get_running_loop().call_soon
         self.set_times(SignalTimes(self.settings, self.sim_clock))  # a file clock in lockstep rehearsals
         self.engine.before_submit = self.recorder.commit_now
         nlv = self.broker.account_equity()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TextIO
 
@@ -20,6 +20,7 @@ from repositories.inbox import SignalInbox
 
 log = structlog.get_logger("tradectl.sources")
 
+HAND_OVER_GRACE_S = 0.002  # a notified row not handed over within this is read from the inbox
 DEMO_SIGNALS = Path(__file__).resolve().parent.parent / "paper" / "data" / "demo_signals.jsonl"
 
 
@@ -84,6 +85,10 @@ class InboxSource:
     re-reads the line, a crash after them never does. Wakes on PostgreSQL NOTIFY (with a read every
     ``fallback_s`` in case a notification is lost); on SQLite it reads every ``poll_s``. Reads run in a
     worker thread, so a slow database never blocks the loop; a failed read is logged and tried again.
+
+    Rows the daemon's own intake just committed are ``offer``-ed with their lines and the id of the account's
+    row before them: taken without reading them back when that is the last id taken (rows commit in id
+    order); otherwise a row of another producer, or a lost hand-over, lies between, and the inbox is read.
     """
 
     wall_clock = True
@@ -94,46 +99,110 @@ class InboxSource:
         self.poll_s, self.fallback_s, self.batch = poll_s, fallback_s, batch
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._chunks: dict[int, list[tuple[int, str]]] = {}  # handed-over rows by the id of the row before them
+        self._offered: set[int] = set()  # their ids
+        self._read_due = True
+        self.reads = 0  # inbox reads made (the offered rows need none)
 
     def wake(self) -> None:
-        """New rows are in (the daemon's own HTTP intake just wrote them): read now, not at the next poll.
-        Safe from any thread."""
+        """New rows are in (written by this process): read now, not at the next poll. Safe from any thread."""
         loop = self._loop
         if loop is not None:
-            loop.call_soon_threadsafe(self._wake.set)
+            loop.call_soon_threadsafe(self._due)
+
+    def offer(self, before: int, rows: Sequence[tuple[int, str]]) -> None:
+        """Rows just committed to this account's inbox, with their lines, and the id of the account's row
+        just before them (engine.intake's hand-over; on the loop's thread)."""
+        if rows:
+            self._chunks[before] = list(rows)
+            self._offered.update(i for i, _ in rows)
+            self._wake.set()
+
+    def _due(self) -> None:
+        self._read_due = True
+        self._wake.set()
+
+    def _take_offered(self, after: int) -> list[tuple[int, str]] | None:
+        """The handed-over rows that follow ``after``, the last id taken; None when some were handed over
+        but not those (a gap: rows of another producer, or a lost hand-over), so the inbox must be read."""
+        taken: list[tuple[int, str]] = []
+        while (chunk := self._chunks.pop(after, None)) is not None:
+            taken += chunk
+            after = chunk[-1][0]
+        for before in [b for b, chunk in self._chunks.items() if chunk[-1][0] <= after]:  # read already
+            taken_by_read = self._chunks.pop(before)
+            self._offered.difference_update(i for i, _ in taken_by_read)
+        self._offered.difference_update(i for i, _ in taken)
+        if not taken and self._chunks:
+            return None
+        return taken
+
+    async def _read(self, after: int) -> list[tuple[int, str]]:
+        self.reads += 1
+        try:
+            items = await asyncio.to_thread(self.inbox.pending, after, self.batch)
+        except Exception as err:  # the database is down: the rows wait in the inbox
+            log.error("intake.read_failed", error=f"{type(err).__name__}: {err}".splitlines()[0])
+            return []
+        self._read_due = len(items) == self.batch  # more are waiting
+        return [(item.id, item.raw) for item in items]
 
     async def lines(self, stop: asyncio.Event) -> AsyncIterator[tuple[int, str | bytes]]:
         loop = self._loop = asyncio.get_running_loop()
         listener = await asyncio.to_thread(self.inbox.listen)
         wake = self._wake
         fd = listener.fileno() if listener is not None else None
-        if fd is not None:
-            loop.add_reader(fd, wake.set)
-        wait_s = self.fallback_s if listener is not None else self.poll_s
         after = 0
+        awaited: set[int] = set()  # notified rows not taken yet: handed over in a moment, or to be read
+
+        def unclaimed() -> None:
+            awaited.difference_update([i for i in awaited if i <= after or i in self._offered])
+            if awaited:
+                awaited.clear()
+                self._due()  # rows nobody handed over (another producer's): read the inbox
+
+        def notified() -> None:  # on the loop: draining a LISTEN connection reads what its socket holds
+            assert listener is not None and fd is not None
+            try:
+                ids = listener.arrivals()
+            except Exception as err:  # the connection broke: the timer reads on
+                log.warning("intake.listen_failed", error=f"{type(err).__name__}: {err}".splitlines()[0])
+                loop.remove_reader(fd)
+                return
+            if ids is None:
+                self._due()
+                return
+            awaited.update(i for i in ids if i > after and i not in self._offered)
+            if awaited:  # the intake's hand-over of its own rows races its NOTIFY: give it a moment
+                loop.call_later(HAND_OVER_GRACE_S, unclaimed)
+
+        if fd is not None:
+            loop.add_reader(fd, notified)
+        wait_s = self.fallback_s if listener is not None else self.poll_s
+        self._read_due = True
         try:
             while not stop.is_set():
-                try:
-                    items = await asyncio.to_thread(self.inbox.pending, after, self.batch)
-                except Exception as err:  # the database is down: the rows wait in the inbox
-                    log.error("intake.read_failed", error=f"{type(err).__name__}: {err}".splitlines()[0])
-                    items = []
-                for item in items:
-                    self.consume(item.id)
-                    after = item.id
-                    yield item.id, item.raw
+                rows = None if self._read_due else self._take_offered(after)
+                if rows is None:
+                    rows = await self._read(after)
+                for inbox_id, raw in rows:
+                    if inbox_id <= after:
+                        continue
+                    self.consume(inbox_id)
+                    after = inbox_id
+                    yield inbox_id, raw
                     if stop.is_set():
                         return
-                if len(items) == self.batch:
+                if self._read_due or after in self._chunks:
                     continue  # more are waiting
+                wake.clear()
                 stopping = asyncio.ensure_future(stop.wait())
                 woken = asyncio.ensure_future(wake.wait())
-                await asyncio.wait([stopping, woken], timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait([stopping, woken], timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
                 stopping.cancel()
                 woken.cancel()
-                wake.clear()
-                if listener is not None:
-                    await asyncio.to_thread(listener.notified)  # drain: the read that follows covers them all
+                if not done:
+                    self._read_due = True  # the poll (SQLite) or the fallback for a lost NOTIFY
         finally:
             if fd is not None:
                 loop.remove_reader(fd)

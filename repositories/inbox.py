@@ -12,7 +12,8 @@ crash a row is either consumed with its outcome on disk, or pending with neither
 
 Ids of one account commit in increasing order (PostgreSQL: the arrival trigger of migration 0004; SQLite:
 one writer at a time), so reading ``id > the last id taken`` never skips a row. On PostgreSQL every insert
-NOTIFYs ``INBOX_CHANNEL`` with the account: ``listen`` gives a socket an event loop can wake on.
+NOTIFYs ``INBOX_CHANNEL`` with ``account:id`` (migration 0005): ``listen`` gives a socket an event loop can
+wake on, and the ids tell rows the engine was handed already from rows it must read.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from sqlalchemy.engine import make_url
 from repositories.models import INBOX_RAW_MAX, Base
 from repositories.writers import one_writer
 
-INBOX_CHANNEL = "tradectl_inbox"  # PostgreSQL NOTIFY channel (migration 0004's trigger); payload: the account
+INBOX_CHANNEL = "tradectl_inbox"  # PostgreSQL NOTIFY channel (migration 0004's trigger); payload: account:id
 SIGNAL_ID_MAX = 128
 Source = Literal["sql", "cli", "client", "http"]
 SOURCES: tuple[str, ...] = ("sql", "cli", "client", "http")
@@ -113,10 +114,9 @@ class SignalInbox:
         self.account = account
 
     # -- producers -------------------------------------------------------------------------------------
-    def add(self, lines: Sequence[str], source: Source, now: datetime | None = None) -> list[Receipt]:
-        """Add lines in this order, in one transaction; one receipt per line (a known id: the existing row)."""
-        if source not in SOURCES:
-            raise InboxError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
+    @staticmethod
+    def check(lines: Sequence[str]) -> None:
+        """InboxError naming the first line the inbox cannot hold (checked before anything is written)."""
         for n, raw in enumerate(lines, 1):
             if not isinstance(raw, str):
                 raise InboxError(f"line {n}: a line is text, not {type(raw).__name__}")
@@ -124,8 +124,24 @@ class SignalInbox:
                 raise InboxError(f"line {n}: {len(raw)} characters, the inbox holds at most {INBOX_RAW_MAX}")
             if "\x00" in raw:
                 raise InboxError(f"line {n}: a NUL character (the database cannot store it)")
+
+    def add(self, lines: Sequence[str], source: Source, now: datetime | None = None) -> list[Receipt]:
+        """Add lines in this order, in one transaction; one receipt per line (a known id: the existing row)."""
+        return self.append(lines, source, now)[0]
+
+    def append(self, lines: Sequence[str], source: Source,
+               now: datetime | None = None) -> tuple[list[Receipt], int]:
+        """``add``, and the id of this account's row just before the first new one (0: none before it).
+
+        Rows of one account are numbered in commit order, so every row up to that id was committed before
+        these: an engine that has taken exactly up to it can take these next without reading the inbox.
+        """
+        if source not in SOURCES:
+            raise InboxError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
+        self.check(lines)
         received = now or datetime.now(UTC)
         receipts: list[Receipt] = []
+        before = 0
         with one_writer(self.db), self.db.begin() as conn:
             stmt = _INSERT[conn.dialect.name]
             for raw in lines:
@@ -139,7 +155,11 @@ class SignalInbox:
                 old = conn.execute(select(_inbox.c.id).where(_inbox.c.account == self.account,
                                                              _inbox.c.signal_id == sid)).scalar_one()
                 receipts.append(Receipt(int(old), sid, True))
-        return receipts
+            first = next((r.inbox_id for r in receipts if not r.duplicate), None)
+            if first is not None:  # under the account's arrival lock (PostgreSQL) or the one writer (SQLite)
+                before = conn.execute(select(func.max(_inbox.c.id)).where(
+                    _inbox.c.account == self.account, _inbox.c.id < first)).scalar() or 0
+        return receipts, int(before)
 
     # -- the engine ------------------------------------------------------------------------------------
     def pending(self, after_id: int = 0, limit: int = 500) -> list[InboxItem]:
@@ -229,7 +249,27 @@ class InboxListener:
     def notified(self, timeout: float = 0) -> bool:
         """True when a row for this account was added since the last call (waits up to ``timeout`` s)."""
         stop_after = 1 if timeout else None  # waiting: return at the first one; else drain what is there
-        return any(n.payload == self.account for n in self._conn.notifies(timeout=timeout, stop_after=stop_after))
+        return any(self._ours(n.payload) is not False
+                   for n in self._conn.notifies(timeout=timeout, stop_after=stop_after))
+
+    def arrivals(self) -> set[int] | None:
+        """Drain what arrived (without waiting): the ids of this account's new rows; None when one came
+        without its id (a trigger older than migration 0005): read the inbox to know."""
+        ids: set[int] = set()
+        for n in self._conn.notifies(timeout=0):
+            got = self._ours(n.payload)
+            if got is None:
+                return None
+            if got is not False:
+                ids.add(got)
+        return ids
+
+    def _ours(self, payload: str) -> int | bool | None:
+        """The row id of a notification for this account; None for one without an id; False: not ours."""
+        account, _, row = payload.partition(":")
+        if account != self.account:
+            return False
+        return int(row) if row.isdigit() else None
 
     def close(self) -> None:
         conn, self._conn = self._conn, None

@@ -208,6 +208,10 @@ class Recorder:
         self.refused_keys: set[str] = set()  # keys of every row refused this session (rare: not bounded)
         self.retry_s = 0.5
         self._retry_at = 0.0
+        # Set by a live session to its loop's ``call_soon``: what one turn of the loop buffered is committed
+        # together at the end of the turn (a burst of fills, statuses or rejections: one transaction).
+        self.defer: Callable[[Callable[[], None]], object] | None = None
+        self._flush_scheduled = False
 
     def attach(self, bus: EventBus) -> Recorder:
         bus.order_recorded += self.on_order_recorded
@@ -541,7 +545,18 @@ class Recorder:
     # -- helpers ---------------------------------------------------------------------------------------
     def _bump(self) -> None:
         self._pending += 1
-        if self._pending >= self.flush_rows and (self.failing is None or time.monotonic() >= self._retry_at):
+        if self._pending >= self.flush_rows and self._may_write():
+            self.flush()
+        elif self.defer is not None and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.defer(self._end_of_turn)
+
+    def _may_write(self) -> bool:
+        return self.failing is None or time.monotonic() >= self._retry_at
+
+    def _end_of_turn(self) -> None:
+        self._flush_scheduled = False
+        if self._pending and self._may_write():
             self.flush()
 
     def _event(self, change: StatusChange) -> None:

@@ -1,18 +1,23 @@
 """Benchmark the daemon's intake: `tradectl run --inbox --http` as its own process against the simulated
-gateway (on a thread here, pacing off on both sides), timed from the producer to the order's arrival at
-the gateway.
+gateway (in a third process, pacing off on both sides), timed from the producer to the order's arrival at
+the gateway (CLOCK_MONOTONIC, shared by the processes of one host).
 
-Prints p50/p99 of: POST /signals -> order at the gateway; an inbox INSERT (SQL) -> order at the gateway;
-and the sustained rate of POST /signals answered (keep-alive, one signal a request).
+Prints p50/p99 of: POST /signals -> order at the gateway; an inbox INSERT (SQL) -> order at the gateway
+(one signal at a time; a signal the engine turns down, e.g. ``at_target`` while the fill of the symbol's
+previous order is still on its way, is counted apart, not timed). Then the sustained rate of POST
+/signals answered, one signal a request, on 1 and on ``--clients`` kept-alive connections, with the rate
+at which the engine turned them into orders meanwhile.
 
-    .venv/bin/python scripts/bench_intake.py [--n 300] [--db URL] [--rate-s 5]
+    .venv/bin/python scripts/bench_intake.py [--n 300] [--db URL] [--rate-s 5] [--clients 16]
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
+import asyncio
+import contextlib
 import json
+import multiprocessing
 import os
 import platform
 import socket
@@ -22,15 +27,18 @@ import tempfile
 import threading
 import time
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
 
-import httpx
+from sqlalchemy import select
 
 from paper.gateway import serve_in_thread
 from repositories.db import make_engine, upgrade
 from repositories.inbox import SignalInbox
+from repositories.models import SignalRow
 
 SECRET = "bench-secret-0123456789"
+ACCOUNT = "DU0000001"
 CONFIG = """
 [risk]
 max_orders_per_s = 100000
@@ -59,93 +67,188 @@ def signal(sid: str, i: int) -> str:
 
 
 def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
     values = sorted(values)
     return values[min(len(values) - 1, int(p * len(values)))] * 1000
+
+
+def run_gateway(conn: Connection) -> None:
+    """The simulated gateway in a process of its own (in the bench's, its thread would compete with the
+    client for the GIL): sends its port, then each order's (orderRef, arrival perf_counter)."""
+    with serve_in_thread(step_s=0.05, pacing_limit=None) as gw:
+        gw.on_order = lambda ref: conn.send((ref, time.perf_counter()))
+        conn.send(gw.port)
+        with contextlib.suppress(EOFError):
+            conn.recv()  # until the bench closes its end
+
+
+class Arrivals:
+    """Orders seen at the gateway, by orderRef, with their arrival time."""
+
+    def __init__(self, conn: Connection, db: str) -> None:
+        self.at: dict[str, float] = {}
+        self.seen = threading.Condition()
+        self.conn = conn
+        self.db = make_engine(db)
+        threading.Thread(target=self._collect, daemon=True).start()
+
+    def _collect(self) -> None:
+        while True:
+            try:
+                ref, at = self.conn.recv()
+            except (EOFError, OSError):
+                return
+            with self.seen:
+                self.at[ref] = at
+                self.seen.notify_all()
+
+    def _status(self, sid: str) -> str | None:
+        with self.db.connect() as c:
+            return c.execute(select(SignalRow.status).where(SignalRow.signal_id == sid)).scalar()
+
+    def wait(self, sid: str, timeout_s: float = 10.0) -> float | None:
+        """When the order of signal ``sid`` reached the gateway; None when the engine turned the signal down."""
+        ref, deadline = f"tc-{sid}", time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.seen:
+                if self.seen.wait_for(lambda: ref in self.at, timeout=0.05):
+                    return self.at[ref]
+            if self._status(sid) == "rejected":
+                return None
+        raise TimeoutError(f"signal {sid}: no order and no rejection in {timeout_s} s")
+
+
+async def sustained(port: int, clients: int, seconds: float, prefix: str) -> tuple[int, float, list[float]]:
+    """POST one signal a request on ``clients`` kept-alive connections for ``seconds``: (answered, elapsed,
+    answer latencies). A raw asyncio client: one write a request, TCP_NODELAY, so the figure is the server's."""
+    latencies: list[float] = []
+    counter = iter(range(10**9))
+    end = time.perf_counter() + seconds
+
+    async def client() -> int:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        done = 0
+        while time.perf_counter() < end:
+            i = next(counter)
+            body = signal(f"{prefix}{i}", i).encode()
+            t0 = time.perf_counter()
+            writer.write(b"POST /signals HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer " + SECRET.encode()
+                         + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
+                         + b"\r\n\r\n" + body)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
+            await reader.readexactly(length)
+            if status != 202:
+                raise RuntimeError(f"POST /signals answered {status}")
+            latencies.append(time.perf_counter() - t0)
+            done += 1
+        writer.close()
+        return done
+
+    t0 = time.perf_counter()
+    counts = await asyncio.gather(*(client() for _ in range(clients)))
+    return sum(counts), time.perf_counter() - t0, latencies
+
+
+def orders_of(db: str, prefix: str) -> int:
+    with make_engine(db).connect() as c:
+        rows = c.execute(select(SignalRow.status).where(SignalRow.signal_id.like(f"{prefix}%"))).scalars().all()
+    return len(rows)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=300, help="signals per latency measure (one at a time)")
     ap.add_argument("--db", help="database URL (default: a fresh SQLite file)")
-    ap.add_argument("--rate-s", type=float, default=5.0, help="seconds of sustained POSTs")
+    ap.add_argument("--rate-s", type=float, default=5.0, help="seconds of each sustained measure")
+    ap.add_argument("--clients", type=int, default=16, help="kept-alive connections of the concurrent measure")
     args = ap.parse_args()
-    print(f"machine: {platform.node()} {platform.machine()} python {platform.python_version()}")
+    print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}")
     with tempfile.TemporaryDirectory() as d:
         db = args.db or f"sqlite:///{Path(d) / 'intake.db'}"
         upgrade(db)
         config = Path(d) / "tradectl.toml"
         config.write_text(CONFIG)
-        arrived: dict[str, float] = {}
-        seen = threading.Condition()
-
-        def on_order(ref: str) -> None:
-            with seen:
-                arrived[ref] = time.perf_counter()
-                seen.notify_all()
-
-        def wait_arrival(ref: str) -> float:
-            with seen:
-                seen.wait_for(lambda: ref in arrived, timeout=10)
-            return arrived.get(ref, float("nan"))
-
+        gw_end, child_end = multiprocessing.Pipe()
+        gateway = multiprocessing.get_context("spawn").Process(target=run_gateway, args=(child_end,), daemon=True)
+        gateway.start()
+        gw_port = gw_end.recv()
+        arrivals = Arrivals(gw_end, db)
         port = free_port()
-        with serve_in_thread(step_s=0.05, pacing_limit=None) as gw:
-            gw.on_order = on_order
-            env = {k: v for k, v in os.environ.items() if not k.startswith("TRADECTL_")}
-            env.update(TRADECTL_HTTP__PORT=str(port), TRADECTL_HTTP__SECRET=SECRET, TRADECTL_LOG_LEVEL="error")
-            proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", "--broker", "ibkr", "--port",
-                                     str(gw.port), "--inbox", "--http", "--db", db, "--config", str(config)],
-                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        log_path = Path(d) / "daemon.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRADECTL_")}
+        env.update(TRADECTL_HTTP__PORT=str(port), TRADECTL_HTTP__SECRET=SECRET, TRADECTL_LOG_LEVEL="error")
+        prof = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
+        with log_path.open("w") as errlog:
+            proc = subprocess.Popen([sys.executable, *prof, "-m", "engine.cli", "run", "--broker", "ibkr", "--port",
+                                     str(gw_port), "--inbox", "--http", "--db", db, "--config", str(config)],
+                                    env=env, stdout=subprocess.DEVNULL, stderr=errlog)
             try:
-                url = f"http://127.0.0.1:{port}"
-                auth = {"Authorization": f"Bearer {SECRET}"}
-                # TCP_NODELAY, as a production client should: without it the body waits for the ACK of the
-                # headers (Nagle) while the server delays that ACK (40 ms) - a client-side artefact.
-                nodelay = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
-                with httpx.Client(headers=auth, timeout=10, transport=nodelay) as client:
-                    for _ in range(300):
-                        try:
-                            if client.get(f"{url}/healthz").status_code == 200:
-                                break
-                        except httpx.HTTPError:
-                            time.sleep(0.1)
-                    time.sleep(0.5)
-                    http_lat = []
-                    for i in range(args.n):
-                        t0 = time.perf_counter()
-                        client.post(f"{url}/signals", content=signal(f"h{i}", i)).raise_for_status()
-                        http_lat.append(wait_arrival(f"tc-h{i}") - t0)
-                    inbox = SignalInbox(make_engine(db), "DU0000001")
-                    inbox_lat = []
-                    for i in range(args.n):
-                        t0 = time.perf_counter()
-                        inbox.add([signal(f"q{i}", i)], "sql")
-                        inbox_lat.append(wait_arrival(f"tc-q{i}") - t0)
-                    # http.client sends headers and body in one write (httpx's two writes meet the server's
-                    # delayed ACK: ~40 ms a request when they follow each other at once).
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                    n, t0 = 0, time.perf_counter()
-                    answer_lat = []
-                    while time.perf_counter() - t0 < args.rate_s:
-                        t1 = time.perf_counter()
-                        conn.request("POST", "/signals", body=signal(f"r{n}", n).encode(), headers=auth)
-                        response = conn.getresponse()
-                        response.read()
-                        if response.status != 202:
-                            raise RuntimeError(f"POST /signals answered {response.status}")
-                        answer_lat.append(time.perf_counter() - t1)
-                        n += 1
-                    rate = n / (time.perf_counter() - t0)
-                    conn.close()
+                import http.client
+
+                def post(body: str) -> None:
+                    conn.request("POST", "/signals", body=body.encode(), headers={"Authorization": f"Bearer {SECRET}"})
+                    r = conn.getresponse()
+                    r.read()
+                    if r.status != 202:
+                        raise RuntimeError(f"POST /signals answered {r.status}")
+
+                for _ in range(300):
+                    try:
+                        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                        conn.request("GET", "/readyz")
+                        if conn.getresponse().status == 200:
+                            break
+                    except OSError:
+                        pass
+                    time.sleep(0.1)
+                time.sleep(0.5)
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                http_lat: list[float] = []
+                turned_down = 0
+                for i in range(args.n):
+                    t0 = time.perf_counter()
+                    post(signal(f"h{i}", i))
+                    at = arrivals.wait(f"h{i}")
+                    if at is None:
+                        turned_down += 1
+                    else:
+                        http_lat.append(at - t0)
+                inbox = SignalInbox(make_engine(db), ACCOUNT)
+                inbox_lat: list[float] = []
+                for i in range(args.n):
+                    t0 = time.perf_counter()
+                    inbox.add([signal(f"q{i}", i)], "sql")
+                    at = arrivals.wait(f"q{i}")
+                    if at is None:
+                        turned_down += 1
+                    else:
+                        inbox_lat.append(at - t0)
+                conn.close()
+                rates: list[tuple[int, float, float, list[float]]] = []
+                for clients, prefix in ((1, "r"), (args.clients, "c")):
+                    answered, elapsed, lat = asyncio.run(sustained(port, clients, args.rate_s, prefix))
+                    handled = orders_of(db, prefix)  # signals the engine had handled when the last answer came
+                    rates.append((clients, answered / elapsed, handled / elapsed, lat))
             finally:
                 proc.terminate()
-                proc.wait(30)
+                proc.wait(60)
+                gw_end.close()
+                gateway.join(10)
+        errors = [line for line in log_path.read_text().splitlines() if line.strip()]
+        kind = db.split(":")[0]
+        print(f"daemon stderr at level error: {len(errors)} lines" + "".join(f"\n  {x[:160]}" for x in errors[:3]))
         print(f"POST /signals -> order at gateway  p50 {pct(http_lat, .5):7.2f} ms  p99 {pct(http_lat, .99):7.2f} ms"
-              f"  (n={len(http_lat)}, {db.split(':')[0]})")
+              f"  (n={len(http_lat)}, {kind})")
         print(f"inbox INSERT  -> order at gateway  p50 {pct(inbox_lat, .5):7.2f} ms  p99 {pct(inbox_lat, .99):7.2f}"
-              f" ms  (n={len(inbox_lat)})")
-        print(f"POST /signals sustained, keep-alive, one signal a request: {rate:,.0f} signals/s  (answer p50 "
-              f"{pct(answer_lat, .5):.2f} ms, p99 {pct(answer_lat, .99):.2f} ms)")
+              f" ms  (n={len(inbox_lat)}; {turned_down} of {2 * args.n} signals turned down, not timed)")
+        for conns, rate, traded, lat in rates:
+            print(f"POST /signals sustained, {conns:2d} kept-alive connection(s), one signal a request: {rate:7,.0f}"
+                  f" signals/s answered (p50 {pct(lat, .5):.2f} ms, p99 {pct(lat, .99):.2f} ms); the engine "
+                  f"handled {traded:,.0f}/s meanwhile")
 
 
 if __name__ == "__main__":

@@ -98,6 +98,7 @@ def test_after_a_crash_that_lost_unflushed_writes_the_restart_adopts_and_a_repla
         first = session()
         await first.connect()
         first.engine.before_submit = None  # fully batched writes: the crash loses everything since the start
+        first.recorder.defer = None  # (and no commit at the end of each loop turn)
         for line in lines:
             await first.process_line(line)
         # The crash: nothing since the start was flushed; the socket and the lock go with the process.
@@ -157,6 +158,7 @@ def test_tradectl_reconcile_reports_without_changing_anything_and_apply_makes_it
                                   host="127.0.0.1", port=gw.port, client_id=3)
             await session.connect()
             session.engine.before_submit = None  # fully batched writes, so the crash loses them
+            session.recorder.defer = None  # (and no commit at the end of each loop turn)
             now = datetime.now(UTC).isoformat()  # a session on the wall clock believes only recent signals
             await session.process_line(signal_line("r1", symbol="AAPL", ts=now))
             await session.process_line(signal_line("r2", symbol="MSFT", order_type="LMT", limit_price=1.0, ts=now))

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from engine.domain import Fill, Instrument, Order, OrderIntent, OrderType, Position, Side, Signal, TimeInForce
 from engine.signals import parse_signal
@@ -137,3 +137,24 @@ def _signal(sid: str) -> Signal:
     assert isinstance(parsed, Signal)
     return parsed
 
+
+
+def test_with_a_loop_what_one_turn_buffered_is_committed_together_at_the_end_of_the_turn(db: Engine) -> None:
+    import asyncio
+
+    rig = Rig()
+    recorder, seen = checked_recorder(db, rig, 1000)
+
+    async def turn() -> tuple[int, int]:
+        recorder.defer = asyncio.get_running_loop().call_soon
+        for i in range(3):  # three units in one turn: a signal and its order each
+            rig.bus.order_recorded.emit(Order(_intent(f"tc-t{i}"), T0), _signal(f"t{i}"), None, None)
+        during = recorder.flushes
+        await asyncio.sleep(0)  # the end of the turn
+        return during, recorder.flushes
+
+    during, after = asyncio.run(turn())
+    assert (during, after) == (0, 1)
+    assert recorder.pending == 0 and len(seen) == 1 and seen[0] == []
+    with db.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(OrderRow)).scalar() == 3
