@@ -157,7 +157,9 @@ async def _serve_intake(spec: IntakeSpec, link: Connection) -> None:
     from repositories.db import make_engine
 
     loop = asyncio.get_running_loop()
-    inbox = SignalInbox(make_engine(spec.db_url), spec.account)
+    # No ping before each checkout (a round trip a commit): a connection the server dropped fails one group,
+    # answered 503 and retried by its producers, and the pool replaces it.
+    inbox = SignalInbox(make_engine(spec.db_url, pool_pre_ping=False), spec.account)
 
     def hand_over(before: int, rows: Rows) -> None:
         with contextlib.suppress(OSError):  # the engine is gone: it reads them from the inbox when back

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import Engine, Table, bindparam, func, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
@@ -98,12 +98,12 @@ def line_signal_id(raw: str) -> str | None:
     return text if 0 < len(text) <= SIGNAL_ID_MAX else None
 
 
-def _insert(dialect: Any) -> Any:
-    stmt = dialect.insert(_inbox).on_conflict_do_nothing(index_elements=["account", "signal_id"])
-    return stmt.returning(_inbox.c.id)
-
-
-_INSERT = {"postgresql": _insert(postgresql), "sqlite": _insert(sqlite)}
+# Many rows in one statement (insertmanyvalues), known ids skipped; each inserted row's id and signal id.
+_INSERT_MANY = {
+    name: d.insert(_inbox).on_conflict_do_nothing(index_elements=["account", "signal_id"])
+    .returning(_inbox.c.id, _inbox.c.signal_id)
+    for name, d in (("postgresql", postgresql), ("sqlite", sqlite))
+}
 
 
 class SignalInbox:
@@ -140,25 +140,42 @@ class SignalInbox:
             raise InboxError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
         self.check(lines)
         received = now or datetime.now(UTC)
-        receipts: list[Receipt] = []
-        before = 0
+        rows = [{"account": self.account, "signal_id": line_signal_id(raw), "raw": raw, "source": source,
+                 "received_at": received} for raw in lines]
         with one_writer(self.db), self.db.begin() as conn:
-            stmt = _INSERT[conn.dialect.name]
-            for raw in lines:
-                sid = line_signal_id(raw)
-                row = {"account": self.account, "signal_id": sid, "raw": raw, "source": source,
-                       "received_at": received}
-                new = conn.execute(stmt, row).scalar()
-                if new is not None:
-                    receipts.append(Receipt(int(new), sid, False))
-                    continue
-                old = conn.execute(select(_inbox.c.id).where(_inbox.c.account == self.account,
-                                                             _inbox.c.signal_id == sid)).scalar_one()
-                receipts.append(Receipt(int(old), sid, True))
-            first = next((r.inbox_id for r in receipts if not r.duplicate), None)
-            if first is not None:  # under the account's arrival lock (PostgreSQL) or the one writer (SQLite)
-                before = conn.execute(select(func.max(_inbox.c.id)).where(
-                    _inbox.c.account == self.account, _inbox.c.id < first)).scalar() or 0
+            return self._append_batch(conn, rows)
+
+    def _append_batch(self, conn: Connection, rows: list[dict[str, Any]]) -> tuple[list[Receipt], int]:
+        """All lines in one INSERT that skips known ids; their rows are looked up only when some were known.
+
+        Rows are numbered in VALUES order (SQLite rowids; the PostgreSQL trigger, row by row), so the new ids
+        in increasing order are the inserted lines in order.
+        """
+        t = _inbox
+        returned = conn.execute(_INSERT_MANY[conn.dialect.name], rows).all()
+        new_ids = sorted(int(r.id) for r in returned)
+        by_sid = {r.signal_id: int(r.id) for r in returned if r.signal_id is not None}
+        known: dict[str, int] = {}
+        missing = {r["signal_id"] for r in rows if r["signal_id"] is not None and r["signal_id"] not in by_sid}
+        if missing:  # resubmitted ids: their rows, for the receipts
+            known = {sid: int(i) for sid, i in conn.execute(
+                select(t.c.signal_id, t.c.id).where(t.c.account == self.account, t.c.signal_id.in_(missing)))}
+        receipts: list[Receipt] = []
+        taken: set[str] = set()  # an id twice in one call: the first is the row, the second a duplicate
+        ids = iter(new_ids)
+        for row in rows:
+            sid = row["signal_id"]
+            if sid is None:
+                receipts.append(Receipt(next(ids), None, False))
+            elif sid in by_sid and sid not in taken:
+                taken.add(sid)
+                receipts.append(Receipt(next(ids), sid, False))
+            else:
+                receipts.append(Receipt(by_sid.get(sid) or known[sid], sid, True))
+        before = 0
+        if new_ids:
+            before = conn.execute(select(func.max(t.c.id)).where(t.c.account == self.account,
+                                                                 t.c.id < new_ids[0])).scalar() or 0
         return receipts, int(before)
 
     # -- the engine ------------------------------------------------------------------------------------

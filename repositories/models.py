@@ -252,6 +252,7 @@ class SignalInboxRow(Base):
     __table_args__ = (
         UniqueConstraint("account", "signal_id"),  # NULL ids are distinct: every id-less line is its own row
         Index("ix_signal_inbox_pending", "account", "consumed_at", "id"),
+        Index("ix_signal_inbox_account_id", "account", "id"),  # the row before a commit's first (migration 0005)
         CheckConstraint(f"length(raw) <= {INBOX_RAW_MAX}", name="raw_length"),
         CheckConstraint("source IN ('sql', 'cli', 'client', 'http')", name="source"),
         {"sqlite_autoincrement": True},  # ids never reused, even if the newest rows are deleted

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -45,8 +46,16 @@ max_orders_per_s = 100000
 max_symbol_orders_per_s = 100000
 duplicate_window_s = 0.000001
 max_order_qty = 1000000
+max_order_notional = 1000000000
+max_position_notional = 1000000000
+max_gross_exposure = 1000000000
+max_net_exposure = 1000000000
+max_leverage = 1000
+max_daily_loss = 1000000000
 [triggers]
 rate_breach_burst = 1000000
+daily_loss = 1000000000
+drawdown = 1000000000
 [ibkr]
 pacing_per_s = 1000000
 drain_s = 0.5
@@ -153,10 +162,12 @@ async def sustained(port: int, clients: int, seconds: float, prefix: str) -> tup
     return sum(counts), time.perf_counter() - t0, latencies
 
 
-def orders_of(db: str, prefix: str) -> int:
+def handled_of(db: str, prefix: str) -> tuple[int, int, Counter[str]]:
+    """(signals with this id prefix the engine has recorded, how many became orders, the others' reasons)."""
     with make_engine(db).connect() as c:
-        rows = c.execute(select(SignalRow.status).where(SignalRow.signal_id.like(f"{prefix}%"))).scalars().all()
-    return len(rows)
+        rows = c.execute(select(SignalRow.status, SignalRow.reason_code).where(
+            SignalRow.signal_id.like(f"{prefix}%"))).all()
+    return len(rows), sum(r.status == "accepted" for r in rows), Counter(r.reason_code for r in rows if r.reason_code)
 
 
 def main() -> None:
@@ -207,6 +218,9 @@ def main() -> None:
                     time.sleep(0.1)
                 time.sleep(0.5)
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                for i in range(len(SYMBOLS)):  # warm-up, not timed: each symbol's market data subscribed
+                    post(signal(f"warm{i}", i))
+                    arrivals.wait(f"warm{i}")
                 http_lat: list[float] = []
                 turned_down = 0
                 for i in range(args.n):
@@ -228,11 +242,12 @@ def main() -> None:
                     else:
                         inbox_lat.append(at - t0)
                 conn.close()
-                rates: list[tuple[int, float, float, list[float]]] = []
+                rates: list[tuple[int, float, float, float, list[float]]] = []
                 for clients, prefix in ((1, "r"), (args.clients, "c")):
                     answered, elapsed, lat = asyncio.run(sustained(port, clients, args.rate_s, prefix))
-                    handled = orders_of(db, prefix)  # signals the engine had handled when the last answer came
-                    rates.append((clients, answered / elapsed, handled / elapsed, lat))
+                    handled, ordered, reasons = handled_of(db, prefix)  # by the engine when the last answer came
+                    print(f"  {clients} connection(s): turned down {dict(reasons.most_common(3))}")
+                    rates.append((clients, answered / elapsed, handled / elapsed, ordered / elapsed, lat))
             finally:
                 proc.terminate()
                 proc.wait(60)
@@ -245,10 +260,10 @@ def main() -> None:
               f"  (n={len(http_lat)}, {kind})")
         print(f"inbox INSERT  -> order at gateway  p50 {pct(inbox_lat, .5):7.2f} ms  p99 {pct(inbox_lat, .99):7.2f}"
               f" ms  (n={len(inbox_lat)}; {turned_down} of {2 * args.n} signals turned down, not timed)")
-        for conns, rate, traded, lat in rates:
+        for conns, rate, handled_rate, order_rate, lat in rates:
             print(f"POST /signals sustained, {conns:2d} kept-alive connection(s), one signal a request: {rate:7,.0f}"
-                  f" signals/s answered (p50 {pct(lat, .5):.2f} ms, p99 {pct(lat, .99):.2f} ms); the engine "
-                  f"handled {traded:,.0f}/s meanwhile")
+                  f" signals/s answered (p50 {pct(lat, .5):.2f} ms, p99 {pct(lat, .99):.2f} ms); meanwhile the "
+                  f"engine handled {handled_rate:,.0f}/s, {order_rate:,.0f} orders/s")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,19 @@ def test_a_resubmitted_id_is_the_row_already_there_and_nothing_is_written(db: En
     assert len(inbox.pending()) == 1
 
 
+def test_one_call_mixing_known_new_id_less_and_repeated_lines_answers_each_in_order(db: Engine) -> None:
+    inbox = SignalInbox(db, ACCOUNT)
+    known = inbox.add([signal_line("k1")], "sql")[0]
+    receipts, before = inbox.append(["not json", signal_line("n1"), signal_line("k1"), signal_line("n1"), "[]"],
+                                    "http")
+    new = [r.inbox_id for r in receipts if not r.duplicate]
+    assert [r.duplicate for r in receipts] == [False, False, True, True, False]
+    assert new == sorted(new) and known.inbox_id < new[0] and before == known.inbox_id
+    assert receipts[2].inbox_id == known.inbox_id and receipts[3].inbox_id == receipts[1].inbox_id
+    assert [(p.id, p.signal_id) for p in inbox.pending()] == [(known.inbox_id, "k1"), (new[0], None),
+                                                               (new[1], "n1"), (new[2], None)]
+
+
 def test_the_same_id_for_another_account_is_another_row(db: Engine) -> None:
     a = SignalInbox(db, ACCOUNT).add([signal_line("s1")], "cli")[0]
     b = SignalInbox(db, "DU0000002").add([signal_line("s1")], "cli")[0]
