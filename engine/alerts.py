@@ -327,9 +327,13 @@ class AlertWatch:
         engine = self.session.engine
         now = self.monotonic()
         # broker link
-        if not engine.broker_connected:
+        expected = None if engine.broker_connected else engine.trips.expected_outage()
+        if expected is not None and engine.clock() < expected[1]:
+            self.down_since = None  # inside its maintenance window: the alerts' clock starts when the window ends
+        elif not engine.broker_connected:
             if self.down_since is None:
-                self.down_since = now
+                late = (engine.clock() - expected[1]).total_seconds() if expected is not None else 0.0
+                self.down_since = now - late
             down = now - self.down_since
             if not self.disconnect_sent and down >= cfg.disconnect_after_s:
                 self.disconnect_sent = True

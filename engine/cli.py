@@ -483,6 +483,13 @@ def gateway_sim(
                                                                             "+ 100; 0 = any free).")] = None,
     no_pacing: Annotated[bool, typer.Option("--no-pacing", help="Do not disconnect clients above 50 msg/s.")]
     = False,
+    restart_at: Annotated[str | None, typer.Option("--restart-at", help="Restart every day at HH:MM[:SS] (IB "
+                                                                        "Gateway's auto-restart).")] = None,
+    restart_tz: Annotated[str, typer.Option("--restart-tz", help="Time zone of --restart-at.")] = "America/New_York",
+    restart_down_s: Annotated[float, typer.Option("--restart-down-s", min=0, help="How long a restart is down.")]
+    = 60.0,
+    linger_s: Annotated[float, typer.Option("--client-id-linger-s", min=0, help="After a session ends, refuse its "
+                                                                                  "client id (326) this long.")] = 0.0,
     config: ConfigOpt = None,
 ) -> None:
     """Run the simulated IB Gateway: TWS API over TCP on the paper matching engine, with fault controls."""
@@ -497,11 +504,24 @@ def gateway_sim(
         raise _fail(f"quotes file {quotes} does not exist", EXIT_USAGE)
     known = tuple(s.strip().upper() for s in symbols.split(",") if s.strip()) if symbols else DEFAULT_SYMBOLS
     ctl = port + 100 if control_port is None else control_port
+    daily = None
+    if restart_at is not None:
+        from datetime import time as dt_time
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            daily = (dt_time.fromisoformat(restart_at), ZoneInfo(restart_tz))
+        except (ValueError, ZoneInfoNotFoundError):
+            raise _fail(f"--restart-at {restart_at!r} --restart-tz {restart_tz!r}: give HH:MM and an IANA zone",
+                        EXIT_USAGE) from None
 
     async def serve() -> None:
         gw = GatewaySim(host, port, account, seed=seed, symbols=known, quotes=quotes, step_s=step_ms / 1000,
                         pacing_limit=None if no_pacing else PACING_LIMIT, control_port=ctl)
+        gw.faults.client_id_linger_s = linger_s
         await gw.start()
+        if daily is not None:
+            gw.schedule_restart(daily[0], daily[1], restart_down_s)
         typer.echo(f"simulated IB Gateway on {host}:{gw.port}, account {account}, control port {gw.control_port} "
                    f"(Ctrl-C to stop)", err=True)
         try:
@@ -521,9 +541,9 @@ def gateway_sim(
 
 @app.command("gateway-ctl")
 def gateway_ctl(
-    command: Annotated[str, typer.Argument(help="status | drop | restart | outage | restore | delay | drop-replies "
-                                                "| duplicate-exec | correct | reject-next | refuse-short | step "
-                                                "| clear")],
+    command: Annotated[str, typer.Argument(help="status | drop | restart | restart-daily | linger | outage | "
+                                                "restore | delay | drop-replies | duplicate-exec | correct | "
+                                                "reject-next | refuse-short | step | clear")],
     args: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE arguments, e.g. seconds=0.5, symbol=AAPL, "
                                                           "exec_id=... price=101.5, msg=11 count=1")] = None,
     port: Annotated[int, typer.Option("--port", help="The simulator's control port.")] = 4102,

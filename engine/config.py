@@ -34,6 +34,7 @@ from pydantic_settings import (
 
 from risk.checks import Limits
 from risk.triggers import DayBoundary, TriggerLimits
+from risk.windows import WEEKDAYS, Maintenance, MaintenanceWindow
 
 _Strict = ConfigDict(extra="forbid")
 NonNegDecimal = Annotated[Decimal, Field(ge=0)]
@@ -83,6 +84,16 @@ else:
         "null/false = off.")
 
 
+def _zone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (an IANA name such as America/New_York)") from None
+    return value
+
+
 class DayConfig(BaseModel):
     """The trading day that daily loss and drawdown are measured over (``[day]``).
 
@@ -98,13 +109,7 @@ class DayConfig(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (an IANA name such as America/New_York)") from None
-        return value
+        return _zone(value)
 
     @field_validator("rollover")
     @classmethod
@@ -119,6 +124,67 @@ class DayConfig(BaseModel):
 
         hour, minute = self.rollover.split(":")
         return DayBoundary(ZoneInfo(self.timezone), time(int(hour), int(minute)))
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+ALL_DAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class MaintenanceWindowConfig(BaseModel):
+    """One ``[[maintenance.windows]]`` entry: ``start`` (HH:MM) local to ``timezone`` on each of ``days``."""
+
+    model_config = _Strict
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    start: str
+    minutes: Annotated[float, Field(gt=0, le=7 * 24 * 60)]
+    timezone: str = "America/New_York"
+    days: Annotated[list[Weekday], Field(min_length=1)] = Field(default_factory=lambda: list(ALL_DAYS))
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return _zone(value)
+
+    @field_validator("start")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        m = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", value.strip())
+        if m is None:
+            raise ValueError(f"start must be HH:MM on a 24-hour clock, not {value!r}")
+        return m.group(0)
+
+    def window(self) -> MaintenanceWindow:
+        from zoneinfo import ZoneInfo
+
+        hour, minute = self.start.split(":")
+        return MaintenanceWindow(self.name, time(int(hour), int(minute)), self.minutes, ZoneInfo(self.timezone),
+                                 frozenset(WEEKDAYS.index(d) for d in self.days))
+
+
+def _ib_windows() -> list[MaintenanceWindowConfig]:
+    """IB's published North American reset schedule (risk/windows.py says where it comes from)."""
+    return [
+        MaintenanceWindowConfig(name="ib-daily-reset", start="00:15", minutes=90,
+                                days=["sun", "mon", "tue", "wed", "thu", "fri"]),
+        MaintenanceWindowConfig(name="ib-weekend-maintenance", start="23:00", minutes=240, days=["fri"]),
+    ]
+
+
+class MaintenanceConfig(BaseModel):
+    """``[maintenance]``: when a broker disconnect is expected (IB's resets, the gateway's own restart).
+
+    Inside a window a disconnect does not trip until the window ends (then ``triggers.disconnect_timeout_s``
+    later); new signals meanwhile are held until the link is back and resynced (``signals = "hold"``: an
+    inbox line stays in the inbox, a file waits) or refused with ``maintenance_window`` (``"reject"``).
+    Setting ``windows`` replaces the defaults (IB North America): add the gateway's AutoRestartTime there.
+    """
+
+    model_config = _Strict
+    windows: list[MaintenanceWindowConfig] = Field(default_factory=_ib_windows)
+    signals: Literal["hold", "reject"] = "hold"
+
+    def schedule(self) -> Maintenance:
+        return Maintenance.of(w.window() for w in self.windows)
 
 
 class KillSwitchConfig(BaseModel):
@@ -288,6 +354,7 @@ class Settings(BaseSettings):
     http: HttpConfig = Field(default_factory=HttpConfig)
     signal_time: SignalTimeConfig = Field(default_factory=SignalTimeConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
 
     @classmethod
     def settings_customise_sources(

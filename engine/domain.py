@@ -82,6 +82,7 @@ class RejectCode(StrEnum):
     KILLSWITCH = "killswitch"
     # the pre-trade checks
     BROKER_DISCONNECTED = "broker_disconnected"
+    MAINTENANCE_WINDOW = "maintenance_window"  # the link is down in a maintenance window (risk/windows.py)
     NOT_TRADABLE = "not_tradable"
     BAD_QUANTITY = "bad_quantity"
     LOT_SIZE = "lot_size"

@@ -424,7 +424,15 @@ class Engine:
             own_ask,
             self.broker_connected,
             self.broker.available_funds(),
+            self._expected_outage(),
         )
+
+    def _expected_outage(self) -> str | None:
+        """The maintenance window the broker link went down in, while it is down (None otherwise)."""
+        if self.broker_connected:
+            return None
+        window = self.trips.expected_outage()
+        return None if window is None else window[0].name
 
     def _cancel_opposing(self, symbol: str, side: Side, signal_id: str) -> int:
         """A new target supersedes working orders that trade the other way: cancel them (never cross them)."""

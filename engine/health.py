@@ -82,8 +82,13 @@ def readiness(
     else:
         since = engine.trips.disconnected_since
         down = f" for {(now - since).total_seconds():.0f}s" if since is not None else ""
-        conditions["broker"] = _c(False, f"{engine.broker.name} disconnected{down} (gateway restart, network, or a "
-                                         f"login/2FA waiting)")
+        window = engine.trips.expected_outage()
+        if window is not None:  # expected: not ready, but nobody needs waking (the alert watch says the same)
+            conditions["broker"] = _c(False, f"{engine.broker.name} disconnected{down}, expected: maintenance "
+                                             f"window {window[0].name} until {window[1].isoformat()}")
+        else:
+            conditions["broker"] = _c(False, f"{engine.broker.name} disconnected{down} (gateway restart, network, "
+                                             f"or a login/2FA waiting)")
 
     # market data
     limit = max_quote_age_s

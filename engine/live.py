@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TextIO
 
 import structlog
@@ -32,6 +32,7 @@ from repositories.repos import Repositories
 log = structlog.get_logger("tradectl.live")
 
 IB_PORTS = {("gateway", False): 4002, ("gateway", True): 4001, ("tws", False): 7497, ("tws", True): 7496}
+HOLD_POLL_S = 0.05  # how often a held signal looks whether the link is back
 
 
 class AccountRefused(Exception):
@@ -139,6 +140,7 @@ class IbkrSession(Session):
 
     # -- venue hooks -----------------------------------------------------------------------------------
     async def _before_signal(self, signal: Signal) -> None:
+        await self._hold_through_maintenance(signal)
         await self._subscribe(signal.symbol)
         if self.before_signal is not None:
             await self.before_signal(signal)
@@ -146,6 +148,22 @@ class IbkrSession(Session):
             await self.broker.sync()
         if self.pace:
             await self._pace(signal)
+
+    async def _hold_through_maintenance(self, signal: Signal) -> None:
+        """``[maintenance] signals = "hold"``: while the link is down in a maintenance window, wait until it is
+        back and resynced (the signal is then judged as usual), the window has ended and the disconnect
+        trigger's timeout passed (the trip refuses it), or the session stops."""
+        engine = self.engine
+        window = None if engine.broker_connected else engine.trips.expected_outage()
+        if window is None or self.settings.maintenance.signals != "hold":
+            return
+        timeout = engine.trips.limits.disconnect_timeout_s or 0.0
+        until = window[1] + timedelta(seconds=timeout)
+        stop = getattr(self, "_stop", None)
+        log.warning("signal.held", signal_id=signal.id, window=window[0].name, until=until.isoformat())
+        while not engine.broker_connected and engine.clock() < until and not (stop is not None and stop.is_set()):
+            await asyncio.sleep(HOLD_POLL_S)
+        log.info("signal.released", signal_id=signal.id, broker_connected=engine.broker_connected)
 
     async def _after_signal(self, signal: Signal) -> None:
         if self.lockstep:  # every fill the signal caused is booked before the next line is read

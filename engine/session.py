@@ -157,7 +157,7 @@ class Session(ABC):
         self.recorder = Recorder(self.db, self.session_id, self.account, s.flush_rows, clock).attach(self.bus)
         self.recorder.on_defects = self._on_row_defects
         self.signal_lookup = SignalLookup(self.db)
-        trips = TripWires(trigger_limits(s), s.day.boundary())
+        trips = TripWires(trigger_limits(s), s.day.boundary(), s.maintenance.schedule())
         trips.restore({date.fromisoformat(day): DayMarks(start, peak)
                        for day, (start, peak) in self.repos.accounts.trading_days().items()})
         self.engine = Engine(

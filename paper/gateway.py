@@ -26,7 +26,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import time as dt_time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -79,12 +80,15 @@ class Faults:
     # orderRefs whose next execution is filled but never reported live (execDetails and its commission report
     # lost in flight; positions and order status still go out); "*" means the next execution of any order
     drop_exec: set[str] = field(default_factory=set)
+    # after a session ends (a drop, a restart) its client id is refused with 326 for this long: IB has not
+    # noticed yet that the old connection is gone, as after a real gateway restart
+    client_id_linger_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {"reply_delay_s": self.reply_delay_s, "drop_replies": dict(self.drop_replies),
                 "duplicate_next_execution": self.duplicate_next_execution, "reject_next": self.reject_next,
                 "refuse_short": sorted(self.refuse_short), "connectivity_lost": self.connectivity_lost,
-                "drop_exec": sorted(self.drop_exec)}
+                "drop_exec": sorted(self.drop_exec), "client_id_linger_s": self.client_id_linger_s}
 
 
 class _Client:
@@ -200,6 +204,9 @@ class GatewaySim:
         self.executions: list[WireExecution] = []
         self._corrections: dict[str, int] = {}  # exec id prefix -> last correction number
         self._clients: dict[int, _Client] = {}
+        self._ended_at: dict[int, float] = {}  # client id -> when its last session ended (monotonic)
+        self.refused_in_use = 0  # connections refused with 326 (client id in use)
+        self._daily: asyncio.Task[None] | None = None  # the scheduled daily restart
         self._server: asyncio.Server | None = None
         self._control: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -220,6 +227,9 @@ class GatewaySim:
                  control_port=self.control_port)
 
     async def stop(self) -> None:
+        if self._daily is not None:
+            self._daily.cancel()
+            self._daily = None
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -245,12 +255,30 @@ class GatewaySim:
         await asyncio.sleep(down_s)
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
 
+    async def restart_daily(self, at: dt_time, tz: tzinfo, down_s: float) -> None:
+        """Restart every day at ``at`` in ``tz`` (wall clock), down ``down_s``: IB Gateway's auto-restart."""
+        while True:
+            now = datetime.now(tz)
+            due = datetime.combine(now.date(), at, tzinfo=tz)
+            if due <= now:
+                due += timedelta(days=1)
+            log.info("gateway.restart_scheduled", at=due.isoformat(), down_s=down_s)
+            await asyncio.sleep((due - now).total_seconds())
+            await self.restart(down_s)
+
+    def schedule_restart(self, at: dt_time, tz: tzinfo, down_s: float) -> None:
+        """Start (or replace) the daily restart."""
+        if self._daily is not None:
+            self._daily.cancel()
+        self._daily = asyncio.get_running_loop().create_task(self.restart_daily(at, tz, down_s))
+
     # -- fault controls ------------------------------------------------------------------------------
     def drop_connections(self) -> int:
         """Fault: every API socket drops (the gateway's state stays). Returns how many were open."""
         clients = list(self._clients.values())
         for c in clients:
             c.close()
+            self._ended(c.client_id)
         self._clients.clear()
         if clients:
             log.warning("gateway.connections_dropped", clients=len(clients))
@@ -370,6 +398,7 @@ class GatewaySim:
         finally:
             if client is not None and client.client_id is not None and self._clients.get(client.client_id) is client:
                 del self._clients[client.client_id]
+                self._ended(client.client_id)
                 log.info("gateway.client_disconnected", client_id=client.client_id)
             writer.close()
 
@@ -457,8 +486,17 @@ class GatewaySim:
             c.send([wire.ACCOUNT_SUMMARY, 1, f[2], self.account, key, value, "USD"])
         c.send([wire.ACCOUNT_SUMMARY_END, 1, f[2]])
 
+    def _ended(self, client_id: int | None) -> None:
+        if client_id is not None:
+            self._ended_at[client_id] = time.monotonic()
+
+    def _lingering(self, client_id: int) -> bool:
+        ended = self._ended_at.get(client_id)
+        return ended is not None and time.monotonic() - ended < self.faults.client_id_linger_s
+
     def _start_api(self, c: _Client, client_id: int) -> None:
-        if client_id in self._clients:
+        if client_id in self._clients or self._lingering(client_id):
+            self.refused_in_use += 1
             c.error(-1, 326, "Unable to connect as the client id is already in use. "
                                        "Retry with a unique client id.")
             c.close()
@@ -823,6 +861,15 @@ class GatewaySim:
         if cmd == "step":
             q = self.step(str(args["symbol"]).upper())
             return {"ok": True, "bid": str(q.bid), "ask": str(q.ask), "last": str(q.last)}
+        if cmd == "linger":
+            f.client_id_linger_s = float(args["seconds"])
+            return {"ok": True}
+        if cmd == "restart-daily":
+            from zoneinfo import ZoneInfo
+
+            at = dt_time.fromisoformat(str(args["at"]))
+            self.schedule_restart(at, ZoneInfo(str(args.get("tz", "UTC"))), float(args.get("down_s", 60.0)))
+            return {"ok": True, "at": at.isoformat(), "tz": str(args.get("tz", "UTC"))}
         if cmd == "clear":
             self.faults = Faults()
             return {"ok": True}

@@ -121,6 +121,7 @@ class CheckContext:
     own_best_ask: Decimal | None = None  # our most aggressive resting sell (MKT = 0)
     broker_connected: bool = True
     available_funds: Decimal | None = None  # what the broker says the account may still commit (IB), if it says
+    expected_outage: str | None = None  # the link is down in this maintenance window (risk/windows.py)
 
     @property
     def reference_price(self) -> Decimal | None:
@@ -224,9 +225,12 @@ def check_price_collar(intent: OrderIntent, ctx: CheckContext) -> Reject | None:
 
 
 def check_connectivity(intent: OrderIntent, ctx: CheckContext) -> Reject | None:
-    if not ctx.broker_connected:
-        return Reject(RejectCode.BROKER_DISCONNECTED, "the broker connection is down: no new orders until it returns")
-    return None
+    if ctx.broker_connected:
+        return None
+    if ctx.expected_outage is not None:
+        return Reject(RejectCode.MAINTENANCE_WINDOW, f"the broker link is down in the maintenance window "
+                                                     f"{ctx.expected_outage}: no new orders until it returns")
+    return Reject(RejectCode.BROKER_DISCONNECTED, "the broker connection is down: no new orders until it returns")
 
 
 def _projected_symbol_exposure(intent: OrderIntent, ctx: CheckContext) -> tuple[Decimal, Decimal]:

@@ -25,6 +25,7 @@ from decimal import Decimal
 from engine.domain import ZERO, KillState
 from risk.checks import Amount, Count, Seconds
 from risk.killswitch import GLOBAL, strategy_scope, symbol_scope
+from risk.windows import Maintenance, MaintenanceWindow
 
 DAILY_LOSS = "daily_loss"
 DRAWDOWN = "drawdown"
@@ -114,9 +115,11 @@ class _Burst:
 
 
 class TripWires:
-    def __init__(self, limits: TriggerLimits | None = None, boundary: DayBoundary | None = None) -> None:
+    def __init__(self, limits: TriggerLimits | None = None, boundary: DayBoundary | None = None,
+                 maintenance: Maintenance | None = None) -> None:
         self.limits = limits or TriggerLimits()
         self.boundary = boundary or DayBoundary()
+        self.maintenance = maintenance or Maintenance()
         self._latched: set[tuple[str, str]] = set()
         self.day: date | None = None
         self._day_begins = self._day_ends = datetime.min.replace(tzinfo=UTC)  # the current day's span
@@ -226,16 +229,32 @@ class TripWires:
         elif self.disconnected_since is None:
             self.disconnected_since = now
 
+    def expected_outage(self) -> tuple[MaintenanceWindow, datetime] | None:
+        """The maintenance window the current disconnect began in, with its end; None when it began outside
+        one (or the link is up)."""
+        since = self.disconnected_since
+        return None if since is None else self.maintenance.covering(since)
+
     def check_disconnect(self, now: datetime) -> Trip | None:
+        """Trip when the link has been down ``disconnect_timeout_s``; a disconnect that began inside a
+        maintenance window is expected until the window ends, and trips that timeout after its end."""
         since = self.disconnected_since
         timeout = self.limits.disconnect_timeout_s
         if since is None or timeout is None:
             return None
         down = (now - since).total_seconds()
-        if down < timeout:
+        window = self.expected_outage()
+        if window is None:
+            if down < timeout:
+                return None
+            return self._fire(DISCONNECT, GLOBAL, KillState.HALTED,
+                              f"broker disconnected for {down:.1f}s (timeout {timeout}s)")
+        name, ends = window[0].name, window[1]
+        if (now - ends).total_seconds() < timeout:
             return None
         return self._fire(DISCONNECT, GLOBAL, KillState.HALTED,
-                          f"broker disconnected for {down:.1f}s (timeout {timeout}s)")
+                          f"broker disconnected for {down:.1f}s: it began in the maintenance window {name}, "
+                          f"which ended at {ends.isoformat()}, and outlived it by {timeout}s")
 
     # -- books that disagree -----------------------------------------------------------------------
     def on_unknown_fill(self, symbol: str, exec_id: str, client_order_id: str) -> Trip | None:

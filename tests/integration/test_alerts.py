@@ -211,6 +211,37 @@ def test_the_watch_alerts_a_disconnect_past_its_allowance_once_and_then_the_reco
     a.close()
 
 
+def test_a_disconnect_inside_a_maintenance_window_is_alerted_only_once_it_outlives_the_window() -> None:
+    from datetime import timedelta
+
+    from risk.triggers import TripWires
+    from risk.windows import Maintenance, MaintenanceWindow
+
+    sent: list[str] = []
+    now = [0.0]
+    a = Alerts(AlertsConfig(disconnect_after_s=30, login_after_s=600), sender=collect(sent))
+    session = fake_session()
+    window_end = T0 + timedelta(minutes=10)
+    session.engine.trips = TripWires(maintenance=Maintenance((MaintenanceWindow("reset", T0.time(), 10, UTC),)))
+    wall = [T0 + timedelta(minutes=1)]
+    session.engine.clock = lambda: wall[0]
+    watch = AlertWatch(a, session, monotonic=lambda: now[0])
+    session.engine.broker_connected = False
+    session.engine.trips.on_connection(wall[0], connected=False)
+    for step in range(9):  # eight minutes down inside the window: quiet
+        now[0], wall[0] = 60.0 * step, T0 + timedelta(minutes=1 + step)
+        watch.check()
+    now[0], wall[0] = 600.0, window_end + timedelta(seconds=1)
+    watch.check()  # the window ended a second ago: the 30 s allowance runs from its end
+    now[0] = 628.0
+    watch.check()
+    assert a.drain() and sent == []
+    now[0] = 631.0
+    watch.check()
+    assert a.drain() and sent == ["[tradectl] broker disconnected"]
+    a.close()
+
+
 def test_the_watch_says_a_login_is_needed_when_the_gateway_stays_away() -> None:
     sent: list[str] = []
     now = [0.0]
