@@ -68,6 +68,8 @@ class ErrorKind(StrEnum):
     CLIENT_ID_IN_USE = "client_id_in_use"  # 326: the previous connection is not gone yet; retry
     NOT_CONNECTED = "not_connected"  # 502, 504
     FARM_NOTICE = "farm_notice"  # 2103-2108, 2110, 2157, 2158: data farm / server link notices
+    COMPETING_SESSION = "competing_session"  # 10197: no market data while another live session is logged in
+    DATA_REQUEST_LOST = "data_request_lost"  # 10182: a live data request failed as the link dropped: request again
     INFORMATIONAL = "informational"  # anything else in 2100-2199
 
 
@@ -88,9 +90,48 @@ ERRORS: dict[int, ErrorKind] = {
     1102: ErrorKind.LINK_RESTORED,
     10147: ErrorKind.ORDER_REJECTED,  # order id to cancel not found
     10148: ErrorKind.CANCEL_REFUSED,
+    10182: ErrorKind.DATA_REQUEST_LOST,
+    10197: ErrorKind.COMPETING_SESSION,
 }
 for _code in (2103, 2104, 2105, 2106, 2107, 2108, 2110, 2157, 2158):
     ERRORS[_code] = ErrorKind.FARM_NOTICE
+
+
+class GatewayCondition(StrEnum):
+    """What IB Gateway reports about its own links, each one a named condition in ``/readyz`` and metrics."""
+
+    IB_SERVERS = "ib_servers"  # the gateway's link to IB (1100 lost, 1101 / 1102 restored, 2110 broken)
+    MARKET_DATA_FARM = "market_data_farm"  # 2103 broken, 2104 / 2108 fine
+    HISTORICAL_DATA_FARM = "historical_data_farm"  # 2105 broken, 2106 / 2107 fine
+    SECDEF_FARM = "secdef_farm"  # 2157 broken, 2158 fine (contract details for new symbols)
+    MARKET_DATA_SESSION = "market_data_session"  # 10197: another live session (a phone, a TWS) has the data
+
+    @property
+    def needed_to_trade(self) -> bool:
+        return self in NEEDED_TO_TRADE
+
+
+NEEDED_TO_TRADE = frozenset({GatewayCondition.IB_SERVERS, GatewayCondition.MARKET_DATA_FARM,
+                             GatewayCondition.MARKET_DATA_SESSION})
+
+# code -> (the condition it reports, whether that condition is now fine)
+GATEWAY_NOTICES: dict[int, tuple[GatewayCondition, bool]] = {
+    1100: (GatewayCondition.IB_SERVERS, False),
+    1101: (GatewayCondition.IB_SERVERS, True),
+    1102: (GatewayCondition.IB_SERVERS, True),
+    2110: (GatewayCondition.IB_SERVERS, False),
+    2103: (GatewayCondition.MARKET_DATA_FARM, False),
+    2104: (GatewayCondition.MARKET_DATA_FARM, True),
+    2108: (GatewayCondition.MARKET_DATA_FARM, True),
+    2105: (GatewayCondition.HISTORICAL_DATA_FARM, False),
+    2106: (GatewayCondition.HISTORICAL_DATA_FARM, True),
+    2107: (GatewayCondition.HISTORICAL_DATA_FARM, True),
+    2157: (GatewayCondition.SECDEF_FARM, False),
+    2158: (GatewayCondition.SECDEF_FARM, True),
+    10197: (GatewayCondition.MARKET_DATA_SESSION, False),
+}
+# Market data that flows again (the farm is back, the link restored) ends a competing session's hold on it.
+DATA_RESUMED = frozenset({1101, 1102, 2104})
 
 
 def error_kind(code: int) -> ErrorKind | None:

@@ -36,7 +36,16 @@ from ib_async import Fill as IBFill
 from ib_async import Order as IBOrder
 
 from broker.base import BrokerListener, BrokerOrder, BrokerPosition, BrokerSnapshot, OrderUpdate
-from broker.ib_codes import ErrorKind, IbStatus, error_kind, ib_status, order_outcome
+from broker.ib_codes import (
+    DATA_RESUMED,
+    GATEWAY_NOTICES,
+    ErrorKind,
+    GatewayCondition,
+    IbStatus,
+    error_kind,
+    ib_status,
+    order_outcome,
+)
 from engine.domain import Fill, Order, OrderStatus, OrderType, Quote, Side
 
 log = structlog.get_logger("tradectl.ibkr")
@@ -67,6 +76,11 @@ def dec(x: float | Decimal | None) -> Decimal:
 def is_paper_account(account: str) -> bool:
     """IB paper accounts start with DU (individual) or DF (advisor paper)."""
     return account.upper().startswith(("DU", "DF"))
+
+
+def fresh_gateway_conditions() -> dict[GatewayCondition, tuple[bool, str]]:
+    """Every condition fine until the gateway says otherwise (a new API session starts clean)."""
+    return {c: (True, "no notice from the gateway since connecting") for c in GatewayCondition}
 
 
 class IbkrBroker:
@@ -100,6 +114,7 @@ class IbkrBroker:
         self._listener: BrokerListener | None = None
         self._contracts: dict[str, Contract] = {}
         self._tickers: dict[str, Ticker] = {}
+        self.gateway: dict[GatewayCondition, tuple[bool, str]] = fresh_gateway_conditions()
         self._quotes: dict[str, Quote] = {}
         self._trades: dict[str, Trade] = {}  # client order id -> the live ib_async Trade
         self._final: dict[str, OrderStatus] = {}  # client order ids we reported final (bounded)
@@ -132,6 +147,7 @@ class IbkrBroker:
 
     async def connect(self) -> list[str]:
         """Connect and wait until the gateway's startup replies are in. Returns the managed accounts."""
+        self.gateway = fresh_gateway_conditions()  # a new API session: its startup notices say the rest
         try:
             await self.ib.connectAsync(self.host, self.port, clientId=self.client_id,
                                        timeout=self.connect_timeout_s, account=self.account)
@@ -444,19 +460,41 @@ class IbkrBroker:
                 hook(code)
             except Exception:  # a metric must never change how an error is handled
                 log.exception("broker.error_hook_failed", code=code)
+        notice = GATEWAY_NOTICES.get(code)
+        if notice is not None:
+            self._gateway_says(code, notice[0], notice[1], message)
+        if code in DATA_RESUMED and not self.gateway[GatewayCondition.MARKET_DATA_SESSION][0]:
+            self._gateway_says(code, GatewayCondition.MARKET_DATA_SESSION, True, message)
         kind = error_kind(code)
+        if kind is ErrorKind.COMPETING_SESSION:
+            log.error("broker.competing_session", code=code, message=message,
+                      detail="another live session (IBKR Mobile, a TWS) holds the market data: no quotes here")
+        elif kind is ErrorKind.DATA_REQUEST_LOST:
+            self._resubscribe()
         if kind is ErrorKind.LINK_LOST:
             self._link(False, f"IB {code}: {message}")
         elif kind in (ErrorKind.LINK_RESTORED, ErrorKind.LINK_RESTORED_DATA_LOST):
             self._link(True, f"IB {code}: {message}")
             if kind is ErrorKind.LINK_RESTORED_DATA_LOST:  # the market data subscriptions must be made again
-                for symbol in list(self._tickers):
-                    self.ib.cancelMktData(self._contracts[symbol])
-                    self._tickers[symbol] = self.ib.reqMktData(self._contracts[symbol], "", False, False)
+                self._resubscribe()
         elif kind is ErrorKind.PACING:
             log.error("broker.pacing_violation", message=message)
         elif kind in (ErrorKind.FARM_NOTICE, ErrorKind.INFORMATIONAL):
             log.debug("broker.notice", code=code, message=message)
+
+    def _resubscribe(self) -> None:
+        """Request every symbol's market data again (1101, 10182: the old subscriptions are gone)."""
+        for symbol in list(self._tickers):
+            self.ib.cancelMktData(self._contracts[symbol])
+            self._tickers[symbol] = self.ib.reqMktData(self._contracts[symbol], "", False, False)
+        log.warning("broker.resubscribed", symbols=len(self._tickers))
+
+    def _gateway_says(self, code: int, condition: GatewayCondition, ok: bool, message: str) -> None:
+        was = self.gateway[condition][0]
+        self.gateway[condition] = (ok, f"IB {code}: {message}")
+        if was != ok:
+            (log.info if ok else log.warning)("broker.gateway_condition", condition=condition.value, ok=ok,
+                                              code=code, message=message)
 
     def _on_tickers(self, tickers: set[Ticker]) -> None:
         now = self.clock()

@@ -306,6 +306,7 @@ class AlertEventsConfig(BaseModel):
     database_outage: AlertMode = "on"  # writes failing (no new orders until they succeed)
     blocked: AlertMode = "on"  # the engine refuses new orders for a reason outside the kill switches
     login_needed: AlertMode = "on"  # the gateway unreachable past login_after_s: a login or 2FA is waiting
+    gateway: AlertMode = "on"  # IB Gateway reports a link it needs to trade down (10197 competing session, ...)
     daily_digest: AlertMode = "silent"  # P&L, fills, rejects and equity once a day
 
 

@@ -5,7 +5,11 @@ Readiness is computed from the objects' state only (no database or broker round 
 ``/readyz`` costs microseconds on the engine's loop:
 
 - ``broker``: the engine's link to the broker is up (IB Gateway accepts API sessions only while it is
-  logged in; a drop, a restart or a pending 2FA shows as a disconnection).
+  logged in; a drop, a restart or a pending 2FA shows as a disconnection; inside a maintenance window
+  the detail says it is expected).
+- ``gateway`` (IB Gateway): what the gateway says of its own links, each named (broker/ib_codes.py
+  ``GatewayCondition``): IB's servers (1100 / 2110), the market data farm (2103), a competing live
+  session holding the market data (10197).
 - ``market_data``: every watched symbol (held, working, subscribed) has a quote younger than the limit.
 - ``database``: the recorder's writes succeed and the kill switches can be read.
 - ``engine_lock``: this engine holds the account's lock (``session.lock_held`` when the session provides
@@ -89,6 +93,13 @@ def readiness(
         else:
             conditions["broker"] = _c(False, f"{engine.broker.name} disconnected{down} (gateway restart, network, "
                                              f"or a login/2FA waiting)")
+
+    # the gateway's own links (IB Gateway only): a competing session, a broken farm, IB's servers unreachable
+    gateway = getattr(engine.broker, "gateway", None)
+    if broker_up and gateway:
+        bad = {c: detail for c, (ok, detail) in gateway.items() if not ok and c.needed_to_trade}
+        worse = "; ".join(f"{c.value}: {detail}" for c, detail in sorted(bad.items()))
+        conditions["gateway"] = _c(not bad, worse or "IB servers, market data farm and market data session fine")
 
     # market data
     limit = max_quote_age_s

@@ -342,6 +342,14 @@ class _StateCollector(Collector):
                 ks.add_metric([scope], states[scope].severity)
         yield ks
         yield _gauge("broker_connected", "1 while the broker link is up", 1.0 if engine.broker_connected else 0.0)
+        gateway = getattr(engine.broker, "gateway", None)
+        if gateway:
+            gw = GaugeMetricFamily(f"{PREFIX}_gateway_condition",
+                                   "1 while IB Gateway reports this link fine (ib_codes.GatewayCondition)",
+                                   labels=["condition"])
+            for condition, (ok, _) in sorted(gateway.items()):
+                gw.add_metric([condition.value], 1.0 if ok else 0.0)
+            yield gw
         blocked = engine.blocked
         yield _gauge("engine_blocked", "1 while the engine refuses new orders for a reason outside the kill switches",
                      1.0 if blocked is not None else 0.0)

@@ -83,12 +83,14 @@ class Faults:
     # after a session ends (a drop, a restart) its client id is refused with 326 for this long: IB has not
     # noticed yet that the old connection is gone, as after a real gateway restart
     client_id_linger_s: float = 0.0
+    competing_session: bool = False  # 10197: another live session holds the market data; no quotes go out
 
     def to_json(self) -> dict[str, Any]:
         return {"reply_delay_s": self.reply_delay_s, "drop_replies": dict(self.drop_replies),
                 "duplicate_next_execution": self.duplicate_next_execution, "reject_next": self.reject_next,
                 "refuse_short": sorted(self.refuse_short), "connectivity_lost": self.connectivity_lost,
-                "drop_exec": sorted(self.drop_exec), "client_id_linger_s": self.client_id_linger_s}
+                "drop_exec": sorted(self.drop_exec), "client_id_linger_s": self.client_id_linger_s,
+                "competing_session": self.competing_session}
 
 
 class _Client:
@@ -284,6 +286,15 @@ class GatewaySim:
             log.warning("gateway.connections_dropped", clients=len(clients))
         return len(clients)
 
+    def compete(self, on: bool = True) -> None:
+        """Fault: a competing live session (IBKR Mobile, another TWS) takes the market data (10197), or gives it
+        back (2104)."""
+        self.faults.competing_session = on
+        if on:
+            self._broadcast(10197, "No market data during competing live session")
+        else:
+            self._broadcast(2104, "Market data farm connection is OK:usfarm")
+
     def lose_connectivity(self) -> None:
         """Fault: IB's servers become unreachable (1100); sockets stay up, nothing trades or reports."""
         self.faults.connectivity_lost = True
@@ -336,6 +347,8 @@ class GatewaySim:
         if self.faults.connectivity_lost:
             self.matching.quotes[quote.symbol] = quote
         for c in self._clients.values():
+            if self.faults.competing_session:
+                break
             for req_id, symbol in c.market.items():
                 if symbol == quote.symbol:
                     self._send_quote(c, req_id, quote)
@@ -861,6 +874,9 @@ class GatewaySim:
         if cmd == "step":
             q = self.step(str(args["symbol"]).upper())
             return {"ok": True, "bid": str(q.bid), "ask": str(q.ask), "last": str(q.last)}
+        if cmd == "compete":
+            self.compete(str(args.get("on", "1")).lower() in ("1", "true", "yes"))
+            return {"ok": True}
         if cmd == "linger":
             f.client_id_linger_s = float(args["seconds"])
             return {"ok": True}
