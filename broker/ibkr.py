@@ -29,6 +29,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from typing import cast
 
 import structlog
 from ib_async import IB, AccountValue, Contract, Stock, Ticker, Trade
@@ -78,6 +79,12 @@ def is_paper_account(account: str) -> bool:
     return account.upper().startswith(("DU", "DF"))
 
 
+# A new order (no permId yet) refused for its id: 103 duplicate, or 104 when the id is a filled order's (IB reads
+# the reused id as a modify of it). Nothing reached IB: sent again with a fresh id, the same orderRef.
+ID_IN_USE = frozenset({103, 104})
+DUPLICATE_ID_RETRIES = 3
+
+
 def fresh_gateway_conditions() -> dict[GatewayCondition, tuple[bool, str]]:
     """Every condition fine until the gateway says otherwise (a new API session starts clean)."""
     return {c: (True, "no notice from the gateway since connecting") for c in GatewayCondition}
@@ -115,6 +122,8 @@ class IbkrBroker:
         self._contracts: dict[str, Contract] = {}
         self._tickers: dict[str, Ticker] = {}
         self.gateway: dict[GatewayCondition, tuple[bool, str]] = fresh_gateway_conditions()
+        self._max_order_id = 0  # the highest order id this client has used or been shown
+        self._id_retries: dict[str, int] = {}  # orderRef -> fresh-id retries after a 103
         self._quotes: dict[str, Quote] = {}
         self._trades: dict[str, Trade] = {}  # client order id -> the live ib_async Trade
         self._final: dict[str, OrderStatus] = {}  # client order ids we reported final (bounded)
@@ -156,6 +165,7 @@ class IbkrBroker:
             raise IbkrError(f"cannot connect to IB at {self.host}:{self.port} as client {self.client_id}: "
                             f"{err or type(err).__name__}") from None
         self.connected = True
+        self._seen_id(max((t.order.orderId for t in self.ib.trades()), default=0))
         log.info("broker.connected", host=self.host, port=self.port, client_id=self.client_id,
                  accounts=self.ib.managedAccounts(), server_version=self.ib.client.serverVersion())
         return self.ib.managedAccounts()
@@ -319,7 +329,34 @@ class IbkrBroker:
             return
         trade = self.ib.placeOrder(contract, ib_order)
         self._trades[coid] = trade
+        self._seen_id(trade.order.orderId)
         log.debug("order.submitted", client_order_id=coid, order_id=trade.order.orderId)
+
+    def raise_id_floor(self, order_id: int) -> None:
+        """Order ids from now on above ``order_id`` (the highest our database knows, read at start)."""
+        self._seen_id(order_id)
+
+    def _seen_id(self, order_id: int) -> None:
+        """Order ids only go up: never below one IB has seen from this client (nextValidId can roll back)."""
+        if order_id > self._max_order_id:
+            self._max_order_id = order_id
+        update_req_id = cast(Callable[[int], None], self.ib.client.updateReqId)  # ib_async leaves it untyped
+        update_req_id(self._max_order_id + 1)
+
+    def _retry_with_fresh_id(self, coid: str, trade: Trade) -> bool:
+        """IB refused a new order's id (103, 104): send the same order, same orderRef, with a fresh id above it.
+        Nothing of it reached IB, so this is no blind re-send; at most DUPLICATE_ID_RETRIES times."""
+        tries = self._id_retries.get(coid, 0)
+        if tries >= DUPLICATE_ID_RETRIES or not self.connected or trade.orderStatus.filled:
+            return False
+        self._id_retries[coid] = tries + 1
+        self._seen_id(trade.order.orderId)
+        old = trade.order
+        fresh = IBOrder(action=old.action, totalQuantity=old.totalQuantity, orderType=old.orderType, tif=old.tif,
+                        orderRef=old.orderRef, account=old.account, lmtPrice=old.lmtPrice, auxPrice=old.auxPrice)
+        log.warning("order.id_refused", client_order_id=coid, refused_id=old.orderId, retry=tries + 1)
+        self._paced(coid, lambda: self._place(coid, trade.contract, fresh))
+        return True
 
     def _cancel_now(self, trade: Trade) -> None:
         if self.connected and not trade.isDone():
@@ -371,6 +408,9 @@ class IbkrBroker:
         if status is OrderStatus.SUBMITTED:
             self._update(coid, OrderStatus.SUBMITTED, None, *ids)
         elif status is OrderStatus.REJECTED:
+            if (trade.log and trade.log[-1].errorCode in ID_IN_USE and not trade.order.permId
+                    and self._retry_with_fresh_id(coid, trade)):
+                return
             self._update(coid, OrderStatus.REJECTED, self._last_error(trade) or "Inactive at IB", *ids)
         elif status is OrderStatus.CANCELLED:
             reason = self._cancel_reasons.pop(coid, None) or self._last_error(trade) or "cancelled at IB"

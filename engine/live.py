@@ -109,6 +109,7 @@ class IbkrSession(Session):
                 await self._subscribe(pos.symbol)
         for bp in self.broker.positions():
             await self._subscribe(bp.symbol)
+        self.broker.raise_id_floor(self.repos.orders.max_broker_order_id())  # nextValidId can roll back
         self._wire(broker=self.broker, clock=self.clock, positions=positions,
                    instruments=InstrumentBook(allow_unknown=True))
         # Live: an order is on disk with its signal (and the signal's inbox mark) before it reaches IB (a crash

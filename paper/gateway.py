@@ -84,13 +84,18 @@ class Faults:
     # noticed yet that the old connection is gone, as after a real gateway restart
     client_id_linger_s: float = 0.0
     competing_session: bool = False  # 10197: another live session holds the market data; no quotes go out
+    # the next API session is told a nextValidId this much lower than the ids already used (seen at IB after
+    # restarts: a client that trusts it reuses ids, and a reused id of a working order is a modify of it)
+    id_rollback: int = 0
+    duplicate_id_next: bool = False  # the next new order is refused with 103 (duplicate order id)
 
     def to_json(self) -> dict[str, Any]:
         return {"reply_delay_s": self.reply_delay_s, "drop_replies": dict(self.drop_replies),
                 "duplicate_next_execution": self.duplicate_next_execution, "reject_next": self.reject_next,
                 "refuse_short": sorted(self.refuse_short), "connectivity_lost": self.connectivity_lost,
                 "drop_exec": sorted(self.drop_exec), "client_id_linger_s": self.client_id_linger_s,
-                "competing_session": self.competing_session}
+                "competing_session": self.competing_session, "id_rollback": self.id_rollback,
+                "duplicate_id_next": self.duplicate_id_next}
 
 
 class _Client:
@@ -517,6 +522,9 @@ class GatewaySim:
         c.client_id = client_id
         self._clients[client_id] = c
         c.send([wire.MANAGED_ACCTS, 1, self.account])
+        if self.faults.id_rollback:
+            self.next_valid_id[client_id] = max(1, self._next_id(c) - self.faults.id_rollback)
+            self.faults.id_rollback = 0
         c.send([wire.NEXT_VALID_ID, 1, self._next_id(c)])
         for code, text in ((2104, "Market data farm connection is OK:usfarm"),
                            (2106, "HMDS data farm connection is OK:ushmds"),
@@ -545,7 +553,8 @@ class GatewaySim:
             c.error(order_id, 104, f"Can't modify a filled order. Order id {order_id} is "
                                              f"{self.done[key].status}.")
             return
-        if order_id < self._next_id(c) or key in self.done:
+        if order_id < self._next_id(c) or key in self.done or self.faults.duplicate_id_next:
+            self.faults.duplicate_id_next = False
             c.error(order_id, 103, "Duplicate order id")
             return
         self.next_valid_id[c.client_id] = order_id + 1
@@ -876,6 +885,12 @@ class GatewaySim:
             return {"ok": True, "bid": str(q.bid), "ask": str(q.ask), "last": str(q.last)}
         if cmd == "compete":
             self.compete(str(args.get("on", "1")).lower() in ("1", "true", "yes"))
+            return {"ok": True}
+        if cmd == "id-rollback":
+            f.id_rollback = int(args.get("by", 10))
+            return {"ok": True}
+        if cmd == "duplicate-id-next":
+            f.duplicate_id_next = True
             return {"ok": True}
         if cmd == "linger":
             f.client_id_linger_s = float(args["seconds"])

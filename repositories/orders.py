@@ -57,6 +57,12 @@ class OrderRepository:
         with reading(self.db) as conn:
             return [order_from_row(r) for r in conn.execute(stmt).mappings()]
 
+    def max_broker_order_id(self) -> int:
+        """The highest order id the broker has given any of our orders (0: none): IB's ids must stay above it,
+        whatever nextValidId says after a restart."""
+        with reading(self.db) as conn:
+            return int(conn.execute(select(func.max(OrderRow.broker_order_id))).scalar() or 0)
+
     def find(self, client_order_ids: Sequence[str]) -> list[Order]:
         """These orders, whatever their state (reconciliation books fills against them)."""
         found: list[Order] = []
