@@ -90,6 +90,10 @@ class Broker(Protocol):
         """The latest quote the broker has for ``symbol`` (the reference price for checks and sizing)."""
         ...
 
+    def quote_delayed(self, symbol: str) -> bool:
+        """True when ``symbol``'s quotes are delayed data (no live subscription at IB)."""
+        ...
+
     def positions(self) -> list[BrokerPosition]: ...
 
     def snapshot(self) -> BrokerSnapshot:

@@ -70,6 +70,8 @@ class ErrorKind(StrEnum):
     FARM_NOTICE = "farm_notice"  # 2103-2108, 2110, 2157, 2158: data farm / server link notices
     COMPETING_SESSION = "competing_session"  # 10197: no market data while another live session is logged in
     DATA_REQUEST_LOST = "data_request_lost"  # 10182: a live data request failed as the link dropped: request again
+    NO_LIVE_DATA = "no_live_data"  # 354, 10168: no live subscription (and delayed not enabled): no quotes
+    DELAYED_DATA = "delayed_data"  # 10167: no live subscription, delayed data instead (ibkr.market_data_type)
     INFORMATIONAL = "informational"  # anything else in 2100-2199
 
 
@@ -90,11 +92,19 @@ ERRORS: dict[int, ErrorKind] = {
     1102: ErrorKind.LINK_RESTORED,
     10147: ErrorKind.ORDER_REJECTED,  # order id to cancel not found
     10148: ErrorKind.CANCEL_REFUSED,
+    354: ErrorKind.NO_LIVE_DATA,
+    10167: ErrorKind.DELAYED_DATA,
+    10168: ErrorKind.NO_LIVE_DATA,
     10182: ErrorKind.DATA_REQUEST_LOST,
     10197: ErrorKind.COMPETING_SESSION,
 }
 for _code in (2103, 2104, 2105, 2106, 2107, 2108, 2110, 2157, 2158):
     ERRORS[_code] = ErrorKind.FARM_NOTICE
+
+
+# reqMarketDataType: what the engine asks for (ibkr.market_data_type); 3 and 4 are delayed data
+MARKET_DATA_TYPES = {"live": 1, "frozen": 2, "delayed": 3, "delayed_frozen": 4}
+DELAYED_TYPES = frozenset({3, 4})
 
 
 class GatewayCondition(StrEnum):

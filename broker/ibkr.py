@@ -39,7 +39,9 @@ from ib_async import Order as IBOrder
 from broker.base import BrokerListener, BrokerOrder, BrokerPosition, BrokerSnapshot, OrderUpdate
 from broker.ib_codes import (
     DATA_RESUMED,
+    DELAYED_TYPES,
     GATEWAY_NOTICES,
+    MARKET_DATA_TYPES,
     ErrorKind,
     GatewayCondition,
     IbStatus,
@@ -104,6 +106,7 @@ class IbkrBroker:
         pacing_per_s: int | None = 45,
         connect_timeout_s: float = 10.0,
         backoff_s: tuple[float, float] = (0.5, 30.0),
+        market_data_type: int = 1,
         ib: IB | None = None,
     ) -> None:
         self.host = host
@@ -114,6 +117,7 @@ class IbkrBroker:
         self.pacing_per_s = pacing_per_s
         self.connect_timeout_s = connect_timeout_s
         self.backoff_s = backoff_s
+        self.market_data_type = market_data_type  # reqMarketDataType (ib_codes.MARKET_DATA_TYPES)
         self.ib = ib or IB()
         self.ib.client.MaxRequests = pacing_per_s or 0  # ib_async's own throttle, for every message type
         self.connected = False
@@ -165,6 +169,8 @@ class IbkrBroker:
             raise IbkrError(f"cannot connect to IB at {self.host}:{self.port} as client {self.client_id}: "
                             f"{err or type(err).__name__}") from None
         self.connected = True
+        if self.market_data_type != MARKET_DATA_TYPES["live"]:  # before any reqMktData of this session
+            self.ib.reqMarketDataType(self.market_data_type)
         self._seen_id(max((t.order.orderId for t in self.ib.trades()), default=0))
         log.info("broker.connected", host=self.host, port=self.port, client_id=self.client_id,
                  accounts=self.ib.managedAccounts(), server_version=self.ib.client.serverVersion())
@@ -238,6 +244,10 @@ class IbkrBroker:
             return
         self._cancel_reasons[client_order_id] = reason
         self._paced(client_order_id, lambda: self._cancel_now(trade))
+
+    def quote_delayed(self, symbol: str) -> bool:
+        ticker = self._tickers.get(symbol)
+        return ticker is not None and ticker.marketDataType in DELAYED_TYPES
 
     def quote(self, symbol: str) -> Quote | None:
         return self._quotes.get(symbol)
@@ -511,6 +521,12 @@ class IbkrBroker:
                       detail="another live session (IBKR Mobile, a TWS) holds the market data: no quotes here")
         elif kind is ErrorKind.DATA_REQUEST_LOST:
             self._resubscribe()
+        elif kind is ErrorKind.NO_LIVE_DATA:
+            log.error("broker.no_live_data", code=code, message=message,
+                      detail="no live market data subscription for this request: subscribe at IB, or set "
+                             "ibkr.market_data_type = \"delayed\" to trade on delayed quotes")
+        elif kind is ErrorKind.DELAYED_DATA:
+            log.warning("broker.delayed_data", code=code, message=message)
         if kind is ErrorKind.LINK_LOST:
             self._link(False, f"IB {code}: {message}")
         elif kind in (ErrorKind.LINK_RESTORED, ErrorKind.LINK_RESTORED_DATA_LOST):

@@ -223,6 +223,9 @@ class IbkrConfig(BaseModel):
     # Units buffered at most between commits. Whatever it is, an order is committed with its signal before it
     # leaves, and the rest at the end of each turn of the loop (1: a commit per row, as before 2026-11-28).
     commit_every: PosInt = 1000
+    # without a live market data subscription: "delayed" (or "delayed_frozen") trades on IB's delayed quotes
+    # (risk.require_live_data refuses new orders on them); "live" asks for live data only (354 without it)
+    market_data_type: Literal["live", "frozen", "delayed", "delayed_frozen"] = "live"
 
 
 def is_loopback(host: str) -> bool:

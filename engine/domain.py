@@ -90,6 +90,7 @@ class RejectCode(StrEnum):
     MISSING_PRICE = "missing_price"
     NO_MARKET_DATA = "no_market_data"
     STALE_MARKET_DATA = "stale_market_data"
+    DELAYED_MARKET_DATA = "delayed_market_data"  # risk.require_live_data, and the quote is IB's delayed data
     MAX_ORDER_QTY = "max_order_qty"
     MAX_ORDER_NOTIONAL = "max_order_notional"
     PRICE_COLLAR = "price_collar"

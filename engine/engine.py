@@ -425,6 +425,7 @@ class Engine:
             self.broker_connected,
             self.broker.available_funds(),
             self._expected_outage(),
+            self.broker.quote_delayed(symbol),
         )
 
     def _expected_outage(self) -> str | None:

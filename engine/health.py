@@ -114,6 +114,9 @@ def readiness(
                                               f"younger than {limit}s: {shown}")
     else:
         conditions["market_data"] = _c(True, f"{len(ages)} watched symbol(s), every quote younger than {limit}s")
+    delayed = sorted(sym for sym in ages if engine.broker.quote_delayed(sym))
+    if delayed:  # ready (prices are marked from them) unless risk.require_live_data refuses orders on them
+        conditions["market_data"]["detail"] += f"; delayed data (no live subscription): {', '.join(delayed[:10])}"
 
     # database
     blocked = engine.blocked

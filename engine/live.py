@@ -19,6 +19,7 @@ from typing import TextIO
 
 import structlog
 
+from broker.ib_codes import MARKET_DATA_TYPES
 from broker.ibkr import IbkrBroker, is_paper_account
 from engine.clock import SignalTimes, SimClock, perf, wall_clock
 from engine.config import Settings
@@ -91,7 +92,8 @@ class IbkrSession(Session):
         self._t_connect = perf()
         ib = self.settings.ibkr
         self.broker = IbkrBroker(self.host, self.port, self.client_id, self.account, self.clock,
-                                 pacing_per_s=ib.pacing_per_s, connect_timeout_s=ib.connect_timeout_s)
+                                 pacing_per_s=ib.pacing_per_s, connect_timeout_s=ib.connect_timeout_s,
+                                 market_data_type=MARKET_DATA_TYPES[ib.market_data_type])
         managed = await self.broker.connect()
         try:
             check_account(managed, self.account, self.live, self.settings.account)

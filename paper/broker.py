@@ -84,6 +84,9 @@ class PaperBroker:
     def quote(self, symbol: str) -> Quote | None:
         return self.matching.quotes.get(symbol)
 
+    def quote_delayed(self, symbol: str) -> bool:
+        return False  # the simulated market is the market
+
     def positions(self) -> list[BrokerPosition]:
         return [
             BrokerPosition(p.symbol, p.quantity, p.avg_cost)

@@ -88,6 +88,9 @@ class Faults:
     # restarts: a client that trusts it reuses ids, and a reused id of a working order is a modify of it)
     id_rollback: int = 0
     duplicate_id_next: bool = False  # the next new order is refused with 103 (duplicate order id)
+    # the account has no live market data subscription: live requests get 354, delayed ones (reqMarketDataType
+    # 3 or 4) 10167 and delayed ticks
+    delayed_only: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"reply_delay_s": self.reply_delay_s, "drop_replies": dict(self.drop_replies),
@@ -95,7 +98,7 @@ class Faults:
                 "refuse_short": sorted(self.refuse_short), "connectivity_lost": self.connectivity_lost,
                 "drop_exec": sorted(self.drop_exec), "client_id_linger_s": self.client_id_linger_s,
                 "competing_session": self.competing_session, "id_rollback": self.id_rollback,
-                "duplicate_id_next": self.duplicate_id_next}
+                "duplicate_id_next": self.duplicate_id_next, "delayed_only": self.delayed_only}
 
 
 class _Client:
@@ -109,6 +112,8 @@ class _Client:
         self.positions = False  # reqPositions subscription
         self.account_updates = False
         self.market: dict[int, str] = {}  # reqId -> symbol
+        self.market_data_type = 1  # reqMarketDataType: 1 live, 2 frozen, 3 delayed, 4 delayed-frozen
+        self.delayed_reqs: set[int] = set()  # market data requests answered with delayed ticks
         self._times: deque[float] = deque()
         self._delayed: deque[tuple[float, bytes]] = deque()
         self._flusher: asyncio.TimerHandle | None = None
@@ -374,11 +379,16 @@ class GatewaySim:
                 self.step(symbol)
 
     def _send_quote(self, c: _Client, req_id: int, q: Quote) -> None:
-        c.send(wire.tick_price(req_id, wire.BID, q.bid, q.bid_size))
-        c.send(wire.tick_price(req_id, wire.ASK, q.ask, q.ask_size))
-        c.send(wire.tick_price(req_id, wire.LAST, q.last, Decimal(100)))
-        c.send(wire.tick_size(req_id, wire.BID_SIZE, q.bid_size))
-        c.send(wire.tick_size(req_id, wire.ASK_SIZE, q.ask_size))
+        if req_id in c.delayed_reqs:
+            bid, ask, last, bid_size, ask_size = (wire.DELAYED_BID, wire.DELAYED_ASK, wire.DELAYED_LAST,
+                                                  wire.DELAYED_BID_SIZE, wire.DELAYED_ASK_SIZE)
+        else:
+            bid, ask, last, bid_size, ask_size = wire.BID, wire.ASK, wire.LAST, wire.BID_SIZE, wire.ASK_SIZE
+        c.send(wire.tick_price(req_id, bid, q.bid, q.bid_size))
+        c.send(wire.tick_price(req_id, ask, q.ask, q.ask_size))
+        c.send(wire.tick_price(req_id, last, q.last, Decimal(100)))
+        c.send(wire.tick_size(req_id, bid_size, q.bid_size))
+        c.send(wire.tick_size(req_id, ask_size, q.ask_size))
 
     # -- connections ---------------------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -452,7 +462,7 @@ class GatewaySim:
             49: lambda c, f: c.send([wire.CURRENT_TIME, 1, int(self.clock().timestamp())]),  # reqCurrentTime
             58: self._req_global_cancel,
             62: self._req_account_summary,  # [62, 1, reqId, group, tags]
-            59: ignored,  # reqMarketDataType: live data is all the simulator has
+            59: lambda c, f: setattr(c, "market_data_type", int(f[2])),  # reqMarketDataType [59, 1, type]
             15: ignored,  # reqManagedAccts: sent at connect already
             63: ignored,  # cancelAccountSummary
             77: ignored,  # cancelAccountUpdatesMulti
@@ -759,8 +769,14 @@ class GatewaySim:
         if contract is None:
             c.error(req_id, 200, "No security definition has been found for the request")
             return
+        if self.faults.delayed_only:
+            if c.market_data_type < 3:
+                c.error(req_id, 354, "Requested market data is not subscribed.Delayed market data is available.")
+                return
+            c.error(req_id, 10167, "Requested market data is not subscribed. Displaying delayed market data.")
+            c.delayed_reqs.add(req_id)
         c.market[req_id] = contract.symbol
-        c.send([wire.MARKET_DATA_TYPE, 1, req_id, 1])
+        c.send([wire.MARKET_DATA_TYPE, 1, req_id, 3 if req_id in c.delayed_reqs else 1])
         quote = self.matching.quotes.get(contract.symbol)
         if quote is not None:
             self._send_quote(c, req_id, quote)
@@ -891,6 +907,9 @@ class GatewaySim:
             return {"ok": True}
         if cmd == "duplicate-id-next":
             f.duplicate_id_next = True
+            return {"ok": True}
+        if cmd == "delayed-only":
+            f.delayed_only = str(args.get("on", "1")).lower() in ("1", "true", "yes")
             return {"ok": True}
         if cmd == "linger":
             f.client_id_linger_s = float(args["seconds"])

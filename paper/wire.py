@@ -33,6 +33,9 @@ COMPLETED_ORDER, COMPLETED_ORDERS_END = 101, 102
 
 # Tick types (TWS API TickType).
 BID_SIZE, BID, ASK, ASK_SIZE, LAST, LAST_SIZE = 0, 1, 2, 3, 4, 5
+# the same ticks of delayed data (reqMarketDataType 3 or 4, no live subscription)
+DELAYED_BID, DELAYED_ASK, DELAYED_LAST, DELAYED_BID_SIZE, DELAYED_ASK_SIZE = 66, 67, 68, 69, 70
+MARKET_DATA_TYPES = {1: "live", 2: "frozen", 3: "delayed", 4: "delayed_frozen"}
 
 
 def frame(fields: Sequence[object]) -> bytes:

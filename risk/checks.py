@@ -59,6 +59,7 @@ class Limits:
     max_symbol_orders_per_s: Count | None = 10
     duplicate_window_s: Seconds | None = 1.0
     prevent_self_cross: bool = True
+    require_live_data: bool = False  # refuse new orders priced on delayed market data (ibkr.market_data_type)
 
 
 LIMIT_FIELDS = frozenset(f.name for f in fields(Limits))
@@ -122,6 +123,7 @@ class CheckContext:
     broker_connected: bool = True
     available_funds: Decimal | None = None  # what the broker says the account may still commit (IB), if it says
     expected_outage: str | None = None  # the link is down in this maintenance window (risk/windows.py)
+    quote_delayed: bool = False  # the quote is delayed market data (no live subscription)
 
     @property
     def reference_price(self) -> Decimal | None:
@@ -157,6 +159,9 @@ def check_market_data(intent: OrderIntent, ctx: CheckContext) -> Reject | None:
         age = (ctx.now - quote.ts).total_seconds()
         if age > max_age:
             return Reject(RejectCode.STALE_MARKET_DATA, f"{quote.symbol} quote is {age:.3f}s old (max {max_age}s)")
+    if ctx.quote_delayed and ctx.limits.require_live_data:
+        return Reject(RejectCode.DELAYED_MARKET_DATA, f"{quote.symbol} quotes are delayed data and "
+                                                      f"require_live_data is set")
     return None
 
 
