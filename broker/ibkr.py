@@ -84,6 +84,7 @@ def is_paper_account(account: str) -> bool:
 # A new order (no permId yet) refused for its id: 103 duplicate, or 104 when the id is a filled order's (IB reads
 # the reused id as a modify of it). Nothing reached IB: sent again with a fresh id, the same orderRef.
 ID_IN_USE = frozenset({103, 104})
+UNCONFIRMED = frozenset({IbStatus.PENDING_SUBMIT.value, IbStatus.API_PENDING.value})  # ib_async's own, before IB
 DUPLICATE_ID_RETRIES = 3
 
 
@@ -269,6 +270,8 @@ class IbkrBroker:
             o, st = trade.order, trade.orderStatus
             if not o.orderRef:
                 continue
+            if st.status in UNCONFIRMED and not (o.permId or st.permId):
+                continue  # placed by us and never confirmed by IB: not at the broker as far as anyone knows
             status = self._outcome(trade)
             if status is None:  # working, pending, or a refused cancel (usually: it filled) which is no cancel
                 status = OrderStatus.SUBMITTED
@@ -317,6 +320,7 @@ class IbkrBroker:
     async def _refresh_now(self) -> None:
         try:
             await self.ib.reqExecutionsAsync()
+            await self.ib.reqOpenOrdersAsync()  # an order whose acknowledgement never came shows up here
             completed = await self.ib.reqCompletedOrdersAsync(False)
             self._completed = {t.order.orderRef: t for t in completed if t.order.orderRef}
             await self.sync()  # the commission reports follow the executions

@@ -40,6 +40,7 @@ class ReconcileReport:
     foreign_orders: int = 0  # working at the broker but not placed by this engine (not touched)
     position_breaks: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)  # symbol -> (ours, theirs)
     theirs: dict[str, BrokerOrder] = field(default_factory=dict)  # our orders as the broker reports them, by coid
+    acknowledged: list[BrokerOrder] = field(default_factory=list)  # our Unknown orders the broker has working
 
     @property
     def clean(self) -> bool:
@@ -103,13 +104,23 @@ def reconcile_live(
     """The comparison while trading: executions we never booked (a report lost in flight) and live orders
     the broker has finished without our hearing of it (a lost cancel confirmation, a stuck PendingCancel).
 
-    An order the broker does not list is left alone (it may still be on its way); one the broker reports
-    Filled is finished by its fills, booked here if they were lost, never by its status alone.
+    An order the broker does not list is left alone (it may still be on its way), unless it is Unknown (no
+    acknowledgement within the ack timeout, and the broker asked again): then it never arrived and is
+    closed as Rejected, never re-sent. One the broker reports Filled is finished by its fills, booked here
+    if they were lost, never by its status alone.
     """
     report = ReconcileReport()
     theirs = report.theirs = _ours_at_the_broker(snapshot)
     for rec in live:
         broker = theirs.get(rec.client_order_id)
+        if rec.status == OrderStatus.UNKNOWN.value and (broker is None or not broker.status.is_terminal):
+            if broker is None:  # asked again and still not there: the placement was lost on the way
+                report.close_orders.append((rec.client_order_id, OrderStatus.REJECTED,
+                                            "no acknowledgement, and the broker does not have it: the placement "
+                                            "was lost (not sent again)"))
+            else:
+                report.acknowledged.append(broker)
+            continue
         if broker is None or not broker.status.is_terminal:
             continue
         if broker.status is OrderStatus.FILLED:

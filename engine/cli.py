@@ -542,7 +542,8 @@ def gateway_sim(
 @app.command("gateway-ctl")
 def gateway_ctl(
     command: Annotated[str, typer.Argument(help="status | drop | restart | restart-daily | linger | compete | "
-                                                "id-rollback | duplicate-id-next | delayed-only | outage | "
+                                                "id-rollback | duplicate-id-next | delayed-only | drop-placement | "
+                                                "outage | "
                                                 "restore | delay | drop-replies | duplicate-exec | correct | "
                                                 "reject-next | refuse-short | step | clear")],
     args: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE arguments, e.g. seconds=0.5, symbol=AAPL, "

@@ -222,6 +222,9 @@ class IbkrConfig(BaseModel):
     on_stop: Literal["leave", "cancel"] = "leave"  # SIGTERM / Ctrl-C: what happens to working orders
     # Units buffered at most between commits. Whatever it is, an order is committed with its signal before it
     # leaves, and the rest at the end of each turn of the loop (1: a commit per row, as before 2026-11-28).
+    # an order IB has not acknowledged this long is Unknown: the next reconciliation (asked for at once) settles
+    # it, working at IB or lost on the way (IB's paper server sometimes drops a placement); null = never
+    ack_timeout_s: PosFloat | None = 30.0
     commit_every: PosInt = 1000
     # without a live market data subscription: "delayed" (or "delayed_frozen") trades on IB's delayed quotes
     # (risk.require_live_data refuses new orders on them); "live" asks for live data only (354 without it)

@@ -139,6 +139,8 @@ class OperatorControl:
                 log.error("engine.heartbeat_failed", error=str(err).splitlines()[0])
             if self.on_heartbeat is not None:
                 self.on_heartbeat()
+        if engine.unknown_orders and self._next_reconcile > now + SECOND_LOOK_S:  # unacknowledged: ask IB soon
+            self._next_reconcile = now + min(SECOND_LOOK_S, self.reconcile_s)
         if engine.suspect_breaks and self._next_reconcile > now + SECOND_LOOK_S:  # seen after a reconnect
             self._next_reconcile = now + min(SECOND_LOOK_S, self.reconcile_s)
         if now >= self._next_reconcile and self._refreshed(now):

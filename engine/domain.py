@@ -107,6 +107,9 @@ class RejectCode(StrEnum):
 
 class OrderStatus(StrEnum):
     PENDING_NEW = "PendingNew"  # written, handed to the broker, not yet acknowledged
+    # no acknowledgement within the ack timeout: at the broker or lost on the way; reconciliation settles it
+    # (it is never sent again), and it counts as working until then
+    UNKNOWN = "Unknown"
     SUBMITTED = "Submitted"  # working at the broker
     PARTIALLY_FILLED = "PartiallyFilled"
     PENDING_CANCEL = "PendingCancel"
@@ -127,6 +130,9 @@ _S = OrderStatus
 # market order may fill before any acknowledgement arrives, so PendingNew may fill directly.
 ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     _S.PENDING_NEW: frozenset(
+        {_S.SUBMITTED, _S.PARTIALLY_FILLED, _S.FILLED, _S.REJECTED, _S.CANCELLED, _S.PENDING_CANCEL, _S.UNKNOWN}
+    ),
+    _S.UNKNOWN: frozenset(
         {_S.SUBMITTED, _S.PARTIALLY_FILLED, _S.FILLED, _S.REJECTED, _S.CANCELLED, _S.PENDING_CANCEL}
     ),
     _S.SUBMITTED: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.PENDING_CANCEL, _S.CANCELLED, _S.REJECTED}),

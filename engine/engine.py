@@ -164,6 +164,7 @@ class Engine:
         self.rates = RateWindow(1.0)
         self.recent_orders = RecentOrders(self.limits.longest_duplicate_window())
         self.broker_connected = True
+        self.ack_timeout_s: float | None = None  # live sessions: ibkr.ack_timeout_s
         self.blocked: Blocked | None = None  # set while trading must stop for a reason outside the board
         self.suspect_breaks: dict[str, tuple[Decimal, Decimal]] = {}  # differences awaiting a second look
         # Live sessions commit an order (and its signal) before it leaves; False from the hook stops the order.
@@ -532,7 +533,7 @@ class Engine:
         status = update.status
         if status is order.status or status in (OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED):
             return  # fills drive filled/partially-filled; repeats are normal (IB repeats orderStatus)
-        late_ack = order.status not in (OrderStatus.PENDING_NEW, OrderStatus.PENDING_CANCEL)
+        late_ack = order.status not in (OrderStatus.PENDING_NEW, OrderStatus.UNKNOWN, OrderStatus.PENDING_CANCEL)
         if status is OrderStatus.SUBMITTED and late_ack:
             return  # a late acknowledgement after fills have started
         self._transition(order, status, update.ts, update.reason)
@@ -727,6 +728,12 @@ class Engine:
                 log.error("reconcile.order_fills_differ", client_order_id=coid, ours=str(booked.filled_qty),
                           broker=str(broker.filled),
                           detail="the broker's executions do not add up to its filled quantity")
+        for b in report.acknowledged:  # Unknown orders the broker has working: their acknowledgement was lost
+            if b.client_order_id in live:
+                log.warning("reconcile.order_acknowledged", client_order_id=b.client_order_id)
+                self.on_order_update(OrderUpdate(b.client_order_id, OrderStatus.SUBMITTED, self.clock(),
+                                                 "reconciliation: working at the broker", b.broker_order_id,
+                                                 b.perm_id))
         for coid, status, why in report.close_orders:
             working = live.get(coid)
             if working is None:
@@ -786,9 +793,22 @@ class Engine:
             self._apply_trip(trip)
 
     def housekeeping(self, now: datetime) -> None:
-        """Timer work: the disconnect timeout, and loss limits on prices that moved without a fill."""
+        """Timer work: the disconnect timeout, loss limits on prices that moved without a fill, and orders the
+        broker has not acknowledged within ``ack_timeout_s`` (Unknown: reconciliation settles them)."""
         self._apply_trip(self.trips.check_disconnect(now))
         self._observe_equity(now, self.equity())
+        timeout = self.ack_timeout_s
+        if timeout is not None and self.broker_connected:
+            late = [o for o in self.book.orders.values()
+                    if o.status is OrderStatus.PENDING_NEW and (now - o.created_at).total_seconds() >= timeout]
+            for order in late:
+                log.error("order.unacknowledged", client_order_id=order.client_order_id, after_s=timeout,
+                          detail="not sent again: reconciliation asks the broker whether it has it")
+                self._transition(order, OrderStatus.UNKNOWN, now, f"no acknowledgement from the broker in {timeout}s")
+
+    @property
+    def unknown_orders(self) -> list[Order]:
+        return [o for o in self.book.orders.values() if o.status is OrderStatus.UNKNOWN]
 
     def reconcile_positions(self, confirm: bool = False) -> dict[str, tuple[Decimal, Decimal]]:
         """Compare our positions with the broker's; trip the symbol on a difference. Returns the breaks.

@@ -123,6 +123,7 @@ class IbkrSession(Session):
         self.recorder.defer = asyncio.get_running_loop().call_soon
         self.set_times(SignalTimes(self.settings, self.sim_clock))  # a file clock in lockstep rehearsals
         self.engine.before_submit = self.recorder.commit_now
+        self.engine.ack_timeout_s = ib.ack_timeout_s
         nlv = self.broker.account_equity()
         log.info("session.ready", mode=self.mode, session_id=self.session_id, account=self.account,
                  equity=str(self.engine.equity()),

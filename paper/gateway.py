@@ -91,6 +91,7 @@ class Faults:
     # the account has no live market data subscription: live requests get 354, delayed ones (reqMarketDataType
     # 3 or 4) 10167 and delayed ticks
     delayed_only: bool = False
+    drop_next_placement: bool = False  # the next placeOrder vanishes: no answer, nothing recorded (IB paper does)
 
     def to_json(self) -> dict[str, Any]:
         return {"reply_delay_s": self.reply_delay_s, "drop_replies": dict(self.drop_replies),
@@ -98,7 +99,8 @@ class Faults:
                 "refuse_short": sorted(self.refuse_short), "connectivity_lost": self.connectivity_lost,
                 "drop_exec": sorted(self.drop_exec), "client_id_linger_s": self.client_id_linger_s,
                 "competing_session": self.competing_session, "id_rollback": self.id_rollback,
-                "duplicate_id_next": self.duplicate_id_next, "delayed_only": self.delayed_only}
+                "duplicate_id_next": self.duplicate_id_next, "delayed_only": self.delayed_only,
+                "drop_next_placement": self.drop_next_placement}
 
 
 class _Client:
@@ -552,6 +554,10 @@ class GatewaySim:
     def _place_order(self, c: _Client, f: list[str]) -> None:
         assert c.client_id is not None
         order_id = int(f[1])
+        if self.faults.drop_next_placement and order_id not in {k[1] for k in self.live if k[0] == c.client_id}:
+            self.faults.drop_next_placement = False
+            log.warning("gateway.placement_dropped", client_id=c.client_id, order_id=order_id)
+            return
         key = (c.client_id, order_id)
         quantity = _dec(f[17]) or ZERO
         lmt, aux = _dec(f[19]), _dec(f[20])
@@ -910,6 +916,9 @@ class GatewaySim:
             return {"ok": True}
         if cmd == "delayed-only":
             f.delayed_only = str(args.get("on", "1")).lower() in ("1", "true", "yes")
+            return {"ok": True}
+        if cmd == "drop-placement":
+            f.drop_next_placement = True
             return {"ok": True}
         if cmd == "linger":
             f.client_id_linger_s = float(args["seconds"])
