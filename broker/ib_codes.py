@@ -115,6 +115,7 @@ class GatewayCondition(StrEnum):
     HISTORICAL_DATA_FARM = "historical_data_farm"  # 2105 broken, 2106 / 2107 fine
     SECDEF_FARM = "secdef_farm"  # 2157 broken, 2158 fine (contract details for new symbols)
     MARKET_DATA_SESSION = "market_data_session"  # 10197: another live session (a phone, a TWS) has the data
+    LOGIN = "login"  # the gateway accepts the socket but never completes the API handshake: login or 2FA waiting
 
     @property
     def needed_to_trade(self) -> bool:
@@ -122,7 +123,7 @@ class GatewayCondition(StrEnum):
 
 
 NEEDED_TO_TRADE = frozenset({GatewayCondition.IB_SERVERS, GatewayCondition.MARKET_DATA_FARM,
-                             GatewayCondition.MARKET_DATA_SESSION})
+                             GatewayCondition.MARKET_DATA_SESSION, GatewayCondition.LOGIN})
 
 # code -> (the condition it reports, whether that condition is now fine)
 GATEWAY_NOTICES: dict[int, tuple[GatewayCondition, bool]] = {

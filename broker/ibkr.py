@@ -161,15 +161,24 @@ class IbkrBroker:
 
     async def connect(self) -> list[str]:
         """Connect and wait until the gateway's startup replies are in. Returns the managed accounts."""
+        login = self.gateway.get(GatewayCondition.LOGIN)
         self.gateway = fresh_gateway_conditions()  # a new API session: its startup notices say the rest
+        if login is not None and not login[0]:
+            self.gateway[GatewayCondition.LOGIN] = login  # until a handshake completes
         try:
             await self.ib.connectAsync(self.host, self.port, clientId=self.client_id,
                                        timeout=self.connect_timeout_s, account=self.account)
         except (OSError, TimeoutError) as err:
             self.ib.disconnect()
+            if isinstance(err, TimeoutError):  # the socket opened and nothing answered: IB Gateway is not logged in
+                self.gateway[GatewayCondition.LOGIN] = (False, f"{self.host}:{self.port} accepts connections but "
+                                                               f"does not complete the API handshake: IB Gateway is "
+                                                               f"waiting for a login or a 2FA approval")
+                log.warning("broker.login_pending", host=self.host, port=self.port)
             raise IbkrError(f"cannot connect to IB at {self.host}:{self.port} as client {self.client_id}: "
                             f"{err or type(err).__name__}") from None
         self.connected = True
+        self.gateway[GatewayCondition.LOGIN] = (True, "API handshake completed")
         if self.market_data_type != MARKET_DATA_TYPES["live"]:  # before any reqMktData of this session
             self.ib.reqMarketDataType(self.market_data_type)
         self._seen_id(max((t.order.orderId for t in self.ib.trades()), default=0))

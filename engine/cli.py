@@ -543,7 +543,7 @@ def gateway_sim(
 def gateway_ctl(
     command: Annotated[str, typer.Argument(help="status | drop | restart | restart-daily | linger | compete | "
                                                 "id-rollback | duplicate-id-next | delayed-only | drop-placement | "
-                                                "outage | "
+                                                "login-pending | outage | "
                                                 "restore | delay | drop-replies | duplicate-exec | correct | "
                                                 "reject-next | refuse-short | step | clear")],
     args: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE arguments, e.g. seconds=0.5, symbol=AAPL, "

@@ -91,8 +91,11 @@ def readiness(
             conditions["broker"] = _c(False, f"{engine.broker.name} disconnected{down}, expected: maintenance "
                                              f"window {window[0].name} until {window[1].isoformat()}")
         else:
-            conditions["broker"] = _c(False, f"{engine.broker.name} disconnected{down} (gateway restart, network, "
-                                             f"or a login/2FA waiting)")
+            gateway = getattr(engine.broker, "gateway", None) or {}
+            login = next((detail for c, (ok, detail) in gateway.items() if c.value == "login" and not ok), None)
+            conditions["broker"] = _c(False, f"{engine.broker.name} disconnected{down}: {login}" if login else
+                                      f"{engine.broker.name} disconnected{down} (gateway restart, network, or a "
+                                      f"login/2FA waiting)")
 
     # the gateway's own links (IB Gateway only): a competing session, a broken farm, IB's servers unreachable
     gateway = getattr(engine.broker, "gateway", None)

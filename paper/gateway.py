@@ -92,6 +92,7 @@ class Faults:
     # 3 or 4) 10167 and delayed ticks
     delayed_only: bool = False
     drop_next_placement: bool = False  # the next placeOrder vanishes: no answer, nothing recorded (IB paper does)
+    login_pending: bool = False  # a login or 2FA waits: connections are accepted, the handshake never answered
 
     def to_json(self) -> dict[str, Any]:
         return {"reply_delay_s": self.reply_delay_s, "drop_replies": dict(self.drop_replies),
@@ -100,7 +101,7 @@ class Faults:
                 "drop_exec": sorted(self.drop_exec), "client_id_linger_s": self.client_id_linger_s,
                 "competing_session": self.competing_session, "id_rollback": self.id_rollback,
                 "duplicate_id_next": self.duplicate_id_next, "delayed_only": self.delayed_only,
-                "drop_next_placement": self.drop_next_placement}
+                "drop_next_placement": self.drop_next_placement, "login_pending": self.login_pending}
 
 
 class _Client:
@@ -401,6 +402,8 @@ class GatewaySim:
                 return
             (size,) = struct.unpack(">I", await reader.readexactly(4))
             versions = (await reader.readexactly(size)).decode(errors="replace").rstrip("\0")
+            while self.faults.login_pending:  # IB Gateway waiting for a login or 2FA: the socket opens, no answer
+                await asyncio.sleep(0.05)
             version = negotiate(versions)
             if version is None:  # a real gateway answers nothing useful and drops the socket
                 log.warning("gateway.version_refused", client_versions=versions)
@@ -916,6 +919,9 @@ class GatewaySim:
             return {"ok": True}
         if cmd == "delayed-only":
             f.delayed_only = str(args.get("on", "1")).lower() in ("1", "true", "yes")
+            return {"ok": True}
+        if cmd == "login-pending":
+            f.login_pending = str(args.get("on", "1")).lower() in ("1", "true", "yes")
             return {"ok": True}
         if cmd == "drop-placement":
             f.drop_next_placement = True

@@ -92,3 +92,31 @@ def test_the_watch_alerts_a_condition_needed_to_trade_once_and_its_return() -> N
     assert sent == ["[tradectl] IB Gateway: market_data_session down",
                     "[tradectl] IB Gateway: market_data_session back"]
     a.close()
+
+
+def test_a_gateway_waiting_for_a_login_is_named_as_such_until_the_handshake_completes() -> None:
+    from broker.ibkr import IbkrError
+
+    async def scenario() -> tuple[tuple[bool, str], str, tuple[bool, str]]:
+        rig = IbRig()
+        rig.gw.faults.login_pending = True
+        rig.broker.connect_timeout_s = 0.5
+        await rig.gw.start()
+        rig.broker.port = rig.gw.port
+        try:
+            await rig.broker.connect()
+            raise AssertionError("connected to a gateway that never answers the handshake")
+        except IbkrError:
+            pass
+        pending = rig.broker.gateway[GatewayCondition.LOGIN]
+        rig.engine.broker_connected = False
+        detail = readiness(session_of(rig))[1]["broker"]["detail"]
+        rig.gw.faults.login_pending = False  # the person approved the login
+        await rig.broker.connect()
+        done = rig.broker.gateway[GatewayCondition.LOGIN]
+        await rig.stop()
+        return pending, detail, done
+
+    pending, detail, done = run(scenario)
+    assert pending[0] is False and "login or a 2FA approval" in pending[1]
+    assert "login or a 2FA approval" in detail and done[0] is True
