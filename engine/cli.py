@@ -399,7 +399,9 @@ def reconcile(
 ) -> None:
     """Compare the database with the broker: orders by orderRef, fills by execution id, positions.
 
-    Prints the report and changes nothing unless --apply is given. Exit 0 when clean, 1 when not.
+    Prints the report and changes nothing unless --apply is given. Exit 0 when clean, 1 when not; with
+    --apply, 0 once the differences are applied and the positions agree (so `reconcile --apply && tradectl
+    run` works), 1 when a position still differs after applying (that symbol is halted).
     """
     import asyncio
 
@@ -436,18 +438,28 @@ def reconcile(
         finally:
             await ib_broker.close()
 
+    remaining: dict[str, Any] = {}  # --apply: positions that still differ once everything was applied
+
+    def still_differ(engine: Any) -> None:
+        theirs = {p.symbol: p.quantity for p in engine.broker.positions()}
+        ours = {sym: p.quantity for sym, p in engine.positions.items()}
+        remaining.update({sym: {"ours": str(ours.get(sym, 0)), "broker": str(theirs.get(sym, 0))}
+                          for sym in sorted(set(theirs) | set(ours)) if ours.get(sym, 0) != theirs.get(sym, 0)})
+
     async def applied() -> ReconcileReport:
         if broker == "paper":
             paper_session = PaperSession(settings)
             paper_session.prepare(wall_clock, wall_clock())
             report = paper_session.report
             paper_session.recorder.flush()
+            still_differ(paper_session.engine)
             paper_session._finish(wall_clock(), 0.0, 0)
             return report
         session = IbkrSession(settings, host=the_host, port=the_port, client_id=the_client, account=the_account)
         await session.connect()
         report = session.report
         session.recorder.flush()
+        still_differ(session.engine)
         session._finish(wall_clock(), 0.0, 0)
         await session.broker.close()
         return report
@@ -459,13 +471,18 @@ def reconcile(
     except (EngineLocked, AccountBound) as err:
         raise _fail(str(err), EXIT_USAGE) from None
     payload = {"applied": apply, **result.to_json()}
+    if apply:
+        payload["positions_still_differ"] = remaining
     if json_out:
         typer.echo(json.dumps(payload, indent=2))
     else:
         from engine.report import print_reconcile
 
         print_reconcile(payload)
-    if not result.clean:
+    if apply and remaining:
+        typer.echo(f"positions still differ after applying (those symbols are halted): {', '.join(remaining)}",
+                   err=True)
+    if (remaining if apply else not result.clean):
         raise typer.Exit(EXIT_FAILURE)
 
 

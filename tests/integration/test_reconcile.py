@@ -187,6 +187,8 @@ def test_tradectl_reconcile_reports_without_changing_anything_and_apply_makes_it
         wait_for(lambda: not gw._clients, 10, "the gateway to drop the client")
         applied = cli.invoke(app, [*args, "--apply"])
         assert json.loads(applied.stdout)["applied"] is True
+        assert applied.exit_code == 0, applied.stdout  # so `reconcile --apply && tradectl run` runs
+        assert json.loads(applied.stdout)["positions_still_differ"] == {}
         wait_for(lambda: not gw._clients, 10, "the gateway to drop the client")
         again = cli.invoke(app, args)
         assert again.exit_code == 0, again.stdout
