@@ -156,16 +156,26 @@ def db_current(db: DbOpt = None, config: ConfigOpt = None) -> None:
 def _repos(db: str | None, config: Path | None) -> Repositories:
     """The account's repositories on a database that has a schema (exit 1 naming what is wrong)."""
     settings = _settings(config, database_url=db)
-    from repositories.db import make_engine, schema_revision
+    return _existing_repos(settings)
+
+
+def _existing_repos(settings: Settings) -> Repositories:
+    """Repositories on a database that exists and has a schema; nothing is created (exit 2 naming what is
+    wrong: an operator's typo must not look like success)."""
+    from repositories.db import make_engine, schema_revision, sqlite_file
     from repositories.errors import DatabaseUnavailable
     from repositories.repos import Repositories
 
-    repos = Repositories(make_engine(settings.database_url), settings.account)
+    path = sqlite_file(settings.database_url)
+    if path is not None and not path.is_file():
+        raise _fail(f"no database at {path}: run `tradectl db upgrade --db ...` (or a paper session) to make one",
+                    EXIT_USAGE)
+    repos = Repositories(make_engine(settings.database_url, create=False), settings.account)
     try:
         if schema_revision(repos.db) is None:
-            raise _fail("the database has no schema yet: run `tradectl db upgrade` (or a paper session)")
+            raise _fail("the database has no schema yet: run `tradectl db upgrade` (or a paper session)", EXIT_USAGE)
     except DatabaseUnavailable as err:
-        raise _fail(f"cannot read the database: {err}") from None
+        raise _fail(f"cannot read the database: {err}", EXIT_USAGE) from None
     return repos
 
 
@@ -597,16 +607,9 @@ TimeoutOpt = Annotated[
 
 
 def _writable_repos(settings: Settings) -> Repositories:
-    """The account's repositories on a migrated database: an operator may halt an account before its first session."""
-    from repositories.db import ensure_schema, make_engine
-    from repositories.errors import DatabaseUnavailable
-    from repositories.repos import Repositories
-
-    try:
-        ensure_schema(settings.database_url)
-    except DatabaseUnavailable as err:
-        raise _fail(f"cannot reach the database: {err}") from None
-    return Repositories(make_engine(settings.database_url), settings.account)
+    """The account's repositories for an operator's change: the database must exist with its schema (a kill
+    on a mistyped --db must refuse, not migrate a new database and report success)."""
+    return _existing_repos(settings)
 
 
 def _change(state_name: str, scope: str, reason: str, flatten: bool, db: str | None, config: Path | None,
@@ -742,7 +745,17 @@ def audit(
 
 
 def main() -> None:
-    app()
+    """The console script: a database that cannot be reached is one line and exit 2, never a traceback."""
+    try:
+        app()
+    except Exception as err:
+        from repositories.errors import describe_database_error
+
+        why = describe_database_error(err)
+        if why is None:
+            raise
+        typer.echo(f"tradectl: {why}", err=True)
+        sys.exit(EXIT_USAGE)
 
 
 if __name__ == "__main__":

@@ -345,6 +345,14 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("database_url", "TRADECTL_DATABASE_URL", "DATABASE_URL"),
     )
     account: Annotated[str, Field(min_length=1, max_length=32)] = "DU0000001"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if not re.match(r"^(sqlite|postgres|postgresql|postgresql\+psycopg)://", value.strip()):
+            raise ValueError(f"{value!r} is not a database URL tradectl can use: give sqlite:///path/to/file.db or "
+                             f"postgresql+psycopg://user@host:5432/dbname")
+        return value.strip()
     equity: Annotated[Decimal, Field(gt=0)] = Decimal(1_000_000)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -42,13 +42,23 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """A SQLAlchemy Engine (a connection pool) for ``url``: callers name it ``db``."""
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (None for PostgreSQL or an in-memory database)."""
+    parsed = make_url(normalise_url(url))
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def make_engine(url: str, *, create: bool = True, **kwargs: Any) -> Engine:
+    """A SQLAlchemy Engine (a connection pool) for ``url``: callers name it ``db``. ``create=False``: a SQLite
+    file's directory is not made (read-only commands never create files or directories)."""
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_file(url)
+        if path is not None and create:
+            path.parent.mkdir(parents=True, exist_ok=True)
         db = create_engine(url, **kwargs)
         event.listen(db, "connect", _sqlite_pragmas)
         return db

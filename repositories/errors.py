@@ -56,3 +56,17 @@ def writing(db: Engine) -> Iterator[Connection]:
     """A transaction, committed when the block ends."""
     with translated(), one_writer(db), db.begin() as conn:
         yield conn
+
+
+def describe_database_error(err: BaseException) -> str | None:
+    """One line for an error that means the database cannot be used (unreachable, refused, a URL without a
+    driver); None for anything else."""
+    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+    if isinstance(err, DatabaseUnavailable):
+        return f"cannot use the database: {err.detail.splitlines()[0]}"
+    if isinstance(err, DBAPIError) and (err.connection_invalidated or "connect" in str(err.orig).lower()):
+        return f"cannot reach the database: {str(err.orig).splitlines()[0]}"
+    if isinstance(err, (ArgumentError, NoSuchModuleError)):
+        return f"not a database URL tradectl can use: {str(err).splitlines()[0]}"
+    return None

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from engine.cli import app
+from repositories.db import upgrade
 from tests.conftest import signal_line, write_lines
 
 runner = CliRunner()
@@ -61,9 +62,41 @@ def test_unknown_environment_variable_exits_2_naming_it(monkeypatch: pytest.Monk
     assert result.exit_code == 2 and "TRADECTL_RISK__MAX_ORDR_QTY" in result.output
 
 
-def test_read_command_on_an_empty_database_says_what_to_do(tmp_path: Path) -> None:
+def test_read_command_on_a_missing_database_says_what_to_do_and_creates_nothing(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["orders", "--db", f"sqlite:///{tmp_path / 'typo' / 'x.db'}"])
+    assert result.exit_code == 2 and "tradectl db upgrade" in result.output
+    assert not (tmp_path / "typo").exists()
+
+
+def test_read_command_on_a_database_without_schema_says_what_to_do(tmp_path: Path) -> None:
+    import sqlite3
+
+    sqlite3.connect(tmp_path / "empty.db").close()
     result = runner.invoke(app, ["orders", "--db", f"sqlite:///{tmp_path / 'empty.db'}"])
-    assert result.exit_code == 1 and "tradectl db upgrade" in result.output
+    assert result.exit_code == 2 and "no schema" in result.output
+
+
+def test_kill_on_a_database_that_does_not_exist_refuses_instead_of_making_one(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["kill", "--reason", "typo", "--db", f"sqlite:///{tmp_path / 'typo.db'}"])
+    assert result.exit_code == 2 and "no database" in result.output
+    assert not (tmp_path / "typo.db").exists()
+
+
+def test_a_db_that_is_not_a_database_url_is_one_line_naming_the_key_and_exit_2(tmp_path: Path) -> None:
+    for bad in (str(tmp_path / "plain.db"), "mysql://x/y"):
+        result = runner.invoke(app, ["status", "--db", bad])
+        assert result.exit_code == 2 and "database_url" in result.output and "Traceback" not in result.output
+
+
+def test_an_unreachable_postgresql_is_one_line_and_exit_2_not_a_traceback() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "db", "upgrade", "--db",
+                           "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and "cannot reach the database" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
 def test_db_upgrade_then_current_reports_head(tmp_path: Path) -> None:
@@ -122,6 +155,7 @@ def test_bad_scope_is_refused_with_the_accepted_forms(tmp_path: Path) -> None:
 
 
 def test_kill_reduce_only_resume_are_listed_and_audited(db_url: str) -> None:
+    upgrade(db_url)  # an operator's change needs an existing database (a typo must not make one)
     for args in (["kill", "--scope", "symbol:aapl", "--reason", "bad prints"],
                  ["reduce-only", "--scope", "strategy:mr", "--reason", "model review"],
                  ["resume", "--scope", "symbol:AAPL", "--reason", "prints fixed"]):
@@ -139,6 +173,7 @@ def test_kill_reduce_only_resume_are_listed_and_audited(db_url: str) -> None:
 
 def test_audit_since_in_the_future_is_empty_and_bad_since_is_usage(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'a.db'}"
+    upgrade(db)
     runner.invoke(app, ["kill", "--db", db, "--reason", "x"])
     assert json.loads(runner.invoke(app, ["audit", "--db", db, "--json", "--since", "2999-01-01"]).stdout) == []
     assert runner.invoke(app, ["audit", "--db", db, "--since", "soon"]).exit_code == 2

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from engine.domain import KillState
-from repositories.db import make_engine
+from repositories.db import make_engine, upgrade
 from repositories.models import OrderRow, SignalRow
 from repositories.repos import Repositories
 from tests.conftest import write_lines
@@ -135,6 +135,7 @@ def _has_schema(repos: Repositories) -> bool:
 
 
 def test_kill_without_a_running_engine_says_so_and_records_the_state(sqlite_url: str) -> None:
+    upgrade(sqlite_url)
     kill = tradectl("kill", "--db", sqlite_url, "--scope", "symbol:aapl", "--reason", "pre-open halt")
     out, err = kill.communicate(timeout=30)
     assert kill.returncode == 0, err

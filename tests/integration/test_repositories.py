@@ -72,8 +72,8 @@ def test_the_cli_says_it_cannot_read_the_database(tmp_path: Path) -> None:
     from engine.cli import app
 
     result = CliRunner().invoke(app, ["status", "--db", _unreachable(tmp_path)])
-    assert result.exit_code == 1
-    assert "cannot read the database: unable to open database file" in result.stderr
+    assert result.exit_code == 2
+    assert "no database at" in result.stderr
 
 
 def test_an_order_comes_back_as_a_domain_order_and_closes_with_its_event(db_url: str) -> None:
