@@ -630,6 +630,7 @@ def _change(state_name: str, scope: str, reason: str, flatten: bool, db: str | N
                     "so a strategy has none of its own to close", EXIT_USAGE)
     k = settings.killswitch
     repos = _writable_repos(settings)
+    unknown = _unknown_symbol_warning(repos, scope)
     outcome = change_killswitch(
         repos, scope, KillState(state_name), reason.strip(), actor=operator_actor(), flatten=flatten,
         timeout_s=k.ack_timeout_s if timeout is None else timeout, stale_after_s=max(5 * k.heartbeat_s, 3.0),
@@ -637,8 +638,10 @@ def _change(state_name: str, scope: str, reason: str, flatten: bool, db: str | N
     if flatten:  # the truth is what is still open afterwards, not how many orders left
         outcome.not_closed = flatten_outcome(repos, outcome.change, outcome.ack, flatten_wait)
     repos.dispose()
+    if unknown is not None:
+        typer.echo(f"warning: {unknown}", err=True)
     if json_out:
-        typer.echo(json.dumps(outcome.to_json(), indent=2))
+        typer.echo(json.dumps({**outcome.to_json(), "warning": unknown}, indent=2))
     else:
         c = outcome.change
         was = "" if c.from_state is c.to_state else f" (was {c.from_state})"
@@ -661,6 +664,22 @@ def _change(state_name: str, scope: str, reason: str, flatten: bool, db: str | N
             typer.echo(f"every position in {c.scope} is closed")
     if (outcome.engine is not None and outcome.ack is None) or outcome.not_closed:
         raise typer.Exit(EXIT_FAILURE)
+
+
+def _unknown_symbol_warning(repos: Repositories, scope: str) -> str | None:
+    """A symbol scope no order or position of this database names: recorded anyway (a halt before a first
+    trade is legitimate), with the closest known symbols, since a typo would halt nothing that trades."""
+    import difflib
+
+    if not scope.startswith("symbol:"):
+        return None
+    symbol = scope.removeprefix("symbol:")
+    known = repos.orders.symbols() | {p.symbol for p in repos.positions.all()}
+    if symbol in known:
+        return None
+    close = difflib.get_close_matches(symbol, sorted(known), n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(f'symbol:{c}' for c in close)}?" if close else ""
+    return f"{symbol} has never been traded with this database{hint} (the halt is recorded all the same)"
 
 
 @app.command()

@@ -57,6 +57,11 @@ class OrderRepository:
         with reading(self.db) as conn:
             return [order_from_row(r) for r in conn.execute(stmt).mappings()]
 
+    def symbols(self) -> set[str]:
+        """Every symbol this database has an order for (operators' scope typos are checked against them)."""
+        with reading(self.db) as conn:
+            return set(conn.execute(select(OrderRow.symbol).distinct()).scalars())
+
     def max_broker_order_id(self) -> int:
         """The highest order id the broker has given any of our orders (0: none): IB's ids must stay above it,
         whatever nextValidId says after a restart."""

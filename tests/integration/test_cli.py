@@ -190,3 +190,18 @@ def test_killswitch_list_on_a_fresh_database_says_everything_is_active(tmp_path:
     db = f"sqlite:///{tmp_path / 'l.db'}"
     runner.invoke(app, ["db", "upgrade", "--db", db])
     assert "every scope is ACTIVE" in runner.invoke(app, ["killswitch", "list", "--db", db]).stdout
+
+
+def test_a_kill_on_a_symbol_never_traded_is_recorded_and_warns_with_the_closest_known_symbol(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'typo.db'}"
+    signals = tmp_path / "s.jsonl"
+    signals.write_text(signal_line("t1", symbol="AAPL") + "\n")
+    assert runner.invoke(app, ["paper", "--signals", str(signals), "--db", db]).exit_code == 0
+    typo = runner.invoke(app, ["kill", "--scope", "symbol:APPL", "--reason", "bad prints", "--db", db, "--json"])
+    assert typo.exit_code == 0, typo.output
+    assert "did you mean symbol:AAPL" in typo.stderr
+    assert json.loads(typo.stdout)["warning"].startswith("APPL has never been traded")
+    right = runner.invoke(app, ["kill", "--scope", "symbol:AAPL", "--reason", "bad prints", "--db", db])
+    assert right.exit_code == 0 and "warning" not in right.stderr
+    states = json.loads(runner.invoke(app, ["killswitch", "list", "--db", db, "--json"]).stdout)
+    assert {"symbol:APPL", "symbol:AAPL"} <= {s["scope"] for s in states}
