@@ -28,6 +28,7 @@ from typing import Any
 import apprise
 import structlog
 
+from broker.ib_codes import GatewayCondition
 from engine.bus import EventBus
 from engine.config import AlertsConfig
 from engine.domain import Blocked, BlockedCause, KillState, KillSwitchChange
@@ -291,10 +292,6 @@ def session_digest(session: Any, since: dict[str, Any] | None = None) -> dict[st
     return summary
 
 
-def gateway_detail(gateway: dict[Any, tuple[bool, str]], name: str) -> str:
-    return next((detail for c, (_, detail) in gateway.items() if getattr(c, "value", c) == name), name)
-
-
 class AlertWatch:
     """State-change alerts read from a session on a timer (``check``), never per signal."""
 
@@ -309,7 +306,7 @@ class AlertWatch:
         self.login_sent = False
         self.db_failing: str | None = None
         self.blocked: Blocked | None = None
-        self.gateway_bad: frozenset[str] = frozenset()  # gateway conditions needed to trade, reported down
+        self.gateway_bad: frozenset[GatewayCondition] = frozenset()  # conditions needed to trade, reported down
         hh, mm = alerts.config.digest_at_utc.split(":")
         self.digest_at = (int(hh), int(mm))
         self.last_digest_day: str | None = self._digest_day(wall())  # the first digest comes at the next time
@@ -362,15 +359,15 @@ class AlertWatch:
             self.disconnect_sent = self.login_sent = False
         # the gateway's own links (10197 competing session, 1100, a broken market data farm)
         gateway = getattr(engine.broker, "gateway", None) or {}
-        bad = frozenset(c.value for c, (ok, _) in gateway.items() if not ok and c.needed_to_trade)
+        bad = frozenset(c for c, (ok, _) in gateway.items() if not ok and c.needed_to_trade)
         if engine.broker_connected and bad != self.gateway_bad:
-            for name in sorted(bad - self.gateway_bad):
-                a.notify("gateway", f"IB Gateway: {name} down", f"{gateway_detail(gateway, name)}; no quotes or "
-                         f"orders depend on it until it is back (10197: log the phone or other TWS out)",
-                         key=f"gateway:{name}", level="failure")
-            for name in sorted(self.gateway_bad - bad):
-                a.notify("gateway", f"IB Gateway: {name} back", f"{gateway_detail(gateway, name)}",
-                         key=f"gateway:{name}", level="success", repeat=True)
+            for c in sorted(bad - self.gateway_bad):
+                a.notify("gateway", f"IB Gateway: {c.value} down", f"{gateway[c][1]}; no quotes or orders depend "
+                         f"on it until it is back (10197: log the phone or other TWS out)",
+                         key=f"gateway:{c.value}", level="failure")
+            for c in sorted(self.gateway_bad - bad):
+                a.notify("gateway", f"IB Gateway: {c.value} back", gateway[c][1], key=f"gateway:{c.value}",
+                         level="success", repeat=True)
             self.gateway_bad = bad
         # database
         failing = self.session.recorder.failing

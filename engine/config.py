@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_type_hints
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
@@ -94,6 +95,17 @@ def _zone(value: str) -> str:
     return value
 
 
+def _clock_time(value: str) -> str:
+    m = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", value.strip())
+    if m is None:
+        raise ValueError(f"give HH:MM on a 24-hour clock, not {value!r}")
+    return m.group(0)
+
+
+Zone = Annotated[str, AfterValidator(_zone)]  # an IANA time zone name
+ClockTime = Annotated[str, AfterValidator(_clock_time)]  # HH:MM, 24-hour clock
+
+
 class DayConfig(BaseModel):
     """The trading day that daily loss and drawdown are measured over (``[day]``).
 
@@ -103,27 +115,13 @@ class DayConfig(BaseModel):
     """
 
     model_config = _Strict
-    timezone: str = "America/New_York"
-    rollover: str = "17:00"
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        return _zone(value)
-
-    @field_validator("rollover")
-    @classmethod
-    def _clock_time(cls, value: str) -> str:
-        m = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", value.strip())
-        if m is None:
-            raise ValueError(f"rollover must be HH:MM on a 24-hour clock, not {value!r}")
-        return m.group(0)
+    timezone: Zone = "America/New_York"
+    rollover: ClockTime = "17:00"
 
     def boundary(self) -> DayBoundary:
         from zoneinfo import ZoneInfo
 
-        hour, minute = self.rollover.split(":")
-        return DayBoundary(ZoneInfo(self.timezone), time(int(hour), int(minute)))
+        return DayBoundary(ZoneInfo(self.timezone), time.fromisoformat(self.rollover))
 
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -135,29 +133,15 @@ class MaintenanceWindowConfig(BaseModel):
 
     model_config = _Strict
     name: Annotated[str, Field(min_length=1, max_length=64)]
-    start: str
+    start: ClockTime
     minutes: Annotated[float, Field(gt=0, le=7 * 24 * 60)]
-    timezone: str = "America/New_York"
+    timezone: Zone = "America/New_York"
     days: Annotated[list[Weekday], Field(min_length=1)] = Field(default_factory=lambda: list(ALL_DAYS))
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        return _zone(value)
-
-    @field_validator("start")
-    @classmethod
-    def _clock_time(cls, value: str) -> str:
-        m = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", value.strip())
-        if m is None:
-            raise ValueError(f"start must be HH:MM on a 24-hour clock, not {value!r}")
-        return m.group(0)
 
     def window(self) -> MaintenanceWindow:
         from zoneinfo import ZoneInfo
 
-        hour, minute = self.start.split(":")
-        return MaintenanceWindow(self.name, time(int(hour), int(minute)), self.minutes, ZoneInfo(self.timezone),
+        return MaintenanceWindow(self.name, time.fromisoformat(self.start), self.minutes, ZoneInfo(self.timezone),
                                  frozenset(WEEKDAYS.index(d) for d in self.days))
 
 

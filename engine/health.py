@@ -37,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from broker.ib_codes import GatewayCondition
 from engine.bus import EventBus
 from engine.domain import BlockedCause, KillState, KillSwitchChange
 from engine.metrics import RECONCILIATION_ACTOR, SessionMetrics, quote_ages
@@ -92,7 +93,8 @@ def readiness(
                                              f"window {window[0].name} until {window[1].isoformat()}")
         else:
             gateway = getattr(engine.broker, "gateway", None) or {}
-            login = next((detail for c, (ok, detail) in gateway.items() if c.value == "login" and not ok), None)
+            ok, detail = gateway.get(GatewayCondition.LOGIN, (True, ""))
+            login = None if ok else detail
             conditions["broker"] = _c(False, f"{engine.broker.name} disconnected{down}: {login}" if login else
                                       f"{engine.broker.name} disconnected{down} (gateway restart, network, or a "
                                       f"login/2FA waiting)")

@@ -98,17 +98,10 @@ class InboxSource:
         self.inbox, self.consume = inbox, consume
         self.poll_s, self.fallback_s, self.batch = poll_s, fallback_s, batch
         self._wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._chunks: dict[int, list[tuple[int, str]]] = {}  # handed-over rows by the id of the row before them
         self._offered: set[int] = set()  # their ids
         self._read_due = True
         self.reads = 0  # inbox reads made (the offered rows need none)
-
-    def wake(self) -> None:
-        """New rows are in (written by this process): read now, not at the next poll. Safe from any thread."""
-        loop = self._loop
-        if loop is not None:
-            loop.call_soon_threadsafe(self._due)
 
     def offer(self, before: int, rows: Sequence[tuple[int, str]]) -> None:
         """Rows just committed to this account's inbox, with their lines, and the id of the account's row
@@ -148,7 +141,7 @@ class InboxSource:
         return [(item.id, item.raw) for item in items]
 
     async def lines(self, stop: asyncio.Event) -> AsyncIterator[tuple[int, str | bytes]]:
-        loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         listener = await asyncio.to_thread(self.inbox.listen)
         wake = self._wake
         fd = listener.fileno() if listener is not None else None

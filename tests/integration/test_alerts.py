@@ -190,12 +190,18 @@ def fake_session() -> SimpleNamespace:
     return SimpleNamespace(engine=engine, recorder=SimpleNamespace(failing=None))
 
 
-def test_the_watch_alerts_a_disconnect_past_its_allowance_once_and_then_the_reconnect() -> None:
+def link_watch() -> tuple[list[str], list[float], Alerts, SimpleNamespace, AlertWatch]:
+    """An alert watch over a fake session on a hand-moved monotonic clock (``now[0]``): 30 s allowance for a
+    disconnect, 600 s before a login is called for. Returns (titles sent, now, alerts, session, watch)."""
     sent: list[str] = []
     now = [0.0]
     a = Alerts(AlertsConfig(disconnect_after_s=30, login_after_s=600), sender=collect(sent))
     session = fake_session()
-    watch = AlertWatch(a, session, monotonic=lambda: now[0])
+    return sent, now, a, session, AlertWatch(a, session, monotonic=lambda: now[0])
+
+
+def test_the_watch_alerts_a_disconnect_past_its_allowance_once_and_then_the_reconnect() -> None:
+    sent, now, a, session, watch = link_watch()
     session.engine.broker_connected = False
     watch.check()
     now[0] = 20.0
@@ -217,15 +223,11 @@ def test_a_disconnect_inside_a_maintenance_window_is_alerted_only_once_it_outliv
     from risk.triggers import TripWires
     from risk.windows import Maintenance, MaintenanceWindow
 
-    sent: list[str] = []
-    now = [0.0]
-    a = Alerts(AlertsConfig(disconnect_after_s=30, login_after_s=600), sender=collect(sent))
-    session = fake_session()
+    sent, now, a, session, watch = link_watch()
     window_end = T0 + timedelta(minutes=10)
     session.engine.trips = TripWires(maintenance=Maintenance((MaintenanceWindow("reset", T0.time(), 10, UTC),)))
     wall = [T0 + timedelta(minutes=1)]
     session.engine.clock = lambda: wall[0]
-    watch = AlertWatch(a, session, monotonic=lambda: now[0])
     session.engine.broker_connected = False
     session.engine.trips.on_connection(wall[0], connected=False)
     for step in range(9):  # eight minutes down inside the window: quiet
@@ -243,11 +245,7 @@ def test_a_disconnect_inside_a_maintenance_window_is_alerted_only_once_it_outliv
 
 
 def test_the_watch_says_a_login_is_needed_when_the_gateway_stays_away() -> None:
-    sent: list[str] = []
-    now = [0.0]
-    a = Alerts(AlertsConfig(disconnect_after_s=30, login_after_s=600), sender=collect(sent))
-    session = fake_session()
-    watch = AlertWatch(a, session, monotonic=lambda: now[0])
+    sent, now, a, session, watch = link_watch()
     session.engine.broker_connected = False
     for t in (0.0, 31.0, 601.0):
         now[0] = t

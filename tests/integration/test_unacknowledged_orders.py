@@ -4,6 +4,7 @@ with its acknowledgement lost, it is Submitted."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal as D
 
@@ -44,44 +45,35 @@ async def settle_unknown(rig: IbRig) -> None:
     rig.engine.apply_reconcile(reconcile_live(live, set(), {}, rig.broker.snapshot()))
 
 
-def test_a_dropped_placement_ends_rejected_after_the_timeout_and_is_never_sent_again() -> None:
+def unacknowledged(sid: str, fault: Callable[[IbRig], None]) -> tuple[list[S], int]:
+    """A resting order placed with ``fault`` set at the gateway, then settled after the ack timeout: its
+    statuses, and how many orders with its orderRef the gateway has."""
+
     async def scenario() -> tuple[list[S], int]:
         rig = IbRig()
         rig.engine.ack_timeout_s = ACK_S
         await rig.start()
         await rig.quote("100.00", "100.02")
-        rig.gw.faults.drop_next_placement = True
-        order = rig.engine.on_signal(_signal("lost1", order_type="LMT", limit_price=99))
+        fault(rig)
+        order = rig.engine.on_signal(_signal(sid, order_type="LMT", limit_price=99))
         assert order is not None
         await rig.settle()
-        assert order.status is S.PENDING_NEW
         await settle_unknown(rig)
         await rig.settle()
-        at_gateway = sum(o.ref == "tc-lost1" for o in [*rig.gw.live.values(), *rig.gw.done.values()])
+        at_gateway = sum(o.ref == f"tc-{sid}" for o in [*rig.gw.live.values(), *rig.gw.done.values()])
         statuses = rig.status_of(order)
         await rig.stop()
         return statuses, at_gateway
 
-    statuses, at_gateway = run(scenario)
+    return run(scenario)
+
+
+def test_a_dropped_placement_ends_rejected_after_the_timeout_and_is_never_sent_again() -> None:
+    statuses, at_gateway = unacknowledged("lost1", lambda rig: setattr(rig.gw.faults, "drop_next_placement", True))
     assert statuses == [S.UNKNOWN, S.REJECTED] and at_gateway == 0
 
 
 def test_an_order_whose_acknowledgement_was_lost_is_submitted_once_reconciliation_finds_it() -> None:
-    async def scenario() -> tuple[list[S], int]:
-        rig = IbRig()
-        rig.engine.ack_timeout_s = ACK_S
-        await rig.start()
-        await rig.quote("100.00", "100.02")
-        rig.gw.faults.drop_replies.update({wire.OPEN_ORDER: 1, wire.ORDER_STATUS: 1})
-        order = rig.engine.on_signal(_signal("quiet1", order_type="LMT", limit_price=99))
-        assert order is not None
-        await rig.settle()
-        await settle_unknown(rig)
-        await rig.settle()
-        at_gateway = sum(o.ref == "tc-quiet1" for o in [*rig.gw.live.values(), *rig.gw.done.values()])
-        statuses = rig.status_of(order)
-        await rig.stop()
-        return statuses, at_gateway
-
-    statuses, at_gateway = run(scenario)
+    statuses, at_gateway = unacknowledged(
+        "quiet1", lambda rig: rig.gw.faults.drop_replies.update({wire.OPEN_ORDER: 1, wire.ORDER_STATUS: 1}))
     assert statuses[:2] == [S.UNKNOWN, S.SUBMITTED] and at_gateway == 1
