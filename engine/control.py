@@ -194,7 +194,8 @@ class OperatorControl:
     def apply(self, event: KillSwitchChange) -> None:
         assert event.id is not None
         engine = self.engine
-        cancelled = engine.set_killswitch(event.scope, event.to_state, event.reason, event.actor, event.id)
+        cancelled = engine.set_killswitch(event.scope, event.to_state, event.reason, event.actor, event.id,
+                                          cancel_protection=event.flatten)
         self.applied.append(event)
         log.warning("killswitch.applied", event_id=event.id, scope=event.scope, to_state=str(event.to_state),
                     actor=event.actor, cancelled=cancelled, flatten=event.flatten)

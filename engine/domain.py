@@ -103,6 +103,8 @@ class RejectCode(StrEnum):
     ORDER_RATE = "order_rate"
     DUPLICATE_ORDER = "duplicate_order"
     SELF_CROSS = "self_cross"
+    # a bracket's exits on the wrong side of its entry (a long's stop_loss at or above the entry price...)
+    BRACKET_PRICES = "bracket_prices"
 
 
 class OrderStatus(StrEnum):
@@ -200,6 +202,20 @@ class Quote:
         return self.last if self.last > 0 else (self.bid + self.ask) / 2
 
 
+@dataclass(frozen=True, slots=True)
+class ExitLevel:
+    """Where a bracket's exit sits: an absolute price, or a distance from the entry price."""
+
+    value: Decimal
+    is_distance: bool = False
+
+    def price(self, entry: Decimal, below: bool) -> Decimal:
+        """The exit's price for an entry at ``entry``; a distance lies ``below`` the entry or above it."""
+        if not self.is_distance:
+            return self.value
+        return entry - self.value if below else entry + self.value
+
+
 @dataclass(slots=True)
 class Signal:
     """A validated trading signal (see engine.signals for the wire format).
@@ -225,6 +241,37 @@ class Signal:
     exchange: str = "SMART"
     ttl_s: float | None = None
     max_qty: Decimal | None = None
+    stop_price: Decimal | None = None  # the trigger of a STP / STP LMT entry
+    stop_loss: ExitLevel | None = None  # a bracket: protective stop sent with the entry, held at the broker
+    take_profit: ExitLevel | None = None
+
+    @property
+    def bracket(self) -> bool:
+        return self.stop_loss is not None or self.take_profit is not None
+
+    def entry_price(self, reference: Decimal) -> Decimal:
+        """Where the entry should trade: its limit, else its trigger, else the market's reference price."""
+        if self.limit_price is not None:
+            return self.limit_price
+        if self.stop_price is not None:
+            return self.stop_price
+        return reference
+
+    def exits(self, reference: Decimal) -> tuple[Decimal | None, Decimal | None] | str:
+        """The bracket's (stop loss, take profit) prices for an entry at ``entry_price(reference)``, or why
+        they cannot protect it: a long's stop must lie below the entry and its target above (a short's the
+        other way)."""
+        entry = self.entry_price(reference)
+        long = self.direction is Direction.LONG
+        stop = None if self.stop_loss is None else self.stop_loss.price(entry, below=long)
+        target = None if self.take_profit is None else self.take_profit.price(entry, below=not long)
+        word = "below" if long else "above"
+        if stop is not None and (stop <= 0 or (stop >= entry if long else stop <= entry)):
+            return f"stop_loss {stop} must lie {word} the entry price {entry} of a {self.direction} signal"
+        if target is not None and (target <= 0 or (target <= entry if long else target >= entry)):
+            other = "above" if long else "below"
+            return f"take_profit {target} must lie {other} the entry price {entry} of a {self.direction} signal"
+        return stop, target
 
 
 @dataclass(slots=True)
@@ -244,6 +291,15 @@ class OrderIntent:
     ts: datetime | None = None
     expires_at: datetime | None = None
     flatten: bool = False  # an operator-requested close: passes HALTED, never opens exposure
+    # A bracket's exit (stop loss or take profit) names its entry; it works at the broker only once the entry
+    # has filled, so it is never counted as working quantity: it can only close what the entry opened.
+    parent_id: str | None = None
+    oca_group: str | None = None  # the exits of one bracket: one filling cancels the other at the broker
+    transmit: bool = True  # IB holds a bracket's orders until its last exit arrives (transmit=True)
+
+    @property
+    def is_exit(self) -> bool:
+        return self.parent_id is not None
 
     @property
     def signed_quantity(self) -> Decimal:

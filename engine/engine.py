@@ -121,6 +121,9 @@ class ReconcileApplied:
     cancels_resent: list[str] = field(default_factory=list)  # kept-open orders whose cancel was sent again
 
 
+_NOT_SENT = frozenset({OrderStatus.REJECTED, OrderStatus.CANCELLED})
+
+
 class Engine:
     """One session's trading core: signals in, orders out, broker events in.
 
@@ -264,6 +267,13 @@ class Engine:
                 self.reject(signal, now, RejectCode.NO_MARKET_DATA, f"no quote for {symbol}")
                 return None
             price = quote.reference
+            exits: tuple[Decimal | None, Decimal | None] | None = None
+            if signal.bracket:
+                levels = signal.exits(price)
+                if isinstance(levels, str):
+                    self.reject(signal, now, RejectCode.BRACKET_PRICES, levels)
+                    return None
+                exits = levels
             equity = self.equity()
             self._observe_equity(now, equity)
             target = target_quantity(signal, instrument, price, equity, self.kelly)
@@ -294,9 +304,16 @@ class Engine:
                                        f"cancelled; position+working {exposure} is the target")
                     return None
                 side = Side.BUY if delta > 0 else Side.SELL
-            limit = None
-            if signal.order_type is OrderType.LMT and signal.limit_price is not None:
-                limit = instrument.round_price(signal.limit_price, side)
+            if position and (position > 0) is (side is Side.SELL) and book.exits_by_symbol.get(symbol):
+                # this order closes some of the position: the stops that protect it must not close it again
+                self._cancel_protection(symbol, f"superseded by signal {signal.id}")
+            limit = None if signal.limit_price is None else instrument.round_price(signal.limit_price, side)
+            trigger = None if signal.stop_price is None else instrument.round_price(signal.stop_price)
+            # A bracket protects what its entry opens: an entry that reduces the position needs no exits.
+            protect = exits is not None and side is (Side.BUY if signal.direction is Direction.LONG else Side.SELL)
+            if exits is not None and not protect:
+                log.info("bracket.not_sent", signal_id=signal.id, symbol=symbol,
+                         detail="the order reduces the position: no exits")
             intent = OrderIntent(
                 client_order_id_for(signal.id),
                 signal.id,
@@ -306,15 +323,70 @@ class Engine:
                 abs(delta),
                 signal.order_type,
                 limit,
-                None,
+                trigger,
                 TimeInForce.DAY,
                 now,
                 now + timedelta(seconds=signal.ttl_s) if signal.ttl_s else None,
+                transmit=not protect,
             )
         except Exception as exc:  # fail closed: a bug or an unforeseen value must not stop the engine
             self._internal_error(signal, now, exc)
             return None
-        return self._admit(intent, now, quote, position, working, equity, price, signal)
+        order = self._admit(intent, now, quote, position, working, equity, price, signal)
+        if protect and order is not None and order.status not in _NOT_SENT:
+            assert exits is not None
+            self._send_exits(order, exits, min(abs(delta), abs(target)), now)
+        return order
+
+    def _send_exits(self, entry: Order, exits: tuple[Decimal | None, Decimal | None], quantity: Decimal,
+                    now: datetime) -> None:
+        """A bracket's exits, after its entry: children of the entry in one OCA group, GTC so the position
+        stays protected at the broker while this process is down. The last one is transmitted (IB holds the
+        entry and the first exit until it arrives). They pass no pre-trade check: they can only close what
+        the entry opens, and the broker holds them until it has."""
+        i = entry.intent
+        inst = i.instrument
+        side = Side.SELL if i.side is Side.BUY else Side.BUY
+        stop, target = exits
+        legs: list[tuple[str, OrderType, Decimal | None, Decimal | None]] = []
+        if stop is not None:
+            legs.append(("sl", OrderType.STP, None, inst.round_price(stop)))
+        if target is not None:
+            legs.append(("tp", OrderType.LMT, inst.round_price(target, side), None))
+        tag = i.signal_id or i.client_order_id
+        for n, (kind, order_type, limit, trigger) in enumerate(legs):
+            intent = OrderIntent(
+                engine_order_id(kind, tag, inst.symbol), i.signal_id, i.strategy, inst, side, quantity, order_type,
+                limit, trigger, TimeInForce.GTC, now, None, parent_id=i.client_order_id,
+                oca_group=i.client_order_id, transmit=n == len(legs) - 1,
+            )
+            exit_order = self._send(intent, now)
+            if exit_order.status in _NOT_SENT:
+                log.error("bracket.exit_not_sent", client_order_id=intent.client_order_id, entry=i.client_order_id,
+                          reason=exit_order.reason)
+                return
+            log.info("bracket.exit_sent", client_order_id=intent.client_order_id, entry=i.client_order_id,
+                     order_type=str(order_type), side=str(side), quantity=str(quantity),
+                     price=str(limit if limit is not None else trigger))
+
+    def _cancel_protection(self, symbol: str, reason: str) -> int:
+        """Cancel the exits that protect ``symbol``'s position (before something else closes it)."""
+        return sum(self.cancel(o.client_order_id, reason) for o in self.book.protection(symbol))
+
+    def _check_protection(self, symbol: str) -> None:
+        """An exit may only ever reduce the position: one that would open or flip it is cancelled.
+
+        Runs after every fill of a symbol that has exits: an exit whose sibling filled (its OCA cancel may
+        still be on the way), a position another order closed, a stop larger than what is left.
+        """
+        position = self.portfolio.quantity(symbol)
+        for o in self.book.protection(symbol):
+            reduces = position != 0 and (position > 0) is (o.intent.side is Side.SELL)
+            if not reduces or o.remaining > abs(position):
+                if o.status is not OrderStatus.PENDING_CANCEL:
+                    log.warning("bracket.exit_cancelled", client_order_id=o.client_order_id, symbol=symbol,
+                                position=str(position), remaining=str(o.remaining))
+                self.cancel(o.client_order_id, f"protection no longer matches the position {position}")
 
     def submit_intent(self, intent: OrderIntent) -> Order | str:
         """Send an order that did not come from a signal (e.g. a flatten); returns it or the reject reason.
@@ -453,7 +525,8 @@ class Engine:
         symbol = intent.instrument.symbol
         self.portfolio.mark(symbol, book.add(order))
         self.rates.add(now, symbol)
-        self.recent_orders.add((symbol, intent.side, intent.quantity, intent.limit_price), now)
+        if intent.parent_id is None:  # an exit is not an order a later signal could duplicate
+            self.recent_orders.add((symbol, intent.side, intent.quantity, intent.limit_price), now)
         self.stats.orders += 1
         book.unsent = order
         try:  # recorded, with its signal as one unit, before it leaves the engine
@@ -513,8 +586,13 @@ class Engine:
         return True
 
     def cancel_where(self, predicate: Callable[[Order], bool], reason: str) -> int:
-        """Cancel every live order the predicate selects; return how many cancels were sent."""
-        return sum(self.cancel(o.client_order_id, reason) for o in list(self.book.orders.values()) if predicate(o))
+        """Cancel every live order the predicate selects; return how many cancels were sent.
+
+        A bracket's exits go before entries: cancelling an entry first would leave IB to cancel its exits
+        on its own, while ours are still on the way."""
+        chosen = sorted((o for o in self.book.orders.values() if predicate(o)),
+                        key=lambda o: o.intent.parent_id is None)
+        return sum(self.cancel(o.client_order_id, reason) for o in chosen)
 
     def expire(self, now: datetime) -> int:
         """Cancel orders whose signal's ttl has passed."""
@@ -560,6 +638,8 @@ class Engine:
         if order is not None:
             status = OrderStatus.FILLED if order.remaining == 0 else OrderStatus.PARTIALLY_FILLED
             self._transition(order, status, fill.ts, None)
+            if book.exits_by_symbol.get(fill.symbol):
+                self._check_protection(fill.symbol)
         else:
             symbol = fill.symbol
             portfolio.mark(symbol, book.working_qty.get(symbol, ZERO))
@@ -585,6 +665,8 @@ class Engine:
         self.stats.fills += 1
         self.bus.fill_booked.emit(fill, order, pos)  # the order's row is written with it
         self.portfolio.mark(fill.symbol, self.book.working(fill.symbol))
+        if self.book.exits_by_symbol.get(fill.symbol):  # an exit filled while we were away
+            self._check_protection(fill.symbol)
         self._observe_equity(fill.ts, self.equity())
 
     def _correct(self, fill: Fill) -> None:
@@ -746,12 +828,15 @@ class Engine:
 
     # -- kill switches ---------------------------------------------------------------------------------
     def set_killswitch(
-        self, scope: str, state: KillState, reason: str, actor: str, event_id: int | None = None
+        self, scope: str, state: KillState, reason: str, actor: str, event_id: int | None = None,
+        cancel_protection: bool = False,
     ) -> int:
         """Apply a kill-switch change; on HALTED cancel every live order in scope. Returns cancels sent.
 
         ``event_id`` is the stored event the change came from (an operator's command); a change without
-        one originates here (a trigger) and subscribers to ``bus.killswitch`` must store it.
+        one originates here (a trigger) and subscribers to ``bus.killswitch`` must store it. The exits that
+        protect open positions stay (they can only reduce) unless ``cancel_protection`` (a flatten, which
+        closes the positions itself and must not be doubled by a stop).
         """
         previous = self.killswitches.set(scope, state)
         now = self.clock()
@@ -764,10 +849,15 @@ class Engine:
         if state is not KillState.HALTED:
             return 0
         board = self.killswitches
-        return self.cancel_where(
-            lambda o: board.in_scope(scope, o.intent.strategy, o.symbol) and not o.intent.flatten,
-            f"kill switch {scope} HALTED: {reason}",
-        )
+        orders = self.book.orders
+
+        def halts(o: Order) -> bool:
+            i = o.intent
+            if i.flatten or not board.in_scope(scope, i.strategy, o.symbol):
+                return False
+            return cancel_protection or i.parent_id is None or i.parent_id in orders  # protection stays
+
+        return self.cancel_where(halts, f"kill switch {scope} HALTED: {reason}")
 
     def _apply_trip(self, trip: Trip | None) -> None:
         """An automatic trigger fired: raise the scope to its state, never lower it."""

@@ -5,6 +5,10 @@ already). Beside the orders the book keeps, per symbol, the signed quantity stil
 and the kill switches add to the position), the live orders by symbol (the opposing-order cancel and the
 self-cross check look at one symbol only), the ttl expiries as a heap, and the order being recorded and
 not yet handed to the broker. No I/O, no bus: the engine publishes what the book changes.
+
+A bracket's exits (stop loss, take profit) are live orders like any other, but never working quantity:
+they only close what their entry opened, so sizing, the kill switches and the position limits count the
+entry alone. Once the entry is no longer live, its exits are the symbol's ``protection``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class OrderBook:
         self.live_by_symbol: dict[str, dict[str, Order]] = {}
         self.unsent: Order | None = None  # the order being recorded, not yet handed to the broker
         self._expiries: list[tuple[datetime, str]] = []
+        self.exits_by_symbol: dict[str, int] = {}  # live bracket exits per symbol (a cheap "any?" on each fill)
 
     def working(self, symbol: str) -> Decimal:
         return self.working_qty.get(symbol, ZERO)
@@ -43,6 +48,9 @@ class OrderBook:
         if live is None:
             live = self.live_by_symbol[symbol] = {}
         live[coid] = order
+        if intent.parent_id is not None:
+            self.exits_by_symbol[symbol] = self.exits_by_symbol.get(symbol, 0) + 1
+            return self.working_qty.get(symbol, ZERO)
         working = self.working_qty[symbol] = self.working_qty.get(symbol, ZERO) + intent.signed_quantity
         if intent.expires_at is not None:
             heapq.heappush(self._expiries, (intent.expires_at, coid))
@@ -54,25 +62,34 @@ class OrderBook:
         self.orders[coid] = order
         symbol = order.symbol
         self.live_by_symbol.setdefault(symbol, {})[coid] = order
+        if order.intent.parent_id is not None:
+            self.exits_by_symbol[symbol] = self.exits_by_symbol.get(symbol, 0) + 1
+            return self.working_qty.get(symbol, ZERO)
         working = self.working_qty[symbol] = self.working_qty.get(symbol, ZERO) + order.signed_remaining
         return working
 
     def retire(self, order: Order) -> Decimal | None:
         """Forget a final order; returns its symbol's new working quantity when what it left unfilled stopped."""
         coid = order.client_order_id
-        self.orders.pop(coid, None)
+        was_live = self.orders.pop(coid, None) is not None
         symbol = order.symbol
         live = self.live_by_symbol.get(symbol)
         if live is not None:
             live.pop(coid, None)
         working = None
-        if order.remaining:
+        if order.intent.parent_id is not None:
+            if was_live:
+                self.exits_by_symbol[symbol] -= 1
+        elif order.remaining:
             working = self.working_qty[symbol] = self.working_qty.get(symbol, ZERO) - order.signed_remaining
         order.history.clear()  # persisted already; a retired order must not pin memory
         return working
 
     def fill(self, order: Order, fill: Fill) -> None:
         """A fill of a live order: it works that much less (all it had left, when the broker overfilled it)."""
+        if order.intent.parent_id is not None:  # an exit never counted as working
+            apply_fill(order, fill)
+            return
         if fill.quantity > order.remaining:
             self.working_qty[fill.symbol] -= order.signed_remaining
             apply_fill(order, fill)
@@ -86,7 +103,7 @@ class OrderBook:
         filled = order.filled_qty - old.quantity + new.quantity
         value = order.avg_fill_price * order.filled_qty - old.price * old.quantity + new.price * new.quantity
         order.avg_fill_price = value / filled if filled else ZERO
-        if order.client_order_id in self.orders:
+        if order.client_order_id in self.orders and order.intent.parent_id is None:
             self.working_qty[order.symbol] -= new.signed_quantity - old.signed_quantity
         order.filled_qty = filled
         order.commission += new.commission - old.commission
@@ -98,7 +115,16 @@ class OrderBook:
         if not live:
             return []
         return [o.client_order_id for o in live.values()
-                if o.intent.side is not side and not o.intent.flatten and o.status is not OrderStatus.PENDING_CANCEL]
+                if o.intent.side is not side and not o.intent.flatten and o.intent.parent_id is None
+                and o.status is not OrderStatus.PENDING_CANCEL]
+
+    def protection(self, symbol: str) -> list[Order]:
+        """The symbol's live exits whose entry is no longer live: what protects its position at the broker."""
+        if not self.exits_by_symbol.get(symbol):
+            return []
+        live = self.live_by_symbol.get(symbol) or {}
+        orders = self.orders
+        return [o for o in live.values() if o.intent.parent_id is not None and o.intent.parent_id not in orders]
 
     def cancelling(self, symbol: str) -> Decimal:
         """The signed quantity of ``symbol``'s orders waiting for their cancel to be confirmed."""
@@ -145,8 +171,8 @@ def own_best(orders: Iterable[Order]) -> tuple[Decimal | None, Decimal | None]:
     ask: Decimal | None = None
     for o in orders:
         i = o.intent
-        if i.order_type in (OrderType.STP, OrderType.STP_LMT):
-            continue  # not resting in the book until triggered
+        if i.order_type in (OrderType.STP, OrderType.STP_LMT) or i.parent_id is not None:
+            continue  # not resting in the book until triggered; an exit only closes what its entry opened
         if o.status is OrderStatus.PENDING_CANCEL:
             continue  # being cancelled: a new order on the other side is what replaces it
         limit = i.limit_price

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engine.domain import Direction, OrderType, RejectCode, Signal
+from engine.domain import Direction, ExitLevel, OrderType, RejectCode, Signal
 from engine.ids import SIGNAL_ID_MAX_LEN, SIGNAL_ID_PATTERN
 
 MAX_LINE_BYTES = 65_536  # a longer line is refused whole (line_too_long); readers stop reading it there
@@ -54,6 +54,30 @@ _ZERO = Decimal(0)
 Price = Annotated[Decimal, _num(ge=MIN_POSITIVE, le=MAX_PRICE)]
 Qty = Annotated[Decimal, _num(ge=MIN_POSITIVE, le=MAX_QTY)]
 _DIRECTIONS = {"long": Direction.LONG, "short": Direction.SHORT, "flat": Direction.FLAT}
+_ORDER_TYPES = {t.value: t for t in OrderType}
+
+
+class ExitLevelMessage(BaseModel):
+    """A bracket exit given as ``{"price": 95.5}`` or ``{"distance": 2.5}`` (from the entry price)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    price: Price | None = None
+    distance: Price | None = None
+
+    def to_domain(self) -> ExitLevel | str:
+        if (self.price is None) == (self.distance is None):
+            return "give exactly one of 'price' or 'distance'"
+        if self.price is not None:
+            return ExitLevel(self.price)
+        assert self.distance is not None
+        return ExitLevel(self.distance, is_distance=True)
+
+
+def _exit_level(value: Decimal | ExitLevelMessage | None) -> ExitLevel | str | None:
+    if value is None or isinstance(value, Decimal):
+        return None if value is None else ExitLevel(value)
+    return value.to_domain()
 
 
 class SignalMessage(BaseModel):
@@ -71,8 +95,12 @@ class SignalMessage(BaseModel):
     expected_return: Annotated[Decimal, _num(ge=-MAX_RETURN, le=MAX_RETURN)] | None = None
     volatility: Annotated[Decimal, _num(ge=MIN_POSITIVE, le=MAX_RETURN)] | None = None
     stop_distance: Price | None = None
-    order_type: Literal["MKT", "LMT"] = "MKT"
+    order_type: Literal["MKT", "LMT", "STP", "STP LMT"] = "MKT"
     limit_price: Price | None = None
+    stop_price: Price | None = None  # the trigger of a STP / STP LMT entry
+    # A bracket: a number is a price; {"price": p} or {"distance": d} (from the entry price) say which.
+    stop_loss: Price | ExitLevelMessage | None = None
+    take_profit: Price | ExitLevelMessage | None = None
     sec_type: Literal["STK"] = "STK"
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
     exchange: Annotated[str, Field(min_length=1, max_length=16, pattern=EXCHANGE_PATTERN)] = "SMART"
@@ -93,10 +121,22 @@ class SignalMessage(BaseModel):
             return f"field '{missing}': required with the expected_return/volatility edge"
         if not binary and not gaussian and self.direction != "flat":
             return "an edge is required: win_prob+payoff or expected_return+volatility"
-        if self.order_type == "LMT" and self.limit_price is None:
-            return "field 'limit_price': required when order_type is LMT"
-        if self.order_type == "MKT" and self.limit_price is not None:
-            return "field 'limit_price': only allowed when order_type is LMT"
+        limited = self.order_type in ("LMT", "STP LMT")
+        stopped = self.order_type in ("STP", "STP LMT")
+        if limited and self.limit_price is None:
+            return f"field 'limit_price': required when order_type is {self.order_type}"
+        if not limited and self.limit_price is not None:
+            return "field 'limit_price': only allowed when order_type is LMT or STP LMT"
+        if stopped and self.stop_price is None:
+            return f"field 'stop_price': required when order_type is {self.order_type}"
+        if not stopped and self.stop_price is not None:
+            return "field 'stop_price': only allowed when order_type is STP or STP LMT"
+        for name in ("stop_loss", "take_profit"):
+            level = _exit_level(getattr(self, name))
+            if isinstance(level, str):
+                return f"field '{name}': {level}"
+            if level is not None and self.direction == "flat":
+                return f"field '{name}': a bracket needs a long or short signal, not flat"
         return None
 
     def to_domain(self, ts: datetime) -> Signal:
@@ -111,14 +151,24 @@ class SignalMessage(BaseModel):
             expected_return=self.expected_return,
             volatility=self.volatility,
             stop_distance=self.stop_distance,
-            order_type=OrderType.MKT if self.order_type == "MKT" else OrderType.LMT,
+            order_type=_ORDER_TYPES[self.order_type],
             limit_price=self.limit_price,
             sec_type=self.sec_type,
             currency=self.currency,
             exchange=self.exchange,
             ttl_s=float(self.ttl_s) if self.ttl_s is not None else None,
             max_qty=self.max_qty,
+            stop_price=self.stop_price,
+            stop_loss=_level(self.stop_loss),
+            take_profit=_level(self.take_profit),
         )
+
+
+def _level(value: Decimal | ExitLevelMessage | None) -> ExitLevel | None:
+    """A level ``cross_field_error`` has accepted already."""
+    level = _exit_level(value)
+    assert not isinstance(level, str)
+    return level
 
 
 _TOO_LONG = f"line longer than {MAX_LINE_BYTES} bytes"
@@ -220,16 +270,31 @@ def _parse_ts(text: str) -> datetime | str:
     return ts.astimezone(UTC)  # no overflow: the year is at least a day inside datetime's range
 
 
+_EXIT_FIELDS = ("stop_loss", "take_profit")
+_EXIT_BRANCHES = ("decimal", "ExitLevelMessage")
+_EXIT_FORMS = 'must be a price (a JSON number), {"price": p} or {"distance": d}'
 _MESSAGES = {
     "is_instance_of": "must be a JSON number",
 }
 
 
 def _describe(err: ValidationError) -> str:
-    parts = []
+    parts: list[str] = []
     errors = err.errors(include_url=False, include_input=False)
+    # an exit given as an object with a bad field: name that field, not the union's other branch
+    inside = {e["loc"][0] for e in errors if len(e["loc"]) > 2 and e["loc"][0] in _EXIT_FIELDS}
     for e in errors[:8]:
-        loc = ".".join(_safe_text(str(p)) for p in e["loc"])
+        path = list(e["loc"])
+        if len(path) >= 2 and path[0] in _EXIT_FIELDS and path[1] in _EXIT_BRANCHES:
+            if path[0] in inside and len(path) == 2:
+                continue
+            if len(path) == 2:  # neither a number nor an object: one message for the union, once
+                text = f"field '{path[0]}': {_EXIT_FORMS}"
+                if text not in parts:
+                    parts.append(text)
+                continue
+            del path[1]  # inside the object: name the field as the user wrote it (stop_loss.distance)
+        loc = ".".join(_safe_text(str(p)) for p in path)
         msg = _MESSAGES.get(e["type"]) or e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             parts.append(f"field '{loc}': unknown field")

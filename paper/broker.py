@@ -35,6 +35,7 @@ class PaperBroker:
         self._listener: BrokerListener | None = None
         self._ids = count(1)
         self._by_ref: dict[str, SimOrder] = {}
+        self._entries: dict[str, int] = {}  # a bracket's entry (sent with transmit off) until its last exit comes
         self.connected = True
         self.refuse_reason: str | None = None  # fault control: reject every new order with this reason
         for symbol, (qty, avg) in (initial_positions or {}).items():
@@ -66,7 +67,14 @@ class PaperBroker:
             intent.limit_price,
             intent.stop_price,
             intent.tif,
+            oca_group=intent.oca_group or "",
         )
+        if intent.parent_id is not None:
+            sim.parent_id = self._entries.get(intent.parent_id, 0)  # 0: no such entry, the exchange refuses it
+            if intent.transmit:
+                self._entries.pop(intent.parent_id, None)
+        elif not intent.transmit:
+            self._entries[sim.ref] = oid
         self._by_ref[sim.ref] = sim
         listener.on_order_update(OrderUpdate(sim.ref, OrderStatus.SUBMITTED, now, None, oid, oid))
         self._report(self.matching.add(sim, now), now)
@@ -80,6 +88,7 @@ class PaperBroker:
         if sim is None or self.matching.cancel(sim.order_id) is None:
             return
         listener.on_order_update(OrderUpdate(client_order_id, OrderStatus.CANCELLED, self._clock(), reason))
+        self._report([], self._clock())  # a cancelled entry takes its waiting exits with it
 
     def quote(self, symbol: str) -> Quote | None:
         return self.matching.quotes.get(symbol)
@@ -140,9 +149,15 @@ class PaperBroker:
         return {o.symbol for o in self.matching.working()}
 
     def _report(self, executions: list[Execution], now: datetime) -> None:
+        listener = self._require_listener()
+        # Exits the exchange cancelled (an OCA sibling filled, an entry was cancelled) are reported before the
+        # fills that caused them, so the engine never sees protection outlive the position it protected.
+        if self.matching.rule_cancels:
+            for sim, why in self.matching.drain_cancelled():
+                if self._by_ref.pop(sim.ref, None) is not None:
+                    listener.on_order_update(OrderUpdate(sim.ref, OrderStatus.CANCELLED, now, why))
         if not executions:
             return
-        listener = self._require_listener()
         for ex in executions:
             listener.on_fill(ex.to_fill())
             if ex.order.status == IbStatus.FILLED:

@@ -5,6 +5,11 @@ for the same quotes. Market orders take the touch (plus slippage) up to the disp
 left waits for the next quotes. Limit orders rest until the market crosses them. Stops trigger on
 the last price and then behave as market (STP) or limit (STP LMT) orders. Each quote's displayed
 size is consumed by the orders that trade against it, so two orders cannot both take it.
+
+Brackets work as at IB: a child order (``parent_id``) waits, PreSubmitted, until its parent has filled
+completely, and is cancelled with it; orders of one OCA group cancel each other as soon as one of them
+executes (IB's ocaType 1). Orders the exchange cancels by these rules are kept for ``drain_cancelled``,
+so the broker adapters can report them.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ class SimOrder:
     commission: Decimal = ZERO
     status: IbStatus = IbStatus.SUBMITTED
     triggered: bool = False
+    parent_id: int | None = None  # the order this one waits for (a bracket's exit waits for its entry)
+    oca_group: str = ""
     extra: dict[str, object] = field(default_factory=dict)  # adapter-owned (e.g. the gateway's raw fields)
 
     @property
@@ -99,6 +106,9 @@ class MatchingEngine:
         self.orders: dict[int, SimOrder] = {}
         self.positions: dict[str, Position] = {}
         self._exec_seq = 0
+        self._held: dict[int, list[SimOrder]] = {}  # parent order id -> children waiting for it to fill
+        self._oca: dict[str, dict[int, SimOrder]] = {}  # OCA group -> its working members
+        self.rule_cancels: list[tuple[SimOrder, str]] = []  # cancelled by the exchange's rules, not yet reported
 
     # -- order entry -------------------------------------------------------------------------------
     def add(self, order: SimOrder, now: datetime) -> list[Execution]:
@@ -106,7 +116,17 @@ class MatchingEngine:
         if self.latency:
             order.active_at = now + self.latency
         self.orders[order.order_id] = order
-        self._working.setdefault(order.symbol, {})[order.order_id] = order
+        if order.parent_id is not None:
+            parent = self.orders.get(order.parent_id)
+            if parent is None or (parent.is_done and parent.status != IbStatus.FILLED):
+                order.status = IbStatus.CANCELLED
+                self.rule_cancels.append((order, f"parent order {order.parent_id} is not working"))
+                return []
+            if parent.status != IbStatus.FILLED:
+                order.status = IbStatus.PRE_SUBMITTED  # held until the parent fills
+                self._held.setdefault(parent.order_id, []).append(order)
+                return []
+        self._activate(order)
         if order.active_at is not None and order.active_at > now:
             return []
         executions = self._match_order(order, now)
@@ -140,6 +160,11 @@ class MatchingEngine:
         self._finish(order, IbStatus.CANCELLED)
         return order
 
+    def drain_cancelled(self) -> list[tuple[SimOrder, str]]:
+        """Orders the exchange cancelled by its own rules (OCA, a cancelled parent) since the last call."""
+        cancelled, self.rule_cancels = self.rule_cancels, []
+        return cancelled
+
     def working(self, symbol: str | None = None) -> list[SimOrder]:
         if symbol is not None:
             return list(self._working.get(symbol, {}).values())
@@ -168,11 +193,40 @@ class MatchingEngine:
         return executions
 
     # -- internals ---------------------------------------------------------------------------------
+    def _activate(self, order: SimOrder) -> None:
+        self._working.setdefault(order.symbol, {})[order.order_id] = order
+        if order.oca_group:
+            self._oca.setdefault(order.oca_group, {})[order.order_id] = order
+
     def _finish(self, order: SimOrder, status: IbStatus) -> None:
         order.status = status
         book = self._working.get(order.symbol)
         if book is not None:
             book.pop(order.order_id, None)
+        if order.oca_group:
+            group = self._oca.get(order.oca_group)
+            if group is not None:
+                group.pop(order.order_id, None)
+                if not group:
+                    del self._oca[order.oca_group]
+        children = self._held.pop(order.order_id, None)
+        if children is None:
+            return
+        for child in children:
+            if status == IbStatus.FILLED:  # the entry is in: its exits start working
+                child.status = IbStatus.SUBMITTED
+                self._activate(child)
+            elif not child.is_done:
+                child.status = IbStatus.CANCELLED
+                self.rule_cancels.append((child, f"parent order {order.order_id} {status}"))
+
+    def _cancel_oca_siblings(self, order: SimOrder) -> None:
+        group = self._oca.get(order.oca_group)
+        if not group:
+            return
+        for sibling in [o for o in group.values() if o is not order]:
+            self._finish(sibling, IbStatus.CANCELLED)
+            self.rule_cancels.append((sibling, f"OCA group {order.oca_group}: order {order.order_id} executed"))
 
     def _match_order(self, order: SimOrder, now: datetime) -> list[Execution]:
         quote = self.quotes.get(order.symbol)
@@ -207,6 +261,8 @@ class MatchingEngine:
         order.avg_price = (order.avg_price * order.filled + price * qty) / cum
         order.filled = cum
         order.commission = self.commission.order_total(cum, cum * order.avg_price)
+        if order.oca_group:
+            self._cancel_oca_siblings(order)
         if order.remaining == 0:
             self._finish(order, IbStatus.FILLED)
         self._exec_seq += 1

@@ -95,6 +95,8 @@ class OrderRow(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    parent_order_id: Mapped[str | None] = mapped_column(String(160))  # a bracket exit's entry
+    oca_group: Mapped[str | None] = mapped_column(String(160))
 
     __table_args__ = (Index("ix_orders_status", "status"),)
 

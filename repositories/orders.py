@@ -32,6 +32,7 @@ def order_from_row(r: Any) -> Order:
         r["client_order_id"], r["signal_id"], r["strategy"],
         Instrument(r["symbol"], r["sec_type"], r["currency"], r["exchange"]), Side(r["side"]), r["quantity"],
         OrderType(r["order_type"]), r["limit_price"], r["stop_price"], TimeInForce(r["tif"]), r["created_at"],
+        parent_id=r["parent_order_id"], oca_group=r["oca_group"],
     )
     return Order(intent, r["created_at"], OrderStatus(r["status"]), r["filled_qty"], r["avg_fill_price"],
                  r["commission"], r["broker_order_id"], r["perm_id"], r["reason"])

@@ -169,6 +169,8 @@ def _order_row(order: Order, session_id: int, now: datetime) -> dict[str, Any]:
         "reason": order.reason,
         "created_at": order.created_at,
         "updated_at": now,
+        "parent_order_id": i.parent_id,
+        "oca_group": i.oca_group,
     }
 
 

@@ -166,8 +166,11 @@ def check_market_data(intent: OrderIntent, ctx: CheckContext) -> Reject | None:
 
 
 def _order_price(intent: OrderIntent, ctx: CheckContext) -> Decimal:
+    """The price exposure is counted at: the limit, else a stop's trigger, else the market."""
     if intent.limit_price is not None:
         return intent.limit_price
+    if intent.stop_price is not None:
+        return intent.stop_price
     return ctx.reference_price or ZERO
 
 
@@ -201,31 +204,46 @@ def check_position_limit(intent: OrderIntent, ctx: CheckContext) -> Reject | Non
 
 
 def check_price_collar(intent: OrderIntent, ctx: CheckContext) -> Reject | None:
-    """A limit price too far *through* the reference (more aggressive) is a fat finger.
+    """A price too far from the market is a fat finger.
 
-    Each configured bound applies: a percentage of the reference, and a number of ticks (the useful
-    one for low-priced symbols, where a percentage is a fraction of a tick).
+    A limit may not be too far *through* the reference (more aggressive). A stop's trigger may not be too far
+    from the reference either way (above it, it waits for a move the signal did not mean; below a buy stop,
+    it is a market order at once), and a stop-limit's limit may not be too far through its trigger (where it
+    starts to work). Each configured bound applies: a percentage, and a number of ticks (the useful one for
+    low-priced symbols, where a percentage is a fraction of a tick).
     """
-    lim = ctx.limits
-    limit = intent.limit_price
     ref = ctx.reference_price
-    if limit is None or not ref:
+    if not ref:
         return None
-    through = limit - ref if intent.side is Side.BUY else ref - limit
+    stop = intent.stop_price
+    if stop is not None:
+        reject = _collar(intent, ctx, "stop", stop, abs(stop - ref), ref, "from reference")
+        if reject is not None:
+            return reject
+    limit = intent.limit_price
+    if limit is None:
+        return None
+    base = ref if stop is None else stop
+    through = limit - base if intent.side is Side.BUY else base - limit
     if through <= 0:
         return None
+    return _collar(intent, ctx, "limit", limit, through, base,
+                   "through reference" if stop is None else "through its trigger")
+
+
+def _collar(intent: OrderIntent, ctx: CheckContext, name: str, price: Decimal, distance: Decimal, base: Decimal,
+            relation: str) -> Reject | None:
+    lim = ctx.limits
     collar = lim.price_collar_pct
-    if collar is not None and through / ref > collar:
-        return Reject(
-            RejectCode.PRICE_COLLAR,
-            f"limit {limit} is {through / ref:.2%} through reference {ref} (collar {collar:.2%})",
-        )
+    if collar is not None and distance / base > collar:
+        return Reject(RejectCode.PRICE_COLLAR,
+                      f"{name} {price} is {distance / base:.2%} {relation} {base} (collar {collar:.2%})")
     ticks = lim.price_collar_ticks
     if ticks is not None:
-        n = through / intent.instrument.tick_size
+        n = distance / intent.instrument.tick_size
         if n > ticks:
-            return Reject(RejectCode.PRICE_COLLAR,
-                          f"limit {limit} is {n:.0f} ticks through reference {ref} (collar {ticks})")
+            return Reject(RejectCode.PRICE_COLLAR, f"{name} {price} is {n:.0f} ticks {relation} {base} "
+                                                   f"(collar {ticks})")
     return None
 
 

@@ -1,8 +1,8 @@
 """Kelly sizing: from a signal's edge to a capped target position.
 
 ``p - q/b`` is the fraction of equity to put at risk. Without a stop distance the whole notional counts
-as the stake (quantity = fraction * f* * equity / price); with a stop distance the loss per share when
-wrong is the stake. A fraction of Kelly (default 1/2) and hard caps keep estimation error from
+as the stake (quantity = fraction * f* * equity / price); with a stop distance, or a bracket's stop loss,
+the loss per share when wrong is the stake. A fraction of Kelly (default 1/2) and hard caps keep estimation error from
 compounding: at twice Kelly the expected growth is zero.
 """
 
@@ -60,7 +60,7 @@ def target_quantity(
     if f_star <= 0:
         return ZERO
     stake = params.fraction * f_star * equity
-    per_unit = signal.stop_distance if signal.stop_distance and signal.stop_distance > 0 else price
+    per_unit = risk_per_unit(signal, price)
     qty = stake / per_unit
     qty = min(qty, params.max_fraction_of_equity * equity / price)
     if params.max_qty is not None:
@@ -69,6 +69,19 @@ def target_quantity(
         qty = min(qty, signal.max_qty)
     qty = instrument.round_lots(max(qty, ZERO))
     return qty if signal.direction is Direction.LONG else -qty
+
+
+def risk_per_unit(signal: Signal, price: Decimal) -> Decimal:
+    """What one unit loses when the signal is wrong: to its bracket's stop loss, else its stop distance, else
+    the whole price."""
+    stop = signal.stop_loss
+    if stop is not None:
+        distance = stop.value if stop.is_distance else abs(signal.entry_price(price) - stop.value)
+        if distance > 0:
+            return distance
+    if signal.stop_distance and signal.stop_distance > 0:
+        return signal.stop_distance
+    return price
 
 
 def within_band(target: Decimal, current: Decimal, band: Decimal) -> bool:

@@ -1,0 +1,168 @@
+"""Brackets on the in-process simulated broker: an entry with its stop loss and take profit, held at the broker.
+
+The exits are children of the entry in one OCA group: they work only once the entry has filled, one filling
+cancels the other, and they may only ever reduce the position.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+from engine.domain import KillState, OrderStatus, OrderType, RejectCode, Side, TimeInForce
+from risk.killswitch import GLOBAL, symbol_scope
+from tests.conftest import signal_line
+from tests.rig import Rig
+
+
+def _bracket(r: Rig, sid: str = "b1", direction: str = "long", **extra: object) -> None:
+    levels = {"stop_loss": {"distance": 2}, "take_profit": {"distance": 3}}
+    levels.update(extra)  # type: ignore[arg-type]
+    r.engine.on_signal_line(signal_line(sid, direction=direction, **levels))
+
+
+def _orders(r: Rig) -> dict[str, object]:
+    return {o.client_order_id: o for o in r.submitted}
+
+
+def test_a_signal_with_stop_loss_and_take_profit_sends_an_entry_and_two_exits_in_one_oca_group() -> None:
+    r = Rig()
+    r.quote()
+    _bracket(r)
+    entry, stop, target = r.submitted
+    assert entry.intent.parent_id is None and not entry.intent.transmit
+    assert [stop.intent.order_type, target.intent.order_type] == [OrderType.STP, OrderType.LMT]
+    assert stop.intent.parent_id == target.intent.parent_id == entry.client_order_id
+    assert stop.intent.oca_group == target.intent.oca_group == entry.client_order_id
+    assert [stop.intent.transmit, target.intent.transmit] == [False, True]
+    assert stop.intent.side is target.intent.side is Side.SELL
+    assert stop.intent.quantity == target.intent.quantity == entry.intent.quantity
+    assert stop.intent.tif is TimeInForce.GTC
+    # the entry filled at the ask 100.02: the distances are measured from the reference price (last 100.00)
+    assert stop.intent.stop_price == D("98") and target.intent.limit_price == D("103")
+
+
+def test_a_bracket_is_sized_on_the_distance_to_its_stop_loss() -> None:
+    plain, bracketed = Rig(), Rig()
+    for r in (plain, bracketed):
+        r.quote()
+    plain.engine.on_signal_line(signal_line("p1", stop_distance=2))
+    _bracket(bracketed)
+    assert bracketed.submitted[0].intent.quantity == plain.submitted[0].intent.quantity
+
+
+def test_exits_do_not_count_as_working_quantity() -> None:
+    r = Rig()
+    r.quote()
+    _bracket(r)
+    assert r.engine.book.working("AAPL") == 0  # the entry filled; its exits close only what it opened
+    assert r.engine.portfolio.quantity("AAPL") == r.submitted[0].intent.quantity
+
+
+def test_the_stop_loss_fills_closes_the_position_and_the_take_profit_is_cancelled() -> None:
+    r = Rig()
+    r.quote()
+    _bracket(r)
+    _, stop, target = r.submitted
+    r.quote(bid="97.90", ask="97.92")  # the last trades through the stop at 98
+    assert stop.status is OrderStatus.FILLED
+    assert target.status is OrderStatus.CANCELLED
+    assert r.engine.portfolio.quantity("AAPL") == 0
+    assert not r.engine.book.orders
+
+
+def test_the_take_profit_fills_and_the_stop_loss_is_cancelled() -> None:
+    r = Rig()
+    r.quote()
+    _bracket(r)
+    _, stop, target = r.submitted
+    r.quote(bid="103.00", ask="103.02")
+    assert target.status is OrderStatus.FILLED and stop.status is OrderStatus.CANCELLED
+    assert r.engine.portfolio.quantity("AAPL") == 0
+
+
+def test_a_short_bracket_puts_its_stop_above_and_its_target_below() -> None:
+    r = Rig()
+    r.quote()
+    _bracket(r, direction="short")
+    _, stop, target = r.submitted
+    assert stop.intent.side is Side.BUY and stop.intent.stop_price == D("102")
+    assert target.intent.limit_price == D("97")
+
+
+def test_exits_wait_at_the_broker_until_the_entry_fills() -> None:
+    r = Rig()
+    r.quote()
+    _bracket(r, order_type="LMT", limit_price=99, stop_loss=97, take_profit=101)
+    entry, stop, target = r.submitted
+    assert entry.status is OrderStatus.SUBMITTED
+    r.quote(bid="96.00", ask="96.02")  # through the stop, but the entry has not filled: the stop must not work
+    assert entry.status is OrderStatus.FILLED  # the limit buy at 99 fills on this quote...
+    assert stop.status is OrderStatus.SUBMITTED  # ...and only then do its exits start working
+    r.quote(bid="96.00", ask="96.02")
+    assert stop.status is OrderStatus.FILLED and target.status is OrderStatus.CANCELLED
+    assert r.engine.portfolio.quantity("AAPL") == 0
+
+
+def test_a_stop_loss_on_the_wrong_side_of_the_entry_is_rejected_with_its_reason() -> None:
+    r = Rig()
+    r.quote()
+    _bracket(r, stop_loss=101)
+    assert not r.submitted
+    assert r.rejected[0].code is RejectCode.BRACKET_PRICES
+    assert "stop_loss 101 must lie below the entry price" in r.rejected[0].reason
+
+
+def test_a_signal_that_closes_a_protected_position_cancels_its_exits_first() -> None:
+    r = Rig()
+    r.quote()
+    _bracket(r)
+    _, stop, target = r.submitted
+    r.engine.on_signal_line(signal_line("close", direction="flat", seconds=1))
+    assert stop.status is OrderStatus.CANCELLED and target.status is OrderStatus.CANCELLED
+    assert r.engine.portfolio.quantity("AAPL") == 0
+    r.quote(bid="90.00", ask="90.02")  # far through the old stop: nothing may trade
+    assert r.engine.portfolio.quantity("AAPL") == 0
+
+
+def test_kill_keeps_the_exits_that_protect_an_open_position() -> None:
+    r = Rig()
+    r.quote()
+    _bracket(r)
+    _, stop, target = r.submitted
+    assert r.engine.set_killswitch(GLOBAL, KillState.HALTED, "drill", "ops") == 0
+    assert stop.status is OrderStatus.SUBMITTED and target.status is OrderStatus.SUBMITTED
+    r.quote(bid="97.90", ask="97.92")
+    assert stop.status is OrderStatus.FILLED and r.engine.portfolio.quantity("AAPL") == 0
+
+
+def test_kill_cancels_an_unfilled_brackets_exits_before_its_entry() -> None:
+    r = Rig()
+    r.quote()
+    _bracket(r, order_type="LMT", limit_price=99, stop_loss=97, take_profit=101)
+    entry, stop, target = r.submitted
+    r.statuses.clear()
+    assert r.engine.set_killswitch(symbol_scope("AAPL"), KillState.HALTED, "drill", "ops") == 3
+    cancelled = [coid for coid, status in r.statuses if status is OrderStatus.PENDING_CANCEL]
+    assert cancelled == [stop.client_order_id, target.client_order_id, entry.client_order_id]
+    assert all(o.status is OrderStatus.CANCELLED for o in (entry, stop, target))
+
+
+def test_a_flatten_kill_cancels_the_protection() -> None:
+    r = Rig()
+    r.quote()
+    _bracket(r)
+    _, stop, target = r.submitted
+    assert r.engine.set_killswitch(GLOBAL, KillState.HALTED, "drill", "ops", cancel_protection=True) == 2
+    assert stop.status is OrderStatus.CANCELLED and target.status is OrderStatus.CANCELLED
+
+
+def test_an_exit_larger_than_what_is_left_of_the_position_is_cancelled() -> None:
+    r = Rig()
+    r.quote()
+    _bracket(r)
+    entry, stop, _ = r.submitted
+    qty = entry.intent.quantity
+    # a smaller target for the same symbol: the sell reduces the position below the exits' quantity
+    r.engine.on_signal_line(signal_line("less", seconds=1, win_prob=0.55, payoff=1.5, max_qty=int(qty) // 2))
+    assert stop.status is OrderStatus.CANCELLED
+    assert r.engine.portfolio.quantity("AAPL") == qty // 2
