@@ -8,20 +8,20 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
-from engine.domain import KillState, OrderStatus, OrderType, RejectCode, Side, TimeInForce
+from engine.domain import KillState, Order, OrderStatus, OrderType, RejectCode, Side, TimeInForce
 from risk.killswitch import GLOBAL, symbol_scope
 from tests.conftest import signal_line
 from tests.rig import Rig
 
 
 def _bracket(r: Rig, sid: str = "b1", direction: str = "long", **extra: object) -> None:
-    levels = {"stop_loss": {"distance": 2}, "take_profit": {"distance": 3}}
-    levels.update(extra)  # type: ignore[arg-type]
-    r.engine.on_signal_line(signal_line(sid, direction=direction, **levels))
+    levels: dict[str, object] = {"stop_loss": {"distance": 2}, "take_profit": {"distance": 3}, **extra}
+    r.engine.on_signal_line(signal_line(sid, "AAPL", direction, 0, **levels))
 
 
-def _orders(r: Rig) -> dict[str, object]:
-    return {o.client_order_id: o for o in r.submitted}
+def _status(order: Order) -> OrderStatus:
+    """Read afresh (the broker moves it between asserts)."""
+    return order.status
 
 
 def test_a_signal_with_stop_loss_and_take_profit_sends_an_entry_and_two_exits_in_one_oca_group() -> None:
@@ -96,10 +96,10 @@ def test_exits_wait_at_the_broker_until_the_entry_fills() -> None:
     entry, stop, target = r.submitted
     assert entry.status is OrderStatus.SUBMITTED
     r.quote(bid="96.00", ask="96.02")  # through the stop, but the entry has not filled: the stop must not work
-    assert entry.status is OrderStatus.FILLED  # the limit buy at 99 fills on this quote...
-    assert stop.status is OrderStatus.SUBMITTED  # ...and only then do its exits start working
+    assert _status(entry) is OrderStatus.FILLED  # the limit buy at 99 fills on this quote...
+    assert _status(stop) is OrderStatus.SUBMITTED  # ...and only then do its exits start working
     r.quote(bid="96.00", ask="96.02")
-    assert stop.status is OrderStatus.FILLED and target.status is OrderStatus.CANCELLED
+    assert _status(stop) is OrderStatus.FILLED and _status(target) is OrderStatus.CANCELLED
     assert r.engine.portfolio.quantity("AAPL") == 0
 
 
@@ -132,7 +132,7 @@ def test_kill_keeps_the_exits_that_protect_an_open_position() -> None:
     assert r.engine.set_killswitch(GLOBAL, KillState.HALTED, "drill", "ops") == 0
     assert stop.status is OrderStatus.SUBMITTED and target.status is OrderStatus.SUBMITTED
     r.quote(bid="97.90", ask="97.92")
-    assert stop.status is OrderStatus.FILLED and r.engine.portfolio.quantity("AAPL") == 0
+    assert _status(stop) is OrderStatus.FILLED and r.engine.portfolio.quantity("AAPL") == 0
 
 
 def test_kill_cancels_an_unfilled_brackets_exits_before_its_entry() -> None:
