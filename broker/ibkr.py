@@ -54,6 +54,7 @@ from engine.domain import Fill, Order, OrderStatus, OrderType, Quote, Side
 log = structlog.get_logger("tradectl.ibkr")
 
 ORDER_TYPES = frozenset(t.value for t in OrderType)
+OCA_CANCEL_WITH_BLOCK = 1  # ocaType: the first execution in the group cancels the others (a bracket's exits)
 COMMISSION_WAIT_S = 2.0
 EXEC_MEMORY = 200_000
 ACCOUNT_TAGS = frozenset({"NetLiquidation", "AvailableFunds"})
@@ -242,7 +243,24 @@ class IbkrBroker:
             ib_order.lmtPrice = float(intent.limit_price)
         if intent.stop_price is not None:
             ib_order.auxPrice = float(intent.stop_price)
-        self._paced(coid, lambda: self._place(coid, contract, ib_order))
+        if intent.oca_group:
+            ib_order.ocaGroup = intent.oca_group
+            ib_order.ocaType = OCA_CANCEL_WITH_BLOCK
+        ib_order.transmit = intent.transmit
+        parent = intent.parent_id
+        if parent is None:
+            self._paced(coid, lambda: self._place(coid, contract, ib_order))
+            return
+
+        def place_exit() -> None:  # the entry's IB order id exists once its own (paced) placement has run
+            entry = self._trades.get(parent)
+            if entry is None:
+                self._update(coid, OrderStatus.REJECTED, f"its entry {parent} is not at IB")
+                return
+            ib_order.parentId = entry.order.orderId
+            self._place(coid, contract, ib_order)
+
+        self._paced(coid, place_exit)
 
     def cancel(self, client_order_id: str, reason: str) -> None:
         trade = self._trades.get(client_order_id)

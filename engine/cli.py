@@ -572,9 +572,10 @@ def gateway_ctl(
                                                 "id-rollback | duplicate-id-next | delayed-only | drop-placement | "
                                                 "login-pending | outage | "
                                                 "restore | delay | drop-replies | duplicate-exec | correct | "
-                                                "reject-next | refuse-short | step | clear")],
+                                                "reject-next | refuse-short | step | quote | orders | clear")],
     args: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE arguments, e.g. seconds=0.5, symbol=AAPL, "
-                                                          "exec_id=... price=101.5, msg=11 count=1")] = None,
+                                                          "exec_id=... price=101.5, msg=11 count=1, "
+                                                          "symbol=AAPL bid=97.9 ask=97.92")] = None,
     port: Annotated[int, typer.Option("--port", help="The simulator's control port.")] = 4102,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
 ) -> None:

@@ -188,6 +188,11 @@ class Engine:
         """Live orders by client order id."""
         return self.book.orders
 
+    def protects(self, order: Order) -> bool:
+        """Whether ``order`` is a bracket exit protecting an open position (its entry is no longer live)."""
+        parent = order.intent.parent_id
+        return parent is not None and parent not in self.book.orders
+
     @property
     def positions(self) -> Mapping[str, Position]:
         return self.portfolio.positions
@@ -849,13 +854,12 @@ class Engine:
         if state is not KillState.HALTED:
             return 0
         board = self.killswitches
-        orders = self.book.orders
 
         def halts(o: Order) -> bool:
             i = o.intent
             if i.flatten or not board.in_scope(scope, i.strategy, o.symbol):
                 return False
-            return cancel_protection or i.parent_id is None or i.parent_id in orders  # protection stays
+            return cancel_protection or not self.protects(o)  # protection stays: it can only reduce
 
         return self.cancel_where(halts, f"kill switch {scope} HALTED: {reason}")
 

@@ -214,27 +214,36 @@ class IbkrSession(Session):
     async def _wind_down(self, stopped: bool) -> tuple[int, list[str]]:
         """Input ended: working orders get ``ibkr.drain_s`` to finish, then are cancelled. Stopped by a signal:
         left working at IB (``ibkr.on_stop = leave``, the default; the next start reconciles them) or
-        cancelled (``cancel``)."""
+        cancelled (``cancel``). Either way the exits protecting open positions stay at IB: they are the
+        positions' protection while no engine runs."""
+        protecting = sum(self.engine.protects(o) for o in self.engine.orders.values())
+        notes = [f"{protecting} bracket exit(s) left protecting positions at IB"] if protecting else []
         if not stopped:
-            return await self._drain(self._stop), []
+            return await self._drain(self._stop), notes
         if self.settings.ibkr.on_stop == "cancel":
-            return await self._drain(self._stop, wait=False), []
-        left = len(self.engine.orders)
+            return await self._drain(self._stop, wait=False), notes
+        left = len(self.engine.orders) - protecting
         if not left:
-            return 0, []
+            return 0, notes
         log.warning("session.orders_left_working", orders=left,
                     detail="left at IB as configured (ibkr.on_stop = leave); reconciled at the next start")
-        return 0, [f"{left} order(s) left working at IB (ibkr.on_stop = leave): the next start reconciles them"]
+        return 0, [f"{left} order(s) left working at IB (ibkr.on_stop = leave): the next start reconciles them",
+                   *notes]
 
     async def _drain(self, stop: asyncio.Event, wait: bool = True) -> int:
         """Give working orders ``ibkr.drain_s`` to finish, then cancel the rest and wait for IB to confirm."""
+        engine = self.engine
         loop = asyncio.get_running_loop()
+
+        def working() -> bool:
+            return any(not engine.protects(o) for o in engine.orders.values())
+
         deadline = loop.time() + self.settings.ibkr.drain_s
-        while wait and self.engine.orders and loop.time() < deadline and not stop.is_set():
+        while wait and working() and loop.time() < deadline and not stop.is_set():
             await asyncio.sleep(0.05)
-        cancelled = self.engine.cancel_where(lambda o: True, "input ended: order still working")
+        cancelled = engine.cancel_where(lambda o: not engine.protects(o), "input ended: order still working")
         deadline = loop.time() + self.settings.ibkr.drain_s
-        while self.engine.orders and loop.time() < deadline:
+        while working() and loop.time() < deadline:
             await asyncio.sleep(0.02)
         if self.broker.connected:
             await self.broker.sync()

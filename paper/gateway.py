@@ -55,6 +55,13 @@ def con_id_for(symbol: str) -> int:
     return 100_000 + zlib.crc32(symbol.encode()) % 900_000_000
 
 
+def _oca_type_at(version: int) -> int:
+    """Where placeOrder carries ocaType: after hidden (34), the deprecated sharesAllocation, discretionaryAmt,
+    goodAfterTime, goodTillDate, the FA fields (faProfile only before server version 177), modelCode,
+    shortSaleSlot, designatedLocation and exemptCode."""
+    return 46 if version >= 177 else 47
+
+
 def _dec(text: str) -> Decimal | None:
     if text in ("", wire.UNSET_DOUBLE):
         return None
@@ -117,6 +124,9 @@ class _Client:
         self.market: dict[int, str] = {}  # reqId -> symbol
         self.market_data_type = 1  # reqMarketDataType: 1 live, 2 frozen, 3 delayed, 4 delayed-frozen
         self.delayed_reqs: set[int] = set()  # market data requests answered with delayed ticks
+        # placeOrder messages with transmit=0: held (as TWS holds them) until an order of the same bracket
+        # arrives with transmit=1, and lost with this connection if none does
+        self.untransmitted: list[list[str]] = []
         self._times: deque[float] = deque()
         self._delayed: deque[tuple[float, bytes]] = deque()
         self._flusher: asyncio.TimerHandle | None = None
@@ -554,7 +564,7 @@ class GatewaySim:
         return self.next_valid_id.setdefault(c.client_id, 1)
 
     # -- orders --------------------------------------------------------------------------------------
-    def _place_order(self, c: _Client, f: list[str]) -> None:
+    def _place_order(self, c: _Client, f: list[str], transmitted: bool = False) -> None:
         assert c.client_id is not None
         order_id = int(f[1])
         if self.faults.drop_next_placement and order_id not in {k[1] for k in self.live if k[0] == c.client_id}:
@@ -567,6 +577,8 @@ class GatewaySim:
         live = self.live.get(key)
         if live is not None:
             self._modify(c, key, live, quantity, lmt, aux)
+            return
+        if not transmitted and self._hold_or_release(c, f, order_id):
             return
         if key in self.done and self.done[key].status == IbStatus.FILLED:
             c.error(order_id, 104, f"Can't modify a filled order. Order id {order_id} is "
@@ -586,12 +598,20 @@ class GatewaySim:
         tif = TIFS.get(f[21].upper() or "DAY")
         account = f[23] or self.account
         order = SimOrder(next(self._perm_ids), 0, f[26], contract.symbol, side, quantity,
-                         order_type or OrderType.MKT, lmt, aux, tif or TimeInForce.DAY, account, c.client_id)
+                         order_type or OrderType.MKT, lmt, aux, tif or TimeInForce.DAY, account, c.client_id,
+                         oca_group=f[22])
         if self.on_order is not None:  # benches time a signal to its order's arrival here
             self.on_order(order.ref)
         order.perm_id = order.order_id
         order.extra["order_id"] = order_id
         order.extra["order_type"] = f[18].upper()
+        order.extra["oca_type"] = int(f[_oca_type_at(c.version)] or 0)
+        parent = int(f[28] or 0)
+        order.extra["parent_id"] = parent
+        parent_order = None
+        if parent:
+            parent_order = self.live.get((c.client_id, parent)) or self.done.get((c.client_id, parent))
+            order.parent_id = parent_order.order_id if parent_order is not None else 0  # 0: none, cancelled
         reason = self._refusal(order, order_type, tif, account, contract)
         if reason is None and self.faults.reject_next is not None:
             reason, self.faults.reject_next = self.faults.reject_next, None
@@ -610,7 +630,8 @@ class GatewaySim:
             return
         self.live[key] = order
         stop_waits = order.order_type in (OrderType.STP, OrderType.STP_LMT)
-        order.status = IbStatus.PRE_SUBMITTED if stop_waits else IbStatus.SUBMITTED
+        held = parent_order is not None and parent_order.status != IbStatus.FILLED  # a child waits for its parent
+        order.status = IbStatus.PRE_SUBMITTED if stop_waits or held else IbStatus.SUBMITTED
         self._send_open_order(c, order)
         self._send_status(c, order)
         if self.faults.connectivity_lost:
@@ -618,10 +639,32 @@ class GatewaySim:
             return
         self._to_exchange(key, order)
 
+    def _hold_or_release(self, c: _Client, f: list[str], order_id: int) -> bool:
+        """transmit=0 holds an order (True); an order with transmit=1 first releases the held orders of its
+        bracket (its parent and the parent's other children), in the order they came."""
+        if f[27] == "0":
+            c.untransmitted.append(f)
+            log.info("gateway.order_held", client_id=c.client_id, order_id=order_id, order_ref=f[26])
+            return True
+        parent = int(f[28] or 0) or order_id
+        batch = [h for h in c.untransmitted if int(h[1]) == parent or int(h[28] or 0) == parent]
+        if batch:
+            c.untransmitted = [h for h in c.untransmitted if h not in batch]
+            for held in batch:
+                self._place_order(c, held, transmitted=True)
+        return False
+
     def _to_exchange(self, key: tuple[int, int], order: SimOrder) -> None:
         self._report(self.matching.add(order, self.clock()))
         if order.is_done and key in self.live:
             self._retire(key, order, "IOC remainder cancelled" if order.status == IbStatus.CANCELLED else "")
+
+    def _settle_rule_cancels(self) -> None:
+        """Orders the exchange cancelled by its rules (an OCA sibling executed, a parent was cancelled)."""
+        for order, why in self.matching.drain_cancelled():
+            key = (order.client_id, int(str(order.extra["order_id"])))
+            if key in self.live:
+                self._retire(key, order, why)
 
     def _refusal(self, order: SimOrder, order_type: OrderType | None, tif: TimeInForce | None, account: str,
                  contract: SimContract) -> str | None:
@@ -682,6 +725,8 @@ class GatewaySim:
         if self.matching.cancel(order.order_id) is None:
             order.status = IbStatus.CANCELLED  # accepted during an outage: never reached the matching engine
         self._retire(key, order, why)
+        if self.matching.rule_cancels:  # a cancelled parent takes its waiting children with it
+            self._settle_rule_cancels()
 
     def _retire(self, key: tuple[int, int], order: SimOrder, why: str) -> None:
         """A working order reached a final state: tell its client, keep it for completed-order queries."""
@@ -700,6 +745,11 @@ class GatewaySim:
 
     # -- executions ----------------------------------------------------------------------------------
     def _report(self, executions: list[Execution]) -> None:
+        self._report_executions(executions)
+        if self.matching.rule_cancels:  # after the execution that caused them, as IB reports an OCA cancel
+            self._settle_rule_cancels()
+
+    def _report_executions(self, executions: list[Execution]) -> None:
         for ex in executions:
             order = ex.order
             signed = ex.quantity if order.side is Side.BUY else -ex.quantity
@@ -837,7 +887,9 @@ class GatewaySim:
     def _wire(self, order: SimOrder) -> WireOrder:
         return WireOrder(int(str(order.extra["order_id"])), order.client_id, order.perm_id, order.side.value,
                          order.quantity, str(order.extra["order_type"]), order.limit_price, order.stop_price,
-                         order.tif.value, order.account, order.ref, order.status, order.filled)
+                         order.tif.value, order.account, order.ref, order.status, order.filled,
+                         int(str(order.extra.get("parent_id", 0))), order.oca_group,
+                         int(str(order.extra.get("oca_type", 0))))
 
     def _send_open_order(self, c: _Client, order: SimOrder) -> None:
         c.send(wire.open_order(c.version, self._contract(order.symbol), self._wire(order)))
@@ -866,6 +918,19 @@ class GatewaySim:
         finally:
             writer.close()
 
+    def orders_view(self) -> list[dict[str, Any]]:
+        """Every order this gateway holds, working and done, as ``gateway-ctl orders`` lists them."""
+        rows = []
+        for (client_id, order_id), o in sorted([*self.live.items(), *self.done.items()]):
+            rows.append({"order_id": order_id, "client_id": client_id, "perm_id": o.perm_id, "order_ref": o.ref,
+                         "symbol": o.symbol, "action": o.side.value, "quantity": str(o.quantity),
+                         "order_type": str(o.extra["order_type"]),
+                         "limit": None if o.limit_price is None else str(o.limit_price),
+                         "stop": None if o.stop_price is None else str(o.stop_price), "tif": o.tif.value,
+                         "status": str(o.status), "filled": str(o.filled),
+                         "parent_id": int(str(o.extra.get("parent_id", 0))), "oca_group": o.oca_group})
+        return rows
+
     async def control(self, cmd: str, **args: Any) -> dict[str, Any]:
         """One fault or query by name: the Python API behind the control port."""
         f = self.faults
@@ -873,6 +938,8 @@ class GatewaySim:
             return {"ok": True, "clients": sorted(self._clients), "working": len(self.live),
                     "executions": len(self.executions), "faults": f.to_json(),
                     "positions": {s: str(p.quantity) for s, p in sorted(self.matching.positions.items())}}
+        if cmd == "orders":
+            return {"ok": True, "orders": self.orders_view()}
         if cmd == "drop":
             return {"ok": True, "dropped": self.drop_connections()}
         if cmd == "restart":
@@ -907,6 +974,13 @@ class GatewaySim:
             return {"ok": True}
         if cmd == "step":
             q = self.step(str(args["symbol"]).upper())
+            return {"ok": True, "bid": str(q.bid), "ask": str(q.ask), "last": str(q.last)}
+        if cmd == "quote":  # the market at a price of the operator's choosing: a stop to trigger, a limit to fill
+            bid, ask = Decimal(str(args["bid"])), Decimal(str(args["ask"]))
+            size = Decimal(str(args.get("size", 10_000)))
+            q = Quote(str(args["symbol"]).upper(), self.clock(), bid, ask, size, size,
+                      Decimal(str(args.get("last", bid))))
+            self.on_quote(q)
             return {"ok": True, "bid": str(q.bid), "ask": str(q.ask), "last": str(q.last)}
         if cmd == "compete":
             self.compete(str(args.get("on", "1")).lower() in ("1", "true", "yes"))

@@ -112,6 +112,9 @@ class WireOrder:
     order_ref: str
     status: str
     filled: Decimal = Decimal(0)
+    parent_id: int = 0  # the client's order id of this order's parent (a bracket's exit)
+    oca_group: str = ""
+    oca_type: int = 0
 
 
 def _price(p: Decimal | None) -> object:
@@ -120,13 +123,13 @@ def _price(p: Decimal | None) -> object:
 
 def open_order(version: int, c: SimContract, o: WireOrder) -> list[object]:
     f: list[object] = [OPEN_ORDER, o.order_id, *c.fields11()]
-    f += [o.action, o.quantity, o.order_type, _price(o.lmt_price), _price(o.aux_price), o.tif, "", o.account,
+    f += [o.action, o.quantity, o.order_type, _price(o.lmt_price), _price(o.aux_price), o.tif, o.oca_group, o.account,
           "O", 0, o.order_ref, o.client_id, o.perm_id, 0, 0, 0, "", "", "", "", ""]
     if version < 177:
         f.append("")  # faProfile
     f += ["", "", "", UNSET_DOUBLE, "", 0, "", -1,  # modelCode .. exemptCode
           0, UNSET_DOUBLE, UNSET_DOUBLE, UNSET_DOUBLE, UNSET_DOUBLE, UNSET_DOUBLE,  # auction .. rangeUpper
-          0, 0, 0, 0, "", UNSET_INTEGER, 0, 0, 0, 0, 0,  # displaySize .. triggerMethod
+          0, 0, 0, 0, "", o.oca_type or UNSET_INTEGER, 0, 0, 0, o.parent_id, 0,  # displaySize .. triggerMethod
           UNSET_DOUBLE, UNSET_INTEGER, "", UNSET_DOUBLE,  # volatility, type, DN order type (none), DN aux
           0, 0, UNSET_DOUBLE, UNSET_DOUBLE, UNSET_DOUBLE, UNSET_INTEGER, "",  # continuousUpdate .. legs descr
           0, 0, 0,  # combo legs, order combo legs, smart combo params
@@ -153,13 +156,13 @@ def open_order(version: int, c: SimContract, o: WireOrder) -> list[object]:
 
 def completed_order(version: int, c: SimContract, o: WireOrder, completed: datetime, why: str) -> list[object]:
     f: list[object] = [COMPLETED_ORDER, *c.fields11()]
-    f += [o.action, o.quantity, o.order_type, _price(o.lmt_price), _price(o.aux_price), o.tif, "", o.account,
+    f += [o.action, o.quantity, o.order_type, _price(o.lmt_price), _price(o.aux_price), o.tif, o.oca_group, o.account,
           "O", 0, o.order_ref, o.perm_id, 0, 0, 0, "", "", "", ""]
     if version < 177:
         f.append("")  # faProfile
     f += ["", "", "", UNSET_DOUBLE, "", 0, "", -1,  # modelCode .. exemptCode
           UNSET_DOUBLE, UNSET_DOUBLE, UNSET_DOUBLE, UNSET_DOUBLE, UNSET_DOUBLE,  # startingPrice .. rangeUpper
-          0, 0, 0, "", 0, 0,  # displaySize, sweepToFill, allOrNone, minQty, ocaType, triggerMethod
+          0, 0, 0, "", o.oca_type, 0,  # displaySize, sweepToFill, allOrNone, minQty, ocaType, triggerMethod
           UNSET_DOUBLE, UNSET_INTEGER, "", UNSET_DOUBLE,  # volatility, type, DN order type, DN aux
           0, 0, UNSET_DOUBLE, UNSET_DOUBLE, "",  # continuousUpdate .. comboLegsDescrip
           0, 0, 0,
