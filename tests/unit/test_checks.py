@@ -244,3 +244,39 @@ def test_exposure_is_marked_at_the_market_not_at_a_far_away_limit() -> None:
     # A buy 10,000 @ 1.00 while the market is 100: if it ever fills, the position is worth ~1,000,000.
     r = check_exposure(intent("10000", limit="1.00"), ctx(max_gross_exposure=D("500000")))
     assert r is not None and r.code == "max_gross_exposure"
+
+
+def stop_intent(stop: str, limit: str | None = None, side: Side = Side.BUY, qty: str = "10") -> OrderIntent:
+    return OrderIntent("tc-s", "s", "s", Instrument("AAPL"), side, D(qty),
+                       OrderType.STP_LMT if limit else OrderType.STP, D(limit) if limit else None, D(stop))
+
+
+def test_a_stop_trigger_too_far_from_the_reference_is_a_fat_finger() -> None:
+    r = check_price_collar(stop_intent("150"), ctx(price_collar_pct=D("0.05")))
+    assert r is not None and r.code == "price_collar" and "stop 150 is 50.00% from reference" in r.detail
+
+
+def test_a_buy_stop_far_below_the_market_is_a_fat_finger_too() -> None:
+    r = check_price_collar(stop_intent("50"), ctx(price_collar_pct=D("0.05")))
+    assert r is not None and r.code == "price_collar"
+
+
+def test_a_stop_trigger_within_the_collar_passes() -> None:
+    assert check_price_collar(stop_intent("102"), ctx(price_collar_pct=D("0.05"))) is None
+
+
+def test_a_stop_limits_limit_is_collared_against_its_trigger_not_the_market() -> None:
+    ok = check_price_collar(stop_intent("104", limit="108"), ctx(price_collar_pct=D("0.05")))  # 3.8% through
+    far = check_price_collar(stop_intent("104", limit="110"), ctx(price_collar_pct=D("0.05")))  # 5.8% through
+    assert ok is None
+    assert far is not None and "through its trigger 104" in far.detail
+
+
+def test_a_stop_trigger_off_the_tick_grid_is_rejected() -> None:
+    r = check_instrument(stop_intent("101.005"), ctx())
+    assert r is not None and r.code == "off_tick"
+
+
+def test_a_stop_entrys_exposure_is_counted_at_its_trigger() -> None:
+    r = check_position_limit(stop_intent("120", qty="10"), ctx(max_position_notional=D("1100")))
+    assert r is not None and r.code == "max_position_notional" and "1200.00" in r.detail

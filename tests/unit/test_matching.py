@@ -111,3 +111,57 @@ def test_modify_changes_a_working_order() -> None:
     m.add(order(1, "10", otype=OrderType.LMT, limit="9.00"), T)
     assert m.modify(1, D("20"), D("9.50"), None).limit_price == D("9.50")
     assert m.working("AAPL")[0].quantity == D("20")
+
+
+def _bracket(m: MatchingEngine, entry_limit: str = "9.00") -> tuple[SimOrder, SimOrder, SimOrder]:
+    entry = order(1, "100", limit=entry_limit, otype=OrderType.LMT)
+    stop = order(2, "100", Side.SELL, OrderType.STP, stop="9.50")
+    target = order(3, "100", Side.SELL, OrderType.LMT, limit="11.00")
+    for child in (stop, target):
+        child.parent_id, child.oca_group = 1, "b"
+    for o in (entry, stop, target):
+        m.add(o, T)
+    return entry, stop, target
+
+
+def test_a_child_order_waits_presubmitted_until_its_parent_fills() -> None:
+    m = MatchingEngine()
+    m.on_quote(quote("10.00", "10.02", "1000"))
+    _, stop, _ = _bracket(m)
+    assert stop.status == "PreSubmitted"
+    assert m.on_quote(quote("9.40", "9.42", "1000")) == []  # through the stop, but the entry has not filled
+
+
+def test_children_start_working_once_the_parent_has_filled() -> None:
+    m = MatchingEngine()
+    m.on_quote(quote("10.00", "10.02", "1000"))
+    entry, stop, target = _bracket(m)
+    m.on_quote(quote("8.98", "9.00", "1000"))  # the entry buys at 9.00
+    assert entry.status == "Filled" and stop.status == target.status == "Submitted"
+    (ex,) = m.on_quote(quote("11.00", "11.02", "1000"))
+    assert ex.order is target
+
+
+def test_one_execution_in_an_oca_group_cancels_the_others() -> None:
+    m = MatchingEngine()
+    m.on_quote(quote("10.00", "10.02", "1000"))
+    _bracket(m, entry_limit="10.02")  # fills at once
+    (ex,) = m.on_quote(quote("9.40", "9.42", "1000"))
+    assert ex.order.ref == "r2"
+    assert [(o.ref, why) for o, why in m.drain_cancelled()] == [("r3", "OCA group b: order 2 executed")]
+    assert m.orders[3].status == "Cancelled" and m.working() == []
+
+
+def test_cancelling_a_parent_cancels_its_waiting_children() -> None:
+    m = MatchingEngine()
+    m.on_quote(quote("10.00", "10.02", "1000"))
+    _bracket(m)
+    m.cancel(1)
+    assert sorted(o.ref for o, _ in m.drain_cancelled()) == ["r2", "r3"]
+
+
+def test_a_child_of_an_unknown_parent_is_cancelled_at_once() -> None:
+    m = MatchingEngine()
+    child = order(5, "10", Side.SELL, OrderType.STP, stop="9.00")
+    child.parent_id = 0
+    assert m.add(child, T) == [] and child.status == "Cancelled"

@@ -1,8 +1,9 @@
+import json
 from decimal import Decimal as D
 
 import pytest
 
-from engine.domain import Direction, OrderType, Signal
+from engine.domain import Direction, ExitLevel, OrderType, Signal
 from engine.signals import SignalError, parse_signal
 
 
@@ -64,3 +65,45 @@ def test_invalid_signal_keeps_its_id_for_the_record() -> None:
 def test_malformed_line_is_an_error_not_an_exception(line: str) -> None:
     err = parse_signal(line)
     assert isinstance(err, SignalError) and err.code == "malformed_json" and err.signal_id is None
+
+
+def _line(**extra: object) -> str:
+    obj: dict[str, object] = {"id": "s1", "symbol": "AAPL", "direction": "long", "win_prob": 0.6, "payoff": 1.5}
+    obj.update(extra)
+    return json.dumps(obj)
+
+
+def test_a_bracket_takes_a_stop_loss_price_and_a_take_profit_distance() -> None:
+    s = parse_signal(_line(stop_loss=95, take_profit={"distance": 4}))
+    assert isinstance(s, Signal)
+    assert s.stop_loss == ExitLevel(D(95)) and s.take_profit == ExitLevel(D(4), is_distance=True)
+
+
+def test_an_exit_level_with_both_price_and_distance_is_refused_naming_the_field() -> None:
+    e = parse_signal(_line(stop_loss={"price": 95, "distance": 2}))
+    assert isinstance(e, SignalError) and e.reason == "field 'stop_loss': give exactly one of 'price' or 'distance'"
+
+
+def test_an_exit_level_of_the_wrong_type_says_what_it_may_be() -> None:
+    e = parse_signal(_line(take_profit="105"))
+    assert isinstance(e, SignalError)
+    assert e.reason == 'field \'take_profit\': must be a price (a JSON number), {"price": p} or {"distance": d}'
+
+
+def test_a_flat_signal_cannot_carry_a_bracket() -> None:
+    e = parse_signal(_line(direction="flat", stop_loss=95))
+    assert isinstance(e, SignalError) and "a bracket needs a long or short signal" in e.reason
+
+
+def test_a_stop_entry_needs_its_trigger_and_a_stop_limit_its_limit() -> None:
+    missing_stop = parse_signal(_line(order_type="STP"))
+    missing_limit = parse_signal(_line(order_type="STP LMT", stop_price=101))
+    ok = parse_signal(_line(order_type="STP LMT", stop_price=101, limit_price=101.5))
+    assert isinstance(missing_stop, SignalError) and "'stop_price': required" in missing_stop.reason
+    assert isinstance(missing_limit, SignalError) and "'limit_price': required" in missing_limit.reason
+    assert isinstance(ok, Signal) and ok.order_type is OrderType.STP_LMT and ok.stop_price == D("101")
+
+
+def test_a_stop_price_on_a_market_order_is_refused() -> None:
+    e = parse_signal(_line(stop_price=101))
+    assert isinstance(e, SignalError) and "only allowed when order_type is STP or STP LMT" in e.reason
