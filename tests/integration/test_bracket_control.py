@@ -4,13 +4,14 @@ protection of open positions, and a kill with flatten cancels it before closing.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from engine.domain import KillState, OrderStatus
 from risk.killswitch import GLOBAL
 from tests.conftest import signal_line
 from tests.integration.test_control import open_session, operator
 
-BRACKET = {"stop_loss": {"distance": 2}, "take_profit": {"distance": 3}}
+BRACKET: dict[str, Any] = {"stop_loss": {"distance": 2}, "take_profit": {"distance": 3}}
 
 
 def test_exit_rows_name_their_entry_and_oca_group_and_load_back_as_exits(db_url: str) -> None:
