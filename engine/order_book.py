@@ -127,11 +127,13 @@ class OrderBook:
         return [o for o in live.values() if o.intent.parent_id is not None and o.intent.parent_id not in orders]
 
     def cancelling(self, symbol: str) -> Decimal:
-        """The signed quantity of ``symbol``'s orders waiting for their cancel to be confirmed."""
+        """The signed quantity of ``symbol``'s orders waiting for their cancel to be confirmed (exits never
+        counted as working, so their cancels take nothing off)."""
         live = self.live_by_symbol.get(symbol)
         if not live:
             return ZERO
-        return sum((o.signed_remaining for o in live.values() if o.status is OrderStatus.PENDING_CANCEL), ZERO)
+        return sum((o.signed_remaining for o in live.values()
+                    if o.status is OrderStatus.PENDING_CANCEL and o.intent.parent_id is None), ZERO)
 
     def own_best(self, symbol: str) -> tuple[Decimal | None, Decimal | None]:
         """Our most aggressive resting buy and sell prices in ``symbol`` (for the self-cross check)."""

@@ -166,3 +166,42 @@ def test_symbol_of_names_a_live_orders_symbol_only() -> None:
     book = OrderBook()
     book.add(order("b", Side.BUY, "1", symbol="MSFT"))
     assert book.symbol_of("b") == "MSFT" and book.symbol_of("x") is None and book.symbol_of(None) is None
+
+
+def exit_order(coid: str, parent: str, side: Side = Side.SELL, qty: str = "10") -> Order:
+    intent = OrderIntent(coid, None, "s", Instrument("AAPL"), side, D(qty), OrderType.STP, None, D("95"), ts=T0,
+                         parent_id=parent, oca_group=parent)
+    return Order(intent, T0)
+
+
+def test_a_brackets_exits_never_count_as_working_quantity() -> None:
+    book = OrderBook()
+    entry = order("e", Side.BUY, "10")
+    book.add(entry)
+    stop = exit_order("sl", "e")
+    assert book.add(stop) == D(10)
+    book.fill(stop, fill("x1", stop, "4"))
+    assert book.working("AAPL") == D(10)
+    stop.status = OrderStatus.PENDING_CANCEL
+    assert book.cancelling("AAPL") == 0
+    book.retire(stop)
+    assert book.working("AAPL") == D(10) and book.exits_by_symbol["AAPL"] == 0
+
+
+def test_exits_protect_the_position_only_once_their_entry_is_done() -> None:
+    book = OrderBook()
+    entry, stop = order("e", Side.BUY, "10"), exit_order("sl", "e")
+    book.add(entry)
+    book.add(stop)
+    assert book.protection("AAPL") == []
+    entry.status = OrderStatus.FILLED
+    book.retire(entry)
+    assert book.protection("AAPL") == [stop]
+
+
+def test_an_exit_is_neither_superseded_by_a_new_target_nor_a_resting_price_for_the_self_cross_check() -> None:
+    book = OrderBook()
+    book.add(order("e", Side.BUY, "10"))
+    book.add(exit_order("tp", "e"))
+    assert book.opposing("AAPL", Side.BUY) == []
+    assert book.own_best("AAPL") == (D(100), None)
