@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 
@@ -57,8 +58,18 @@ def test_the_operators_commands_load_only_the_plain_database_driver(args: list[s
     assert ("psycopg" if db_url.startswith("postgresql") else "sqlite3") in loaded
 
 
-def test_version_prints_the_installed_package_version() -> None:
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", "--version"], capture_output=True, text=True,
-                          timeout=60)
-    assert proc.returncode == 0
-    assert proc.stdout.strip() == f"tradectl {version('tradectl')}"
+def test_version_prints_the_installed_package_version_by_either_path() -> None:
+    console = Path(sys.executable).parent / "tradectl"  # answers --version alone before loading engine.cli
+    outputs = []
+    for argv in ([str(console), "--version"], [sys.executable, "-m", "engine.cli", "--version"]):
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        outputs.append(proc.stdout)
+    assert outputs[0] == outputs[1] == f"tradectl {version('tradectl')}\n"
+
+
+def test_the_console_script_answers_version_without_loading_the_command_line() -> None:
+    probe = "import sys; sys.argv = ['tradectl', '--version']; from engine.console import main; main(); " \
+            "print(sorted(m for m in ('typer', 'engine.cli') if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.splitlines()[-1] == "[]"
