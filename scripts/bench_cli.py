@@ -32,8 +32,8 @@ from typing import IO
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from repositories.db import ensure_schema
-from repositories.direct import DirectRepositories
+from repositories.db import ensure_schema, make_engine
+from repositories.repos import Repositories
 
 ROOT = Path(__file__).resolve().parent.parent
 TRADECTL = str(Path(sys.executable).parent / "tradectl")  # the console script an operator types
@@ -73,7 +73,7 @@ def running_engine(url: str, env: dict[str, str]) -> Iterator[None]:
                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                text=True, env=env, cwd=ROOT)
     assert session.stdin is not None
-    repos = DirectRepositories.open(url, ACCOUNT)
+    repos = Repositories(make_engine(url), ACCOUNT)  # SQLAlchemy's: the script also runs on older code
     deadline = time.monotonic() + 30
     while repos.engine_lock.holder() is None:
         if time.monotonic() > deadline or session.poll() is not None:
@@ -106,19 +106,24 @@ def p90(values: list[float]) -> float:
     return statistics.quantiles(values, n=10, method="inclusive")[-1] if len(values) > 1 else values[0]
 
 
-def bench(url: str, rounds: int, env: dict[str, str]) -> dict[str, list[float]]:
+def bench(url: str, rounds: int, env: dict[str, str]) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Times per command, and each command that failed (dropped from later rounds) with why."""
     cmds = commands(url)
     times: dict[str, list[float]] = {name: [] for name in cmds}
+    failed: dict[str, str] = {}
     with running_engine(url, env):
         for _ in range(rounds):
             for name, argv in cmds.items():
+                if name in failed:
+                    continue
                 ms, proc = timed(argv, env)
                 if proc.returncode != 0:
-                    raise RuntimeError(f"{name} exited {proc.returncode}: {proc.stderr.strip()}")
-                if "acknowledged" in name and "acknowledged by" not in proc.stdout:
-                    raise RuntimeError(f"{name} was not acknowledged: {proc.stdout.strip()}")
-                times[name].append(ms)
-    return times
+                    failed[name] = f"exit {proc.returncode}: {(proc.stderr.strip() or proc.stdout.strip())[-200:]}"
+                elif "acknowledged" in name and "acknowledged by" not in proc.stdout:
+                    failed[name] = f"not acknowledged: {proc.stdout.strip()[-200:]}"
+                else:
+                    times[name].append(ms)
+    return times, failed
 
 
 _IMPORT = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
@@ -167,9 +172,12 @@ def main() -> None:
     with fresh_database(args.db) as url:
         ensure_schema(url)
         print(f"database: {url.split(':', 1)[0]}, {args.rounds} rounds, a paper session running on it")
-        times = bench(url, args.rounds, env)
+        times, failed = bench(url, args.rounds, env)
         print(f"{'command':34} {'median':>9} {'p90':>9} {'min':>9} {'max':>9}")
         for name, values in times.items():
+            if name in failed:
+                print(f"{name:34} FAILED ({failed[name]})")
+                continue
             print(f"{name:34} {statistics.median(values):7.0f}ms {p90(values):7.0f}ms {min(values):7.0f}ms "
                   f"{max(values):7.0f}ms")
         if args.importtime:
