@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from engine.config import load_settings
 from engine.domain import KillState
 from engine.session import PaperSession
-from repositories.db import ensure_schema, make_engine, upgrade
+from repositories.db import ensure_schema, make_engine, sqlite_file, upgrade
 from repositories.direct import DirectRepositories, DirectUnsupported, NoDatabase, open_database
 from repositories.models import OrderRow
 from repositories.repos import Repositories
@@ -153,12 +153,15 @@ def test_a_database_without_a_schema_has_no_revision(db_url: str, tmp_path: Path
     direct.dispose()
 
 
-def test_a_missing_sqlite_file_is_named_and_not_created(tmp_path: Path) -> None:
-    path = tmp_path / "typo" / "x.db"
+@pytest.mark.parametrize("relative", [False, True])
+def test_a_missing_sqlite_file_is_the_file_sqlalchemy_names_and_is_not_created(
+        relative: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = "sqlite:///typo/x.db" if relative else f"sqlite:///{tmp_path / 'typo' / 'x.db'}"
     with pytest.raises(NoDatabase) as err:
-        open_database(f"sqlite:///{path}")
-    assert err.value.path == path
-    assert not path.parent.exists()
+        open_database(url)
+    assert err.value.path == sqlite_file(url)
+    assert not (tmp_path / "typo").exists()
 
 
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite:///x.db?mode=ro", "mysql://h/db"])
