@@ -15,6 +15,8 @@ import typer
 
 if TYPE_CHECKING:
     from engine.config import Settings
+    from engine.operator_config import OperatorSettings
+    from repositories.direct import DirectRepositories
     from repositories.repos import Repositories
 
 app = typer.Typer(
@@ -23,10 +25,12 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rendering it with rich costs ~60 ms of a 100 ms budget
 )
-db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(db_app, name="db")
-ks_app = typer.Typer(help="Kill-switch states (change them with kill / reduce-only / resume).", no_args_is_help=True)
+ks_app = typer.Typer(help="Kill-switch states (change them with kill / reduce-only / resume).", no_args_is_help=True,
+                     rich_markup_mode=None)
 app.add_typer(ks_app, name="killswitch")
 
 EXIT_FAILURE = 1
@@ -36,6 +40,22 @@ DbOpt = Annotated[str | None, typer.Option("--db", help="Database URL (default: 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file (or TRADECTL_CONFIG).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 LimitOpt = Annotated[int, typer.Option("--limit", min=1, help="Most recent rows to show.")]
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import version
+
+        typer.echo(f"tradectl {version('tradectl')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print tradectl's version and exit.")] = False,
+) -> None:
+    """Event-driven execution engine for Interactive Brokers: signals -> risk -> orders -> fills."""
 
 
 def _settings(config: Path | None = None, **overrides: Any) -> Settings:
@@ -159,7 +179,11 @@ def _repos(db: str | None, config: Path | None) -> Repositories:
     return _existing_repos(settings)
 
 
-def _existing_repos(settings: Settings) -> Repositories:
+_NO_DATABASE = "no database at {}: run `tradectl db upgrade --db ...` (or a paper session) to make one"
+_NO_SCHEMA = "the database has no schema yet: run `tradectl db upgrade` (or a paper session)"
+
+
+def _existing_repos(settings: Settings | OperatorSettings) -> Repositories:
     """Repositories on a database that exists and has a schema; nothing is created (exit 2 naming what is
     wrong: an operator's typo must not look like success)."""
     from repositories.db import make_engine, schema_revision, sqlite_file
@@ -168,12 +192,46 @@ def _existing_repos(settings: Settings) -> Repositories:
 
     path = sqlite_file(settings.database_url)
     if path is not None and not path.is_file():
-        raise _fail(f"no database at {path}: run `tradectl db upgrade --db ...` (or a paper session) to make one",
-                    EXIT_USAGE)
+        raise _fail(_NO_DATABASE.format(path), EXIT_USAGE)
     repos = Repositories(make_engine(settings.database_url, create=False), settings.account)
     try:
         if schema_revision(repos.db) is None:
-            raise _fail("the database has no schema yet: run `tradectl db upgrade` (or a paper session)", EXIT_USAGE)
+            raise _fail(_NO_SCHEMA, EXIT_USAGE)
+    except DatabaseUnavailable as err:
+        raise _fail(f"cannot read the database: {err}", EXIT_USAGE) from None
+    return repos
+
+
+def _operator_settings(config: Path | None, db: str | None) -> OperatorSettings:
+    """The settings of the operator's fast commands, read without pydantic (engine/operator_config.py) unless
+    only pydantic can tell: then its values, or its error (exit 2)."""
+    from engine.operator_config import KillSwitchTimes, NotPlain, OperatorSettings, read_operator_settings
+
+    try:
+        return read_operator_settings(config, database_url=db)
+    except NotPlain:
+        full = _settings(config, database_url=db)
+        return OperatorSettings(full.database_url, full.account,
+                                KillSwitchTimes(full.killswitch.heartbeat_s, full.killswitch.ack_timeout_s))
+
+
+def _operator_repos(settings: OperatorSettings) -> Repositories | DirectRepositories:
+    """``_existing_repos`` on the plain driver (repositories/direct.py: no SQLAlchemy to import), or on
+    SQLAlchemy for a URL the plain path leaves to it; the same refusals, word for word."""
+    from repositories.direct import DirectRepositories, DirectUnsupported, NoDatabase
+    from repositories.unavailable import DatabaseUnavailable
+
+    try:
+        repos = DirectRepositories.open(settings.database_url, settings.account)
+    except DirectUnsupported:
+        return _existing_repos(settings)
+    except NoDatabase as err:
+        raise _fail(_NO_DATABASE.format(err.path), EXIT_USAGE) from None
+    except DatabaseUnavailable as err:
+        raise _fail(f"cannot read the database: {err}", EXIT_USAGE) from None
+    try:
+        if repos.schema_revision() is None:
+            raise _fail(_NO_SCHEMA, EXIT_USAGE)
     except DatabaseUnavailable as err:
         raise _fail(f"cannot read the database: {err}", EXIT_USAGE) from None
     return repos
@@ -230,8 +288,8 @@ def defects(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = Fals
 @app.command()
 def status(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
     """Totals, kill-switch states and the last session."""
-    repos = _repos(db, config)
-    from repositories.listings import plain
+    repos = _operator_repos(_operator_settings(config, db))
+    from repositories.rows import plain
 
     counts = repos.signals.counts()
     states = {k: v.value for k, v in repos.killswitches.states().items()}
@@ -607,15 +665,15 @@ TimeoutOpt = Annotated[
 ]
 
 
-def _writable_repos(settings: Settings) -> Repositories:
+def _writable_repos(settings: OperatorSettings) -> Repositories | DirectRepositories:
     """The account's repositories for an operator's change: the database must exist with its schema (a kill
     on a mistyped --db must refuse, not migrate a new database and report success)."""
-    return _existing_repos(settings)
+    return _operator_repos(settings)
 
 
 def _change(state_name: str, scope: str, reason: str, flatten: bool, db: str | None, config: Path | None,
             json_out: bool, timeout: float | None, flatten_wait: float = 10.0) -> None:
-    settings = _settings(config, database_url=db)
+    settings = _operator_settings(config, db)
     from engine.domain import KillState
     from engine.operator import change_killswitch, flatten_outcome, operator_actor
     from risk.killswitch import parse_scope
@@ -667,7 +725,7 @@ def _change(state_name: str, scope: str, reason: str, flatten: bool, db: str | N
         raise typer.Exit(EXIT_FAILURE)
 
 
-def _unknown_symbol_warning(repos: Repositories, scope: str) -> str | None:
+def _unknown_symbol_warning(repos: Repositories | DirectRepositories, scope: str) -> str | None:
     """A symbol scope no order or position of this database names: recorded anyway (a halt before a first
     trade is legitimate), with the closest known symbols, since a typo would halt nothing that trades."""
     import difflib
@@ -719,9 +777,9 @@ def resume(reason: ReasonOpt, scope: ScopeOpt = "global", db: DbOpt = None, conf
 @ks_app.command("list")
 def killswitch_list(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
     """Every scope that was ever changed, with its state and who set it, when and why."""
-    from repositories.listings import plain
+    from repositories.rows import plain
 
-    rows = plain(_repos(db, config).killswitches.listing())
+    rows = plain(_operator_repos(_operator_settings(config, db)).killswitches.listing())
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return

@@ -11,12 +11,19 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.acks import skipped_by_symbol
 from engine.domain import OPEN_STATUSES, KillState, KillSwitchChange
 from engine.ids import engine_order_id
-from repositories.repos import Repositories
+
+if TYPE_CHECKING:  # kill runs on the plain driver (repositories/direct.py): SQLAlchemy is not imported for it
+    from typing import TypeAlias
+
+    from repositories.direct import DirectRepositories
+    from repositories.repos import Repositories
+
+    AnyRepositories: TypeAlias = Repositories | DirectRepositories
 
 
 def operator_actor() -> str:
@@ -51,7 +58,7 @@ class ChangeOutcome:
         }
 
 
-def live_engine(repos: Repositories, stale_after_s: float, now: datetime) -> tuple[str | None, str]:
+def live_engine(repos: AnyRepositories, stale_after_s: float, now: datetime) -> tuple[str | None, str]:
     """The engine holding the account if its heartbeat is fresh; and a sentence saying what was found."""
     lock = repos.engine_lock.holder()
     if lock is None:
@@ -64,7 +71,7 @@ def live_engine(repos: Repositories, stale_after_s: float, now: datetime) -> tup
 
 
 def change_killswitch(
-    repos: Repositories,
+    repos: AnyRepositories,
     scope: str,
     state: KillState,
     reason: str,
@@ -101,7 +108,7 @@ def change_killswitch(
         time.sleep(poll_s)
 
 
-def flatten_outcome(repos: Repositories, change: KillSwitchChange, ack: dict[str, Any] | None, wait_s: float,
+def flatten_outcome(repos: AnyRepositories, change: KillSwitchChange, ack: dict[str, Any] | None, wait_s: float,
                     poll_s: float = 0.05) -> dict[str, str]:
     """Each position in the change's scope still open after the flatten, and why; empty when all are closed.
 

@@ -14,25 +14,13 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from repositories.unavailable import DatabaseUnavailable
 from repositories.writers import one_writer
 
 # What "the database did not answer" looks like through SQLAlchemy: any driver error (OperationalError,
 # InterfaceError and the other DBAPIErrors), a connection that died, a pool with no connection to give.
 DRIVER_ERRORS = (DBAPIError, DisconnectionError, PoolTimeout)
-
-
-class DatabaseUnavailable(Exception):
-    """The database could not be read or written; the message is the driver's."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-    @classmethod
-    def from_error(cls, err: BaseException) -> DatabaseUnavailable:
-        orig = getattr(err, "orig", None)
-        text = str(orig if orig is not None else err).strip()
-        return cls(text or type(err).__name__)
+__all__ = ["DRIVER_ERRORS", "DatabaseUnavailable", "describe_database_error", "reading", "translated", "writing"]
 
 
 @contextmanager

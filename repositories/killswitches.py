@@ -12,8 +12,9 @@ from sqlalchemy import Engine, func, insert, select, text
 from engine.domain import KillState, KillSwitchChange
 from repositories.errors import reading, writing
 from repositories.models import AuditRow, KillSwitchAckRow, KillSwitchEventRow
+from repositories.rows import KILLSWITCH_CHANNEL, killswitch_audit
 
-KILLSWITCH_CHANNEL = "tradectl_killswitch"  # PostgreSQL NOTIFY channel; the payload is the account
+__all__ = ["KILLSWITCH_CHANNEL", "KillSwitchRepository"]
 
 
 class KillSwitchRepository:
@@ -72,16 +73,8 @@ class KillSwitchRepository:
             )
             key = result.inserted_primary_key
             assert key is not None
-            conn.execute(
-                insert(AuditRow).values(
-                    ts=now,
-                    actor=actor,
-                    action=f"killswitch.{to_state.value.lower()}",
-                    scope=scope,
-                    detail=json.dumps({"event_id": int(key[0]), "from": from_state.value, "to": to_state.value,
-                                       "reason": reason, "flatten": flatten}),
-                )
-            )
+            action, detail = killswitch_audit(int(key[0]), from_state, to_state, reason, flatten)
+            conn.execute(insert(AuditRow).values(ts=now, actor=actor, action=action, scope=scope, detail=detail))
             if conn.dialect.name == "postgresql":  # delivered at commit: the engine wakes at once
                 conn.execute(text("SELECT pg_notify(:channel, :account)"),
                              {"channel": KILLSWITCH_CHANNEL, "account": self.account})

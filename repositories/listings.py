@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -19,6 +16,9 @@ from repositories.models import (
     SignalRejectRow,
     SignalRow,
 )
+from repositories.rows import plain
+
+__all__ = ["Listings", "plain"]
 
 _TABLES: dict[str, tuple[Any, str]] = {  # listing -> (model, the column it is ordered by)
     "signals": (SignalRow, "received_at"), "orders": (OrderRow, "created_at"), "fills": (FillRow, "ts"),
@@ -47,12 +47,3 @@ class Listings:
         with reading(self.db) as conn:
             rows = [dict(r) for r in conn.execute(stmt).mappings()]
         return rows if table == "positions" else rows[::-1]
-
-
-def plain(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows as JSON-ready dicts: Decimals as strings (exact), datetimes as ISO 8601."""
-    out = []
-    for row in rows:
-        out.append({k: (str(v) if isinstance(v, Decimal) else v.isoformat() if isinstance(v, datetime) else v)
-                    for k, v in row.items()})
-    return out

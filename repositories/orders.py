@@ -9,33 +9,13 @@ from typing import Any
 
 from sqlalchemy import Engine, func, insert, select, update
 
-from engine.domain import (
-    OPEN_STATUSES,
-    Instrument,
-    Order,
-    OrderIntent,
-    OrderStatus,
-    OrderType,
-    Side,
-    TimeInForce,
-)
+from engine.domain import OPEN_STATUSES, Order, OrderStatus
 from repositories.errors import reading, writing
 from repositories.models import OrderEventRow, OrderRow
+from repositories.rows import order_from_row
 
 _OPEN = sorted(s.value for s in OPEN_STATUSES)
 CHUNK = 500  # keys per IN (...) list
-
-
-def order_from_row(r: Any) -> Order:
-    """A domain order from an ``orders`` row (a mapping)."""
-    intent = OrderIntent(
-        r["client_order_id"], r["signal_id"], r["strategy"],
-        Instrument(r["symbol"], r["sec_type"], r["currency"], r["exchange"]), Side(r["side"]), r["quantity"],
-        OrderType(r["order_type"]), r["limit_price"], r["stop_price"], TimeInForce(r["tif"]), r["created_at"],
-        parent_id=r["parent_order_id"], oca_group=r["oca_group"],
-    )
-    return Order(intent, r["created_at"], OrderStatus(r["status"]), r["filled_qty"], r["avg_fill_price"],
-                 r["commission"], r["broker_order_id"], r["perm_id"], r["reason"])
 
 
 def existing(db: Engine, column: Any, keys: Sequence[str]) -> set[str]:

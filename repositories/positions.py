@@ -7,6 +7,7 @@ from sqlalchemy import Engine, select
 from engine.domain import Position
 from repositories.errors import reading
 from repositories.models import PositionRow
+from repositories.rows import position_from_row
 
 
 class PositionRepository:
@@ -17,5 +18,4 @@ class PositionRepository:
     def all(self) -> list[Position]:
         stmt = select(PositionRow.__table__).where(PositionRow.account == self.account)
         with reading(self.db) as conn:
-            return [Position(r.symbol, r.quantity, r.avg_cost, r.realized_pnl, r.commissions)
-                    for r in conn.execute(stmt)]
+            return [position_from_row(r) for r in conn.execute(stmt).mappings()]

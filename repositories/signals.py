@@ -9,6 +9,7 @@ from sqlalchemy import Engine, func, insert, select
 
 from repositories.errors import reading, writing
 from repositories.models import FillRow, OrderRow, RowDefectRow, SignalRejectRow, SignalRow
+from repositories.rows import database_totals
 
 
 class SignalRepository:
@@ -45,15 +46,4 @@ class SignalRepository:
                 select(SignalRejectRow.reason_code, func.count()).group_by(SignalRejectRow.reason_code)
             ).all()
             defects = conn.execute(select(func.count()).select_from(RowDefectRow)).scalar() or 0
-        top: dict[str, int] = {}
-        for code, n in [*reasons, *reject_reasons]:
-            key = code or "unknown"
-            top[key] = top.get(key, 0) + n
-        return {
-            "signals": {"accepted": sig.get("accepted", 0), "rejected": sig.get("rejected", 0),
-                        "invalid_or_duplicate": rejects},
-            "orders": orders,
-            "fills": int(fills),
-            "row_defects": int(defects),
-            "reject_reasons": dict(sorted(top.items(), key=lambda kv: -kv[1])),
-        }
+        return database_totals(sig, int(rejects), orders, int(fills), int(defects), [*reasons, *reject_reasons])

@@ -58,8 +58,25 @@ def test_bad_config_value_exits_2_naming_the_key(tmp_path: Path) -> None:
 
 def test_unknown_environment_variable_exits_2_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRADECTL_RISK__MAX_ORDR_QTY", "5")
-    result = runner.invoke(app, ["status"])
+    result = runner.invoke(app, ["signals"])
     assert result.exit_code == 2 and "TRADECTL_RISK__MAX_ORDR_QTY" in result.output
+
+
+@pytest.mark.parametrize("command", [["kill", "--reason", "r"], ["status"], ["killswitch", "list"]])
+def test_the_operators_commands_refuse_a_bad_key_they_read_word_for_word(command: list[str],
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRADECTL_KILLSWITCH__ACK_TIMEOUT", "5")
+    result = runner.invoke(app, command)
+    assert result.exit_code == 2
+    assert "unknown variable 'TRADECTL_KILLSWITCH__ACK_TIMEOUT'" in result.output
+
+
+def test_kill_does_not_refuse_over_a_section_it_does_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = f"sqlite:///{tmp_path / 't.db'}"
+    upgrade(db)
+    monkeypatch.setenv("TRADECTL_RISK__MAX_ORDR_QTY", "5")  # a trading session refuses it; a halt must not
+    result = runner.invoke(app, ["kill", "--reason", "r", "--db", db])
+    assert result.exit_code == 0 and "global is HALTED" in result.output
 
 
 def test_read_command_on_a_missing_database_says_what_to_do_and_creates_nothing(tmp_path: Path) -> None:

@@ -1,0 +1,65 @@
+"""What rows mean, shared by the SQLAlchemy repositories and the plain driver (``repositories/direct.py``):
+the same domain objects from the same row, the same audit record for the same kill-switch change."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from engine.domain import Instrument, KillState, Order, OrderIntent, OrderStatus, OrderType, Position, Side, TimeInForce
+
+KILLSWITCH_CHANNEL = "tradectl_killswitch"  # PostgreSQL NOTIFY channel; the payload is the account
+
+
+def killswitch_audit(event_id: int, from_state: KillState, to_state: KillState, reason: str,
+                     flatten: bool) -> tuple[str, str]:
+    """The audit record's action and detail for kill-switch event ``event_id``."""
+    return f"killswitch.{to_state.value.lower()}", json.dumps(
+        {"event_id": event_id, "from": from_state.value, "to": to_state.value, "reason": reason, "flatten": flatten})
+
+
+def order_from_row(r: Any) -> Order:
+    """A domain order from an ``orders`` row (a mapping)."""
+    intent = OrderIntent(
+        r["client_order_id"], r["signal_id"], r["strategy"],
+        Instrument(r["symbol"], r["sec_type"], r["currency"], r["exchange"]), Side(r["side"]), r["quantity"],
+        OrderType(r["order_type"]), r["limit_price"], r["stop_price"], TimeInForce(r["tif"]), r["created_at"],
+        parent_id=r["parent_order_id"], oca_group=r["oca_group"],
+    )
+    return Order(intent, r["created_at"], OrderStatus(r["status"]), r["filled_qty"], r["avg_fill_price"],
+                 r["commission"], r["broker_order_id"], r["perm_id"], r["reason"])
+
+
+def position_from_row(r: Any) -> Position:
+    """A domain position from a ``positions`` row (a mapping)."""
+    return Position(r["symbol"], r["quantity"], r["avg_cost"], r["realized_pnl"], r["commissions"])
+
+
+def database_totals(signals: dict[str, int], invalid: int, orders: dict[str, int], fills: int, defects: int,
+                    reasons: list[Any]) -> dict[str, Any]:
+    """``status``'s totals from its counting queries: signals by outcome, orders by status, fills, defects, and
+    the reject reasons of signals and invalid lines together, most frequent first."""
+    top: dict[str, int] = {}
+    for code, n in reasons:
+        key = code or "unknown"
+        top[key] = top.get(key, 0) + n
+    return {
+        "signals": {"accepted": signals.get("accepted", 0), "rejected": signals.get("rejected", 0),
+                    "invalid_or_duplicate": invalid},
+        "orders": orders,
+        "fills": fills,
+        "row_defects": defects,
+        "reject_reasons": dict(sorted(top.items(), key=lambda kv: -kv[1])),
+    }
+
+
+def plain(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as JSON-ready dicts: Decimals as strings (exact), datetimes as ISO 8601."""
+    out = []
+    for row in rows:
+        out.append({k: (str(v) if isinstance(v, Decimal) else v.isoformat() if isinstance(v, datetime) else v)
+                    for k, v in row.items()})
+    return out
