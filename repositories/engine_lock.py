@@ -39,17 +39,25 @@ def _lock_key(account: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"tradectl:{account}".encode(), digest_size=8).digest()) >> 1
 
 
+def process_alive(holder: str) -> bool | None:
+    """Whether the process named by a ``host:pid`` holder still exists; None when it is on another host."""
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
+
+
 def _holder_gone(lock: dict[str, Any], now: datetime, stale_after_s: float) -> bool:
     """True when the engine named in a lock row can no longer be trading."""
-    host, _, pid = str(lock["holder"]).rpartition(":")
-    if host == socket.gethostname() and pid.isdigit():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True  # crashed on this machine: take over at once
-        except PermissionError:
-            return False
-        return False  # alive here, even if hung: never trade beside it
+    alive = process_alive(str(lock["holder"]))
+    if alive is not None:
+        return not alive  # crashed on this machine: take over at once; alive here, even if hung: never beside it
     age: float = (now - lock["heartbeat_at"]).total_seconds()
     return age > stale_after_s
 
@@ -116,6 +124,20 @@ class EngineLockRepository:
                 with translated():
                     held.invalidate()
                     held.close()
+
+    def held_by_a_connection(self) -> bool | None:
+        """PostgreSQL: whether some connection holds the account's advisory lock (an engine's process is alive
+        wherever it runs, even with a stale heartbeat). None on SQLite, which has no such lock."""
+        if self.db.dialect.name != "postgresql":
+            return None
+        key = _lock_key(self.account)
+        with reading(self.db) as conn:
+            held = conn.execute(
+                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                     "AND classid::bigint = :hi AND objid::bigint = :lo AND objsubid = 1"),
+                {"hi": key >> 32, "lo": key & 0xFFFFFFFF},
+            ).scalar()
+        return bool(held)
 
     def holder(self) -> dict[str, Any] | None:
         """The engine row for this account, alive or not (the caller judges the heartbeat's age)."""
