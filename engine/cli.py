@@ -28,6 +28,8 @@ db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_he
 app.add_typer(db_app, name="db")
 ks_app = typer.Typer(help="Kill-switch states (change them with kill / reduce-only / resume).", no_args_is_help=True)
 app.add_typer(ks_app, name="killswitch")
+config_app = typer.Typer(help="The effective configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -37,9 +39,25 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config fi
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_GLOBAL_FLAGS: dict[str, str | None] = {"log_level": None}  # options given before the command
+
+
+@app.callback()
+def _global_options(
+    log_level: Annotated[str | None, typer.Option(
+        "--log-level", help="debug | info | warning | error (default: the config's log_level, info).")] = None,
+) -> None:
+    """Event-driven execution engine for Interactive Brokers: signals -> risk -> orders -> fills."""
+    if log_level is not None and log_level.lower() not in LOG_LEVELS:
+        raise _fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}", EXIT_USAGE)
+    _GLOBAL_FLAGS["log_level"] = log_level.lower() if log_level is not None else None
+
+
 def _settings(config: Path | None = None, **overrides: Any) -> Settings:
     from engine.config import ConfigError, load_settings
 
+    overrides.setdefault("log_level", _GLOBAL_FLAGS["log_level"])
     try:
         return load_settings(config, **overrides)
     except ConfigError as err:
@@ -847,6 +865,27 @@ def audit(
     from engine.report import print_audit
 
     print_audit(rows)
+
+
+@config_app.command("show")
+def config_show(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Every setting's effective value and where it came from: default, config file, environment or flag."""
+    from engine.config import ConfigError
+    from engine.config_sources import config_file_path, effective_settings
+
+    flags = {"database_url": (db, "--db"), "log_level": (_GLOBAL_FLAGS["log_level"], "--log-level")}
+    try:
+        rows = [s.to_json() for s in effective_settings(config, flags)]
+    except ConfigError as err:
+        raise _fail(str(err), EXIT_USAGE) from None
+    path, named_by = config_file_path(config)
+    if json_out:
+        typer.echo(json.dumps({"config_file": str(path) if path else None, "config_file_from": named_by,
+                               "settings": rows}, indent=2))
+        return
+    from engine.report import print_settings
+
+    print_settings(rows, f"config file: {path} (from {named_by})" if path else "config file: none")
 
 
 def main() -> None:

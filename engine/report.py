@@ -165,6 +165,24 @@ def print_sessions(rows: list[dict[str, Any]], console: Console | None = None) -
                                   "commissions"], drop_first=["account", "signals", "commissions"], console=c)
 
 
+def print_settings(rows: list[dict[str, Any]], heading: str, console: Console | None = None) -> None:
+    """``tradectl config show``: key, value and where it came from (what differs from the default in bold)."""
+    import json
+
+    c = console or _console()
+    c.print(heading)
+    t = Table(title=f"settings ({len(rows)})", title_justify="left")
+    t.add_column("key", no_wrap=True)
+    t.add_column("value", overflow="fold", ratio=1)
+    t.add_column("from", overflow="fold", max_width=24)
+    for row in rows:
+        value = row["value"] if isinstance(row["value"], str) else json.dumps(row["value"])
+        origin = row["origin"] + (f" ({row['where']})" if row.get("where") else "")
+        style = "" if row["origin"] == "default" else "bold"
+        t.add_row(row["key"], value, origin, style=style)
+    c.print(t)
+
+
 def audit_summary(row: dict[str, Any]) -> str:
     """One line per audit record, in an operator's words."""
     import json
