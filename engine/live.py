@@ -58,6 +58,7 @@ def check_account(managed: list[str], requested: str, live: bool, configured: st
 class IbkrSession(Session):
     mode = "ibkr"
     broker_kind = "ibkr"
+    trades_log_level = "info"  # an operator follows each order at IB
 
     def __init__(
         self,

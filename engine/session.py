@@ -41,8 +41,10 @@ from engine.domain import (
     venue_of,
 )
 from engine.engine import Engine, InstrumentBook
+from engine.logging import flush_repeated
 from engine.signals import SignalError, parse_signal
 from engine.sources import FileSource, SignalSource, StreamSource, clean_line, text_of
+from engine.trade_log import TradeLog
 from paper.broker import PaperBroker
 from paper.market import SIM_START, RandomWalkMarket, read_quotes_csv
 from paper.matching import CommissionSchedule
@@ -130,6 +132,7 @@ class Session(ABC):
 
     mode = "paper"
     broker_kind = "simulated"  # what the database is bound to with the account (see AccountRepository.claim)
+    trades_log_level = "debug"  # order.submitted / order.status / fill.received: a simulated run is a flood
 
     def __init__(self, settings: Settings, *, on_progress: Callable[[int], None] | None = None) -> None:
         self.settings = settings
@@ -167,6 +170,7 @@ class Session(ABC):
         self.bus = EventBus()
         self.recorder = Recorder(self.db, self.session_id, self.account, s.flush_rows, clock).attach(self.bus)
         self.recorder.on_defects = self._on_row_defects
+        TradeLog(self.trades_log_level).attach(self.bus)  # after the recorder: an order is logged once recorded
         self.signal_lookup = SignalLookup(self.db)
         trips = TripWires(trigger_limits(s), s.day.boundary(), s.maintenance.schedule())
         trips.restore({date.fromisoformat(day): DayMarks(start, peak)
@@ -277,6 +281,7 @@ class Session(ABC):
         self.control.tick(force=True)
         self.save_day()
         self.control.close()
+        flush_repeated()
         st = engine.stats
         positions = []
         unrealized = ZERO
