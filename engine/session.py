@@ -117,7 +117,7 @@ class SessionSummary:
     def to_json(self) -> dict[str, Any]:
         def conv(v: Any) -> Any:
             if isinstance(v, Decimal):
-                return str(v)
+                return f"{v:f}"  # exact, never in exponent form
             if isinstance(v, dict):
                 return {k: conv(x) for k, x in v.items()}
             if isinstance(v, list):

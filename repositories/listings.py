@@ -92,11 +92,11 @@ def _document(text: Any) -> Any:
 
 
 def plain(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows as JSON-ready dicts: Decimals as strings (exact), datetimes as ISO 8601, stored JSON documents
-    (a signal's payload, a refused row) as objects."""
+    """Rows as JSON-ready dicts: Decimals as strings (exact, never ``1.6E+2``), datetimes as ISO 8601, stored
+    JSON documents (a signal's payload, a refused row) as objects."""
     out = []
     for row in rows:
-        item = {k: (str(v) if isinstance(v, Decimal) else v.isoformat() if isinstance(v, datetime) else v)
+        item = {k: (f"{v:f}" if isinstance(v, Decimal) else v.isoformat() if isinstance(v, datetime) else v)
                 for k, v in row.items()}
         for key in _JSON_TEXT:
             if key in item:

@@ -98,3 +98,10 @@ def test_status_fits_80_columns_with_a_hung_engine_and_a_failed_session() -> Non
     lines = _render(lambda c: print_status(payload, console=c))
     assert max(len(line) for line in lines) <= 80
     assert "HUNG: pid 4242" in "\n".join(lines)
+
+
+def test_json_rows_keep_full_precision_without_exponents() -> None:
+    from repositories.listings import plain
+
+    (row,) = plain([{"quantity": D("1.6E+2"), "avg_cost": D("404.490819672131147540983607")}])
+    assert row == {"quantity": "160", "avg_cost": "404.490819672131147540983607"}
