@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from engine.formatting import cell, is_numeric, money, timestamp
+from engine.formatting import TIME_COLUMNS, cell, is_numeric, money, timestamp
 
 if TYPE_CHECKING:  # the listing commands must not pay for importing the whole session
     from engine.session import SessionSummary
@@ -51,7 +51,8 @@ def print_rows(title: str, rows: list[dict[str, Any]], columns: Sequence[str], d
     t = Table(title=f"{title} ({len(rows)})", title_justify="left")
     for col in shown:
         numeric = is_numeric(col)
-        t.add_column(col, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric)
+        t.add_column(col, justify="right" if numeric else "left", overflow="fold",
+                     no_wrap=numeric or col in TIME_COLUMNS)  # words wrap; numbers and times stay whole
     for row in rows:
         t.add_row(*(cell(col, row.get(col)) for col in shown))
     c.print(t)
