@@ -67,6 +67,14 @@ class RepeatGate:
 
 
 _GATE = RepeatGate()
+_CONFIGURED: dict[str, int | None] = {"level": None}  # set by configure_logging; None: nobody configured logs
+
+
+def writes(level: int) -> bool:
+    """Whether lines at ``level`` are written. False until ``configure_logging`` ran: a library user, a
+    benchmark or a test that never asked for logs does not pay for building per-order events."""
+    configured = _CONFIGURED["level"]
+    return configured is not None and level >= configured
 
 
 def flush_repeated() -> None:
@@ -122,6 +130,7 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(_LEVELS[level])
     _GATE.pending()  # a new configuration starts with nothing held
+    _CONFIGURED["level"] = _LEVELS[level]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

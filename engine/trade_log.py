@@ -2,7 +2,8 @@
 (info in an IB session; debug in a simulated one, where a file of 100,000 signals would drown the terminal)
 and signal.rejected (debug: rejections are in the database and the summary).
 
-Attached only at a level the log writes, so a paper run at info pays nothing per signal.
+Attached only at a level the configured log writes, so a paper run at info (or a benchmark that configured
+no logging) pays nothing per signal.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import structlog
 
 from engine.bus import EventBus, SignalRejected
 from engine.domain import Fill, Order, Position, Signal, StatusChange
+from engine.logging import writes
 
 log = structlog.get_logger("tradectl.trades")
 
@@ -30,11 +32,11 @@ class TradeLog:
         self._trades = getattr(log, trades_level)
 
     def attach(self, bus: EventBus) -> TradeLog:
-        if log.is_enabled_for(self.trades_level):
+        if writes(self.trades_level):
             bus.order_recorded += self.on_order
             bus.order_status += self.on_status
             bus.fill_booked += self.on_fill
-        if log.is_enabled_for(logging.DEBUG):
+        if writes(logging.DEBUG):
             bus.signal_rejected += self.on_rejected
         return self
 
