@@ -127,3 +127,16 @@ def test_a_session_that_fails_at_start_is_recorded_as_failed_with_why_and_frees_
     assert payload["engine"]["state"] == "not running"  # type: ignore[index]
     again = runner.invoke(app, ["paper", "--signals", str(signals), "--db", db, "--no-progress", "--json"])
     assert again.exit_code == 0, again.output
+
+
+def test_a_session_that_fails_while_running_is_recorded_as_failed_in_its_run(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    quotes = tmp_path / "q.csv"
+    quotes.write_text("ts,symbol,bid,ask\n2026-01-05T14:30:00+00:00,AAPL,100.00,100.02\n"
+                      "2026-01-05T14:30:05+00:00,AAPL,100.00,99.00\n")  # the second quote is crossed
+    signals = write_lines(tmp_path / "s.jsonl", [signal_line("a", seconds=1), signal_line("b", seconds=10)])
+    failed = runner.invoke(app, ["paper", "--signals", str(signals), "--quotes", str(quotes), "--db", db,
+                                 "--no-progress"])
+    assert failed.exit_code == 2 and "bid <= ask" in failed.output
+    (session,) = json.loads(runner.invoke(app, ["sessions", "--db", db, "--json"]).stdout)
+    assert session["state"] == "failed" and session["summary"]["stage"] == "run" and "bid <= ask" in session["error"]
