@@ -32,6 +32,8 @@ app.add_typer(db_app, name="db")
 ks_app = typer.Typer(help="Kill-switch states (change them with kill / reduce-only / resume).", no_args_is_help=True,
                      rich_markup_mode=None)
 app.add_typer(ks_app, name="killswitch")
+config_app = typer.Typer(help="The effective configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -39,7 +41,21 @@ EXIT_USAGE = 2
 DbOpt = Annotated[str | None, typer.Option("--db", help="Database URL (default: DATABASE_URL or ./var/tradectl.db).")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file (or TRADECTL_CONFIG).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
-LimitOpt = Annotated[int, typer.Option("--limit", min=1, help="Most recent rows to show.")]
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_GLOBAL_FLAGS: dict[str, str | None] = {"log_level": None}  # options given before the command
+
+
+@app.callback()
+def _global_options(
+    log_level: Annotated[str | None, typer.Option(
+        "--log-level", help="debug | info | warning | error (default: the config's log_level, info).")] = None,
+) -> None:
+    """Event-driven execution engine for Interactive Brokers: signals -> risk -> orders -> fills."""
+    if log_level is not None and log_level.lower() not in LOG_LEVELS:
+        raise _fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}", EXIT_USAGE)
+    _GLOBAL_FLAGS["log_level"] = log_level.lower() if log_level is not None else None
 
 
 def _print_version(wanted: bool) -> None:
@@ -61,6 +77,7 @@ def _root(
 def _settings(config: Path | None = None, **overrides: Any) -> Settings:
     from engine.config import ConfigError, load_settings
 
+    overrides.setdefault("log_level", _GLOBAL_FLAGS["log_level"])
     try:
         return load_settings(config, **overrides)
     except ConfigError as err:
@@ -237,76 +254,168 @@ def _operator_repos(settings: OperatorSettings) -> Repositories | DirectReposito
     return repos
 
 
-def _listing(table: str, db: str | None, config: Path | None, json_out: bool, limit: int,
-             columns: list[str]) -> None:
-    from repositories.listings import plain
+SessionOpt = Annotated[int | None, typer.Option("--session", min=1, help="Only this session's rows.")]
+SymbolOpt = Annotated[str | None, typer.Option("--symbol", help="Only this symbol's rows.")]
+StrategyOpt = Annotated[str | None, typer.Option("--strategy", help="Only this strategy's rows.")]
+SinceOpt = Annotated[str | None, typer.Option("--since", help="Only rows since: 15m, 2h, 1d, or an ISO date/time.")]
+RowsOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Most recent rows to show (default: 50 in a "
+                                                                     "table, every row with --json).")]
+_TABLE_ROWS = 50
 
-    rows = plain(_repos(db, config).listings.rows(table, limit))
+# what --status accepts, per listing
+_STATUSES: dict[str, tuple[str, ...]] = {"signals": ("accepted", "rejected")}
+
+
+def _since(text: str | None) -> Any:
+    from datetime import UTC, datetime
+
+    from engine.operator import parse_since
+
+    if text is None:
+        return None
+    try:
+        return parse_since(text, datetime.now(UTC))
+    except ValueError as err:
+        raise _fail(str(err), EXIT_USAGE) from None
+
+
+def _listing(table: str, db: str | None, config: Path | None, json_out: bool, limit: int | None,
+             columns: list[str], *, drop_first: list[str] | None = None, session: int | None = None,
+             symbol: str | None = None, strategy: str | None = None, status: str | None = None,
+             since: str | None = None) -> None:
+    from repositories.listings import RowFilter, plain
+
+    if status is not None:
+        accepted = _STATUSES.get(table)
+        if accepted is None and table == "orders":
+            from engine.domain import OrderStatus
+
+            accepted = tuple(s.value for s in OrderStatus)
+        if accepted is None:
+            raise _fail(f"{table} have no status of their own: filter their orders (`tradectl orders --status`)",
+                        EXIT_USAGE)
+        if status.lower() not in {a.lower() for a in accepted}:
+            raise _fail(f"--status {status!r}: {table} are {', '.join(accepted)}", EXIT_USAGE)
+    where = RowFilter(session, symbol, strategy, status, _since(since))
+    rows = plain(_repos(db, config).listings.rows(
+        table, limit if limit is not None or json_out else _TABLE_ROWS, where=where))
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
     from engine.report import print_rows
 
-    print_rows(table, rows, columns)
+    print_rows(table, rows, columns, drop_first or [])
 
 
 @app.command()
-def signals(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False, limit: LimitOpt = 50) -> None:
+def signals(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False, limit: RowsOpt = None,
+            session: SessionOpt = None, symbol: SymbolOpt = None, strategy: StrategyOpt = None,
+            status: Annotated[str | None, typer.Option("--status", help="accepted | rejected")] = None,
+            since: SinceOpt = None) -> None:
     """Recent signals with their outcome (accepted with its order, or rejected with the reason)."""
     _listing("signals", db, config, json_out, limit,
-             ["signal_id", "ts", "strategy", "symbol", "direction", "status", "reason_code", "client_order_id"])
+             ["signal_id", "ts", "strategy", "symbol", "direction", "status", "reason_code", "client_order_id"],
+             drop_first=["client_order_id", "direction", "strategy", "ts"],
+             session=session, symbol=symbol, strategy=strategy, status=status, since=since)
 
 
 @app.command()
-def orders(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False, limit: LimitOpt = 50) -> None:
+def orders(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False, limit: RowsOpt = None,
+           session: SessionOpt = None, symbol: SymbolOpt = None, strategy: StrategyOpt = None,
+           status: Annotated[str | None, typer.Option("--status", help="Filled, Cancelled, Rejected, Submitted, "
+                                                                       "PartiallyFilled, ...")] = None,
+           since: SinceOpt = None) -> None:
     """Recent orders with their latest status."""
     _listing("orders", db, config, json_out, limit,
              ["client_order_id", "symbol", "side", "quantity", "order_type", "limit_price", "status",
-              "filled_qty", "avg_fill_price", "commission", "reason"])
+              "filled_qty", "avg_fill_price", "commission", "reason"],
+             drop_first=["order_type", "commission", "filled_qty", "limit_price", "reason"],
+             session=session, symbol=symbol, strategy=strategy, status=status, since=since)
 
 
 @app.command()
-def fills(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False, limit: LimitOpt = 50) -> None:
+def fills(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False, limit: RowsOpt = None,
+          session: SessionOpt = None, symbol: SymbolOpt = None,
+          strategy: Annotated[str | None, typer.Option("--strategy", help="Only fills of this strategy's orders.")]
+          = None,
+          status: Annotated[str | None, typer.Option("--status", hidden=True)] = None,
+          since: SinceOpt = None) -> None:
     """Recent fills (one per execution id)."""
     _listing("fills", db, config, json_out, limit,
-             ["exec_id", "ts", "client_order_id", "symbol", "side", "quantity", "price", "commission"])
+             ["exec_id", "ts", "client_order_id", "symbol", "side", "quantity", "price", "commission"],
+             drop_first=["exec_id", "commission"],
+             session=session, symbol=symbol, strategy=strategy, status=status, since=since)
+
+
+@app.command()
+def sessions(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False, limit: RowsOpt = None,
+             since: SinceOpt = None) -> None:
+    """Sessions, newest last: venue, account, state (running, completed, stopped, failed...), own fills and P&L."""
+    from datetime import UTC, datetime
+
+    from engine.operator import engine_seen
+    from engine.sessions import session_state
+
+    settings = _settings(config, database_url=db)
+    repos = _existing_repos(settings)
+    seen = engine_seen(repos, settings.killswitch.stale_after_s, datetime.now(UTC))
+    rows = [session_state(r, seen) for r in repos.sessions.listing(
+        limit if limit is not None or json_out else _TABLE_ROWS, _since(since))]
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    from engine.report import print_sessions
+
+    print_sessions(rows)
 
 
 @app.command()
 def positions(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
     """Current positions of the account."""
-    _listing("positions", db, config, json_out, 1_000_000,
-             ["symbol", "quantity", "avg_cost", "realized_pnl", "commissions", "updated_at"])
+    _listing("positions", db, config, json_out, None,
+             ["symbol", "quantity", "avg_cost", "realized_pnl", "commissions", "updated_at"], drop_first=["updated_at"])
 
 
 @app.command()
-def defects(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False, limit: LimitOpt = 50) -> None:
+def defects(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False, limit: RowsOpt = None,
+            session: SessionOpt = None, since: SinceOpt = None) -> None:
     """Rows the database refused (a violated constraint, a value it cannot hold), each with its error."""
-    _listing("row_defects", db, config, json_out, limit, ["id", "ts", "table_name", "row_key", "error"])
+    _listing("row_defects", db, config, json_out, limit, ["id", "ts", "table_name", "row_key", "error"],
+             session=session, since=since)
 
 
 @app.command()
 def status(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
-    """Totals, kill-switch states and the last session."""
-    repos = _operator_repos(_operator_settings(config, db))
-    from repositories.rows import plain
+    """Whether an engine trades the account (pid, host, heartbeat, venue), totals, kill switches, the last session.
 
-    counts = repos.signals.counts()
-    states = {k: v.value for k, v in repos.killswitches.states().items()}
+    Exit 1 when the engine is hung: its process is alive but its heartbeat is stale.
+    """
+    from datetime import UTC, datetime
+
+    from engine.operator import EngineCondition, engine_seen
+    from engine.sessions import session_state
+
+    settings = _operator_settings(config, db)
+    repos = _operator_repos(settings)
+    seen = engine_seen(repos, settings.killswitch.stale_after_s, datetime.now(UTC))
     last = repos.sessions.last()
     payload = {
         "account": repos.account,
-        "counts": counts,
-        "killswitches": states,
+        "engine": seen.to_json(repos.account),
+        "counts": repos.signals.counts(),
+        "killswitches": {k: v.value for k, v in repos.killswitches.states().items()},
         "open_orders": len(repos.orders.open()),
-        "last_session": plain([last])[0] if last else None,
+        "last_session": session_state(last, seen) if last else None,
     }
     if json_out:
         typer.echo(json.dumps(payload, indent=2, default=str))
-        return
-    from engine.report import print_status
+    else:
+        from engine.report import print_status
 
-    print_status(payload)
+        print_status(payload)
+    if seen.condition is EngineCondition.HUNG:
+        typer.echo(f"tradectl: {seen.sentence}", err=True)
+        raise typer.Exit(EXIT_FAILURE)
 
 
 # -- producers -----------------------------------------------------------------------------------------
@@ -692,7 +801,7 @@ def _change(state_name: str, scope: str, reason: str, flatten: bool, db: str | N
     unknown = _unknown_symbol_warning(repos, scope)
     outcome = change_killswitch(
         repos, scope, KillState(state_name), reason.strip(), actor=operator_actor(), flatten=flatten,
-        timeout_s=k.ack_timeout_s if timeout is None else timeout, stale_after_s=max(5 * k.heartbeat_s, 3.0),
+        timeout_s=k.ack_timeout_s if timeout is None else timeout, stale_after_s=k.stale_after_s,
     )
     if flatten:  # the truth is what is still open afterwards, not how many orders left
         outcome.not_closed = flatten_outcome(repos, outcome.change, outcome.ack, flatten_wait)
@@ -714,6 +823,9 @@ def _change(state_name: str, scope: str, reason: str, flatten: bool, db: str | N
             typer.echo(line)
             if ack.get("detail"):
                 typer.echo(f"warning: {ack['detail']}", err=True)
+        elif outcome.engine is not None:  # an engine holds the account but did not answer (hung, or too slow)
+            typer.echo(f"NOT ACKNOWLEDGED: {outcome.note}; the state is recorded: the engine applies it when it "
+                       f"reads the kill switches again, and every session that starts holds it")
         else:
             typer.echo(f"{outcome.note}; the state is recorded and holds for the next session that starts")
         if outcome.not_closed:
@@ -797,21 +909,13 @@ def audit(
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
     since: Annotated[str | None, typer.Option("--since", help="15m, 2h, 1d, or an ISO date/time.")] = None,
-    limit: LimitOpt = 1000,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Most recent records to show (default: 1000 "
+                                                                    "in a table, every one with --json).")] = None,
 ) -> None:
     """The audit log: kill-switch changes (operators' and triggers'), acknowledgements."""
-    from datetime import UTC, datetime
-
-    from engine.operator import parse_since
     from repositories.listings import plain
 
-    start = None
-    if since is not None:
-        try:
-            start = parse_since(since, datetime.now(UTC))
-        except ValueError as err:
-            raise _fail(str(err), EXIT_USAGE) from None
-    rows = plain(_repos(db, config).audit.log(start, limit))
+    rows = plain(_repos(db, config).audit.log(_since(since), limit if limit is not None or json_out else 1000))
     if json_out:
         for row in rows:
             row["detail"] = json.loads(row["detail"]) if row.get("detail") else None
@@ -820,6 +924,27 @@ def audit(
     from engine.report import print_audit
 
     print_audit(rows)
+
+
+@config_app.command("show")
+def config_show(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Every setting's effective value and where it came from: default, config file, environment or flag."""
+    from engine.config import ConfigError
+    from engine.config_sources import config_file_path, effective_settings
+
+    flags = {"database_url": (db, "--db"), "log_level": (_GLOBAL_FLAGS["log_level"], "--log-level")}
+    try:
+        rows = [s.to_json() for s in effective_settings(config, flags)]
+    except ConfigError as err:
+        raise _fail(str(err), EXIT_USAGE) from None
+    path, named_by = config_file_path(config)
+    if json_out:
+        typer.echo(json.dumps({"config_file": str(path) if path else None, "config_file_from": named_by,
+                               "settings": rows}, indent=2))
+        return
+    from engine.report import print_settings
+
+    print_settings(rows, f"config file: {path} (from {named_by})" if path else "config file: none")
 
 
 def main() -> None:

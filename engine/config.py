@@ -179,6 +179,11 @@ class KillSwitchConfig(BaseModel):
     flatten_collar_pct: Annotated[Decimal, Field(gt=0, lt=Decimal("0.5"))] = Decimal("0.01")
     reconcile_interval_s: PosFloat = 60.0
 
+    @property
+    def stale_after_s(self) -> float:
+        """A heartbeat older than this means the engine is not applying changes (gone, or hung)."""
+        return max(5 * self.heartbeat_s, 3.0)
+
 
 class PaperConfig(BaseModel):
     model_config = _Strict

@@ -59,6 +59,26 @@ class KillState(StrEnum):
 _KILL_SEVERITY = {KillState.ACTIVE: 0, KillState.REDUCE_ONLY: 1, KillState.HALTED: 2}
 
 
+class Venue(StrEnum):
+    """Where a session's orders go, as the operator reads it: a simulation, IB's paper account or real money."""
+
+    SIMULATED = "simulated"
+    IB_PAPER = "IB paper account"
+    IB_LIVE = "IB live"
+
+
+def is_paper_account(account: str) -> bool:
+    """IB paper accounts start with DU (individual) or DF (advisor paper)."""
+    return account.upper().startswith(("DU", "DF"))
+
+
+def venue_of(mode: str, account: str) -> Venue:
+    """The venue of a session row or engine lock (``mode`` paper | ibkr) trading ``account``."""
+    if mode != "ibkr":
+        return Venue.SIMULATED
+    return Venue.IB_PAPER if is_paper_account(account) else Venue.IB_LIVE
+
+
 class RejectCode(StrEnum):
     """Why a line, a signal or an order made no order at the broker: stable, counted, in the README's table."""
 

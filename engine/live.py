@@ -23,7 +23,7 @@ from broker.ib_codes import MARKET_DATA_TYPES
 from broker.ibkr import IbkrBroker, is_paper_account
 from engine.clock import SignalTimes, SimClock, perf, wall_clock
 from engine.config import Settings
-from engine.domain import Signal
+from engine.domain import Position, Signal
 from engine.engine import InstrumentBook
 from engine.session import Session, SessionSummary
 from engine.sources import FileSource, SignalSource, StreamSource
@@ -58,6 +58,7 @@ def check_account(managed: list[str], requested: str, live: bool, configured: st
 class IbkrSession(Session):
     mode = "ibkr"
     broker_kind = "ibkr"
+    trades_log_level = "info"  # an operator follows each order at IB
 
     def __init__(
         self,
@@ -106,6 +107,15 @@ class IbkrSession(Session):
             await self.broker.close()
             raise
         self._started = started
+        try:
+            with self.failing("start"):
+                await self._wire_live(positions)
+        except BaseException:
+            await self.broker.close()
+            raise
+
+    async def _wire_live(self, positions: list[Position]) -> None:
+        ib = self.settings.ibkr
         for pos in positions:  # marks for what we hold, before the first signal sizes against equity
             if pos.quantity:
                 await self._subscribe(pos.symbol)
@@ -125,7 +135,8 @@ class IbkrSession(Session):
         self.engine.before_submit = self.recorder.commit_now
         self.engine.ack_timeout_s = ib.ack_timeout_s
         nlv = self.broker.account_equity()
-        log.info("session.ready", mode=self.mode, session_id=self.session_id, account=self.account,
+        log.info("session.ready", mode=self.mode, venue=self.venue.value, session_id=self.session_id,
+                 account=self.account,
                  equity=str(self.engine.equity()),
                  equity_source="IB NetLiquidation" if nlv is not None else "config (IB sent no NetLiquidation)",
                  startup_s=round(perf() - self._t_connect, 3))

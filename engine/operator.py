@@ -11,11 +11,13 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from engine.acks import skipped_by_symbol
-from engine.domain import OPEN_STATUSES, KillState, KillSwitchChange
+from engine.domain import OPEN_STATUSES, KillState, KillSwitchChange, venue_of
 from engine.ids import engine_order_id
+from repositories.rows import process_alive
 
 if TYPE_CHECKING:  # kill runs on the plain driver (repositories/direct.py): SQLAlchemy is not imported for it
     from typing import TypeAlias
@@ -43,6 +45,7 @@ class ChangeOutcome:
     waited_s: float
     note: str | None = None
     not_closed: dict[str, str] | None = None  # after a flatten: each position in scope still open, and why
+    seen: EngineSeen | None = None  # what was found of the engine (running, hung, not running)
 
     def to_json(self) -> dict[str, Any]:
         c = self.change
@@ -54,20 +57,74 @@ class ChangeOutcome:
             "reason": c.reason, "actor": c.actor, "flatten": c.flatten, "ts": c.ts.isoformat(),
             "engine": self.engine, "acknowledged": ack is not None, "ack": ack,
             "waited_ms": round(self.waited_s * 1000, 1), "note": self.note,
+            "engine_state": self.seen.condition.value if self.seen is not None else None,
             **({"not_closed": self.not_closed} if self.not_closed is not None else {}),
         }
 
 
-def live_engine(repos: AnyRepositories, stale_after_s: float, now: datetime) -> tuple[str | None, str]:
-    """The engine holding the account if its heartbeat is fresh; and a sentence saying what was found."""
+class EngineCondition(StrEnum):
+    """What the CLI can tell of the engine trading an account, from its lock row and its process."""
+
+    RUNNING = "running"  # heartbeat fresh
+    HUNG = "hung"  # heartbeat stale, process alive (this host's pid, or PostgreSQL's advisory lock still held)
+    NOT_RUNNING = "not running"  # no lock row, its process is gone, or it is silent on another host
+
+
+@dataclass(slots=True)
+class EngineSeen:
+    condition: EngineCondition
+    sentence: str  # what was found, in an operator's words
+    lock: dict[str, Any] | None = None
+    heartbeat_age_s: float | None = None
+
+    @property
+    def holder(self) -> str | None:
+        """The engine expected to acknowledge a change: a running one, or a hung one that may yet recover."""
+        return None if self.lock is None or self.condition is EngineCondition.NOT_RUNNING else str(self.lock["holder"])
+
+    def to_json(self, account: str) -> dict[str, Any]:
+        lock = self.lock or {}
+        host, _, pid = str(lock.get("holder", "")).rpartition(":")
+        return {
+            "state": self.condition.value, "account": account, "holder": lock.get("holder"),
+            "host": host or None, "pid": int(pid) if pid.isdigit() else None, "mode": lock.get("mode"),
+            "venue": venue_of(lock["mode"], account).value if lock else None,
+            "session_id": lock.get("session_id"),
+            "started_at": lock["started_at"].isoformat() if lock else None,
+            "heartbeat_age_s": None if self.heartbeat_age_s is None else round(self.heartbeat_age_s, 1),
+            "detail": self.sentence,
+        }
+
+
+def engine_seen(repos: AnyRepositories, stale_after_s: float, now: datetime) -> EngineSeen:
+    """Whether an engine trades the account: running (fresh heartbeat), hung (stale heartbeat but its process is
+    alive: on this host by its pid, anywhere by PostgreSQL's advisory lock) or not running."""
+    account = repos.account
     lock = repos.engine_lock.holder()
     if lock is None:
-        return None, f"no engine is running for account {repos.account}"
+        return EngineSeen(EngineCondition.NOT_RUNNING, f"no engine is running for account {account}")
+    holder = str(lock["holder"])
     age = (now - lock["heartbeat_at"]).total_seconds()
-    if age > stale_after_s:
-        return None, (f"no engine is running for account {repos.account} (the last one, {lock['holder']},"
-                      f" was last heard from {age:.0f}s ago)")
-    return str(lock["holder"]), f"engine {lock['holder']} is running ({lock['mode']}, session {lock['session_id']})"
+    alive = process_alive(holder)
+    if alive is False:
+        return EngineSeen(EngineCondition.NOT_RUNNING,
+                          f"no engine is running for account {account} (the last one, {holder}, exited without "
+                          f"releasing it: crashed or killed; the next start takes over)", lock, age)
+    venue = venue_of(lock["mode"], account)
+    if age <= stale_after_s:
+        return EngineSeen(EngineCondition.RUNNING,
+                          f"engine {holder} is running ({venue}, session {lock['session_id']}, "
+                          f"heartbeat {age:.1f}s ago)", lock, age)
+    if alive is None:
+        alive = repos.engine_lock.held_by_a_connection()
+    if alive:
+        return EngineSeen(EngineCondition.HUNG,
+                          f"engine {holder} is HUNG: its process is alive but its last heartbeat was {age:.0f}s ago "
+                          f"(more than {stale_after_s:g}s); it is not applying changes: look at it, or stop it "
+                          f"(kill {holder.rpartition(':')[2]} on {holder.rpartition(':')[0]})", lock, age)
+    return EngineSeen(EngineCondition.NOT_RUNNING,
+                      f"no engine is running for account {account} (the last one, {holder}, was last heard from "
+                      f"{age:.0f}s ago)", lock, age)
 
 
 def change_killswitch(
@@ -83,28 +140,31 @@ def change_killswitch(
     poll_s: float = 0.005,
 ) -> ChangeOutcome:
     now = datetime.now(UTC)
-    holder, found = live_engine(repos, stale_after_s, now)
+    seen = engine_seen(repos, stale_after_s, now)
+    holder = seen.holder
     change = repos.killswitches.record(scope, state, reason=reason, actor=actor, now=now, flatten=flatten)
     assert change.id is not None
     if holder is None:
-        return ChangeOutcome(change, None, None, 0.0, found)
+        return ChangeOutcome(change, None, None, 0.0, seen.sentence, seen=seen)
     t0 = time.monotonic()
     deadline = t0 + timeout_s
     next_alive_check = t0 + 1.0
     while True:
         ack = repos.killswitches.ack_of(change.id)
         if ack is not None:
-            return ChangeOutcome(change, holder, ack, time.monotonic() - t0)
+            return ChangeOutcome(change, holder, ack, time.monotonic() - t0, seen=seen)
         t = time.monotonic()
         if t >= deadline:
-            return ChangeOutcome(change, holder, None, t - t0,
-                                 f"engine {holder} did not acknowledge within {timeout_s:.0f}s")
+            why = (seen.sentence if seen.condition is EngineCondition.HUNG
+                   else f"engine {holder} did not acknowledge within {timeout_s:g}s")
+            return ChangeOutcome(change, holder, None, t - t0, why, seen=seen)
         if t >= next_alive_check:
             next_alive_check = t + 1.0
-            still, found = live_engine(repos, stale_after_s, datetime.now(UTC))
-            if still != holder:
+            now_seen = engine_seen(repos, stale_after_s, datetime.now(UTC))
+            if now_seen.holder != holder:
                 return ChangeOutcome(change, holder, None, t - t0,
-                                     f"engine {holder} stopped before acknowledging ({found})")
+                                     f"engine {holder} stopped before acknowledging ({now_seen.sentence})",
+                                     seen=now_seen)
         time.sleep(poll_s)
 
 

@@ -38,6 +38,12 @@ class KillSwitchTimes:
     heartbeat_s: float = 1.0  # how often a running engine says it is alive
     ack_timeout_s: float = 10.0  # how long kill waits for the engine
 
+    @property
+    def stale_after_s(self) -> float:
+        """As ``KillSwitchConfig.stale_after_s``: a heartbeat older than this means the engine is not applying
+        changes (gone, or hung)."""
+        return max(5 * self.heartbeat_s, 3.0)
+
 
 @dataclass(frozen=True, slots=True)
 class OperatorSettings:

@@ -1,25 +1,76 @@
-"""Tables for people (rich). Scripts use ``--json`` instead."""
+"""Tables for people (rich). Scripts use ``--json`` instead.
+
+Numbers go through engine/formatting.py (money to the cent, prices to the tick); a table is fitted to the
+terminal (80 columns when it is not one): the least useful columns of a listing go first, and what is
+left wraps inside its cell rather than being cut.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
+from engine.formatting import TIME_COLUMNS, cell, is_numeric, money, timestamp
+
 if TYPE_CHECKING:  # the listing commands must not pay for importing the whole session
     from engine.session import SessionSummary
+
+_CELL_FRAME = 3  # a cell's padding and its border
 
 
 def _console() -> Console:
     return Console()
 
 
-def print_summary(s: SessionSummary) -> None:
-    c = _console()
-    t = Table(title=f"paper session {s.session_id}", show_header=False, title_justify="left")
+def _natural_width(rows: list[list[str]], headers: Sequence[str]) -> int:
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    return sum(w + _CELL_FRAME for w in widths) + 1
+
+
+def fit_columns(rows: list[dict[str, Any]], columns: Sequence[str], drop_first: Sequence[str], width: int) -> list[str]:
+    """The columns to show at ``width``: ``drop_first`` leave, in that order, while the table would not fit."""
+    shown = list(columns)
+    for column in drop_first:
+        cells = [[cell(c, row.get(c)) for c in shown] for row in rows]
+        if _natural_width(cells, shown) <= width:
+            break
+        if column in shown:
+            shown.remove(column)
+    return shown
+
+
+def print_rows(title: str, rows: list[dict[str, Any]], columns: Sequence[str], drop_first: Sequence[str] = (),
+               console: Console | None = None) -> None:
+    """A listing: numbers formatted by their column, fitted to the console's width."""
+    c = console or _console()
+    shown = fit_columns(rows, columns, drop_first, c.width)
+    hidden = [col for col in columns if col not in shown]
+    t = Table(title=f"{title} ({len(rows)})", title_justify="left")
+    for col in shown:
+        numeric = is_numeric(col)
+        t.add_column(col, justify="right" if numeric else "left", overflow="fold",
+                     no_wrap=numeric or col in TIME_COLUMNS)  # words wrap; numbers and times stay whole
+    for row in rows:
+        t.add_row(*(cell(col, row.get(col)) for col in shown))
+    c.print(t)
+    if hidden:
+        c.print(f"[dim]not shown at {c.width} columns: {', '.join(hidden)} (a wider terminal, or --json)[/dim]")
+
+
+def _title(s: SessionSummary) -> str:
+    account = f", account {s.account}" if s.account else ""
+    return f"session {s.session_id}: {s.venue}{account}"
+
+
+def print_summary(s: SessionSummary, console: Console | None = None) -> None:
+    """A session's own counts and money first, then the account's totals (what earlier sessions left)."""
+    c = console or _console()
+    t = Table(title=_title(s), show_header=False, title_justify="left")
     t.add_column("", style="bold")
-    t.add_column("", justify="right")
+    t.add_column("", justify="right", overflow="fold")
     t.add_row("signals", str(s.signals))
     t.add_row("  accepted (made an order)", str(s.accepted))
     t.add_row("  rejected by sizing/risk", str(s.rejected))
@@ -30,10 +81,14 @@ def print_summary(s: SessionSummary) -> None:
     t.add_row("fills", str(s.fills))
     t.add_row("kill switches", ", ".join(f"{k} {v}" for k, v in s.killswitches.items()) or "all ACTIVE")
     t.add_row("  automatic trips / operator changes", f"{s.trips} / {s.operator_changes}")
-    t.add_row("realized P&L", f"{s.realized_pnl:,.2f}")
-    t.add_row("unrealized P&L", f"{s.unrealized_pnl:,.2f}")
-    t.add_row("commissions", f"{s.commissions:,.2f}")
-    t.add_row("net P&L", f"{s.realized_pnl + s.unrealized_pnl - s.commissions:,.2f}")
+    t.add_row("realized P&L (this session)", money(s.realized_pnl))
+    t.add_row("commissions (this session)", money(s.commissions))
+    t.add_row("net (this session)", money(s.realized_pnl - s.commissions))
+    t.add_row("account realized P&L", money(s.account_realized_pnl))
+    t.add_row("account unrealized P&L", money(s.unrealized_pnl))
+    t.add_row("account commissions", money(s.account_commissions))
+    t.add_row("account net P&L", money(s.account_realized_pnl + s.unrealized_pnl - s.account_commissions))
+    t.add_row("outcome", s.outcome)
     t.add_row("elapsed", f"{s.elapsed_s:.3f}s")
     c.print(t)
     if s.reject_reasons:
@@ -44,32 +99,43 @@ def print_summary(s: SessionSummary) -> None:
             r.add_row(code, str(n))
         c.print(r)
     if s.positions:
-        p = Table(title="positions", title_justify="left")
-        for col in ("symbol", "quantity", "avg_cost", "mark", "unrealized_pnl", "realized_pnl"):
-            p.add_column(col, justify="left" if col == "symbol" else "right")
-        for row in s.positions:
-            p.add_row(*(str(row[k]) for k in ("symbol", "quantity", "avg_cost", "mark", "unrealized_pnl",
-                                                "realized_pnl")))
-        c.print(p)
+        print_rows("account positions", s.positions,
+                   ["symbol", "quantity", "avg_cost", "mark", "unrealized_pnl", "realized_pnl"], console=c)
     for note in s.notes:
         c.print(f"[dim]{note}[/dim]")
 
 
-def print_rows(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    t = Table(title=f"{title} ({len(rows)})", title_justify="left")
-    for col in columns:
-        t.add_column(col)
-    for row in rows:
-        t.add_row(*("" if row.get(col) is None else str(row.get(col)) for col in columns))
-    _console().print(t)
+def _engine_line(engine: dict[str, Any]) -> str:
+    state = engine["state"]
+    if state == "not running":
+        return f"not running ({engine['detail']})" if engine.get("holder") else "not running"
+    age = engine.get("heartbeat_age_s")
+    line = (f"{state.upper() if state == 'hung' else state}: pid {engine['pid']} on {engine['host']}, "
+            f"{engine['venue']}, session {engine['session_id']}, heartbeat {age:.1f}s ago")
+    return f"[bold red]{line}[/bold red]" if state == "hung" else line
 
 
-def print_status(payload: dict[str, Any]) -> None:
-    c = _console()
+def _session_line(last: dict[str, Any]) -> str:
+    state = last["state"]
+    line = f"#{last['id']} {last['venue']}: {state}, started {timestamp(last['started_at'])}"
+    if last.get("ended_at"):
+        line += f", ended {timestamp(last['ended_at'])}"
+    if last.get("error"):
+        line += f": {last['error']}"
+    summary = last.get("summary") or {}
+    if "fills" in summary and state != "failed":
+        line += (f"; {summary.get('fills')} fill(s), realized {money(summary.get('realized_pnl'))}, "
+                 f"commissions {money(summary.get('commissions'))}")
+    return f"[red]{line}[/red]" if state in ("failed", "hung") else line
+
+
+def print_status(payload: dict[str, Any], console: Console | None = None) -> None:
+    c = console or _console()
     counts = payload["counts"]
     t = Table(title=f"account {payload['account']}", show_header=False, title_justify="left")
-    t.add_column("", style="bold")
-    t.add_column("")
+    t.add_column("", style="bold", no_wrap=True)
+    t.add_column("", overflow="fold")
+    t.add_row("engine", _engine_line(payload["engine"]))
     sig = counts["signals"]
     t.add_row("signals", f"accepted {sig['accepted']}, rejected {sig['rejected']}, "
                          f"invalid/duplicate {sig['invalid_or_duplicate']}")
@@ -82,8 +148,39 @@ def print_status(payload: dict[str, Any]) -> None:
     t.add_row("kill switches", ", ".join(f"{k}={v}" for k, v in sorted(ks.items())) or "all ACTIVE")
     last = payload.get("last_session")
     if last:
-        t.add_row("last session", f"#{last['id']} {last['mode']} started {last['started_at']} "
-                                  f"ended {last['ended_at'] or '(running or crashed)'}")
+        t.add_row("last session", _session_line(last))
+    c.print(t)
+
+
+def print_sessions(rows: list[dict[str, Any]], console: Console | None = None) -> None:
+    """``tradectl sessions``: one line per session, with its own fills and money."""
+    c = console or _console()
+    flat = []
+    for r in rows:
+        s = r.get("summary") or {}
+        flat.append({"id": r["id"], "venue": r["venue"], "account": r["account"], "started_at": r["started_at"],
+                     "state": r["state"] + (f": {r['error']}" if r.get("error") else ""),
+                     "signals": s.get("signals"), "fills": s.get("fills"),
+                     "realized": s.get("realized_pnl"), "commissions": s.get("commissions")})
+    print_rows("sessions", flat, ["id", "started_at", "venue", "account", "state", "signals", "fills", "realized",
+                                  "commissions"], drop_first=["account", "signals", "commissions"], console=c)
+
+
+def print_settings(rows: list[dict[str, Any]], heading: str, console: Console | None = None) -> None:
+    """``tradectl config show``: key, value and where it came from (what differs from the default in bold)."""
+    import json
+
+    c = console or _console()
+    c.print(heading)
+    t = Table(title=f"settings ({len(rows)})", title_justify="left")
+    t.add_column("key", no_wrap=True)
+    t.add_column("value", overflow="fold", ratio=1)
+    t.add_column("from", overflow="fold", max_width=24)
+    for row in rows:
+        value = row["value"] if isinstance(row["value"], str) else json.dumps(row["value"])
+        origin = row["origin"] + (f" ({row['where']})" if row.get("where") else "")
+        style = "" if row["origin"] == "default" else "bold"
+        t.add_row(row["key"], value, origin, style=style)
     c.print(t)
 
 
@@ -107,25 +204,25 @@ def audit_summary(row: dict[str, Any]) -> str:
     return json.dumps(d)
 
 
-def print_audit(rows: list[dict[str, Any]]) -> None:
+def print_audit(rows: list[dict[str, Any]], console: Console | None = None) -> None:
     t = Table(title=f"audit log ({len(rows)})", title_justify="left")
     for col in ("ts", "actor", "action", "scope", "what"):
         t.add_column(col, overflow="fold")
     for row in rows:
-        ts = str(row["ts"])[:19].replace("T", " ")
-        t.add_row(ts, str(row["actor"]), str(row["action"]), str(row.get("scope") or ""), audit_summary(row))
-    _console().print(t)
+        t.add_row(timestamp(row["ts"]), str(row["actor"]), str(row["action"]), str(row.get("scope") or ""),
+                  audit_summary(row))
+    (console or _console()).print(t)
 
 
-def print_reconcile(report: dict[str, Any]) -> None:
+def print_reconcile(report: dict[str, Any], console: Console | None = None) -> None:
     """The reconciliation report: what differs between our records and the broker's, and what it means."""
-    console = Console()
+    c = console or _console()
     verb = "applied" if report["applied"] else "found (nothing changed: --apply writes it)"
     if report["clean"]:
-        console.print(f"[green]reconciled: the database and the broker agree[/green] ({report['foreign_orders']} "
-                      f"order(s) at the broker not placed by tradectl, left alone)")
+        c.print(f"[green]reconciled: the database and the broker agree[/green] ({report['foreign_orders']} "
+                f"order(s) at the broker not placed by tradectl, left alone)")
         return
-    console.print(f"[bold yellow]differences {verb}[/bold yellow]")
+    c.print(f"[bold yellow]differences {verb}[/bold yellow]")
     for title, key, cols in (
         ("orders at the broker, missing here (adopt)", "adopt_orders",
          ["client_order_id", "symbol", "side", "quantity", "filled", "status"]),
@@ -137,4 +234,5 @@ def print_reconcile(report: dict[str, Any]) -> None:
          ["symbol", "ours", "theirs", "difference"]),
     ):
         if report[key]:
-            print_rows(title, report[key], cols)
+            print_rows(title, report[key], cols, console=c)
+

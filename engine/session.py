@@ -37,10 +37,14 @@ from engine.domain import (
     Position,
     Quote,
     Signal,
+    Venue,
+    venue_of,
 )
 from engine.engine import Engine, InstrumentBook
+from engine.logging import flush_repeated
 from engine.signals import SignalError, parse_signal
 from engine.sources import FileSource, SignalSource, StreamSource, clean_line, text_of
+from engine.trade_log import TradeLog
 from paper.broker import PaperBroker
 from paper.market import SIM_START, RandomWalkMarket, read_quotes_csv
 from paper.matching import CommissionSchedule
@@ -81,6 +85,9 @@ def kelly_params(settings: Settings) -> KellyParams:
 
 @dataclass(slots=True)
 class SessionSummary:
+    """One session's own counts and money (its fills, realized P&L and commissions), beside the account's
+    totals (positions carried in from earlier sessions, their realized P&L and commissions)."""
+
     session_id: int
     signals: int
     accepted: int
@@ -91,10 +98,15 @@ class SessionSummary:
     orders: dict[str, int]
     fills: int
     positions: list[dict[str, Any]]
-    realized_pnl: Decimal
-    unrealized_pnl: Decimal
-    commissions: Decimal
+    realized_pnl: Decimal  # this session's
+    unrealized_pnl: Decimal  # the account's open positions at their last mark
+    commissions: Decimal  # this session's
     elapsed_s: float
+    account_realized_pnl: Decimal = ZERO  # every session's, as the positions hold them
+    account_commissions: Decimal = ZERO
+    venue: str = Venue.SIMULATED.value
+    account: str = ""
+    outcome: str = "completed"  # completed | stopped (by a signal); failed sessions have no summary of their own
     cancelled_at_end: int = 0
     killswitches: dict[str, str] = field(default_factory=dict)
     trips: int = 0
@@ -105,7 +117,7 @@ class SessionSummary:
     def to_json(self) -> dict[str, Any]:
         def conv(v: Any) -> Any:
             if isinstance(v, Decimal):
-                return str(v)
+                return f"{v:f}"  # exact, never in exponent form
             if isinstance(v, dict):
                 return {k: conv(x) for k, x in v.items()}
             if isinstance(v, list):
@@ -120,6 +132,7 @@ class Session(ABC):
 
     mode = "paper"
     broker_kind = "simulated"  # what the database is bound to with the account (see AccountRepository.claim)
+    trades_log_level = "debug"  # order.submitted / order.status / fill.received: a simulated run is a flood
 
     def __init__(self, settings: Settings, *, on_progress: Callable[[int], None] | None = None) -> None:
         self.settings = settings
@@ -138,14 +151,15 @@ class Session(ABC):
         repos = self.repos
         repos.accounts.claim(self.account, self.broker_kind, wall_clock())
         self.holder = engine_holder()
-        k = self.settings.killswitch
-        repos.engine_lock.claim(self.holder, self.mode, wall_clock(), stale_after_s=max(5 * k.heartbeat_s, 3.0))
+        repos.engine_lock.claim(self.holder, self.mode, wall_clock(),
+                                stale_after_s=self.settings.killswitch.stale_after_s)
         try:
             self.session_id = repos.sessions.start(self.mode, seed, started)
-            repos.engine_lock.attach_session(self.holder, self.session_id)
         except BaseException:
             repos.engine_lock.release(self.holder)
             raise
+        with self.failing("start"):
+            repos.engine_lock.attach_session(self.holder, self.session_id)
         self._last_event = repos.killswitches.last_event_id()  # before the states: nothing falls between
         return repos.positions.all()
 
@@ -156,6 +170,7 @@ class Session(ABC):
         self.bus = EventBus()
         self.recorder = Recorder(self.db, self.session_id, self.account, s.flush_rows, clock).attach(self.bus)
         self.recorder.on_defects = self._on_row_defects
+        TradeLog(self.trades_log_level).attach(self.bus)  # after the recorder: an order is logged once recorded
         self.signal_lookup = SignalLookup(self.db)
         trips = TripWires(trigger_limits(s), s.day.boundary(), s.maintenance.schedule())
         trips.restore({date.fromisoformat(day): DayMarks(start, peak)
@@ -173,6 +188,7 @@ class Session(ABC):
             positions=positions,
             trips=trips,
         )
+        self._carried_in = (self.engine.realized_pnl, self.engine.commissions)  # the session's own is what it adds
         self.engine.signal_ids.database_had_signals = self.signal_lookup.holds_any()
         for scope, state in self.repos.killswitches.states().items():
             self.engine.killswitches.set(scope, state)
@@ -250,7 +266,14 @@ class Session(ABC):
         return report
 
     # -- summary ---------------------------------------------------------------------------------------
-    def _finish(self, started: datetime, elapsed: float, cancelled: int) -> SessionSummary:
+    @property
+    def venue(self) -> Venue:
+        return venue_of(self.mode, self.account)
+
+    def _finish(self, started: datetime, elapsed: float, cancelled: int, notes: Iterable[str] = (),
+                stopped_after: int | None = None) -> SessionSummary:
+        """Settle the books, write the session row's summary and release the account. ``stopped_after``: the
+        input lines read when a signal stopped the session."""
         engine = self.engine
         unwritten = self.recorder.flush_final()
         if unwritten is not None:
@@ -258,6 +281,7 @@ class Session(ABC):
         self.control.tick(force=True)
         self.save_day()
         self.control.close()
+        flush_repeated()
         st = engine.stats
         positions = []
         unrealized = ZERO
@@ -282,6 +306,8 @@ class Session(ABC):
         except DatabaseUnavailable as err:  # the summary still prints, from memory
             counts, order_counts = {"signals": "database unreachable"}, {}
             log.error("session.summary_counts_unavailable", error=str(err).splitlines()[0])
+        realized_before, commissions_before = self._carried_in
+        cent = Decimal("0.01")
         summary = SessionSummary(
             session_id=self.session_id,
             signals=st.signals,
@@ -293,10 +319,15 @@ class Session(ABC):
             orders=order_counts,
             fills=st.fills,
             positions=positions,
-            realized_pnl=engine.realized_pnl.quantize(Decimal("0.01")),
-            unrealized_pnl=unrealized.quantize(Decimal("0.01")),
-            commissions=engine.commissions.quantize(Decimal("0.01")),
+            realized_pnl=(engine.realized_pnl - realized_before).quantize(cent),
+            unrealized_pnl=unrealized.quantize(cent),
+            commissions=(engine.commissions - commissions_before).quantize(cent),
             elapsed_s=round(elapsed, 3),
+            account_realized_pnl=engine.realized_pnl.quantize(cent),
+            account_commissions=engine.commissions.quantize(cent),
+            venue=self.venue.value,
+            account=self.account,
+            outcome="completed" if stopped_after is None else "stopped",
             cancelled_at_end=cancelled,
             killswitches={k: str(v) for k, v in sorted(engine.killswitches.snapshot().items())},
             trips=st.trips,
@@ -318,6 +349,9 @@ class Session(ABC):
             summary.notes.append(
                 "every signal was already in the database: use another --db (or delete it) to replay"
             )
+        summary.notes.extend(notes)
+        if stopped_after is not None:
+            summary.notes.append(f"stopped by a signal after {stopped_after} input line(s)")
         summary.notes.append(f"database totals: {json.dumps(counts['signals'])}")
         try:
             self.repos.sessions.end(self.session_id, wall_clock(), summary.to_json())
@@ -333,8 +367,13 @@ class Session(ABC):
         """Trade every line of ``source`` until it ends or SIGINT/SIGTERM, then wind down and summarise.
 
         The same for every venue and every source; what differs is in the venue hooks (``_before_signal``,
-        ``_after_signal``, ``_tick``, ``_wind_down``).
+        ``_after_signal``, ``_tick``, ``_wind_down``). A run that raises is recorded as failed.
         """
+        with self.failing("run"):
+            return await self._run_source(source, started, stop)
+
+    async def _run_source(self, source: SignalSource, started: datetime,
+                          stop: asyncio.Event | None) -> SessionSummary:
         loop = asyncio.get_running_loop()
         t0 = perf()
         stop = self._stop = stop if stop is not None else asyncio.Event()
@@ -370,11 +409,7 @@ class Session(ABC):
             for sig in handled:
                 loop.remove_signal_handler(sig)
         self.recorder.flush()
-        summary = self._finish(started, perf() - t0, cancelled)
-        summary.notes.extend(notes)
-        if stopped:
-            summary.notes.append(f"stopped by a signal after {n} input line(s)")
-        return summary
+        return self._finish(started, perf() - t0, cancelled, notes, n if stopped else None)
 
     async def _handle_line(self, line: str | bytes, line_no: int) -> None:
         """One input line: parse (an invalid one is recorded as such), its time, the venue, the engine."""
@@ -435,11 +470,32 @@ class Session(ABC):
 
     def close(self) -> None:
         """Release what a session holds when it ends early (the engine lock, connections)."""
+        control = getattr(self, "control", None)
         with contextlib.suppress(Exception):
-            self.control.close()
+            if control is not None:
+                control.close()  # acks what is pending, releases the lock
+            elif hasattr(self, "holder"):
+                self.repos.engine_lock.release(self.holder)
         with contextlib.suppress(Exception):
             self.signal_lookup.close()
         self.db.dispose()
+
+    @contextlib.contextmanager
+    def failing(self, stage: str) -> Iterator[None]:
+        """Around the parts of a start or a run that may raise once the session row exists: a failure closes
+        the row as failed, with why (``tradectl status`` and ``sessions`` say so instead of "running"), and
+        releases the account."""
+        try:
+            yield
+        except BaseException as err:
+            why = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'}"
+            log.error("session.failed", session_id=self.session_id, stage=stage, error=why)
+            try:
+                self.repos.sessions.fail(self.session_id, wall_clock(), why, stage)
+            except DatabaseUnavailable as db_err:  # the database may be what failed: the row stays open
+                log.error("session.end_not_recorded", error=str(db_err).splitlines()[0])
+            self.close()
+            raise
 
 
 def _on_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> list[int]:
@@ -488,6 +544,10 @@ class PaperSession(Session):
     def prepare(self, clock: Callable[[], datetime], started: datetime) -> None:
         """Migrate, open the session row, and wire broker, market, bus, recorder and engine."""
         positions = self._open(self.seed, started)
+        with self.failing("start"):
+            self._prepare(clock, positions)
+
+    def _prepare(self, clock: Callable[[], datetime], positions: list[Position]) -> None:
         p = self.settings.paper
         self.broker = PaperBroker(
             clock,

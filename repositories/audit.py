@@ -23,9 +23,11 @@ class AuditRepository:
                                         detail=json.dumps(detail, default=str))
             )
 
-    def log(self, since: datetime | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        """The latest ``limit`` records (since ``since``), oldest first, as plain rows."""
-        stmt = select(AuditRow.__table__).order_by(AuditRow.id.desc()).limit(limit)
+    def log(self, since: datetime | None = None, limit: int | None = 1000) -> list[dict[str, Any]]:
+        """The latest ``limit`` records (every one when None; since ``since``), oldest first, as plain rows."""
+        stmt = select(AuditRow.__table__).order_by(AuditRow.id.desc())
+        if limit is not None:
+            stmt = stmt.limit(limit)
         if since is not None:
             stmt = stmt.where(AuditRow.ts >= since)
         with reading(self.db) as conn:

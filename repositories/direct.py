@@ -23,8 +23,10 @@ from repositories.rows import (
     KILLSWITCH_CHANNEL,
     database_totals,
     killswitch_audit,
+    lock_key,
     order_from_row,
     position_from_row,
+    session_row,
 )
 from repositories.unavailable import DatabaseUnavailable
 
@@ -212,6 +214,17 @@ class DirectEngineLock:
         rows = self.db.rows("SELECT * FROM engine_locks WHERE account = ?", (self.account,))
         return rows[0] if rows else None
 
+    def held_by_a_connection(self) -> bool | None:
+        """As ``EngineLockRepository.held_by_a_connection``: PostgreSQL's advisory lock still held (the engine's
+        process alive, wherever it runs); None on SQLite."""
+        if self.db.dialect != "postgresql":
+            return None
+        key = lock_key(self.account)
+        held = self.db.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                              "AND classid::bigint = ? AND objid::bigint = ? AND objsubid = 1",
+                              (key >> 32, key & 0xFFFFFFFF))
+        return bool(held)
+
 
 class DirectKillSwitches:
     def __init__(self, db: _Database, account: str) -> None:
@@ -277,8 +290,9 @@ class DirectSessions:
         self.db = db
 
     def last(self) -> dict[str, Any] | None:
+        """As ``SessionRepository.last``: the latest session row, its summary decoded."""
         rows = self.db.rows("SELECT * FROM sessions ORDER BY id DESC LIMIT 1")
-        return rows[0] if rows else None
+        return session_row(rows[0]) if rows else None
 
 
 class DirectOrders:

@@ -7,9 +7,6 @@ holder. SQLite: the ``engine_locks`` row alone, whose primary key admits one hol
 
 from __future__ import annotations
 
-import hashlib
-import os
-import socket
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from repositories.errors import reading, translated, writing
 from repositories.models import EngineLockRow
+from repositories.rows import lock_key, process_alive
 
 
 class EngineLocked(Exception):
@@ -34,22 +32,11 @@ class EngineLocked(Exception):
         self.lock = lock
 
 
-def _lock_key(account: str) -> int:
-    """A stable 63-bit advisory-lock key per account."""
-    return int.from_bytes(hashlib.blake2b(f"tradectl:{account}".encode(), digest_size=8).digest()) >> 1
-
-
 def _holder_gone(lock: dict[str, Any], now: datetime, stale_after_s: float) -> bool:
     """True when the engine named in a lock row can no longer be trading."""
-    host, _, pid = str(lock["holder"]).rpartition(":")
-    if host == socket.gethostname() and pid.isdigit():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True  # crashed on this machine: take over at once
-        except PermissionError:
-            return False
-        return False  # alive here, even if hung: never trade beside it
+    alive = process_alive(str(lock["holder"]))
+    if alive is not None:
+        return not alive  # crashed on this machine: take over at once; alive here, even if hung: never beside it
     age: float = (now - lock["heartbeat_at"]).total_seconds()
     return age > stale_after_s
 
@@ -69,7 +56,7 @@ class EngineLockRepository:
         with translated():
             if self.db.dialect.name == "postgresql":
                 conn = self.db.connect()
-                got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _lock_key(self.account)}).scalar()
+                got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key(self.account)}).scalar()
                 conn.commit()
                 if not got:
                     conn.close()
@@ -116,6 +103,20 @@ class EngineLockRepository:
                 with translated():
                     held.invalidate()
                     held.close()
+
+    def held_by_a_connection(self) -> bool | None:
+        """PostgreSQL: whether some connection holds the account's advisory lock (an engine's process is alive
+        wherever it runs, even with a stale heartbeat). None on SQLite, which has no such lock."""
+        if self.db.dialect.name != "postgresql":
+            return None
+        key = lock_key(self.account)
+        with reading(self.db) as conn:
+            held = conn.execute(
+                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                     "AND classid::bigint = :hi AND objid::bigint = :lo AND objsubid = 1"),
+                {"hi": key >> 32, "lo": key & 0xFFFFFFFF},
+            ).scalar()
+        return bool(held)
 
     def holder(self) -> dict[str, Any] | None:
         """The engine row for this account, alive or not (the caller judges the heartbeat's age)."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from repositories.errors import reading
 from repositories.models import (
@@ -20,11 +22,23 @@ from repositories.rows import plain
 
 __all__ = ["Listings", "plain"]
 
-_TABLES: dict[str, tuple[Any, str]] = {  # listing -> (model, the column it is ordered by)
-    "signals": (SignalRow, "received_at"), "orders": (OrderRow, "created_at"), "fills": (FillRow, "ts"),
-    "positions": (PositionRow, "symbol"), "rejects": (SignalRejectRow, "id"), "order_events": (OrderEventRow, "id"),
-    "row_defects": (RowDefectRow, "id"),
+_TABLES: dict[str, tuple[Any, str, str]] = {  # listing -> (model, the column it is ordered by, its time column)
+    "signals": (SignalRow, "received_at", "received_at"), "orders": (OrderRow, "created_at", "created_at"),
+    "fills": (FillRow, "ts", "ts"), "positions": (PositionRow, "symbol", "updated_at"),
+    "rejects": (SignalRejectRow, "id", "received_at"), "order_events": (OrderEventRow, "id", "ts"),
+    "row_defects": (RowDefectRow, "id", "ts"),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class RowFilter:
+    """What a listing keeps; None keeps every row. ``since`` is on the listing's own time column."""
+
+    session_id: int | None = None
+    symbol: str | None = None
+    strategy: str | None = None
+    status: str | None = None
+    since: datetime | None = None
 
 
 class Listings:
@@ -32,18 +46,36 @@ class Listings:
         self.db = db
         self.account = account
 
-    def rows(self, table: str, limit: int = 50, status: str | None = None) -> list[dict[str, Any]]:
-        """The latest ``limit`` rows of a listing, oldest first (positions: every one of the account's)."""
-        model, order_by = _TABLES[table]
+    def rows(self, table: str, limit: int | None = 50, status: str | None = None,
+             where: RowFilter | None = None) -> list[dict[str, Any]]:
+        """The latest ``limit`` rows of a listing (every one when None), oldest first, kept by ``where``
+        (positions: every one of the account's). A filter on a column the listing lacks raises KeyError."""
+        model, order_by, time_col = _TABLES[table]
         t = model.__table__
         order_col = t.c[order_by]
         stmt = select(t)
-        if status is not None and "status" in t.c:
-            stmt = stmt.where(t.c.status == status)
+        f = where if where is not None else RowFilter(status=status)
+        if f.status is not None:
+            stmt = stmt.where(func.lower(t.c["status"]) == f.status.lower())
+        if f.session_id is not None:
+            stmt = stmt.where(t.c["session_id"] == f.session_id)
+        if f.symbol is not None:
+            stmt = stmt.where(t.c["symbol"] == f.symbol.upper())
+        if f.strategy is not None:
+            if "strategy" in t.c:
+                stmt = stmt.where(t.c.strategy == f.strategy)
+            else:  # a fill's strategy is its order's
+                orders = OrderRow.__table__
+                stmt = stmt.where(t.c["client_order_id"].in_(
+                    select(orders.c.client_order_id).where(orders.c.strategy == f.strategy)))
+        if f.since is not None:
+            stmt = stmt.where(t.c[time_col] >= f.since)
         if table == "positions":
             stmt = stmt.where(t.c.account == self.account).order_by(order_col)
         else:
-            stmt = stmt.order_by(order_col.desc()).limit(limit)
+            stmt = stmt.order_by(order_col.desc())
+            if limit is not None:
+                stmt = stmt.limit(limit)
         with reading(self.db) as conn:
             rows = [dict(r) for r in conn.execute(stmt).mappings()]
         return rows if table == "positions" else rows[::-1]

@@ -3,7 +3,10 @@ the same domain objects from the same row, the same audit record for the same ki
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import socket
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -56,10 +59,57 @@ def database_totals(signals: dict[str, int], invalid: int, orders: dict[str, int
     }
 
 
+_JSON_TEXT = ("payload", "row")  # columns holding a JSON document as text: objects in a listing, not strings
+
+
+def _document(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:  # a line that was never JSON (kept as it came)
+        return text
+
+
 def plain(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows as JSON-ready dicts: Decimals as strings (exact), datetimes as ISO 8601."""
+    """Rows as JSON-ready dicts: Decimals as strings (exact, never ``1.6E+2``), datetimes as ISO 8601, stored
+    JSON documents (a signal's payload, a refused row) as objects."""
     out = []
     for row in rows:
-        out.append({k: (str(v) if isinstance(v, Decimal) else v.isoformat() if isinstance(v, datetime) else v)
-                    for k, v in row.items()})
+        item = {k: (f"{v:f}" if isinstance(v, Decimal) else v.isoformat() if isinstance(v, datetime) else v)
+                for k, v in row.items()}
+        for key in _JSON_TEXT:
+            if key in item:
+                item[key] = _document(item[key])
+        out.append(item)
+    return out
+
+
+def lock_key(account: str) -> int:
+    """A stable 63-bit advisory-lock key per account."""
+    return int.from_bytes(hashlib.blake2b(f"tradectl:{account}".encode(), digest_size=8).digest()) >> 1
+
+
+def process_alive(holder: str) -> bool | None:
+    """Whether the process named by a ``host:pid`` holder still exists; None when it is on another host."""
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
+
+
+def session_row(row: Any) -> dict[str, Any]:
+    """A session row with its summary as a JSON object (stored as text), not a string of JSON."""
+    out = dict(row)
+    text = out.get("summary")
+    try:
+        out["summary"] = json.loads(text) if text else None
+    except ValueError:  # written by hand or cut short: shown as it is
+        out["summary"] = {"unreadable": text}
     return out

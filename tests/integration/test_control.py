@@ -11,7 +11,7 @@ import pytest
 from engine.clock import SimClock
 from engine.config import load_settings
 from engine.domain import Blocked, BlockedCause, Fill, KillState, OrderStatus, Side
-from engine.operator import live_engine, parse_since
+from engine.operator import EngineCondition, engine_seen, parse_since
 from engine.session import PaperSession
 from paper.market import SIM_START
 from repositories.db import make_engine
@@ -78,12 +78,13 @@ def test_a_trip_is_stored_with_its_audit_record_and_not_applied_twice(db_url: st
 def test_the_running_engine_is_visible_to_the_cli_until_it_ends(db_url: str) -> None:
     session, _ = open_session(db_url)
     repos = operator(db_url)
-    holder, _ = live_engine(repos, 5.0, datetime.now(UTC))
-    assert holder is not None and holder == session.control.holder
-    stale, sentence = live_engine(repos, 5.0, datetime.now(UTC) + timedelta(seconds=60))
-    assert stale is None and "last heard from" in sentence
+    seen = engine_seen(repos, 5.0, datetime.now(UTC))
+    assert seen.condition is EngineCondition.RUNNING and seen.holder == session.control.holder
+    # its heartbeat a minute old while its process (this one) lives: hung, not gone
+    stale = engine_seen(repos, 5.0, datetime.now(UTC) + timedelta(seconds=60))
+    assert stale.condition is EngineCondition.HUNG and "HUNG" in stale.sentence
     session._finish(datetime.now(UTC), 0.0, 0)
-    assert live_engine(repos, 5.0, datetime.now(UTC))[0] is None
+    assert engine_seen(repos, 5.0, datetime.now(UTC)).condition is EngineCondition.NOT_RUNNING
 
 
 def test_postgresql_notify_wakes_the_feed_without_waiting_for_the_poll(pg_url: str) -> None:

@@ -1,0 +1,123 @@
+"""Session summaries report the session apart from the account; sessions and filtered listings for people and
+scripts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from engine.cli import app
+from tests.conftest import signal_line, write_lines
+
+runner = CliRunner()
+
+
+def _json(*args: str) -> Any:
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def traded(tmp_path: Path) -> str:
+    """Two paper sessions on one database: the first trades and loses, the second replays the same ids."""
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    lines = [signal_line(f"a{i}", "AAPL" if i % 2 else "MSFT", "long" if i % 4 < 2 else "flat", seconds=i,
+                         strategy="meanrev" if i % 3 else "momentum") for i in range(59)]
+    lines.append(signal_line("no-edge", win_prob=0.3, payoff=1.0, seconds=59))  # rejected: no edge
+    signals = write_lines(tmp_path / "s.jsonl", lines)
+    for _ in range(2):
+        assert runner.invoke(app, ["paper", "--signals", str(signals), "--db", db, "--json"]).exit_code == 0
+    return db
+
+
+# -- a session's own numbers -------------------------------------------------------------------------------
+def test_a_rerun_that_traded_nothing_reports_no_pnl_of_its_own_beside_the_accounts(traded: str) -> None:
+    first, second = (s["summary"] for s in _json("sessions", "--db", traded))
+    assert first["fills"] > 0 and first["realized_pnl"] != "0.00"
+    assert second["fills"] == 0 and second["realized_pnl"] == "0.00" and second["commissions"] == "0.00"
+    assert second["account_realized_pnl"] == first["account_realized_pnl"] == first["realized_pnl"]
+    assert second["account_commissions"] == first["commissions"]
+
+
+def test_a_paper_summary_names_its_venue_and_account(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    signals = write_lines(tmp_path / "s.jsonl", [signal_line("a")])
+    table = runner.invoke(app, ["paper", "--signals", str(signals), "--db", db, "--no-progress"])
+    assert "session 1: simulated, account DU0000001" in table.stdout and "paper session" not in table.stdout
+    summary = _json("paper", "--signals", str(signals), "--db", db)
+    assert (summary["venue"], summary["account"], summary["outcome"]) == ("simulated", "DU0000001", "completed")
+
+
+# -- tradectl sessions -------------------------------------------------------------------------------------
+def test_sessions_lists_each_with_its_state_venue_and_own_fills(traded: str) -> None:
+    rows = _json("sessions", "--db", traded)
+    assert [(r["id"], r["state"], r["venue"], r["account"]) for r in rows] == [
+        (1, "completed", "simulated", "DU0000001"), (2, "completed", "simulated", "DU0000001")]
+    table = runner.invoke(app, ["sessions", "--db", traded])
+    assert table.exit_code == 0 and "completed" in table.stdout and "simulated" in table.stdout
+
+
+def test_sessions_limit_keeps_the_latest(traded: str) -> None:
+    assert [r["id"] for r in _json("sessions", "--db", traded, "--limit", "1")] == [2]
+
+
+# -- filters -----------------------------------------------------------------------------------------------
+def test_fills_filter_by_session(traded: str) -> None:
+    assert _json("fills", "--db", traded, "--session", "2") == []
+    assert {f["session_id"] for f in _json("fills", "--db", traded, "--session", "1")} == {1}
+
+
+def test_orders_filter_by_symbol_whatever_its_case(traded: str) -> None:
+    rows = _json("orders", "--db", traded, "--symbol", "msft")
+    assert rows and {r["symbol"] for r in rows} == {"MSFT"}
+
+
+def test_fills_filter_by_their_orders_strategy(traded: str) -> None:
+    momentum = {o["client_order_id"] for o in _json("orders", "--db", traded, "--strategy", "momentum")}
+    fills = _json("fills", "--db", traded, "--strategy", "momentum")
+    assert fills and {f["client_order_id"] for f in fills} <= momentum
+    assert len(fills) < len(_json("fills", "--db", traded))
+
+
+def test_signals_and_orders_filter_by_status(traded: str) -> None:
+    assert {s["status"] for s in _json("signals", "--db", traded, "--status", "rejected")} == {"rejected"}
+    assert {o["status"] for o in _json("orders", "--db", traded, "--status", "filled")} == {"Filled"}
+
+
+def test_an_unknown_status_exits_2_naming_the_accepted_ones(traded: str) -> None:
+    result = runner.invoke(app, ["orders", "--db", traded, "--status", "done"])
+    assert result.exit_code == 2 and "Filled" in result.output
+
+
+def test_fills_have_no_status_to_filter_on(traded: str) -> None:
+    result = runner.invoke(app, ["fills", "--db", traded, "--status", "Filled"])
+    assert result.exit_code == 2 and "tradectl orders --status" in result.output
+
+
+def test_since_keeps_only_later_rows(traded: str) -> None:
+    assert _json("signals", "--db", traded, "--since", "2099-01-01") == []
+    later = _json("signals", "--db", traded, "--since", "2026-01-05T14:30:30+00:00")  # the file's own clock
+    assert later and len(later) < 60 and min(s["received_at"] for s in later) >= "2026-01-05T14:30:30"
+
+
+# -- JSON for scripts --------------------------------------------------------------------------------------
+def test_json_lists_every_row_unless_a_limit_is_given(traded: str) -> None:
+    assert len(_json("signals", "--db", traded)) == 60
+    assert len(_json("signals", "--db", traded, "--limit", "7")) == 7
+
+
+def test_a_table_shows_the_latest_50_by_default(traded: str) -> None:
+    table = runner.invoke(app, ["signals", "--db", traded])
+    assert "signals (50)" in table.stdout
+
+
+def test_nested_json_is_json_not_a_string_of_it(traded: str) -> None:
+    (signal,) = _json("signals", "--db", traded, "--limit", "1")
+    assert signal["payload"]["id"] == signal["signal_id"]
+    last = _json("status", "--db", traded)["last_session"]
+    assert last["summary"]["session_id"] == 2 and isinstance(last["summary"]["notes"], list)

@@ -1,0 +1,107 @@
+"""Numbers in tables: money to the cent, prices to the tick, no exponents, no -0.00; tables fit 80 columns."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal as D
+
+from rich.console import Console
+
+from engine.formatting import average, cell, money, price, quantity, timestamp
+from engine.report import print_rows, print_status
+
+
+def test_money_is_to_the_cent_with_separators() -> None:
+    assert money(D("-2155.789999999999999999999891")) == "-2,155.79"
+
+
+def test_money_never_shows_negative_zero() -> None:
+    assert money(D("-0.001")) == "0.00" and money(D("-0")) == "0.00"
+
+
+def test_money_accepts_the_exact_text_json_carries() -> None:
+    assert money("1234567.891") == "1,234,567.89"
+
+
+def test_price_is_rounded_to_the_tick() -> None:
+    assert price(D("404.5650000001")) == "404.57" and price(D("67.6")) == "67.60"
+
+
+def test_price_keeps_the_places_of_a_finer_tick() -> None:
+    assert price(D("1.087461"), tick=D("0.00005")) == "1.08745"
+
+
+def test_quantity_is_never_in_exponent_form() -> None:
+    assert quantity(D("1.6E+2")) == "160" and quantity(D("10.500")) == "10.5" and quantity(D("-0")) == "0"
+
+
+def test_an_average_price_keeps_four_places_at_most() -> None:
+    assert average(D("404.490819672131147540983607")) == "404.4908" and average(D("481.2100")) == "481.21"
+
+
+def test_times_are_to_the_second_in_utc() -> None:
+    paris = timezone(timedelta(hours=1))
+    assert timestamp(datetime(2026, 1, 5, 15, 37, 26, 898000, tzinfo=paris)) == "2026-01-05 14:37:26"
+    assert timestamp("2026-01-05T14:37:26.223000+00:00") == "2026-01-05 14:37:26"
+
+
+def test_a_cell_is_printed_by_what_its_column_holds() -> None:
+    assert cell("commission", D("2.3900")) == "2.39"
+    assert cell("avg_cost", D("67.613174061433447098976109")) == "67.6132"
+    assert cell("limit_price", None) == ""
+    assert cell("symbol", "AAPL") == "AAPL"
+
+
+def _render(draw: object) -> list[str]:
+    console = Console(width=80, record=True, force_terminal=False)
+    draw(console)  # type: ignore[operator]
+    return console.export_text().splitlines()
+
+
+ORDER = {"client_order_id": "tc-demo-strategy-with-a-long-name-01998", "symbol": "MSFT", "side": "BUY",
+         "quantity": "478", "order_type": "LMT", "limit_price": "289.9200000", "status": "PartiallyFilled",
+         "filled_qty": "300", "avg_fill_price": "289.9133333333333333", "commission": "2.3900",
+         "reason": "a long reason the broker gave for something that happened to this order"}
+COLUMNS = ["client_order_id", "symbol", "side", "quantity", "order_type", "limit_price", "status", "filled_qty",
+           "avg_fill_price", "commission", "reason"]
+
+
+def test_a_wide_listing_fits_80_columns_by_leaving_out_the_least_useful_columns() -> None:
+    lines = _render(lambda c: print_rows("orders", [ORDER] * 3, COLUMNS, ["order_type", "commission", "reason"],
+                                         console=c))
+    assert max(len(line) for line in lines) <= 80
+    assert "order_type" not in lines[1] and "not shown at 80 columns: order_type" in "\n".join(lines)
+
+
+def test_a_listing_cuts_no_number_or_id_short() -> None:
+    text = "\n".join(_render(lambda c: print_rows("orders", [ORDER], COLUMNS,
+                                                  ["order_type", "commission", "reason", "filled_qty"], console=c)))
+    assert "289.9133" in text and "289.92" in text and "…" not in text
+
+
+def test_status_fits_80_columns_with_a_hung_engine_and_a_failed_session() -> None:
+    payload = {
+        "account": "DU0000001",
+        "engine": {"state": "hung", "pid": 4242, "host": "trading-host-01.example.internal",
+                   "venue": "IB paper account", "session_id": 7, "heartbeat_age_s": 61.2,
+                   "holder": "trading-host-01.example.internal:4242",
+                   "detail": "engine is HUNG"},
+        "counts": {"signals": {"accepted": 1, "rejected": 2, "invalid_or_duplicate": 3}, "orders": {"Filled": 1},
+                   "fills": 1},
+        "killswitches": {"global": "HALTED", "symbol:AAPL": "REDUCE_ONLY"},
+        "open_orders": 0,
+        "last_session": {"id": 7, "venue": "IB paper account", "state": "failed",
+                         "started_at": datetime(2026, 1, 5, tzinfo=UTC).isoformat(), "ended_at": None,
+                         "error": "QuotesFileError: q.csv:2: bad value in column 'bid': a very long explanation",
+                         "summary": None},
+    }
+    lines = _render(lambda c: print_status(payload, console=c))
+    assert max(len(line) for line in lines) <= 80
+    assert "HUNG: pid 4242" in "\n".join(lines)
+
+
+def test_json_rows_keep_full_precision_without_exponents() -> None:
+    from repositories.listings import plain
+
+    (row,) = plain([{"quantity": D("1.6E+2"), "avg_cost": D("404.490819672131147540983607")}])
+    assert row == {"quantity": "160", "avg_cost": "404.490819672131147540983607"}
