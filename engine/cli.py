@@ -47,17 +47,6 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 _GLOBAL_FLAGS: dict[str, str | None] = {"log_level": None}  # options given before the command
 
 
-@app.callback()
-def _global_options(
-    log_level: Annotated[str | None, typer.Option(
-        "--log-level", help="debug | info | warning | error (default: the config's log_level, info).")] = None,
-) -> None:
-    """Event-driven execution engine for Interactive Brokers: signals -> risk -> orders -> fills."""
-    if log_level is not None and log_level.lower() not in LOG_LEVELS:
-        raise _fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}", EXIT_USAGE)
-    _GLOBAL_FLAGS["log_level"] = log_level.lower() if log_level is not None else None
-
-
 def _print_version(wanted: bool) -> None:
     if wanted:
         from importlib.metadata import version
@@ -67,11 +56,16 @@ def _print_version(wanted: bool) -> None:
 
 
 @app.callback()
-def _root(
+def _global_options(
+    log_level: Annotated[str | None, typer.Option(
+        "--log-level", help="debug | info | warning | error (default: the config's log_level, info).")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                           help="Print tradectl's version and exit.")] = False,
 ) -> None:
     """Event-driven execution engine for Interactive Brokers: signals -> risk -> orders -> fills."""
+    if log_level is not None and log_level.lower() not in LOG_LEVELS:
+        raise _fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}", EXIT_USAGE)
+    _GLOBAL_FLAGS["log_level"] = log_level.lower() if log_level is not None else None
 
 
 def _settings(config: Path | None = None, **overrides: Any) -> Settings:
