@@ -11,6 +11,7 @@ two places at once.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -49,6 +50,19 @@ class _PendingFlatten:
     event: KillSwitchChange
     cancelled: int
     deadline: float
+
+
+def broker_state(engine: Engine) -> str:
+    """What the engine knows of its broker link, for ``tradectl status`` (another process, reading the
+    database): connected or not, and each gateway condition IB Gateway reports (IB servers, farms, a competing
+    session, login) with its detail. JSON text, stored with the heartbeat."""
+    gateway = getattr(engine.broker, "gateway", None) or {}
+    return json.dumps({
+        "broker": engine.broker.name,
+        "connected": engine.broker_connected,
+        "gateway": {str(condition): {"ok": ok, "detail": detail}
+                    for condition, (ok, detail) in sorted(gateway.items(), key=lambda item: str(item[0]))},
+    })
 
 
 class OperatorControl:
@@ -134,7 +148,7 @@ class OperatorControl:
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.heartbeat_s
             try:
-                self.repos.engine_lock.heartbeat(self.holder, wall_now())
+                self.repos.engine_lock.heartbeat(self.holder, wall_now(), broker_state(engine))
             except DatabaseUnavailable as err:
                 log.error("engine.heartbeat_failed", error=str(err).splitlines()[0])
             if self.on_heartbeat is not None:

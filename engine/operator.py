@@ -7,6 +7,7 @@ engine runs; a running engine acknowledges it, and the acknowledgement says what
 from __future__ import annotations
 
 import getpass
+import json
 import socket
 import time
 from dataclasses import dataclass
@@ -93,7 +94,20 @@ class EngineSeen:
             "started_at": lock["started_at"].isoformat() if lock else None,
             "heartbeat_age_s": None if self.heartbeat_age_s is None else round(self.heartbeat_age_s, 1),
             "detail": self.sentence,
+            "broker": self.broker_state,
         }
+
+    @property
+    def broker_state(self) -> dict[str, Any] | None:
+        """The broker link as the engine last wrote it with its heartbeat (None when no engine runs)."""
+        text = (self.lock or {}).get("broker_state")
+        if not text or self.condition is EngineCondition.NOT_RUNNING:
+            return None
+        try:
+            state: dict[str, Any] = json.loads(text)
+        except ValueError:
+            return None
+        return state
 
 
 def engine_seen(repos: AnyRepositories, stale_after_s: float, now: datetime) -> EngineSeen:

@@ -136,6 +136,9 @@ def print_status(payload: dict[str, Any], console: Console | None = None) -> Non
     t.add_column("", style="bold", no_wrap=True)
     t.add_column("", overflow="fold")
     t.add_row("engine", _engine_line(payload["engine"]))
+    broker = payload["engine"].get("broker")
+    if broker:
+        t.add_row("broker", _broker_line(broker))
     sig = counts["signals"]
     t.add_row("signals", f"accepted {sig['accepted']}, rejected {sig['rejected']}, "
                          f"invalid/duplicate {sig['invalid_or_duplicate']}")
@@ -150,6 +153,17 @@ def print_status(payload: dict[str, Any], console: Console | None = None) -> Non
     if last:
         t.add_row("last session", _session_line(last))
     c.print(t)
+
+
+def _broker_line(state: dict[str, Any]) -> str:
+    """The engine's broker link as its heartbeat last wrote it: connected, and each gateway condition that is
+    not fine, named (IB servers, a data farm, a competing session, a login waiting)."""
+    link = f"{state.get('broker', 'broker')} " + ("connected" if state.get("connected") else "[red]DISCONNECTED[/red]")
+    gateway = state.get("gateway") or {}
+    bad = [f"{name}: {c.get('detail') or 'down'}" for name, c in gateway.items() if not c.get("ok")]
+    if bad:
+        return f"{link}; gateway [red]{'; '.join(bad)}[/red]"
+    return f"{link}; gateway {', '.join(gateway)} fine" if gateway else link
 
 
 def print_sessions(rows: list[dict[str, Any]], console: Console | None = None) -> None:

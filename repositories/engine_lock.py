@@ -82,12 +82,16 @@ class EngineLockRepository:
             conn.execute(update(EngineLockRow).where(EngineLockRow.account == self.account,
                                                      EngineLockRow.holder == holder).values(session_id=session_id))
 
-    def heartbeat(self, holder: str, now: datetime) -> None:
+    def heartbeat(self, holder: str, now: datetime, broker_state: str | None = None) -> None:
+        """The engine is alive; ``broker_state`` (JSON text), when given, is what it knows of its broker link."""
+        values: dict[str, Any] = {"heartbeat_at": now}
+        if broker_state is not None:
+            values["broker_state"] = broker_state
         with writing(self.db) as conn:
             conn.execute(
                 update(EngineLockRow)
                 .where(EngineLockRow.account == self.account, EngineLockRow.holder == holder)
-                .values(heartbeat_at=now)
+                .values(**values)
             )
 
     def release(self, holder: str) -> None:

@@ -176,6 +176,7 @@ class EngineLockRow(Base):
     session_id: Mapped[int | None] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    broker_state: Mapped[str | None] = mapped_column(Text)  # JSON: the link and the gateway's conditions
 
 
 class AuditRow(Base):
