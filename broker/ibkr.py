@@ -24,7 +24,9 @@ What IB does that the adapter must not get wrong:
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import re
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from datetime import datetime
@@ -40,6 +42,7 @@ from broker.base import BrokerListener, BrokerOrder, BrokerPosition, BrokerSnaps
 from broker.ib_codes import (
     DATA_RESUMED,
     DELAYED_TYPES,
+    ERRORS,
     GATEWAY_NOTICES,
     MARKET_DATA_TYPES,
     ErrorKind,
@@ -52,6 +55,24 @@ from broker.ib_codes import (
 from engine.domain import Fill, Order, OrderStatus, OrderType, Quote, Side
 
 log = structlog.get_logger("tradectl.ibkr")
+ORDER_CANCELLED = 202  # IB's "Order Canceled - reason:": the adapter reads it as the cancel's reason
+_IB_ERROR_LINE = re.compile(r"^(?:Error|Warning) (\d+), reqId")
+
+
+class _HandledCodes(logging.Filter):
+    """ib_async logs every IB error code at ERROR ("Error 202, reqId 29: Order Canceled"), including those
+    this adapter handles and reports as its own events (order.status, broker.gateway_condition...): an
+    operator's log would say "error" for each cancel. Those lines are demoted to debug; any other code stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        match = _IB_ERROR_LINE.match(str(record.msg))
+        if match is None or (int(match.group(1)) not in ERRORS and int(match.group(1)) != ORDER_CANCELLED):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+_HANDLED = _HandledCodes()
 
 ORDER_TYPES = frozenset(t.value for t in OrderType)
 OCA_CANCEL_WITH_BLOCK = 1  # ocaType: the first execution in the group cancels the others (a bracket's exits)
@@ -111,6 +132,7 @@ class IbkrBroker:
         market_data_type: int = 1,
         ib: IB | None = None,
     ) -> None:
+        logging.getLogger("ib_async.wrapper").addFilter(_HANDLED)  # idempotent: one filter object
         self.host = host
         self.port = port
         self.client_id = client_id

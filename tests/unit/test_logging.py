@@ -29,11 +29,11 @@ def lines(out: io.StringIO) -> list[dict[str, object]]:
 
 def test_a_library_record_is_a_json_line_with_its_logger_name_and_level(stream: io.StringIO) -> None:
     configure_logging("json", "info", stream)
-    logging.getLogger("ib_async.wrapper").error("Error 202, reqId 5: Order Canceled - reason:")
+    logging.getLogger("ib_async.wrapper").error("Error 399, reqId 5: Order message error")
     structlog.get_logger("tradectl.test").info("order.submitted", client_order_id="tc-1")
     library, ours = lines(stream)
     assert library["logger"] == "ib_async.wrapper" and library["level"] == "error"
-    assert library["event"] == "Error 202, reqId 5: Order Canceled - reason:" and "timestamp" in library
+    assert library["event"] == "Error 399, reqId 5: Order message error" and "timestamp" in library
     assert ours["event"] == "order.submitted" and ours["client_order_id"] == "tc-1"
 
 
