@@ -263,7 +263,7 @@ class Engine:
             if quote is None:
                 self.reject(signal, now, RejectCode.NO_MARKET_DATA, f"no quote for {symbol}")
                 return None
-            price = quote.reference
+            price = signal.reference_price = quote.reference
             equity = self.equity()
             self._observe_equity(now, equity)
             target = target_quantity(signal, instrument, price, equity, self.kelly)
