@@ -251,6 +251,50 @@ def status(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False
     print_status(payload)
 
 
+@app.command()
+def report(
+    session: Annotated[int | None, typer.Option("--session", min=1, help="The session to report (default: the "
+                                                                         "latest).")] = None,
+    day: Annotated[str | None, typer.Option("--day", help="A trading day instead (YYYY-MM-DD, as [day] "
+                                                          "defines it).")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Where to write the HTML file (default: [report] "
+                                                             "dir, session-N.html or day-DATE.html).")] = None,
+    csv: Annotated[Path | None, typer.Option("--csv", help="Also write each table as a CSV file in this "
+                                                           "directory.")] = None,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Write a session's (or a trading day's) report: one HTML file with its charts that opens offline; --csv
+    writes the same tables as CSV files. Prints the paths."""
+    from datetime import date
+
+    if session is not None and day is not None:
+        raise _fail("give --session or --day, not both", EXIT_USAGE)
+    the_day = None
+    if day is not None:
+        try:
+            the_day = date.fromisoformat(day)
+        except ValueError:
+            raise _fail(f"--day {day!r} is not a date: give YYYY-MM-DD", EXIT_USAGE) from None
+    settings = _settings(config, database_url=db)
+    repos = _existing_repos(settings)
+    from engine.session_report import NothingToReport, write_report
+    from repositories.report_data import ReportData
+
+    try:
+        written = write_report(ReportData(repos.db), settings, session_id=session, day=the_day, html=html,
+                               csv_dir=csv)
+    except NothingToReport as err:
+        raise _fail(str(err), EXIT_USAGE) from None
+    except OSError as err:
+        raise _fail(f"cannot write the report: {err}", EXIT_USAGE) from None
+    finally:
+        repos.dispose()
+    typer.echo(f"report: {written.html}")
+    if csv is not None:
+        typer.echo(f"csv: {csv} ({len(written.csv)} files)")
+
+
 # -- producers -----------------------------------------------------------------------------------------
 @app.command()
 def submit(
