@@ -320,7 +320,9 @@ class ReportConfig(BaseModel):
     """Session reports (``tradectl report``): where they go, and which are written without being asked."""
 
     model_config = _Strict
-    dir: Path = Path("var/reports")  # default place of session-N.html and day-DATE.html
+    # Where session-N.html and day-DATE.html go unless --html says: unset, a folder ``reports`` beside a SQLite
+    # database's file, else var/reports.
+    dir: Path | None = None
     paper: bool = True  # a paper session writes its report after its summary (``--no-report``: not this once)
     digest: bool = True  # the daemon's daily digest writes the day's report and links and attaches it
 

@@ -46,7 +46,8 @@ def thin(items: Sequence[T], limit: int = MAX_POINTS, key: Callable[[T], Any] | 
     n = len(items)
     if n <= limit:
         return list(items)
-    keep = {round(i * (n - 1) / (limit - 1)) for i in range(limit - 2 if key else limit)}
+    steps = limit - 2 if key else limit
+    keep = {round(i * (n - 1) / (steps - 1)) for i in range(steps)}
     if key is not None:
         values = [key(x) for x in items]
         keep.add(values.index(min(values)))

@@ -53,8 +53,14 @@ def read_period(data: ReportData, settings: Settings, session_id: int | None = N
 
 
 def default_html(settings: Settings, session_id: int | None, day: date | None) -> Path:
+    """``[report] dir``, else ``reports/`` beside a SQLite database's file, else ``var/reports``."""
+    from repositories.db import sqlite_file
+
     name = f"day-{day.isoformat()}.html" if day is not None else f"session-{session_id}.html"
-    return settings.report.dir / name
+    if settings.report.dir is not None:
+        return settings.report.dir / name
+    db_file = sqlite_file(settings.database_url)
+    return (db_file.parent / "reports" if db_file is not None else Path("var") / "reports") / name
 
 
 def write_report(data: ReportData, settings: Settings, *, session_id: int | None = None, day: date | None = None,
