@@ -83,8 +83,10 @@ def paper(
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    report: Annotated[bool, typer.Option("--report/--no-report", help="Write the session's HTML report after the "
+                                                                     "summary ([report] paper).")] = True,
 ) -> None:
-    """Run a paper session against the simulated broker and print a summary."""
+    """Run a paper session against the simulated broker and print a summary (and the path of its report)."""
     import asyncio
 
     settings = _settings(config, database_url=db)
@@ -129,7 +131,28 @@ def paper(
         raise _fail(str(err), EXIT_USAGE) from None
     except (EngineLocked, AccountBound) as err:
         raise _fail(str(err), EXIT_USAGE) from None
-    _report_session(summary, json_out)
+    _report_session(summary, json_out)  # exits 1 when the last rows could not be written: no report then
+    if report and settings.report.paper:
+        _write_session_report(settings, summary.session_id, json_out)
+
+
+def _write_session_report(settings: Settings, session_id: int, json_out: bool) -> None:
+    """After the summary, off the trading path: the session's report, and its path (on stderr under --json). A
+    report that cannot be written is a warning: the session itself is done and recorded."""
+    from engine.session_report import NothingToReport, write_report
+    from repositories.db import make_engine
+    from repositories.errors import DatabaseUnavailable
+    from repositories.report_data import ReportData
+
+    db = make_engine(settings.database_url, create=False)
+    try:
+        written = write_report(ReportData(db), settings, session_id=session_id)
+    except (OSError, DatabaseUnavailable, NothingToReport) as err:
+        typer.echo(f"warning: the session's report was not written: {err}", err=True)
+        return
+    finally:
+        db.dispose()
+    typer.echo(f"report: {written.html}", err=json_out)
 
 
 # -- db ------------------------------------------------------------------------------------------------
@@ -377,7 +400,8 @@ def run(
     import asyncio
 
     if broker == "paper":
-        paper(signals=signals, quotes=None, seed=1, db=db, config=config, json_out=json_out, progress=not json_out)
+        paper(signals=signals, quotes=None, seed=1, db=db, config=config, json_out=json_out, progress=not json_out,
+              report=True)
         return
     if broker != "ibkr":
         raise _fail(f"--broker must be ibkr or paper, not {broker!r}", EXIT_USAGE)
