@@ -82,3 +82,21 @@ def write_report(data: ReportData, settings: Settings, *, session_id: int | None
     log.info("report.written", period=records.title, html=str(path) if path else None, csv=len(written),
              fills=len(records.fills), seconds=round(seconds, 3))
     return WrittenReport(path, written, figures, seconds)
+
+
+class DayReports:
+    """The daily digest's report: writes the named trading day's (a thread of the daemon calls it, at the digest's
+    time) and returns its path."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __call__(self, day: str) -> str | None:
+        from repositories.db import make_engine
+
+        db = make_engine(self.settings.database_url, create=False)
+        try:
+            written = write_report(ReportData(db), self.settings, day=date.fromisoformat(day))
+        finally:
+            db.dispose()
+        return None if written.html is None else str(written.html)
