@@ -48,8 +48,11 @@ def read_period(data: ReportData, settings: Settings, session_id: int | None = N
                               else f"there is no session {session_id} in this database")
     records = data.for_session(info)
     ended = f"{info.ended_at:%Y-%m-%d %H:%M:%S}" if info.ended_at else "not ended (running or crashed)"
-    return records, (f"{info.mode} session on account {info.account}; started {info.started_at:%Y-%m-%d %H:%M:%S}, "
-                     f"ended {ended} UTC")
+    what = (f"{info.mode} session on account {info.account}; started {info.started_at:%Y-%m-%d %H:%M:%S}, "
+            f"ended {ended} UTC")
+    if records.signals:  # a file replayed on its own clock trades at its signals' times, not the session's
+        what += f"; signals stamped {records.signals[0].ts:%Y-%m-%d %H:%M:%S} to {records.signals[-1].ts:%H:%M:%S}"
+    return records, what
 
 
 def default_html(settings: Settings, session_id: int | None, day: date | None) -> Path:
