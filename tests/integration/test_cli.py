@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from engine.cli import app
-from repositories.db import upgrade
+from repositories.db import SCHEMA_HEAD, upgrade
 from tests.conftest import signal_line, write_lines
 
 runner = CliRunner()
@@ -103,7 +103,7 @@ def test_db_upgrade_then_current_reports_head(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'u.db'}"
     assert runner.invoke(app, ["db", "upgrade", "--db", db]).exit_code == 0
     out = runner.invoke(app, ["db", "current", "--db", db]).stdout
-    assert "current: 0005" in out and "head: 0005" in out
+    assert f"current: {SCHEMA_HEAD}" in out and f"head: {SCHEMA_HEAD}" in out
 
 
 def test_bad_quotes_file_names_line_and_column(tmp_path: Path) -> None:
