@@ -52,6 +52,7 @@ class Note:
     body: str
     level: str
     silent: bool
+    attach: str | None = None  # a file sent with it where the service takes attachments (the day's report)
 
 
 def read_urls(config: AlertsConfig) -> list[str]:
@@ -86,11 +87,11 @@ class AppriseSender:
             self.quiet.add(_silenced(url))
         self.timeout_s = timeout_s
 
-    def __call__(self, title: str, body: str, level: str, silent: bool) -> bool:
+    def __call__(self, title: str, body: str, level: str, silent: bool, attach: str | None = None) -> bool:
         target = self.quiet if silent else self.loud
         if not len(target):
             return False
-        return bool(target.notify(body=body, title=title, notify_type=apprise.NotifyType(level)))
+        return bool(target.notify(body=body, title=title, notify_type=apprise.NotifyType(level), attach=attach))
 
 
 class Alerts:
@@ -120,7 +121,7 @@ class Alerts:
 
     # -- the caller's side (never raises, never blocks) -------------------------------------------------
     def notify(self, event: str, title: str, body: str, *, key: str = "", level: str = "warning",
-               repeat: bool = False) -> bool:
+               repeat: bool = False, attach: str | None = None) -> bool:
         """Queue a notification; False when it is off, a rate-limited repeat, dropped, or nowhere to send.
 
         ``repeat`` bypasses the rate limit (a "recovered" message right after the "lost" one).
@@ -136,7 +137,7 @@ class Alerts:
                 self.suppressed += 1
                 return False
             self._last[k] = now
-            note = Note(event, key, f"[{self.prefix}] {title}", body, level, mode == "silent")
+            note = Note(event, key, f"[{self.prefix}] {title}", body, level, mode == "silent", attach)
             self._ensure_thread()
             try:
                 self.queue.put_nowait(note)
@@ -168,7 +169,10 @@ class Alerts:
                 if note is None:
                     return
                 try:
-                    ok = sender(note.title, note.body, note.level, note.silent)
+                    if note.attach is not None and isinstance(sender, AppriseSender):
+                        ok = sender(note.title, note.body, note.level, note.silent, attach=note.attach)
+                    else:
+                        ok = sender(note.title, note.body, note.level, note.silent)
                 except Exception as err:
                     ok = False
                     log.error("alerts.send_error", alert_event=note.event, error=f"{type(err).__name__}: {err}")
@@ -224,9 +228,11 @@ class Alerts:
                         key=f"{change.scope}:{change.to_state}", level="failure")
 
     # -- digest ------------------------------------------------------------------------------------------
-    def digest(self, summary: dict[str, Any], day: str = "") -> bool:
-        title, body = digest_message(summary, day)
-        return self.notify("daily_digest", title, body, key=day or "digest", level="info", repeat=True)
+    def digest(self, summary: dict[str, Any], day: str = "", report: str | None = None) -> bool:
+        """The daily digest; ``report``: the day's report file, named in the body and attached."""
+        title, body = digest_message(summary, day, report)
+        return self.notify("daily_digest", title, body, key=day or "digest", level="info", repeat=True,
+                           attach=report)
 
 
 def _money(x: Any) -> str:
@@ -236,9 +242,9 @@ def _money(x: Any) -> str:
         return str(x)
 
 
-def digest_message(summary: dict[str, Any], day: str = "") -> tuple[str, str]:
+def digest_message(summary: dict[str, Any], day: str = "", report: str | None = None) -> tuple[str, str]:
     """A daily digest from a summary dict: equity, day P&L, realized P&L, commissions, fills, orders, signals,
-    rejects (with the top reasons), kill switches not ACTIVE. Missing keys are left out."""
+    rejects (with the top reasons), kill switches not ACTIVE, the day's report. Missing keys are left out."""
     title = f"daily digest {day}".strip()
     lines: list[str] = []
     labels = (("equity", "equity"), ("day_pnl", "day P&L"), ("realized_pnl", "realized P&L"),
@@ -258,6 +264,8 @@ def digest_message(summary: dict[str, Any], day: str = "") -> tuple[str, str]:
     switches = summary.get("killswitches") or {}
     if switches:
         lines.append("kill switches: " + ", ".join(f"{scope} {state}" for scope, state in sorted(switches.items())))
+    if report is not None:
+        lines.append(f"report: {Path(report).resolve().as_uri()}")
     return title, "\n".join(lines) or "no activity"
 
 
@@ -311,6 +319,10 @@ class AlertWatch:
         self.digest_at = (int(hh), int(mm))
         self.last_digest_day: str | None = self._digest_day(wall())  # the first digest comes at the next time
         self.digest_base: dict[str, Any] | None = None
+        # Writes the named day's report and returns its path (engine/session_report.py DayReports): called in a
+        # thread of its own, never on the engine's loop; the digest goes out when it returns.
+        self.day_report: Callable[[str], str | None] | None = None
+        self.report_thread: threading.Thread | None = None
 
     def _digest_day(self, now: datetime) -> str | None:
         """The digest day that is due at ``now``: today once past digest_at_utc, else yesterday."""
@@ -394,6 +406,22 @@ class AlertWatch:
         # daily digest
         day = self._digest_day(self.wall())
         if day != self.last_digest_day:
-            a.digest(session_digest(self.session, self.digest_base), day or "")
+            summary = session_digest(self.session, self.digest_base)
+            if self.day_report is not None and day:
+                self.report_thread = threading.Thread(target=self._digest_with_report, args=(summary, day),
+                                                      name="tradectl-day-report", daemon=True)
+                self.report_thread.start()
+            else:
+                a.digest(summary, day or "")
             self.digest_base = session_totals(self.session)
             self.last_digest_day = day
+
+    def _digest_with_report(self, summary: dict[str, Any], day: str) -> None:
+        """The digest with the day's report; without it (named in the log) when the report cannot be written."""
+        report = None
+        try:
+            assert self.day_report is not None
+            report = self.day_report(day)
+        except Exception:
+            log.exception("alerts.day_report_failed", day=day)
+        self.alerts.digest(summary, day, report)

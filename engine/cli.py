@@ -114,8 +114,10 @@ def paper(
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    report: Annotated[bool, typer.Option("--report/--no-report", help="Write the session's HTML report after the "
+                                                                     "summary ([report] paper).")] = True,
 ) -> None:
-    """Run a paper session against the simulated broker and print a summary."""
+    """Run a paper session against the simulated broker and print a summary (and the path of its report)."""
     import asyncio
 
     settings = _settings(config, database_url=db)
@@ -160,7 +162,28 @@ def paper(
         raise _fail(str(err), EXIT_USAGE) from None
     except (EngineLocked, AccountBound) as err:
         raise _fail(str(err), EXIT_USAGE) from None
-    _report_session(summary, json_out)
+    _report_session(summary, json_out)  # exits 1 when the last rows could not be written: no report then
+    if report and settings.report.paper:
+        _write_session_report(settings, summary.session_id, json_out)
+
+
+def _write_session_report(settings: Settings, session_id: int, json_out: bool) -> None:
+    """After the summary, off the trading path: the session's report, and its path (on stderr under --json). A
+    report that cannot be written is a warning: the session itself is done and recorded."""
+    from engine.session_report import NothingToReport, write_report
+    from repositories.db import make_engine
+    from repositories.errors import DatabaseUnavailable
+    from repositories.report_data import ReportData
+
+    db = make_engine(settings.database_url, create=False)
+    try:
+        written = write_report(ReportData(db), settings, session_id=session_id)
+    except (OSError, DatabaseUnavailable, NothingToReport) as err:
+        typer.echo(f"warning: the session's report was not written: {err}", err=True)
+        return
+    finally:
+        db.dispose()
+    typer.echo(f"report: {written.html}", err=json_out)
 
 
 # -- db ------------------------------------------------------------------------------------------------
@@ -412,6 +435,50 @@ def status(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False
         raise typer.Exit(EXIT_FAILURE)
 
 
+@app.command()
+def report(
+    session: Annotated[int | None, typer.Option("--session", min=1, help="The session to report (default: the "
+                                                                         "latest).")] = None,
+    day: Annotated[str | None, typer.Option("--day", help="A trading day instead (YYYY-MM-DD, as [day] "
+                                                          "defines it).")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Where to write the HTML file (default: [report] "
+                                                             "dir, session-N.html or day-DATE.html).")] = None,
+    csv: Annotated[Path | None, typer.Option("--csv", help="Also write each table as a CSV file in this "
+                                                           "directory.")] = None,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Write a session's (or a trading day's) report: one HTML file with its charts that opens offline; --csv
+    writes the same tables as CSV files. Prints the paths."""
+    from datetime import date
+
+    if session is not None and day is not None:
+        raise _fail("give --session or --day, not both", EXIT_USAGE)
+    the_day = None
+    if day is not None:
+        try:
+            the_day = date.fromisoformat(day)
+        except ValueError:
+            raise _fail(f"--day {day!r} is not a date: give YYYY-MM-DD", EXIT_USAGE) from None
+    settings = _settings(config, database_url=db)
+    repos = _existing_repos(settings)
+    from engine.session_report import NothingToReport, write_report
+    from repositories.report_data import ReportData
+
+    try:
+        written = write_report(ReportData(repos.db), settings, session_id=session, day=the_day, html=html,
+                               csv_dir=csv)
+    except NothingToReport as err:
+        raise _fail(str(err), EXIT_USAGE) from None
+    except OSError as err:
+        raise _fail(f"cannot write the report: {err}", EXIT_USAGE) from None
+    finally:
+        repos.dispose()
+    typer.echo(f"report: {written.html}")
+    if csv is not None:
+        typer.echo(f"csv: {csv} ({len(written.csv)} files)")
+
+
 # -- producers -----------------------------------------------------------------------------------------
 @app.command()
 def submit(
@@ -494,7 +561,8 @@ def run(
     import asyncio
 
     if broker == "paper":
-        paper(signals=signals, quotes=None, seed=1, db=db, config=config, json_out=json_out, progress=not json_out)
+        paper(signals=signals, quotes=None, seed=1, db=db, config=config, json_out=json_out, progress=not json_out,
+              report=True)
         return
     if broker != "ibkr":
         raise _fail(f"--broker must be ibkr or paper, not {broker!r}", EXIT_USAGE)

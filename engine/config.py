@@ -321,6 +321,17 @@ class AlertsConfig(BaseModel):
     events: AlertEventsConfig = Field(default_factory=AlertEventsConfig)
 
 
+class ReportConfig(BaseModel):
+    """Session reports (``tradectl report``): where they go, and which are written without being asked."""
+
+    model_config = _Strict
+    # Where session-N.html and day-DATE.html go unless --html says: unset, a folder ``reports`` beside a SQLite
+    # database's file, else var/reports.
+    dir: Path | None = None
+    paper: bool = True  # a paper session writes its report after its summary (``--no-report``: not this once)
+    digest: bool = True  # the daemon's daily digest writes the day's report and links and attaches it
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TRADECTL_",
@@ -359,6 +370,7 @@ class Settings(BaseSettings):
     signal_time: SignalTimeConfig = Field(default_factory=SignalTimeConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
     @classmethod
     def settings_customise_sources(

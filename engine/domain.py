@@ -241,7 +241,8 @@ class Signal:
     """A validated trading signal (see engine.signals for the wire format).
 
     Not frozen: a frozen dataclass costs ~0.3 us a field to build, and signals are built at line rate.
-    Treat it as immutable.
+    Treat it as immutable, but for ``reference_price``: the engine sets it to the quote's reference price it
+    sizes the signal on, and the signal's row keeps it (reports measure slippage and draw prices from it).
     """
 
     id: str
@@ -261,6 +262,7 @@ class Signal:
     exchange: str = "SMART"
     ttl_s: float | None = None
     max_qty: Decimal | None = None
+    reference_price: Decimal | None = None  # the quote's reference price the engine sized it on (reports)
     stop_price: Decimal | None = None  # the trigger of a STP / STP LMT entry
     stop_loss: ExitLevel | None = None  # a bracket: protective stop sent with the entry, held at the broker
     take_profit: ExitLevel | None = None

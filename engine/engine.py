@@ -271,7 +271,7 @@ class Engine:
             if quote is None:
                 self.reject(signal, now, RejectCode.NO_MARKET_DATA, f"no quote for {symbol}")
                 return None
-            price = quote.reference
+            price = signal.reference_price = quote.reference
             exits: tuple[Decimal | None, Decimal | None] | None = None
             if signal.bracket:
                 levels = signal.exits(price)

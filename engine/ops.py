@@ -23,6 +23,7 @@ from starlette.routing import Route
 from engine.alerts import Alerts, AlertWatch
 from engine.health import DEFAULT_LOOP_STALE_S, Health, health_routes, observe
 from engine.metrics import SessionMetrics
+from engine.session_report import DayReports
 from engine.systemd import Notifier, watchdog_loop
 
 log = structlog.get_logger("tradectl.ops")
@@ -49,7 +50,10 @@ class Ops:
         health, metrics = observe(session, loop_stale_s=loop_stale_s)
         alerts = alerts if alerts is not None else Alerts(session.settings.alerts)
         alerts.attach(session.bus)
-        return cls(session, health, metrics, alerts, AlertWatch(alerts, session), notifier or Notifier())
+        watch = AlertWatch(alerts, session)
+        if session.settings.report.digest:  # the digest names and attaches the day's report
+            watch.day_report = DayReports(session.settings)
+        return cls(session, health, metrics, alerts, watch, notifier or Notifier())
 
     def routes(self) -> list[Route]:
         return health_routes(self.health, self.metrics)

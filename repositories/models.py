@@ -54,6 +54,9 @@ class SignalRow(Base):
     client_order_id: Mapped[str | None] = mapped_column(String(160))
     payload: Mapped[str | None] = mapped_column(Text)
     line_no: Mapped[int | None] = mapped_column(BigInteger)  # the input line, when it came from a file or stdin
+    # The quote's reference price the engine sized the signal on (None: it never got that far). Reports measure
+    # slippage against it and draw each symbol's price path from it.
+    ref_price: Mapped[Decimal | None] = mapped_column(Money)
 
 
 class SignalRejectRow(Base):

@@ -597,4 +597,5 @@ class Recorder:
             "client_order_id": coid,
             "payload": raw,
             "line_no": line_no,
+            "ref_price": s.reference_price,
         }

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import islice
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,8 +19,11 @@ import pytest
 
 from engine.alerts import Alerts, AlertWatch, digest_message, read_urls
 from engine.bus import EventBus
-from engine.config import AlertsConfig
+from engine.config import AlertsConfig, Settings, load_settings
 from engine.domain import Blocked, BlockedCause, KillState, KillSwitchChange
+from engine.session import PaperSession
+from engine.session_report import DayReports
+from engine.sources import DEMO_SIGNALS
 from tests.conftest import T0
 
 
@@ -297,3 +302,55 @@ def test_urls_are_read_from_a_secret_file(tmp_path: Any) -> None:
     f = tmp_path / "urls"
     f.write_text("# comment\njson://127.0.0.1:1/a\n\n")
     assert read_urls(AlertsConfig(urls=["json://x/b"], urls_file=f)) == ["json://x/b", "json://127.0.0.1:1/a"]
+
+
+def demo_day_settings(tmp_path: Path) -> Settings:
+    """A database holding a paper session of the demo's first 120 signals, stamped on 2026-01-05."""
+    settings = load_settings(database_url=f"sqlite:///{tmp_path / 'day.db'}")
+    with DEMO_SIGNALS.open(encoding="utf-8") as fh:
+        PaperSession(settings, seed=3).run_file([line.rstrip("\n") for line in islice(fh, 120)])
+    return settings
+
+
+def test_the_digest_names_the_days_report_written_off_the_watchs_thread(tmp_path: Path) -> None:
+    bodies: list[str] = []
+    wall = [datetime(2026, 1, 5, 20, 0, tzinfo=UTC)]
+    a = Alerts(AlertsConfig(digest_at_utc="21:00"), sender=collect(bodies, "body"))
+    watch = AlertWatch(a, fake_session(), wall=lambda: wall[0])
+    watch.day_report = DayReports(demo_day_settings(tmp_path))
+    wall[0] = datetime(2026, 1, 5, 21, 0, 1, tzinfo=UTC)
+    watch.check()
+    assert watch.report_thread is not None
+    watch.report_thread.join(30)
+    assert a.drain() and len(bodies) == 1
+    report = tmp_path / "reports" / "day-2026-01-05.html"
+    assert f"report: {report.resolve().as_uri()}" in bodies[0]
+    assert "tradectl report: trading day 2026-01-05" in report.read_text(encoding="utf-8")
+    a.close()
+
+
+def test_the_digest_still_goes_out_when_the_days_report_cannot_be_written(tmp_path: Path) -> None:
+    bodies: list[str] = []
+    wall = [datetime(2026, 1, 5, 20, 0, tzinfo=UTC)]
+    a = Alerts(AlertsConfig(digest_at_utc="21:00"), sender=collect(bodies, "body"))
+    watch = AlertWatch(a, fake_session(), wall=lambda: wall[0])
+    watch.day_report = DayReports(load_settings(database_url=f"sqlite:///{tmp_path / 'missing' / 'x.db'}"))
+    wall[0] = datetime(2026, 1, 5, 21, 0, 1, tzinfo=UTC)
+    watch.check()
+    assert watch.report_thread is not None
+    watch.report_thread.join(30)
+    assert a.drain() and len(bodies) == 1 and "report:" not in bodies[0] and "fills: 0" in bodies[0]
+    a.close()
+
+
+def test_the_digest_attaches_the_days_report_where_the_service_takes_files(receiver: Receiver,
+                                                                           tmp_path: Path) -> None:
+    report = tmp_path / "day-2026-01-05.html"
+    report.write_text("<html>the day</html>", encoding="utf-8")
+    a = alerts([receiver.url])
+    assert a.digest({"fills": 3}, "2026-01-05", str(report))
+    assert a.drain()
+    [body] = receiver.wait_for(1)
+    assert [x["filename"] for x in body["attachments"]] == ["day-2026-01-05.html"]
+    assert f"report: {report.resolve().as_uri()}" in body["message"]
+    a.close()

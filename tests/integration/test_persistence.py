@@ -140,6 +140,18 @@ def test_quotes_csv_drives_fills_and_stale_quotes_reject(tmp_path: Path) -> None
     assert summary.accepted == 1
 
 
+def test_a_signal_row_keeps_the_reference_price_it_was_sized_on(db_url: str, tmp_path: Path) -> None:
+    csv = tmp_path / "q.csv"
+    csv.write_text("ts,symbol,bid,ask,bid_size,ask_size,last\n"
+                   f"{T0.isoformat()},AAPL,100.00,100.02,1000,1000,100.01\n")
+    lines = [signal_line("s1", seconds=1), signal_line("s2", "AAPL", "long", seconds=2, win_prob=0.3, payoff=1.5),
+             signal_line("s3", "MSFT", seconds=3)]
+    run(db_url, lines, quotes=csv)
+    with make_engine(db_url).connect() as conn:
+        rows = dict(conn.execute(select(SignalRow.signal_id, SignalRow.ref_price)).all())
+    assert rows == {"s1": D("100.01"), "s2": D("100.01"), "s3": None}  # s2: no edge; s3: never quoted
+
+
 def test_a_restarted_session_starts_from_the_stored_positions(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'r.db'}"
     first = run(url, [signal_line("s1", seconds=1)])
