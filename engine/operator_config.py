@@ -24,7 +24,7 @@ from typing import Any
 SETTINGS_KEYS = frozenset({
     "database_url", "account", "equity", "log_format", "log_level", "dedupe_capacity", "flush_rows",
     "flush_interval_ms", "kelly", "risk", "paper", "triggers", "day", "killswitch", "ibkr", "http", "signal_time",
-    "alerts", "maintenance",
+    "alerts", "maintenance", "report",
 })
 KILLSWITCH_KEYS = frozenset({"poll_ms", "heartbeat_s", "ack_timeout_s", "flatten_collar_pct", "reconcile_interval_s"})
 DEFAULT_DATABASE_URL = "sqlite:///var/tradectl.db"
