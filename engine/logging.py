@@ -95,6 +95,9 @@ class _StreamLoggerFactory:
         return structlog.PrintLogger(self.stream or sys.stderr)
 
 
+CHATTY_LIBRARIES = ("ib_async",)  # their info lines repeat what our events say: shown at debug only
+
+
 class _LibraryHandler(logging.StreamHandler[TextIO]):
     """The root handler for libraries' records; resolves the stream per record, like ``_StreamLoggerFactory``."""
 
@@ -129,6 +132,11 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(_LEVELS[level])
+    # ib_async narrates every message at info (each execDetails, commissionReport, position, "Connecting..."):
+    # four lines a fill beside our own events. Its detail is for debugging; below debug it says warnings up.
+    chatty = _LEVELS[level] if _LEVELS[level] <= logging.DEBUG else max(_LEVELS[level], logging.WARNING)
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(chatty)
     _GATE.pending()  # a new configuration starts with nothing held
     _CONFIGURED["level"] = _LEVELS[level]
     structlog.configure(

@@ -163,7 +163,7 @@ def _broker_line(state: dict[str, Any]) -> str:
     bad = [f"{name}: {c.get('detail') or 'down'}" for name, c in gateway.items() if not c.get("ok")]
     if bad:
         return f"{link}; gateway [red]{'; '.join(bad)}[/red]"
-    return f"{link}; gateway {', '.join(gateway)} fine" if gateway else link
+    return f"{link}; gateway: all {len(gateway)} conditions fine" if gateway else link
 
 
 def print_sessions(rows: list[dict[str, Any]], console: Console | None = None) -> None:

@@ -213,8 +213,9 @@ class MatchingEngine:
         if children is None:
             return
         for child in children:
-            if status == IbStatus.FILLED:  # the entry is in: its exits start working
-                child.status = IbStatus.SUBMITTED
+            if status == IbStatus.FILLED:  # the entry is in: its exits start working (a stop waits, PreSubmitted)
+                stop = child.order_type in (OrderType.STP, OrderType.STP_LMT)
+                child.status = IbStatus.PRE_SUBMITTED if stop else IbStatus.SUBMITTED
                 self._activate(child)
             elif not child.is_done:
                 child.status = IbStatus.CANCELLED

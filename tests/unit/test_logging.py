@@ -49,3 +49,13 @@ def test_configuring_twice_leaves_one_handler_so_no_line_is_written_twice(stream
     configure_logging("json", "info", stream)
     logging.getLogger("alembic").info("Running upgrade")
     assert len(lines(stream)) == 1
+
+
+def test_ib_asyncs_narration_is_kept_for_debug(stream: io.StringIO) -> None:
+    configure_logging("json", "info", stream)
+    logging.getLogger("ib_async.wrapper").info("execDetails Execution(execId='0001.01')")
+    logging.getLogger("ib_async.client").warning("Peer closed connection.")
+    configure_logging("json", "debug", stream)
+    logging.getLogger("ib_async.wrapper").info("commissionReport: CommissionReport(execId='0001.01')")
+    events = [line["event"] for line in lines(stream)]
+    assert events == ["Peer closed connection.", "commissionReport: CommissionReport(execId='0001.01')"]
