@@ -35,7 +35,7 @@ class PaperBroker:
         self._listener: BrokerListener | None = None
         self._ids = count(1)
         self._by_ref: dict[str, SimOrder] = {}
-        self._entries: dict[str, int] = {}  # a bracket's entry (sent with transmit off) until its last exit comes
+        self._entries: dict[str, SimOrder] = {}  # a bracket's entry (sent with transmit off) until its last exit
         self.connected = True
         self.refuse_reason: str | None = None  # fault control: reject every new order with this reason
         for symbol, (qty, avg) in (initial_positions or {}).items():
@@ -70,11 +70,12 @@ class PaperBroker:
             oca_group=intent.oca_group or "",
         )
         if intent.parent_id is not None:
-            sim.parent_id = self._entries.get(intent.parent_id, 0)  # 0: no such entry, the exchange refuses it
+            entry = self._entries.get(intent.parent_id)
+            sim.parent, sim.parent_id = entry, entry.order_id if entry is not None else 0  # 0: none: refused
             if intent.transmit:
                 self._entries.pop(intent.parent_id, None)
         elif not intent.transmit:
-            self._entries[sim.ref] = oid
+            self._entries[sim.ref] = sim
         self._by_ref[sim.ref] = sim
         listener.on_order_update(OrderUpdate(sim.ref, OrderStatus.SUBMITTED, now, None, oid, oid))
         self._report(self.matching.add(sim, now), now)

@@ -612,6 +612,7 @@ class GatewaySim:
         if parent:
             parent_order = self.live.get((c.client_id, parent)) or self.done.get((c.client_id, parent))
             order.parent_id = parent_order.order_id if parent_order is not None else 0  # 0: none, cancelled
+            order.parent = parent_order
         reason = self._refusal(order, order_type, tif, account, contract)
         if reason is None and self.faults.reject_next is not None:
             reason, self.faults.reject_next = self.faults.reject_next, None
@@ -882,7 +883,9 @@ class GatewaySim:
         return contract
 
     def _symbol_of(self, o: WireOrder) -> str:
-        return self.matching.orders[o.perm_id].symbol
+        key = (o.client_id, o.order_id)
+        order = self.live.get(key) or self.done[key]
+        return order.symbol
 
     def _wire(self, order: SimOrder) -> WireOrder:
         return WireOrder(int(str(order.extra["order_id"])), order.client_id, order.perm_id, order.side.value,

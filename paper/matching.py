@@ -57,6 +57,7 @@ class SimOrder:
     status: IbStatus = IbStatus.SUBMITTED
     triggered: bool = False
     parent_id: int | None = None  # the order this one waits for (a bracket's exit waits for its entry)
+    parent: SimOrder | None = None  # that order itself, when the caller has it (it may be done already)
     oca_group: str = ""
     extra: dict[str, object] = field(default_factory=dict)  # adapter-owned (e.g. the gateway's raw fields)
 
@@ -103,7 +104,7 @@ class MatchingEngine:
         self.quotes: dict[str, Quote] = {}
         self._avail: dict[str, list[Decimal]] = {}  # symbol -> [bid size left, ask size left] of the quote
         self._working: dict[str, dict[int, SimOrder]] = {}
-        self.orders: dict[int, SimOrder] = {}
+        self.orders: dict[int, SimOrder] = {}  # live orders only (working or held): memory stays flat
         self.positions: dict[str, Position] = {}
         self._exec_seq = 0
         self._held: dict[int, list[SimOrder]] = {}  # parent order id -> children waiting for it to fill
@@ -117,7 +118,8 @@ class MatchingEngine:
             order.active_at = now + self.latency
         self.orders[order.order_id] = order
         if order.parent_id is not None:
-            parent = self.orders.get(order.parent_id)
+            parent = order.parent or self.orders.get(order.parent_id)
+            order.parent = None  # not kept: a live child must not pin its done parent
             if parent is None or (parent.is_done and parent.status != IbStatus.FILLED):
                 order.status = IbStatus.CANCELLED
                 self.rule_cancels.append((order, f"parent order {order.parent_id} is not working"))
@@ -135,9 +137,9 @@ class MatchingEngine:
         return executions
 
     def modify(self, order_id: int, quantity: Decimal, limit: Decimal | None, stop: Decimal | None) -> SimOrder:
-        order = self.orders[order_id]
-        if order.is_done:
-            raise ValueError(f"order {order_id} is {order.status}")
+        order = self.orders.get(order_id)
+        if order is None or order.is_done:
+            raise ValueError(f"order {order_id} is not working")
         if quantity < order.filled:
             raise ValueError(f"order {order_id}: new quantity {quantity} below filled {order.filled}")
         order.quantity, order.limit_price, order.stop_price = quantity, limit, stop
@@ -147,8 +149,8 @@ class MatchingEngine:
 
     def rematch(self, order_id: int, now: datetime) -> list[Execution]:
         """Match a working order against the current quote again (after a modify moved its price)."""
-        order = self.orders[order_id]
-        if order.is_done or (order.active_at is not None and order.active_at > now):
+        order = self.orders.get(order_id)
+        if order is None or order.is_done or (order.active_at is not None and order.active_at > now):
             return []
         return self._match_order(order, now)
 
@@ -200,6 +202,7 @@ class MatchingEngine:
 
     def _finish(self, order: SimOrder, status: IbStatus) -> None:
         order.status = status
+        self.orders.pop(order.order_id, None)  # done: its executions and the adapters keep what they need
         book = self._working.get(order.symbol)
         if book is not None:
             book.pop(order.order_id, None)

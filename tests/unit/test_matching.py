@@ -118,7 +118,7 @@ def _bracket(m: MatchingEngine, entry_limit: str = "9.00") -> tuple[SimOrder, Si
     stop = order(2, "100", Side.SELL, OrderType.STP, stop="9.50")
     target = order(3, "100", Side.SELL, OrderType.LMT, limit="11.00")
     for child in (stop, target):
-        child.parent_id, child.oca_group = 1, "b"
+        child.parent_id, child.parent, child.oca_group = 1, entry, "b"  # the broker hands the entry over
     for o in (entry, stop, target):
         m.add(o, T)
     return entry, stop, target
@@ -145,11 +145,11 @@ def test_children_start_working_once_the_parent_has_filled() -> None:
 def test_one_execution_in_an_oca_group_cancels_the_others() -> None:
     m = MatchingEngine()
     m.on_quote(quote("10.00", "10.02", "1000"))
-    _bracket(m, entry_limit="10.02")  # fills at once
+    _, _, target = _bracket(m, entry_limit="10.02")  # fills at once
     (ex,) = m.on_quote(quote("9.40", "9.42", "1000"))
     assert ex.order.ref == "r2"
     assert [(o.ref, why) for o, why in m.drain_cancelled()] == [("r3", "OCA group b: order 2 executed")]
-    assert m.orders[3].status == "Cancelled" and m.working() == []
+    assert target.status == "Cancelled" and m.working() == []
 
 
 def test_cancelling_a_parent_cancels_its_waiting_children() -> None:
@@ -165,3 +165,13 @@ def test_a_child_of_an_unknown_parent_is_cancelled_at_once() -> None:
     child = order(5, "10", Side.SELL, OrderType.STP, stop="9.00")
     child.parent_id = 0
     assert m.add(child, T) == [] and child.status == "Cancelled"
+
+
+def test_the_exchange_forgets_an_order_once_it_is_done() -> None:
+    m = MatchingEngine()
+    m.on_quote(quote("10.00", "10.02", "1000"))
+    m.add(order(1, "10"), T)  # fills at once
+    resting = order(2, "10", limit="9.00", otype=OrderType.LMT)
+    m.add(resting, T)
+    m.cancel(2)
+    assert m.orders == {}  # a long session's memory does not grow with the orders it handled
