@@ -14,6 +14,8 @@ import platform
 import resource
 import tempfile
 import time
+from array import array
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -27,8 +29,9 @@ from paper.market import SIM_START
 SYMBOLS = [f"SYM{i:02d}" for i in range(20)]
 
 
-def make_lines(n: int) -> list[str]:
-    lines = []
+def make_lines(n: int) -> Iterator[str]:
+    """The synthetic stream, made as it is read: a list of a million lines would be the benchmark's own
+    200 MB in the peak RSS it reports for the engine."""
     ts = SIM_START
     for i in range(n):
         ts += timedelta(milliseconds=20)
@@ -37,8 +40,7 @@ def make_lines(n: int) -> list[str]:
                                   "symbol": SYMBOLS[i % len(SYMBOLS)], "direction": d}
         if d != "flat":
             obj.update(win_prob=0.55, payoff=1.5)
-        lines.append(json.dumps(obj, separators=(",", ":")))
-    return lines
+        yield json.dumps(obj, separators=(",", ":"))
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
@@ -59,7 +61,7 @@ def run(n: int, db: str | None, metrics: bool = False) -> dict[str, Any]:
         )
         session = PaperSession(settings, seed=1)
         lines = make_lines(n)
-        latencies: list[float] = []
+        latencies = array("d")  # 8 bytes an order, not a float object's 32
         clock = SimClock(SIM_START)
         session.prepare(clock, SIM_START)
         perf = time.perf_counter
@@ -75,7 +77,7 @@ def run(n: int, db: str | None, metrics: bool = False) -> dict[str, Any]:
 
             _, observed = observe(session)
         process = session.process_line
-        t0 = perf()
+        t0 = perf()  # the lines are made inside the timed loop: ~4 us each, the same in every run compared
         for line in lines:
             mark = perf()
             process(line, clock)
@@ -88,13 +90,13 @@ def run(n: int, db: str | None, metrics: bool = False) -> dict[str, Any]:
             render_ms = (perf() - r0) * 1000
         reasons = sorted(session.engine.stats.reject_reasons.items(), key=lambda kv: -kv[1])[:4]
         session.db.dispose()
-    latencies.sort()
+    ordered = sorted(latencies)
     return {
         "n": n,
         "signals_per_s": n / elapsed,
         "orders": len(latencies),
-        "p50_us": percentile(latencies, 0.50) * 1e6,
-        "p99_us": percentile(latencies, 0.99) * 1e6,
+        "p50_us": percentile(ordered, 0.50) * 1e6,
+        "p99_us": percentile(ordered, 0.99) * 1e6,
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rejects": ", ".join(f"{k} {v}" for k, v in reasons),
         "render_ms": render_ms,
