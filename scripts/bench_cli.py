@@ -20,7 +20,6 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -29,8 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from benchdb import fresh_database
 
 from repositories.db import ensure_schema, make_engine
 from repositories.repos import Repositories
@@ -138,25 +136,6 @@ def importtime(argv: list[str], env: dict[str, str], top: int = 8) -> list[tuple
     return sorted(roots, key=lambda r: -r[1])[:top]
 
 
-@contextmanager
-def fresh_database(url: str | None) -> Iterator[str]:
-    """A temp SQLite file, or a throwaway PostgreSQL database beside the one named (never that one)."""
-    if url is None or not url.startswith("postgresql"):
-        with tempfile.TemporaryDirectory() as tmp:
-            yield url or f"sqlite:///{tmp}/bench.db"
-        return
-    name = f"tradectl_bench_cli_{os.getpid()}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=10)
@@ -169,7 +148,7 @@ def main() -> None:
     load = os.getloadavg()
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, load {load[0]:.2f}, "
           f"Python {platform.python_version()}")
-    with fresh_database(args.db) as url:
+    with fresh_database(args.db, "tradectl_bench_cli") as url:
         ensure_schema(url)
         print(f"database: {url.split(':', 1)[0]}, {args.rounds} rounds, a paper session running on it")
         times, failed = bench(url, args.rounds, env)

@@ -24,14 +24,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from benchdb import fresh_database
+from sqlalchemy import func, select
 
 from engine.domain import KillState
 from engine.operator import change_killswitch
@@ -68,24 +66,6 @@ def open_orders(repos: Repositories) -> int:
         return int(conn.execute(
             select(func.count()).select_from(OrderRow).where(OrderRow.status.in_(("Submitted", "PendingNew")))
         ).scalar() or 0)
-
-
-@contextmanager
-def fresh_database(url: str) -> Iterator[str]:
-    """A throwaway PostgreSQL database beside the one named (never the shared one); SQLite as given."""
-    if not url.startswith("postgresql"):
-        yield url
-        return
-    name = f"tradectl_bench_{os.getpid()}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def run(url: str, trips: int, min_open: int, cli_trips: int) -> dict[str, object]:
