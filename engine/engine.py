@@ -309,9 +309,6 @@ class Engine:
                                        f"cancelled; position+working {exposure} is the target")
                     return None
                 side = Side.BUY if delta > 0 else Side.SELL
-            if position and (position > 0) is (side is Side.SELL) and book.exits_by_symbol.get(symbol):
-                # this order closes some of the position: the stops that protect it must not close it again
-                self._cancel_protection(symbol, f"superseded by signal {signal.id}")
             limit = None if signal.limit_price is None else instrument.round_price(signal.limit_price, side)
             trigger = None if signal.stop_price is None else instrument.round_price(signal.stop_price)
             # A bracket protects what its entry opens: an entry that reduces the position needs no exits.
@@ -453,6 +450,11 @@ class Engine:
             return None
         if signal is not None:
             self.stats.accepted += 1
+        if position and (position > 0) is (intent.side is Side.SELL) and self.book.exits_by_symbol.get(
+                intent.instrument.symbol):
+            # Admitted, and it closes some of the position: the exits protecting it must not close it again.
+            # Only now: an order refused by a check or a kill switch must leave the protection in place.
+            self._cancel_protection(intent.instrument.symbol, f"superseded by order {intent.client_order_id}")
         return self._send(intent, now, signal)
 
     def _internal_error(self, signal: Signal, now: datetime, exc: Exception) -> None:

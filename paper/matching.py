@@ -116,7 +116,6 @@ class MatchingEngine:
         """Accept an order; return what it executes immediately."""
         if self.latency:
             order.active_at = now + self.latency
-        self.orders[order.order_id] = order
         if order.parent_id is not None:
             parent = order.parent or self.orders.get(order.parent_id)
             order.parent = None  # not kept: a live child must not pin its done parent
@@ -124,10 +123,12 @@ class MatchingEngine:
                 order.status = IbStatus.CANCELLED
                 self.rule_cancels.append((order, f"parent order {order.parent_id} is not working"))
                 return []
+            self.orders[order.order_id] = order
             if parent.status != IbStatus.FILLED:
                 order.status = IbStatus.PRE_SUBMITTED  # held until the parent fills
                 self._held.setdefault(parent.order_id, []).append(order)
                 return []
+        self.orders[order.order_id] = order
         self._activate(order)
         if order.active_at is not None and order.active_at > now:
             return []
@@ -203,6 +204,10 @@ class MatchingEngine:
     def _finish(self, order: SimOrder, status: IbStatus) -> None:
         order.status = status
         self.orders.pop(order.order_id, None)  # done: its executions and the adapters keep what they need
+        if order.parent_id is not None:  # a held child cancelled before its parent filled: never revived
+            waiting = self._held.get(order.parent_id)
+            if waiting is not None:
+                waiting[:] = [c for c in waiting if c is not order]
         book = self._working.get(order.symbol)
         if book is not None:
             book.pop(order.order_id, None)
@@ -216,11 +221,13 @@ class MatchingEngine:
         if children is None:
             return
         for child in children:
+            if child.is_done:
+                continue
             if status == IbStatus.FILLED:  # the entry is in: its exits start working (a stop waits, PreSubmitted)
                 stop = child.order_type in (OrderType.STP, OrderType.STP_LMT)
                 child.status = IbStatus.PRE_SUBMITTED if stop else IbStatus.SUBMITTED
                 self._activate(child)
-            elif not child.is_done:
+            else:
                 child.status = IbStatus.CANCELLED
                 self.rule_cancels.append((child, f"parent order {order.order_id} {status}"))
 

@@ -166,3 +166,16 @@ def test_an_exit_larger_than_what_is_left_of_the_position_is_cancelled() -> None
     r.engine.on_signal_line(signal_line("less", seconds=1, win_prob=0.55, payoff=1.5, max_qty=int(qty) // 2))
     assert stop.status is OrderStatus.CANCELLED
     assert r.engine.portfolio.quantity("AAPL") == qty // 2
+
+
+def test_a_closing_signal_refused_by_a_kill_switch_leaves_the_protection_in_place() -> None:
+    r = Rig()
+    r.quote()
+    _bracket(r)
+    _, stop, target = r.submitted
+    r.engine.set_killswitch(GLOBAL, KillState.HALTED, "drill", "ops")
+    r.engine.on_signal_line(signal_line("close", direction="flat", seconds=1))
+    assert r.rejected[-1].code is RejectCode.KILLSWITCH
+    assert stop.status is OrderStatus.SUBMITTED and target.status is OrderStatus.SUBMITTED
+    r.quote(bid="97.90", ask="97.92")
+    assert _status(stop) is OrderStatus.FILLED and r.engine.portfolio.quantity("AAPL") == 0

@@ -175,3 +175,20 @@ def test_the_exchange_forgets_an_order_once_it_is_done() -> None:
     m.add(resting, T)
     m.cancel(2)
     assert m.orders == {}  # a long session's memory does not grow with the orders it handled
+
+
+def test_a_held_child_cancelled_before_its_parent_fills_stays_cancelled() -> None:
+    m = MatchingEngine()
+    m.on_quote(quote("10.00", "10.02", "1000"))
+    _, stop, _ = _bracket(m)
+    m.cancel(2)
+    m.on_quote(quote("8.98", "9.00", "1000"))  # the entry fills: only the take profit starts working
+    assert stop.status == "Cancelled" and [o.ref for o in m.working()] == ["r3"]
+
+
+def test_a_child_refused_for_want_of_a_parent_is_not_kept() -> None:
+    m = MatchingEngine()
+    child = order(5, "10", Side.SELL, OrderType.STP, stop="9.00")
+    child.parent_id = 0
+    m.add(child, T)
+    assert m.orders == {}
