@@ -24,6 +24,7 @@ What IB does that the adapter must not get wrong:
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import math
 import re
@@ -408,15 +409,23 @@ class IbkrBroker:
 
     def _retry_with_fresh_id(self, coid: str, trade: Trade) -> bool:
         """IB refused a new order's id (103, 104): send the same order, same orderRef, with a fresh id above it.
-        Nothing of it reached IB, so this is no blind re-send; at most DUPLICATE_ID_RETRIES times."""
+        Nothing of it reached IB, so this is no blind re-send; at most DUPLICATE_ID_RETRIES times.
+
+        The copy keeps every field (a bracket exit's parentId and OCA group), and is transmitted: what it
+        attaches to was transmitted by the bracket's last order or is by this one. A bracket's entry is not
+        retried: its exits went out naming the refused id, so it is rejected and the engine cancels them."""
         tries = self._id_retries.get(coid, 0)
         if tries >= DUPLICATE_ID_RETRIES or not self.connected or trade.orderStatus.filled:
             return False
-        self._id_retries[coid] = tries + 1
-        self._seen_id(trade.order.orderId)
         old = trade.order
-        fresh = IBOrder(action=old.action, totalQuantity=old.totalQuantity, orderType=old.orderType, tif=old.tif,
-                        orderRef=old.orderRef, account=old.account, lmtPrice=old.lmtPrice, auxPrice=old.auxPrice)
+        if not old.transmit and not old.parentId:
+            log.error("order.id_refused", client_order_id=coid, refused_id=old.orderId, retry=None,
+                      detail="a bracket's entry: not retried, its exits name this id; the bracket is rejected")
+            return False
+        self._id_retries[coid] = tries + 1
+        self._seen_id(old.orderId)
+        fresh = copy.copy(old)
+        fresh.orderId, fresh.permId, fresh.transmit = 0, 0, True
         log.warning("order.id_refused", client_order_id=coid, refused_id=old.orderId, retry=tries + 1)
         self._paced(coid, lambda: self._place(coid, trade.contract, fresh))
         return True

@@ -363,13 +363,23 @@ class Engine:
                 oca_group=i.client_order_id, transmit=n == len(legs) - 1,
             )
             exit_order = self._send(intent, now)
-            if exit_order.status in _NOT_SENT:
+            if exit_order.status in _NOT_SENT:  # no entry without its protection: the bracket is withdrawn
                 log.error("bracket.exit_not_sent", client_order_id=intent.client_order_id, entry=i.client_order_id,
-                          reason=exit_order.reason)
+                          reason=exit_order.reason, detail="the entry and its other exits are cancelled")
+                self.cancel(i.client_order_id, f"its exit {intent.client_order_id} could not be sent")
+                self._cancel_exits_of(entry, OrderStatus.CANCELLED)
                 return
             log.info("bracket.exit_sent", client_order_id=intent.client_order_id, entry=i.client_order_id,
                      order_type=str(order_type), side=str(side), quantity=str(quantity),
                      price=str(limit if limit is not None else trigger))
+
+    def _cancel_exits_of(self, entry: Order, status: OrderStatus) -> None:
+        """An entry that ended without a fill takes its exits with it (IB cancels children with their parent;
+        an exit left here would wait for nothing, or, as a lone order, open a position)."""
+        coid = entry.client_order_id
+        live = self.book.live_by_symbol.get(entry.symbol) or {}
+        for o in [o for o in live.values() if o.intent.parent_id == coid]:
+            self.cancel(o.client_order_id, f"its entry {coid} is {status}")
 
     def _cancel_protection(self, symbol: str, reason: str) -> int:
         """Cancel the exits that protect ``symbol``'s position (before something else closes it)."""
@@ -622,6 +632,8 @@ class Engine:
         if status is OrderStatus.SUBMITTED and late_ack:
             return  # a late acknowledgement after fills have started
         self._transition(order, status, update.ts, update.reason)
+        if status in _NOT_SENT and order.filled_qty == 0 and self.book.exits_by_symbol.get(order.symbol):
+            self._cancel_exits_of(order, status)
         if status is OrderStatus.REJECTED:  # after the order is final: a trip's cancels must not touch it
             self._apply_trip(self.trips.on_broker_reject(update.ts, update.reason))
 

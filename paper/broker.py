@@ -14,7 +14,7 @@ from itertools import count
 
 from broker.base import BrokerListener, BrokerOrder, BrokerPosition, BrokerSnapshot, OrderUpdate
 from broker.ib_codes import IbStatus
-from engine.domain import Order, OrderStatus, Position, Quote
+from engine.domain import Order, OrderStatus, Position, Quote, TimeInForce
 from paper.matching import CommissionSchedule, Execution, MatchingEngine, SimOrder
 
 
@@ -35,7 +35,8 @@ class PaperBroker:
         self._listener: BrokerListener | None = None
         self._ids = count(1)
         self._by_ref: dict[str, SimOrder] = {}
-        self._entries: dict[str, SimOrder] = {}  # a bracket's entry (sent with transmit off) until its last exit
+        self._entries: dict[str, SimOrder] = {}  # a bracket's entry, while its exits are being placed
+        self._held: dict[str, tuple[SimOrder, str | None]] = {}  # transmit=False orders: (order, its parent)
         self.connected = True
         self.refuse_reason: str | None = None  # fault control: reject every new order with this reason
         for symbol, (qty, avg) in (initial_positions or {}).items():
@@ -69,22 +70,37 @@ class PaperBroker:
             intent.tif,
             oca_group=intent.oca_group or "",
         )
-        if intent.parent_id is not None:
-            entry = self._entries.get(intent.parent_id)
+        if not intent.transmit:  # held, as IB holds it, until the bracket's transmitting order comes
+            self._held[sim.ref] = (sim, intent.parent_id)
+            return
+        bracket = intent.parent_id or sim.ref
+        for ref, (held, parent) in list(self._held.items()):  # the bracket's held orders go first, in order
+            if ref == bracket or parent == bracket:
+                del self._held[ref]
+                self._place(held, parent, now)
+        self._place(sim, intent.parent_id, now)
+        self._entries.pop(bracket, None)  # its last order is in: no more exits will name the entry
+
+    def _place(self, sim: SimOrder, parent_ref: str | None, now: datetime) -> None:
+        listener = self._require_listener()
+        if parent_ref is not None:
+            entry = self._entries.get(parent_ref)
             sim.parent, sim.parent_id = entry, entry.order_id if entry is not None else 0  # 0: none: refused
-            if intent.transmit:
-                self._entries.pop(intent.parent_id, None)
-        elif not intent.transmit:
-            self._entries[sim.ref] = sim
+        else:
+            self._entries[sim.ref] = sim  # exits may follow it (until the bracket's last order)
         self._by_ref[sim.ref] = sim
-        listener.on_order_update(OrderUpdate(sim.ref, OrderStatus.SUBMITTED, now, None, oid, oid))
+        listener.on_order_update(OrderUpdate(sim.ref, OrderStatus.SUBMITTED, now, None, sim.order_id, sim.perm_id))
         self._report(self.matching.add(sim, now), now)
-        if sim.status == IbStatus.CANCELLED:  # IOC remainder
+        if sim.status == IbStatus.CANCELLED and sim.tif is TimeInForce.IOC:  # IOC remainder
             self._by_ref.pop(sim.ref, None)
             listener.on_order_update(OrderUpdate(sim.ref, OrderStatus.CANCELLED, now, "IOC remainder cancelled"))
 
     def cancel(self, client_order_id: str, reason: str) -> None:
         listener = self._require_listener()
+        held = self._held.pop(client_order_id, None)
+        if held is not None:  # never transmitted: it goes quietly, as an untransmitted order does at IB
+            listener.on_order_update(OrderUpdate(client_order_id, OrderStatus.CANCELLED, self._clock(), reason))
+            return
         sim = self._by_ref.pop(client_order_id, None)
         if sim is None or self.matching.cancel(sim.order_id) is None:
             return

@@ -95,6 +95,7 @@ class Faults:
     # restarts: a client that trusts it reuses ids, and a reused id of a working order is a modify of it)
     id_rollback: int = 0
     duplicate_id_next: bool = False  # the next new order is refused with 103 (duplicate order id)
+    duplicate_id_ref: str | None = None  # ...or the next one with this orderRef
     # the account has no live market data subscription: live requests get 354, delayed ones (reqMarketDataType
     # 3 or 4) 10167 and delayed ticks
     delayed_only: bool = False
@@ -107,7 +108,8 @@ class Faults:
                 "refuse_short": sorted(self.refuse_short), "connectivity_lost": self.connectivity_lost,
                 "drop_exec": sorted(self.drop_exec), "client_id_linger_s": self.client_id_linger_s,
                 "competing_session": self.competing_session, "id_rollback": self.id_rollback,
-                "duplicate_id_next": self.duplicate_id_next, "delayed_only": self.delayed_only,
+                "duplicate_id_next": self.duplicate_id_next, "duplicate_id_ref": self.duplicate_id_ref,
+                "delayed_only": self.delayed_only,
                 "drop_next_placement": self.drop_next_placement, "login_pending": self.login_pending}
 
 
@@ -584,8 +586,11 @@ class GatewaySim:
             c.error(order_id, 104, f"Can't modify a filled order. Order id {order_id} is "
                                              f"{self.done[key].status}.")
             return
-        if order_id < self._next_id(c) or key in self.done or self.faults.duplicate_id_next:
+        targeted = self.faults.duplicate_id_ref is not None and self.faults.duplicate_id_ref == f[26]
+        if order_id < self._next_id(c) or key in self.done or self.faults.duplicate_id_next or targeted:
             self.faults.duplicate_id_next = False
+            if targeted:
+                self.faults.duplicate_id_ref = None
             c.error(order_id, 103, "Duplicate order id")
             return
         self.next_valid_id[c.client_id] = order_id + 1
@@ -712,6 +717,11 @@ class GatewaySim:
         assert c.client_id is not None
         key = (c.client_id, order_id)
         order = self.live.get(key)
+        held = [h for h in c.untransmitted if int(h[1]) == order_id]
+        if order is None and held:  # never transmitted: it goes, as TWS drops an untransmitted order
+            c.untransmitted.remove(held[0])
+            c.error(order_id, 202, "Order Canceled - reason:untransmitted order cancelled")
+            return
         if order is None:
             done = self.done.get(key)
             if done is None:
@@ -991,8 +1001,11 @@ class GatewaySim:
         if cmd == "id-rollback":
             f.id_rollback = int(args.get("by", 10))
             return {"ok": True}
-        if cmd == "duplicate-id-next":
-            f.duplicate_id_next = True
+        if cmd == "duplicate-id-next":  # ref=ORDERREF: the next order with that orderRef, not just the next one
+            if "ref" in args:
+                f.duplicate_id_ref = str(args["ref"])
+            else:
+                f.duplicate_id_next = True
             return {"ok": True}
         if cmd == "delayed-only":
             f.delayed_only = str(args.get("on", "1")).lower() in ("1", "true", "yes")

@@ -179,3 +179,28 @@ def test_a_closing_signal_refused_by_a_kill_switch_leaves_the_protection_in_plac
     assert stop.status is OrderStatus.SUBMITTED and target.status is OrderStatus.SUBMITTED
     r.quote(bid="97.90", ask="97.92")
     assert _status(stop) is OrderStatus.FILLED and r.engine.portfolio.quantity("AAPL") == 0
+
+
+def test_an_exit_that_cannot_be_recorded_withdraws_the_whole_bracket() -> None:
+    r = Rig()
+    r.quote()
+
+    def refuse_exits(order: Order, signal: object, raw: object, line_no: object) -> None:
+        if order.intent.parent_id is not None:  # the database refusing the stop's row
+            raise RuntimeError("row refused")
+
+    r.bus.order_recorded += refuse_exits
+    _bracket(r)
+    assert r.engine.portfolio.quantity("AAPL") == 0  # the entry was held at the broker, then cancelled
+    assert not r.engine.book.orders
+    assert _status(r.submitted[0]) is OrderStatus.CANCELLED
+
+
+def test_the_simulated_broker_holds_an_untransmitted_entry_until_its_last_exit_arrives() -> None:
+    r = Rig()
+    r.quote()
+    seen: list[tuple[str, OrderStatus, int]] = []
+    r.bus.order_status += lambda o, c: seen.append((o.client_order_id, c.to_status, len(r.submitted)))
+    _bracket(r)
+    acks = [(coid, n) for coid, status, n in seen if status is OrderStatus.SUBMITTED]
+    assert acks[0] == ("tc-b1", 3)  # acknowledged only once all three orders had been handed over

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from ib_async import IB, Contract, LimitOrder, Stock
 
-from engine.domain import Order, OrderStatus
+from engine.domain import Order, OrderStatus, Position
 from paper.gateway import GatewaySim
 from tests.conftest import signal_line
 from tests.ibrig import IbRig, run
@@ -149,3 +149,61 @@ def test_ibs_official_ibapi_client_sees_a_brackets_three_orders_with_parent_ids_
         (stop_ref, entry_id, "tc-b1", 1, "STP"),
         (target_ref, entry_id, "tc-b1", 1, "LMT"),
     ])
+
+
+def test_a_bracket_whose_entry_id_ib_refuses_is_withdrawn_whole_not_sent_naked() -> None:
+    async def scenario() -> tuple[list[OrderStatus], D, D]:
+        rig = await IbRig().start()
+        try:
+            await rig.quote("100.00", "100.02")
+            rig.gw.faults.duplicate_id_ref = "tc-b1"  # 103 on the entry, as its bracket is transmitted
+            sent: list[Order] = []
+            rig.bus.order_recorded += lambda o, s, r, n: sent.append(o)
+            rig.engine.on_signal_line(signal_line("b1", "AAPL", "long", 0, **BRACKET))
+            await rig.until(lambda: len(sent) == 3 and all(o.status.is_terminal for o in sent))
+            await rig.quote("97.90", "97.92")
+            return ([_status(o) for o in sent], rig.engine.portfolio.quantity("AAPL"),
+                    rig.gw.matching.positions.get("AAPL", Position("AAPL")).quantity)
+        finally:
+            await rig.stop()
+
+    statuses, ours, theirs = run(scenario)
+    assert statuses == [OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.CANCELLED]
+    assert ours == theirs == 0
+
+
+def test_an_exit_whose_id_ib_refuses_is_placed_again_still_a_child_in_its_oca_group() -> None:
+    async def scenario() -> dict[str, dict[str, Any]]:
+        rig = await IbRig().start()
+        try:
+            rig.gw.faults.duplicate_id_ref = "te-sl-b1-AAPL"
+            await _bracket(rig, order_type="LMT", limit_price=99)
+            await rig.until(lambda: len(rig.gw.orders_view()) == 3)
+            return {row["order_ref"]: row for row in rig.gw.orders_view()}
+        finally:
+            await rig.stop()
+
+    rows = run(scenario)
+    stop, entry = rows["te-sl-b1-AAPL"], rows["tc-b1"]
+    assert stop["parent_id"] == entry["order_id"] and stop["oca_group"] == "tc-b1"
+    assert stop["order_id"] > rows["te-tp-b1-AAPL"]["order_id"]  # a fresh id, after the refused one
+    assert stop["status"] == "PreSubmitted"
+
+
+def test_the_gateway_holds_an_untransmitted_order_per_connection() -> None:
+    async def scenario() -> tuple[list[str], list[str]]:
+        gw = GatewaySim(port=0, step_s=None, pacing_limit=None)
+        await gw.start()
+        ib = IB()
+        await ib.connectAsync("127.0.0.1", gw.port, clientId=2, timeout=5)
+        [contract] = await ib.qualifyContractsAsync(Stock("AAPL", "SMART", "USD"))
+        assert isinstance(contract, Contract)
+        ib.placeOrder(contract, LimitOrder("BUY", 100, 99.0, orderRef="held", account="DU0000001", transmit=False))
+        await ib.reqCurrentTimeAsync()
+        held = [f[26] for c in gw._clients.values() for f in c.untransmitted]
+        working = [row["order_ref"] for row in gw.orders_view()]
+        ib.disconnect()
+        await gw.stop()
+        return held, working
+
+    assert run(scenario) == (["held"], [])
