@@ -76,7 +76,9 @@ class _HandledCodes(logging.Filter):
 _HANDLED = _HandledCodes()
 
 ORDER_TYPES = frozenset(t.value for t in OrderType)
-OCA_CANCEL_WITH_BLOCK = 1  # ocaType: the first execution in the group cancels the others (a bracket's exits)
+# ocaType of a bracket's exits: an execution reduces the other exit by as much (with overfill protection), so a
+# partly filled take profit leaves the stop for what is left (type 1 would cancel the stop outright)
+OCA_REDUCE_WITH_BLOCK = 2
 COMMISSION_WAIT_S = 2.0
 EXEC_MEMORY = 200_000
 ACCOUNT_TAGS = frozenset({"NetLiquidation", "AvailableFunds"})
@@ -268,7 +270,7 @@ class IbkrBroker:
             ib_order.auxPrice = float(intent.stop_price)
         if intent.oca_group:
             ib_order.ocaGroup = intent.oca_group
-            ib_order.ocaType = OCA_CANCEL_WITH_BLOCK
+            ib_order.ocaType = OCA_REDUCE_WITH_BLOCK
         ib_order.transmit = intent.transmit
         parent = intent.parent_id
         if parent is None:

@@ -649,6 +649,8 @@ class Engine:
         order = book.orders.get(fill.client_order_id)
         if order is not None:
             book.fill(order, fill)
+            if order.intent.oca_group is not None:
+                book.reduce_oca_siblings(order, fill.quantity)
         else:
             log.warning("fill.unknown_order", exec_id=fill.exec_id, client_order_id=fill.client_order_id)
         pos = portfolio.book(fill, order)
@@ -662,6 +664,8 @@ class Engine:
         else:
             symbol = fill.symbol
             portfolio.mark(symbol, book.working_qty.get(symbol, ZERO))
+            if book.exits_by_symbol.get(symbol):  # someone else's trade moved the position our exits protect
+                self._check_protection(symbol)
             if fill.source != "inferred":  # reconciliation books fills of orders that ended while we were away
                 self._apply_trip(self.trips.on_unknown_fill(symbol, fill.exec_id, fill.client_order_id))
         self._observe_equity(fill.ts, self.equity())

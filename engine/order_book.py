@@ -118,6 +118,16 @@ class OrderBook:
                 if o.intent.side is not side and not o.intent.flatten and o.intent.parent_id is None
                 and o.status is not OrderStatus.PENDING_CANCEL]
 
+    def reduce_oca_siblings(self, order: Order, quantity: Decimal) -> None:
+        """An exit executed ``quantity``: the broker reduced the other exits of its OCA group by as much
+        (ocaType 2); so do we, or they would look larger than the position they protect."""
+        group = order.intent.oca_group
+        live = self.live_by_symbol.get(order.symbol) or {}
+        for sibling in live.values():
+            i = sibling.intent
+            if sibling is not order and i.oca_group == group:
+                i.quantity = max(sibling.filled_qty, i.quantity - quantity)
+
     def protection(self, symbol: str) -> list[Order]:
         """The symbol's live exits whose entry is no longer live: what protects its position at the broker."""
         if not self.exits_by_symbol.get(symbol):

@@ -610,7 +610,7 @@ class GatewaySim:
         order.perm_id = order.order_id
         order.extra["order_id"] = order_id
         order.extra["order_type"] = f[18].upper()
-        order.extra["oca_type"] = int(f[_oca_type_at(c.version)] or 0)
+        order.extra["oca_type"] = order.oca_type = int(f[_oca_type_at(c.version)] or 0)
         parent = int(f[28] or 0)
         order.extra["parent_id"] = parent
         parent_order = None

@@ -7,9 +7,10 @@ the last price and then behave as market (STP) or limit (STP LMT) orders. Each q
 size is consumed by the orders that trade against it, so two orders cannot both take it.
 
 Brackets work as at IB: a child order (``parent_id``) waits, PreSubmitted, until its parent has filled
-completely, and is cancelled with it; orders of one OCA group cancel each other as soon as one of them
-executes (IB's ocaType 1). Orders the exchange cancels by these rules are kept for ``drain_cancelled``,
-so the broker adapters can report them.
+completely, and is cancelled with it; an execution in an OCA group cancels the other orders (ocaType 1)
+or reduces them by as much (2, 3: a partly filled take profit leaves the stop for what is left).
+Orders the exchange cancels by these rules are kept for ``drain_cancelled``, so the broker adapters
+can report them.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class SimOrder:
     parent_id: int | None = None  # the order this one waits for (a bracket's exit waits for its entry)
     parent: SimOrder | None = None  # that order itself, when the caller has it (it may be done already)
     oca_group: str = ""
+    oca_type: int = 2  # IB's ocaType: 1 cancels the others on an execution, 2 and 3 reduce them by it
     extra: dict[str, object] = field(default_factory=dict)  # adapter-owned (e.g. the gateway's raw fields)
 
     @property
@@ -231,11 +233,15 @@ class MatchingEngine:
                 child.status = IbStatus.CANCELLED
                 self.rule_cancels.append((child, f"parent order {order.order_id} {status}"))
 
-    def _cancel_oca_siblings(self, order: SimOrder) -> None:
+    def _oca_execution(self, order: SimOrder, quantity: Decimal) -> None:
         group = self._oca.get(order.oca_group)
         if not group:
             return
         for sibling in [o for o in group.values() if o is not order]:
+            if order.oca_type != 1:  # reduced in proportion (a bracket's exits are the same size: by as much)
+                sibling.quantity = max(sibling.filled, sibling.quantity - quantity * sibling.quantity / order.quantity)
+                if sibling.remaining > 0:
+                    continue
             self._finish(sibling, IbStatus.CANCELLED)
             self.rule_cancels.append((sibling, f"OCA group {order.oca_group}: order {order.order_id} executed"))
 
@@ -273,7 +279,7 @@ class MatchingEngine:
         order.filled = cum
         order.commission = self.commission.order_total(cum, cum * order.avg_price)
         if order.oca_group:
-            self._cancel_oca_siblings(order)
+            self._oca_execution(order, qty)
         if order.remaining == 0:
             self._finish(order, IbStatus.FILLED)
         self._exec_seq += 1

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
-from engine.domain import KillState, Order, OrderStatus, OrderType, RejectCode, Side, TimeInForce
+from engine.domain import Fill, KillState, Order, OrderStatus, OrderType, RejectCode, Side, TimeInForce
 from risk.killswitch import GLOBAL, symbol_scope
-from tests.conftest import signal_line
+from tests.conftest import T0, signal_line
 from tests.rig import Rig
 
 
@@ -204,3 +204,39 @@ def test_the_simulated_broker_holds_an_untransmitted_entry_until_its_last_exit_a
     _bracket(r)
     acks = [(coid, n) for coid, status, n in seen if status is OrderStatus.SUBMITTED]
     assert acks[0] == ("tc-b1", 3)  # acknowledged only once all three orders had been handed over
+
+
+def test_a_partly_filled_take_profit_leaves_the_stop_for_what_is_left() -> None:
+    r = Rig()
+    r.quote()
+    _bracket(r)
+    entry, stop, target = r.submitted
+    r.quote(bid="103.00", ask="103.02", size="300")  # the take profit sells 300
+    left = entry.intent.quantity - 300
+    assert r.engine.portfolio.quantity("AAPL") == left
+    assert _status(stop) is OrderStatus.SUBMITTED and stop.remaining == left
+    r.quote(bid="97.90", ask="97.92")
+    assert r.engine.portfolio.quantity("AAPL") == 0  # closed, never flipped
+    assert _status(target) is OrderStatus.CANCELLED and not r.engine.book.orders
+
+
+def test_a_position_closed_by_an_order_we_did_not_send_takes_its_exits_with_it() -> None:
+    r = Rig()
+    r.quote()
+    _bracket(r)
+    entry, stop, target = r.submitted
+    # a close typed in TWS, found by reconciliation: the exits would now open a short
+    r.engine.on_fill(Fill("manual.01", "manual-close", "AAPL", Side.SELL, entry.intent.quantity, D("100"), D(0),
+                          T0, source="inferred"))
+    assert r.engine.portfolio.quantity("AAPL") == 0
+    assert _status(stop) is OrderStatus.CANCELLED and _status(target) is OrderStatus.CANCELLED
+
+
+def test_an_exit_is_cut_back_when_someone_else_sells_part_of_the_position() -> None:
+    r = Rig()
+    r.quote()
+    _bracket(r)
+    entry, stop, _ = r.submitted
+    r.engine.on_fill(Fill("manual.02", "manual-trim", "AAPL", Side.SELL, entry.intent.quantity // 2, D("100"), D(0),
+                          T0, source="inferred"))
+    assert _status(stop) is OrderStatus.CANCELLED  # larger than what is left: it would flip the position

@@ -1,7 +1,8 @@
 """Brackets at the simulated gateway over TCP: the engine through ib_async, and IB's own ibapi client watching.
 
 The entry goes with transmit off, the stop loss too, the take profit transmits all three; the exits are
-children of the entry (parentId) in one OCA group (ocaType 1), held until the entry fills.
+children of the entry (parentId) in one OCA group (ocaType 2: an execution reduces the other), held until
+the entry fills.
 """
 
 from __future__ import annotations
@@ -146,8 +147,8 @@ def test_ibs_official_ibapi_client_sees_a_brackets_three_orders_with_parent_ids_
     stop_ref, target_ref = sent[1].client_order_id, sent[2].client_order_id
     assert sorted(seen.values()) == sorted([
         ("tc-b1", 0, "", UNSET_INTEGER, "LMT"),  # the entry is in no OCA group
-        (stop_ref, entry_id, "tc-b1", 1, "STP"),
-        (target_ref, entry_id, "tc-b1", 1, "LMT"),
+        (stop_ref, entry_id, "tc-b1", 2, "STP"),
+        (target_ref, entry_id, "tc-b1", 2, "LMT"),
     ])
 
 

@@ -142,7 +142,7 @@ def test_children_start_working_once_the_parent_has_filled() -> None:
     assert ex.order is target
 
 
-def test_one_execution_in_an_oca_group_cancels_the_others() -> None:
+def test_an_exit_filling_whole_cancels_the_other_exit_of_its_oca_group() -> None:
     m = MatchingEngine()
     m.on_quote(quote("10.00", "10.02", "1000"))
     _, _, target = _bracket(m, entry_limit="10.02")  # fills at once
@@ -192,3 +192,23 @@ def test_a_child_refused_for_want_of_a_parent_is_not_kept() -> None:
     child.parent_id = 0
     m.add(child, T)
     assert m.orders == {}
+
+
+def test_a_partly_filled_exit_reduces_the_other_by_as_much_not_cancels_it() -> None:
+    m = MatchingEngine()
+    m.on_quote(quote("10.00", "10.02", "1000"))
+    _, stop, target = _bracket(m, entry_limit="10.02")
+    m.on_quote(quote("11.00", "11.02", "30"))  # the take profit sells 30 of 100
+    assert (target.filled, stop.quantity, stop.status) == (D(30), D(70), "Submitted")
+    (ex,) = m.on_quote(quote("9.40", "9.42", "1000"))
+    assert ex.order is stop and ex.quantity == D(70)  # the stop closes what is left, no more
+    assert [o.ref for o, _ in m.drain_cancelled()] == ["r3"] and m.positions["AAPL"].quantity == 0
+
+
+def test_oca_type_1_cancels_the_others_on_any_execution() -> None:
+    m = MatchingEngine()
+    m.on_quote(quote("10.00", "10.02", "1000"))
+    _, stop, target = _bracket(m, entry_limit="10.02")
+    stop.oca_type = target.oca_type = 1
+    m.on_quote(quote("11.00", "11.02", "30"))
+    assert stop.status == "Cancelled"
