@@ -18,7 +18,7 @@ from typing import Any
 
 from broker.base import BrokerOrder, BrokerSnapshot
 from engine.domain import ZERO, Fill, Instrument, Order, OrderIntent, OrderStatus, TimeInForce
-from engine.ids import is_ours, signal_id_of
+from engine.ids import entry_of_exit, is_ours, signal_id_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +134,11 @@ def reconcile_live(
 def order_from_broker(b: BrokerOrder, instrument: Instrument, now: datetime) -> Order:
     """An order only the broker knew of: ours by its orderRef, so its signal id is derived back."""
     coid = b.client_order_id
-    intent = OrderIntent(coid, signal_id_of(coid), "adopted", instrument, b.side, b.quantity, b.order_type,
-                         b.limit_price, b.stop_price, TimeInForce.DAY, now)
+    entry = entry_of_exit(coid, b.symbol)  # a bracket's exit: never working quantity, protection once alone
+    signal_id = signal_id_of(coid) if entry is None else signal_id_of(entry)
+    intent = OrderIntent(coid, signal_id, "adopted", instrument, b.side, b.quantity, b.order_type,
+                         b.limit_price, b.stop_price, TimeInForce.DAY if entry is None else TimeInForce.GTC, now,
+                         parent_id=entry, oca_group=entry)
     status = b.status if b.status.is_terminal else OrderStatus.SUBMITTED
     return Order(intent, now, status, ZERO, ZERO, ZERO, b.broker_order_id, b.perm_id,
                  b.reason or "adopted from the broker at reconciliation")

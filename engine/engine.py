@@ -44,7 +44,7 @@ from engine.domain import (
     StatusChange,
     TimeInForce,
 )
-from engine.ids import client_order_id_for, engine_order_id
+from engine.ids import STOP_LOSS, TAKE_PROFIT, client_order_id_for, engine_order_id, exit_order_id
 from engine.order_book import OrderBook, apply_fill, own_best
 from engine.portfolio import Portfolio
 from engine.signals import SignalError, parse_signal
@@ -122,6 +122,27 @@ class ReconcileApplied:
 
 
 _NOT_SENT = frozenset({OrderStatus.REJECTED, OrderStatus.CANCELLED})
+
+
+def bracket_exits(signal: Signal, instrument: Instrument, reference: Decimal,
+                  ) -> tuple[Decimal | None, Decimal | None] | str:
+    """The bracket's (stop loss, take profit) on the tick grid, each rounded away from the entry (a rounded
+    stop never reaches it), or why they cannot protect the entry."""
+    levels = signal.exits(reference)
+    if isinstance(levels, str):
+        return levels
+    stop, target = levels
+    away_below, away_above = (Side.BUY, Side.SELL)  # round_price: a BUY rounds down, a SELL up
+    long = signal.direction is Direction.LONG
+    if stop is not None:
+        stop = instrument.round_price(stop, away_below if long else away_above)
+        if stop <= 0:
+            return f"stop_loss rounds to {stop} on the {instrument.tick_size} tick grid"
+    if target is not None:
+        target = instrument.round_price(target, away_above if long else away_below)
+        if target <= 0:
+            return f"take_profit rounds to {target} on the {instrument.tick_size} tick grid"
+    return stop, target
 
 
 class Engine:
@@ -274,7 +295,7 @@ class Engine:
             price = signal.reference_price = quote.reference
             exits: tuple[Decimal | None, Decimal | None] | None = None
             if signal.bracket:
-                levels = signal.exits(price)
+                levels = bracket_exits(signal, instrument, price)
                 if isinstance(levels, str):
                     self.reject(signal, now, RejectCode.BRACKET_PRICES, levels)
                     return None
@@ -352,13 +373,13 @@ class Engine:
         stop, target = exits
         legs: list[tuple[str, OrderType, Decimal | None, Decimal | None]] = []
         if stop is not None:
-            legs.append(("sl", OrderType.STP, None, inst.round_price(stop)))
+            legs.append((STOP_LOSS, OrderType.STP, None, stop))
         if target is not None:
-            legs.append(("tp", OrderType.LMT, inst.round_price(target, side), None))
+            legs.append((TAKE_PROFIT, OrderType.LMT, target, None))
         tag = i.signal_id or i.client_order_id
         for n, (kind, order_type, limit, trigger) in enumerate(legs):
             intent = OrderIntent(
-                engine_order_id(kind, tag, inst.symbol), i.signal_id, i.strategy, inst, side, quantity, order_type,
+                exit_order_id(kind, tag, inst.symbol), i.signal_id, i.strategy, inst, side, quantity, order_type,
                 limit, trigger, TimeInForce.GTC, now, None, parent_id=i.client_order_id,
                 oca_group=i.client_order_id, transmit=n == len(legs) - 1,
             )
@@ -570,8 +591,9 @@ class Engine:
         self.book.unsent = None
         if order.status.is_terminal:
             return
-        self.stats.accepted -= order.intent.signal_id is not None
-        self.stats.rejected += order.intent.signal_id is not None
+        signals_order = order.intent.signal_id is not None and order.intent.parent_id is None  # an exit is not
+        self.stats.accepted -= signals_order  # its signal's: that was accepted, with its entry
+        self.stats.rejected += signals_order
         self._count_reason(RejectCode.INTERNAL_ERROR)
         try:
             self._transition(order, OrderStatus.REJECTED, now, reason)

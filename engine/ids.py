@@ -27,6 +27,24 @@ def engine_order_id(kind: str, tag: str, symbol: str) -> str:
     return f"{ENGINE_ORDER_PREFIX}{kind}-{tag}-{symbol}"
 
 
+STOP_LOSS, TAKE_PROFIT = "sl", "tp"  # the kinds of a bracket's exits: te-sl-<signal id>-<symbol>
+
+
+def exit_order_id(kind: str, signal_id: str, symbol: str) -> str:
+    """A bracket exit's id, derived from its signal like the entry's, so a restart finds it by orderRef."""
+    return engine_order_id(kind, signal_id, symbol)
+
+
+def entry_of_exit(client_order_id: str, symbol: str) -> str | None:
+    """The entry a bracket exit belongs to (its parent), read back from the exit's id; None for any other."""
+    for kind in (STOP_LOSS, TAKE_PROFIT):
+        head, tail = f"{ENGINE_ORDER_PREFIX}{kind}-", f"-{symbol}"
+        if client_order_id.startswith(head) and client_order_id.endswith(tail):
+            signal_id = client_order_id[len(head):-len(tail)]
+            return client_order_id_for(signal_id) if signal_id else None
+    return None
+
+
 def signal_id_of(client_order_id: str) -> str | None:
     """The signal behind one of our order ids; None for an engine-made order or someone else's."""
     if client_order_id.startswith(SIGNAL_ORDER_PREFIX):

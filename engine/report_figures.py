@@ -313,8 +313,8 @@ def latency_table(records: ReportRecords) -> list[LatencyRow]:
             first_fill[f.client_order_id] = f.ts
     rows = []
     for o in records.orders:
-        s = signals.get(o.signal_id) if o.signal_id is not None else None
-        if s is None:
+        s = signals.get(o.signal_id) if o.signal_id is not None and o.entry is None else None
+        if s is None:  # engine-made, or a bracket's exit (it trades when the market says, not the signal)
             continue
         filled = first_fill.get(o.client_order_id)
         rows.append(LatencyRow(
@@ -334,7 +334,7 @@ def slippage_table(records: ReportRecords) -> list[SlippageRow]:
         notional[f.client_order_id] += f.quantity * f.price
     rows = []
     for o in records.orders:
-        ref = refs.get(o.signal_id) if o.signal_id is not None else None
+        ref = refs.get(o.signal_id) if o.signal_id is not None and o.entry is None else None
         filled = qty.get(o.client_order_id, ZERO)
         if ref is None or not filled:
             continue

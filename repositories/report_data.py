@@ -59,6 +59,7 @@ class OrderRecord:
     status: str
     created_at: datetime  # when it left the engine for the broker
     acked_at: datetime | None  # the broker's first answer (the first status after PendingNew)
+    entry: str | None = None  # a bracket exit's entry: its fills are the exit's, not the signal's decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +137,7 @@ class ReportData:
         acked = _acked(select(OrderRow.client_order_id).where(orders))
         order_stmt: Select[Any] = (
             select(OrderRow.client_order_id, OrderRow.signal_id, OrderRow.strategy, OrderRow.symbol, OrderRow.side,
-                   OrderRow.quantity, OrderRow.status, OrderRow.created_at, acked.c.acked_at)
+                   OrderRow.quantity, OrderRow.status, OrderRow.created_at, acked.c.acked_at, OrderRow.parent_order_id)
             .outerjoin(acked, acked.c.client_order_id == OrderRow.client_order_id)
             .where(orders).order_by(OrderRow.created_at, OrderRow.client_order_id))
         with reading(self.db) as conn:
@@ -152,7 +153,7 @@ class ReportData:
                 .order_by(SignalRejectRow.id))]
             order_rows = [
                 OrderRecord(r.client_order_id, r.signal_id, r.strategy, r.symbol, Side(r.side), r.quantity, r.status,
-                            r.created_at, r.acked_at)
+                            r.created_at, r.acked_at, r.parent_order_id)
                 for r in conn.execute(order_stmt)]
             period = [_fill(r) for r in conn.execute(
                 select(FillRow.__table__).where(fills, counted).order_by(FillRow.ts, FillRow.exec_id))]
@@ -171,9 +172,10 @@ class ReportData:
                 acked = _acked(client_order_ids[i:i + 500])
                 stmt = (select(OrderRow.client_order_id, OrderRow.signal_id, OrderRow.strategy, OrderRow.symbol,
                                OrderRow.side, OrderRow.quantity, OrderRow.status, OrderRow.created_at,
-                               acked.c.acked_at)
+                               acked.c.acked_at, OrderRow.parent_order_id)
                         .outerjoin(acked, acked.c.client_order_id == OrderRow.client_order_id)
                         .where(OrderRow.client_order_id.in_(client_order_ids[i:i + 500])))
                 found.extend(OrderRecord(r.client_order_id, r.signal_id, r.strategy, r.symbol, Side(r.side),
-                                         r.quantity, r.status, r.created_at, r.acked_at) for r in conn.execute(stmt))
+                                         r.quantity, r.status, r.created_at, r.acked_at, r.parent_order_id)
+                             for r in conn.execute(stmt))
         return found

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
-from engine.domain import Fill, KillState, Order, OrderStatus, OrderType, RejectCode, Side, TimeInForce
+from broker.base import BrokerOrder
+from broker.reconcile import order_from_broker
+from engine.domain import Fill, Instrument, KillState, Order, OrderStatus, OrderType, RejectCode, Side, TimeInForce
 from risk.killswitch import GLOBAL, symbol_scope
 from tests.conftest import T0, signal_line
 from tests.rig import Rig
@@ -240,3 +242,21 @@ def test_an_exit_is_cut_back_when_someone_else_sells_part_of_the_position() -> N
     r.engine.on_fill(Fill("manual.02", "manual-trim", "AAPL", Side.SELL, entry.intent.quantity // 2, D("100"), D(0),
                           T0, source="inferred"))
     assert _status(stop) is OrderStatus.CANCELLED  # larger than what is left: it would flip the position
+
+
+def test_exit_prices_are_rounded_to_the_tick_away_from_the_entry() -> None:
+    r = Rig()
+    r.quote()
+    _bracket(r, stop_loss={"distance": 2.005}, take_profit={"distance": 3.005})
+    _, stop, target = r.submitted
+    assert stop.intent.stop_price == D("97.99") and target.intent.limit_price == D("103.01")
+
+
+def test_an_exit_found_only_at_the_broker_is_adopted_as_an_exit_of_its_entry() -> None:
+    adopted = order_from_broker(
+        BrokerOrder("te-sl-x-1-AAPL", "AAPL", Side.SELL, D(100), D(0), OrderStatus.SUBMITTED, OrderType.STP, None,
+                    D("95")), Instrument("AAPL"), T0)
+    assert (adopted.intent.parent_id, adopted.intent.oca_group, adopted.intent.signal_id) == ("tc-x-1", "tc-x-1", "x-1")
+    plain = order_from_broker(BrokerOrder("tc-x-1", "AAPL", Side.BUY, D(100), D(0), OrderStatus.SUBMITTED),
+                              Instrument("AAPL"), T0)
+    assert plain.intent.parent_id is None

@@ -160,3 +160,12 @@ def test_thinning_keeps_at_most_the_limit_with_the_ends_and_the_extremes() -> No
     assert len(kept) <= 100 and kept[0] == values[0] and kept[-1] == values[-1]
     assert min(kept) == 0 and max(kept) == 999
     assert thin(values[:50], 100) == values[:50]
+
+
+def test_a_brackets_exit_is_neither_slippage_nor_latency_of_its_signal() -> None:
+    stop = OrderRecord("te-sl-a-AAPL", "a", "momo", "AAPL", Side.SELL, D(10), "Filled", at(5), at(5), "tc-a")
+    recs = records([signal("a", 0, "100")], [order("a", 0), stop],
+                   [fill("a", 0, Side.BUY, "10", "100"),
+                    Fill("x-stop", "te-sl-a-AAPL", "AAPL", Side.SELL, D(10), D("97.90"), D(1), at(5))])
+    assert [r.client_order_id for r in slippage_table(recs)] == ["tc-a"]
+    assert [r.client_order_id for r in latency_table(recs)] == ["tc-a"]
