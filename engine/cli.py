@@ -201,9 +201,13 @@ def db_upgrade(db: DbOpt = None, config: ConfigOpt = None, revision: str = "head
 def db_current(db: DbOpt = None, config: ConfigOpt = None) -> None:
     """Print the database's revision and the code's head."""
     settings = _settings(config, database_url=db)
-    from repositories.db import current_revision, head_revision
+    from repositories.db import current_revision, head_revision, sqlite_file
 
-    typer.echo(f"current: {current_revision(settings.database_url)}  head: {head_revision()}")
+    path = sqlite_file(settings.database_url)
+    if path is not None and not path.is_file():  # a typo must not create a database
+        raise _fail(_NO_DATABASE.format(path), EXIT_USAGE)
+    current = current_revision(settings.database_url)
+    typer.echo(f"current: {current or 'none (no schema yet: tradectl db upgrade)'}  head: {head_revision()}")
 
 
 # -- read commands -------------------------------------------------------------------------------------
@@ -344,9 +348,9 @@ def orders(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False
            since: SinceOpt = None) -> None:
     """Recent orders with their latest status."""
     _listing("orders", db, config, json_out, limit,
-             ["client_order_id", "symbol", "side", "quantity", "order_type", "limit_price", "status",
+             ["client_order_id", "symbol", "side", "quantity", "order_type", "limit_price", "stop_price", "status",
               "filled_qty", "avg_fill_price", "commission", "reason"],
-             drop_first=["order_type", "commission", "filled_qty", "limit_price", "reason"],
+             drop_first=["order_type", "commission", "filled_qty", "stop_price", "limit_price", "reason"],
              session=session, symbol=symbol, strategy=strategy, status=status, since=since)
 
 
@@ -461,6 +465,7 @@ def report(
         except ValueError:
             raise _fail(f"--day {day!r} is not a date: give YYYY-MM-DD", EXIT_USAGE) from None
     settings = _settings(config, database_url=db)
+    _setup_logging(settings)  # its events go where every command's go: stderr, JSON off a terminal
     repos = _existing_repos(settings)
     from engine.session_report import NothingToReport, write_report
     from repositories.report_data import ReportData
@@ -511,6 +516,7 @@ def submit(
     if not lines:
         raise _fail("no signal given (every line was empty)", EXIT_USAGE)
     settings = _settings(config, database_url=db, account=account)
+    _existing_repos(settings).db.dispose()  # the inbox must exist: a mistyped --db must not start a new database
     from engine.client import InvalidSignals
     from engine.client import submit as client_submit
     from repositories.inbox import InboxError

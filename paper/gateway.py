@@ -212,7 +212,9 @@ class GatewaySim:
         self.pacing_limit = pacing_limit
         self.control_port = control_port
         self.faults = Faults()
-        self.matching = MatchingEngine(commission, exec_prefix=f"{seed & 0xFFFFFFFF:08x}")
+        # Execution ids are unique for the life of an account at IB; a simulator started again against the same
+        # database must not repeat them (the fills table keeps one row per id): the start time is in them.
+        self.matching = MatchingEngine(commission, exec_prefix=f"{(time.time_ns() // 1_000_000) & 0xFFFFFFFF:08x}")
         self.market = RandomWalkMarket(seed)
         self._quotes: Iterator[Quote] | None = None
         if quotes is not None:

@@ -90,7 +90,7 @@ def downgrade(url: str, revision: str) -> None:
 def current_revision(url: str) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
-    db = make_engine(url)
+    db = make_engine(url, create=False)
     try:
         with reading(db) as conn:
             return MigrationContext.configure(conn).get_current_revision()

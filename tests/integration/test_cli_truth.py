@@ -140,3 +140,24 @@ def test_a_session_that_fails_while_running_is_recorded_as_failed_in_its_run(tmp
     assert failed.exit_code == 2 and "bid <= ask" in failed.output
     (session,) = json.loads(runner.invoke(app, ["sessions", "--db", db, "--json"]).stdout)
     assert session["state"] == "failed" and session["summary"]["stage"] == "run" and "bid <= ask" in session["error"]
+
+
+def test_db_current_on_a_mistyped_path_creates_nothing_and_exits_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["db", "current", "--db", f"sqlite:///{tmp_path / 'nodir' / 'x.db'}"])
+    assert result.exit_code == 2 and "no database" in result.stderr
+    assert not (tmp_path / "nodir").exists()
+
+
+def test_submit_to_a_mistyped_database_queues_nothing_and_creates_nothing(tmp_path: Path) -> None:
+    typo = tmp_path / "tradectl.dbb"
+    result = runner.invoke(app, ["submit", "--db", f"sqlite:///{typo}", signal_line("s1")])
+    assert result.exit_code == 2 and not typo.exists()
+
+
+def test_report_logs_to_stderr_so_stdout_is_only_the_paths(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    signals = write_lines(tmp_path / "s.jsonl", [signal_line("a"), signal_line("b", seconds=1, direction="short")])
+    assert runner.invoke(app, ["paper", "--db", db, "--signals", str(signals), "--no-report", "--json"]).exit_code == 0
+    result = runner.invoke(app, ["report", "--db", db, "--html", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines() == [f"report: {tmp_path / 'r.html'}"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from decimal import Decimal as D
 from typing import Any
 
@@ -208,3 +209,9 @@ def test_the_gateway_holds_an_untransmitted_order_per_connection() -> None:
         return held, working
 
     assert run(scenario) == (["held"], [])
+
+
+def test_a_gateway_started_again_does_not_repeat_execution_ids() -> None:
+    first = GatewaySim(port=0, step_s=None).matching.exec_prefix
+    time.sleep(0.002)
+    assert GatewaySim(port=0, step_s=None).matching.exec_prefix != first
