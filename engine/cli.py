@@ -512,7 +512,8 @@ def submit(
         raw = sys.stdin.read().splitlines()
     else:
         raw = [line or ""]
-    lines = [x.strip() for x in raw if x.strip()]
+    numbered = [(n, x.strip()) for n, x in enumerate(raw, 1) if x.strip()]  # line numbers count blank lines
+    lines = [x for _, x in numbered]
     if not lines:
         raise _fail("no signal given (every line was empty)", EXIT_USAGE)
     settings = _settings(config, database_url=db, account=account)
@@ -525,7 +526,7 @@ def submit(
         receipts = client_submit(lines, db_url=settings.database_url, account=settings.account, source="cli")
     except InvalidSignals as err:
         for bad in err.invalid:
-            where = f"line {bad.index + 1}" + (f" ({bad.signal_id})" if bad.signal_id else "")
+            where = f"line {numbered[bad.index][0]}" + (f" ({bad.signal_id})" if bad.signal_id else "")
             typer.echo(f"tradectl: {where}: {bad.reason}", err=True)
         raise _fail(f"{len(err.invalid)} invalid signal(s): nothing was submitted", EXIT_USAGE) from None
     except InboxError as err:

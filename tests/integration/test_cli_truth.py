@@ -161,3 +161,12 @@ def test_report_logs_to_stderr_so_stdout_is_only_the_paths(tmp_path: Path) -> No
     result = runner.invoke(app, ["report", "--db", db, "--html", str(tmp_path / "r.html")])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().splitlines() == [f"report: {tmp_path / 'r.html'}"]
+
+
+def test_submit_names_a_bad_lines_number_counting_blank_lines(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    upgrade(db)
+    signals = tmp_path / "s.jsonl"
+    signals.write_text(signal_line("f-1") + "\n\n" + '{"id": "f-2", "symbol": "AAPL"}\n')
+    result = runner.invoke(app, ["submit", "--db", db, "--file", str(signals)])
+    assert result.exit_code == 2 and "line 3 (f-2)" in result.stderr
