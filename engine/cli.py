@@ -907,19 +907,24 @@ def _change(state_name: str, scope: str, reason: str, flatten: bool, db: str | N
 
 
 def _unknown_symbol_warning(repos: Repositories | DirectRepositories, scope: str) -> str | None:
-    """A symbol scope no order or position of this database names: recorded anyway (a halt before a first
-    trade is legitimate), with the closest known symbols, since a typo would halt nothing that trades."""
+    """A symbol or strategy scope no order or position of this database names: recorded anyway (a halt before
+    a first trade is legitimate), with the closest known names, since a typo would halt nothing that trades."""
     import difflib
 
-    if not scope.startswith("symbol:"):
+    kind, _, name = scope.partition(":")
+    if kind == "symbol":
+        known = repos.orders.symbols() | {p.symbol for p in repos.positions.all()}
+        never = "has never been traded with this database"
+    elif kind == "strategy":
+        known = repos.orders.strategies()
+        never = "has no orders in this database"
+    else:
         return None
-    symbol = scope.removeprefix("symbol:")
-    known = repos.orders.symbols() | {p.symbol for p in repos.positions.all()}
-    if symbol in known:
+    if name in known:
         return None
-    close = difflib.get_close_matches(symbol, sorted(known), n=3, cutoff=0.5)
-    hint = f"; did you mean {' or '.join(f'symbol:{c}' for c in close)}?" if close else ""
-    return f"{symbol} has never been traded with this database{hint} (the halt is recorded all the same)"
+    close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(f'{kind}:{c}' for c in close)}?" if close else ""
+    return f"{kind} {name} {never}{hint} (the change is recorded all the same)"
 
 
 @app.command()

@@ -307,6 +307,9 @@ class DirectOrders:
     def symbols(self) -> set[str]:
         return {r["symbol"] for r in self.db.rows("SELECT DISTINCT symbol FROM orders")}
 
+    def strategies(self) -> set[str]:
+        return {r["strategy"] for r in self.db.rows("SELECT DISTINCT strategy FROM orders")}
+
     def find(self, client_order_ids: Sequence[str]) -> list[Order]:
         keys = list(client_order_ids)
         found: list[Order] = []

@@ -43,6 +43,11 @@ class OrderRepository:
         with reading(self.db) as conn:
             return set(conn.execute(select(OrderRow.symbol).distinct()).scalars())
 
+    def strategies(self) -> set[str]:
+        """Every strategy this database has an order for (operators' scope typos are checked against them)."""
+        with reading(self.db) as conn:
+            return set(conn.execute(select(OrderRow.strategy).distinct()).scalars())
+
     def max_broker_order_id(self) -> int:
         """The highest order id the broker has given any of our orders (0: none): IB's ids must stay above it,
         whatever nextValidId says after a restart."""

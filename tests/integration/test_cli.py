@@ -217,8 +217,17 @@ def test_a_kill_on_a_symbol_never_traded_is_recorded_and_warns_with_the_closest_
     typo = runner.invoke(app, ["kill", "--scope", "symbol:APPL", "--reason", "bad prints", "--db", db, "--json"])
     assert typo.exit_code == 0, typo.output
     assert "did you mean symbol:AAPL" in typo.stderr
-    assert json.loads(typo.stdout)["warning"].startswith("APPL has never been traded")
+    assert json.loads(typo.stdout)["warning"].startswith("symbol APPL has never been traded")
     right = runner.invoke(app, ["kill", "--scope", "symbol:AAPL", "--reason", "bad prints", "--db", db])
     assert right.exit_code == 0 and "warning" not in right.stderr
     states = json.loads(runner.invoke(app, ["killswitch", "list", "--db", db, "--json"]).stdout)
     assert {"symbol:APPL", "symbol:AAPL"} <= {s["scope"] for s in states}
+
+
+def test_a_scope_naming_a_strategy_with_no_orders_warns_with_the_closest_known_strategy(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'typo.db'}"
+    signals = tmp_path / "s.jsonl"
+    signals.write_text(signal_line("t1", strategy="momentum") + "\n")
+    assert runner.invoke(app, ["paper", "--signals", str(signals), "--db", db, "--no-report"]).exit_code == 0
+    typo = runner.invoke(app, ["reduce-only", "--scope", "strategy:momentm", "--reason", "x", "--db", db])
+    assert typo.exit_code == 0 and "did you mean strategy:momentum" in typo.stderr
