@@ -899,9 +899,18 @@ class Engine:
             i = o.intent
             if i.flatten or not board.in_scope(scope, i.strategy, o.symbol):
                 return False
-            return cancel_protection or not self.protects(o)  # protection stays: it can only reduce
+            if not self.protects(o):
+                return True
+            # protection stays (it can only reduce), unless a flatten will close the position in its place
+            return cancel_protection and self.can_close(o.symbol)
 
         return self.cancel_where(halts, f"kill switch {scope} HALTED: {reason}")
+
+    def can_close(self, symbol: str) -> bool:
+        """Whether a closing order for ``symbol`` could leave now (the link up, nothing blocking, a quote to
+        price it): a flatten that cannot close a position leaves its protection in place."""
+        return (self.broker_connected and self.blocked is None and self.instruments.get(symbol) is not None
+                and self.broker.quote(symbol) is not None)
 
     def _apply_trip(self, trip: Trip | None) -> None:
         """An automatic trigger fired: raise the scope to its state, never lower it."""

@@ -45,7 +45,7 @@ def pg_server() -> str:
     if problem is not None:
         message = f"PostgreSQL not reachable at {PG_URL} ({problem})"
         if os.environ.get("CI") == "true":
-            pytest.fail(message + " and CI=true: start it as DEVELOPERS.md says")
+            pytest.fail(message + " and CI=true: start it (README: the test command starts it when it can)")
         pytest.skip(message + "; PostgreSQL tests skipped outside CI")
     return PG_URL
 

@@ -260,3 +260,13 @@ def test_an_exit_found_only_at_the_broker_is_adopted_as_an_exit_of_its_entry() -
     plain = order_from_broker(BrokerOrder("tc-x-1", "AAPL", Side.BUY, D(100), D(0), OrderStatus.SUBMITTED),
                               Instrument("AAPL"), T0)
     assert plain.intent.parent_id is None
+
+
+def test_a_flatten_that_cannot_close_the_position_leaves_its_protection() -> None:
+    r = Rig()
+    r.quote()
+    _bracket(r)
+    _, stop, target = r.submitted
+    r.broker.disconnect()  # no closing order can leave: the stop must stay the position's protection
+    assert r.engine.set_killswitch(GLOBAL, KillState.HALTED, "drill", "ops", cancel_protection=True) == 0
+    assert stop.status is OrderStatus.SUBMITTED and target.status is OrderStatus.SUBMITTED
