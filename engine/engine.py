@@ -654,8 +654,14 @@ class Engine:
         if status is OrderStatus.SUBMITTED and late_ack:
             return  # a late acknowledgement after fills have started
         self._transition(order, status, update.ts, update.reason)
-        if status in _NOT_SENT and order.filled_qty == 0 and self.book.exits_by_symbol.get(order.symbol):
-            self._cancel_exits_of(order, status)
+        if status in _NOT_SENT and self.book.exits_by_symbol.get(order.symbol):
+            if order.filled_qty == 0:
+                self._cancel_exits_of(order, status)
+            elif not order.intent.transmit:  # a bracket's entry ended part filled: its exits go with it at IB
+                log.error("bracket.unprotected", client_order_id=order.client_order_id, symbol=order.symbol,
+                          filled=str(order.filled_qty), status=str(status),
+                          detail="the entry ended part filled; its exits are cancelled with it: the filled part "
+                                 "has no stop at the broker (send a new signal with stop_loss, or flatten)")
         if status is OrderStatus.REJECTED:  # after the order is final: a trip's cancels must not touch it
             self._apply_trip(self.trips.on_broker_reject(update.ts, update.reason))
 
