@@ -328,12 +328,34 @@ def _listing(table: str, db: str | None, config: Path | None, json_out: bool, li
     print_rows(table, rows, columns, drop_first or [])
 
 
+def _pending_signals(db: str | None, config: Path | None, json_out: bool, limit: int | None) -> None:
+    """The inbox's rows no engine has taken yet (submitted, POSTed or inserted while none runs, or queued)."""
+    from repositories.inbox import SignalInbox
+    from repositories.listings import plain
+
+    repos = _repos(db, config)
+    items = SignalInbox(repos.db, repos.account).pending(limit=limit if limit is not None else 1_000_000)
+    rows = plain([{"inbox_id": i.id, "signal_id": i.signal_id, "received_at": i.received_at, "source": i.source,
+                   "status": "pending"} for i in items])
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from engine.report import print_rows
+
+    print_rows("signals pending in the inbox", rows, ["inbox_id", "signal_id", "received_at", "source"], [])
+
+
 @app.command()
 def signals(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False, limit: RowsOpt = None,
             session: SessionOpt = None, symbol: SymbolOpt = None, strategy: StrategyOpt = None,
-            status: Annotated[str | None, typer.Option("--status", help="accepted | rejected")] = None,
+            status: Annotated[str | None, typer.Option(
+                "--status", help="accepted | rejected | pending (still waiting in the inbox)")] = None,
             since: SinceOpt = None) -> None:
-    """Recent signals with their outcome (accepted with its order, or rejected with the reason)."""
+    """Recent signals with their outcome (accepted with its order, or rejected with the reason); --status
+    pending lists those still waiting in the account's inbox for the engine."""
+    if status is not None and status.lower() == "pending":
+        _pending_signals(db, config, json_out, limit)
+        return
     _listing("signals", db, config, json_out, limit,
              ["signal_id", "ts", "strategy", "symbol", "direction", "status", "reason_code", "client_order_id"],
              drop_first=["client_order_id", "direction", "strategy", "ts"],

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from engine.cli import app
+from repositories.db import upgrade
 from tests.conftest import signal_line, write_lines
 
 runner = CliRunner()
@@ -121,3 +122,13 @@ def test_nested_json_is_json_not_a_string_of_it(traded: str) -> None:
     assert signal["payload"]["id"] == signal["signal_id"]
     last = _json("status", "--db", traded)["last_session"]
     assert last["summary"]["session_id"] == 2 and isinstance(last["summary"]["notes"], list)
+
+
+def test_signals_status_pending_lists_what_waits_in_the_inbox(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'p.db'}"
+    upgrade(db)
+    assert runner.invoke(app, ["submit", "--db", db, signal_line("wait-1")]).exit_code == 0
+    result = runner.invoke(app, ["signals", "--status", "pending", "--db", db, "--json"])
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.stdout)
+    assert (row["signal_id"], row["status"], row["source"]) == ("wait-1", "pending", "cli")
