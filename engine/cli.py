@@ -996,7 +996,8 @@ def killswitch_list(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOp
         return
     from engine.report import print_rows
 
-    print_rows("kill switches", rows, ["scope", "state", "since", "actor", "reason", "event_id"])
+    print_rows("kill switches", rows, ["scope", "state", "since", "actor", "reason", "event_id"],
+               drop_first=["event_id", "actor", "since"])  # at 80 columns: scope, state and why, unbroken
 
 
 @app.command()
