@@ -392,17 +392,22 @@ _CONFIG_FILE: dict[str, Path | None] = {"path": None}
 
 
 def _describe(err: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration ({source}):"]
+    """Each bad key on its own line; one bad key is one line (what an operator's terminal shows first)."""
+    problems = []
     for e in err.errors(include_url=False):
         key = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            lines.append(f"  - unknown key '{key}'")
-        else:
-            got = e.get("input")
-            if "secret" in key or (isinstance(got, dict) and "secret" in got):
-                got = "<redacted>"  # a secret never reaches a log or a terminal
-            lines.append(f"  - key '{key}': {e['msg']} (got {got!r})")
-    return "\n".join(lines)
+            problems.append(f"unknown key '{key}'")
+            continue
+        msg = e["msg"].removeprefix("Value error, ")  # our validators' own words, without pydantic's label
+        got = e.get("input")
+        if "secret" in key or (isinstance(got, dict) and "secret" in got):
+            got = "<redacted>"  # a secret never reaches a log or a terminal
+        shown = "" if repr(got) in msg else f" (got {got!r})"  # a message that quotes the value says it once
+        problems.append(f"key '{key}': {msg}{shown}")
+    if len(problems) == 1:
+        return f"invalid configuration ({source}): {problems[0]}"
+    return "\n".join([f"invalid configuration ({source}):", *(f"  - {p}" for p in problems)])
 
 
 _NOT_SETTINGS = {"TRADECTL_CONFIG"}

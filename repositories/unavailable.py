@@ -15,4 +15,6 @@ class DatabaseUnavailable(Exception):
     def from_error(cls, err: BaseException) -> DatabaseUnavailable:
         orig = getattr(err, "orig", None)
         text = str(orig if orig is not None else err).strip()
+        # one line: drivers add hints on lines of their own ("\tIs the server running on that host...")
+        text = "; ".join(line.strip() for line in text.splitlines() if line.strip())
         return cls(text or type(err).__name__)
