@@ -539,12 +539,14 @@ def submit(
     if not lines:
         raise _fail("no signal given (every line was empty)", EXIT_USAGE)
     settings = _settings(config, database_url=db, account=account)
-    _existing_repos(settings).db.dispose()  # the inbox must exist: a mistyped --db must not start a new database
-    from engine.client import InvalidSignals
+    from engine.client import InvalidSignals, validate
     from engine.client import submit as client_submit
     from repositories.inbox import InboxError
 
     try:
+        if bad_lines := validate(lines):
+            raise InvalidSignals(bad_lines)
+        _existing_repos(settings).db.dispose()  # the inbox must exist: a mistyped --db must not start a database
         receipts = client_submit(lines, db_url=settings.database_url, account=settings.account, source="cli")
     except InvalidSignals as err:
         for bad in err.invalid:

@@ -264,6 +264,7 @@ def test_tradectl_submit_takes_an_argument_a_file_or_stdin_and_prints_receipts(s
                                                                                 tmp_path: Path) -> None:
     from engine.cli import app
 
+    upgrade(sqlite_url)  # the daemon's database (submit never makes one: a mistyped --db must not queue)
     one = runner.invoke(app, ["submit", signal_line("a1"), "--db", sqlite_url, "--json"])
     assert one.exit_code == 0, one.output
     assert json.loads(one.stdout)[0] == {"inbox_id": 1, "id": "a1", "duplicate": False}
