@@ -178,6 +178,15 @@ class IbkrSession(Session):
         log.warning("signal.held", signal_id=signal.id, window=window[0].name, until=until.isoformat())
         while not engine.broker_connected and engine.clock() < until and not (stop is not None and stop.is_set()):
             await asyncio.sleep(HOLD_POLL_S)
+        if engine.broker_connected and signal.symbol in self.subscribed:
+            # resynced means its market data too: a quote from before the restart would be judged stale
+            back = engine.clock()
+            deadline = asyncio.get_running_loop().time() + self.settings.ibkr.quote_wait_s
+            while asyncio.get_running_loop().time() < deadline and not (stop is not None and stop.is_set()):
+                quote = self.broker.quote(signal.symbol)
+                if quote is not None and quote.ts >= back:
+                    break
+                await asyncio.sleep(HOLD_POLL_S)
         log.info("signal.released", signal_id=signal.id, broker_connected=engine.broker_connected)
 
     async def _after_signal(self, signal: Signal) -> None:
