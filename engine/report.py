@@ -103,6 +103,9 @@ def print_summary(s: SessionSummary, console: Console | None = None) -> None:
                    ["symbol", "quantity", "avg_cost", "mark", "unrealized_pnl", "realized_pnl"], console=c)
     for note in s.notes:
         c.print(f"[dim]{note}[/dim]")
+    if s.database_signals:
+        totals = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in s.database_signals.items())
+        c.print(f"[dim]signals in the database, every session: {totals}[/dim]")
 
 
 def _engine_line(engine: dict[str, Any]) -> str:

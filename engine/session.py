@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal as os_signal
 from abc import ABC, abstractmethod
@@ -112,6 +111,7 @@ class SessionSummary:
     trips: int = 0
     operator_changes: int = 0
     notes: list[str] = field(default_factory=list)
+    database_signals: dict[str, int] = field(default_factory=dict)  # every session's signals by outcome
     unwritten: str | None = None  # set when the session's last rows could not be written (exit 1)
 
     def to_json(self) -> dict[str, Any]:
@@ -352,7 +352,7 @@ class Session(ABC):
         summary.notes.extend(notes)
         if stopped_after is not None:
             summary.notes.append(f"stopped by a signal after {stopped_after} input line(s)")
-        summary.notes.append(f"database totals: {json.dumps(counts['signals'])}")
+        summary.database_signals = dict(counts["signals"])
         try:
             self.repos.sessions.end(self.session_id, wall_clock(), summary.to_json())
         except DatabaseUnavailable as err:

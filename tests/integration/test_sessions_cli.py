@@ -132,3 +132,12 @@ def test_signals_status_pending_lists_what_waits_in_the_inbox(tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     [row] = json.loads(result.stdout)
     assert (row["signal_id"], row["status"], row["source"]) == ("wait-1", "pending", "cli")
+
+
+def test_a_paper_summary_in_json_holds_the_databases_signal_totals_as_an_object(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 't.db'}"
+    signals = write_lines(tmp_path / "s.jsonl", [signal_line("a"), "not json"])
+    result = runner.invoke(app, ["paper", "--db", db, "--signals", str(signals), "--json", "--no-report"])
+    summary = json.loads(result.stdout)
+    assert summary["database_signals"] == {"accepted": 1, "rejected": 0, "invalid_or_duplicate": 1}
+    assert not any(note.startswith("database totals") for note in summary["notes"])
