@@ -30,20 +30,22 @@ SYMBOLS = [f"SYM{i:02d}" for i in range(20)]
 
 
 def make_lines(n: int) -> Iterator[str]:
-    """The synthetic stream, made as it is read: a list of a million lines would be the benchmark's own
-    200 MB in the peak RSS it reports for the engine."""
+    """Issue 15's workload: every signal an order. Signals 100 ms apart round-robin over the symbols, each
+    symbol flipping long/short on every one of its signals. Made as read: a list of a million lines would be
+    the benchmark's own 200 MB in the peak RSS it reports for the engine."""
     ts = SIM_START
+    width = len(SYMBOLS)
     for i in range(n):
-        ts += timedelta(milliseconds=20)
-        d = ("long", "short", "flat")[i % 3]
+        ts += timedelta(milliseconds=100)
+        d = ("long", "short")[(i // width) % 2]
         obj: dict[str, object] = {"id": f"b{i}", "ts": ts.isoformat(), "strategy": "bench",
-                                  "symbol": SYMBOLS[i % len(SYMBOLS)], "direction": d}
-        if d != "flat":
-            obj.update(win_prob=0.55, payoff=1.5)
+                                  "symbol": SYMBOLS[i % width], "direction": d, "win_prob": 0.55, "payoff": 1.5}
         yield json.dumps(obj, separators=(",", ":"))
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return float("nan")
     return sorted_values[min(len(sorted_values) - 1, int(p * len(sorted_values)))]
 
 
@@ -56,7 +58,12 @@ def run(n: int, db: str | None, metrics: bool = False) -> dict[str, Any]:
         # every other check runs. Their cost per signal is in the rejected signals' path all the same.
         settings = load_settings(
             database_url=url,
-            risk={"max_orders_per_s": None, "max_symbol_orders_per_s": None, "max_daily_loss": None},
+            # Every flip pays the spread: at a million signals a small account shrinks until its orders size
+            # below one lot (zero_size). A large account with a fixed size cap keeps every signal an order.
+            equity=1_000_000_000,
+            kelly={"max_qty": 100},
+            risk={"max_orders_per_s": None, "max_symbol_orders_per_s": None, "max_daily_loss": None,
+                  "duplicate_window_s": 0.001},
             triggers={"rate_breach_burst": None, "daily_loss": None, "drawdown": None},
         )
         session = PaperSession(settings, seed=1)
