@@ -197,8 +197,11 @@ def flatten_outcome(repos: AnyRepositories, change: KillSwitchChange, ack: dict[
 
     deadline = time.monotonic() + wait_s
     while True:
-        still = {p.symbol: p.quantity for p in repos.positions.all() if p.quantity and only in (None, p.symbol)}
-        closing = {o.symbol: o for o in repos.orders.find([coid(s) for s in still])} if still else {}
+        held = {p.symbol for p in repos.positions.all() if p.quantity and only in (None, p.symbol)}
+        closing = {o.symbol: o for o in repos.orders.find([coid(s) for s in held])} if held else {}
+        # the positions again, after the orders: an order read Filled had its fill's position committed with
+        # it, so this read sees it (read before, it could be the position of just before that commit)
+        still = {p.symbol: p.quantity for p in repos.positions.all() if p.quantity and p.symbol in held}
         working = any(o.status in OPEN_STATUSES for o in closing.values())
         if not working or time.monotonic() >= deadline or ack is None:
             break
