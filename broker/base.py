@@ -86,6 +86,11 @@ class Broker(Protocol):
 
     def cancel(self, client_order_id: str, reason: str) -> None: ...
 
+    def resize(self, client_order_id: str, quantity: Decimal) -> None:
+        """Change a working order's total quantity (IB: placeOrder again under its order id). A bracket's exit
+        is cut to the position it protects this way, rather than cancelled and left without one."""
+        ...
+
     def quote(self, symbol: str) -> Quote | None:
         """The latest quote the broker has for ``symbol`` (the reference price for checks and sizing)."""
         ...

@@ -298,6 +298,20 @@ class IbkrBroker:
         self._cancel_reasons[client_order_id] = reason
         self._paced(client_order_id, lambda: self._cancel_now(trade))
 
+    def resize(self, client_order_id: str, quantity: Decimal) -> None:
+        """placeOrder under the same order id with the new total quantity (IB's modify)."""
+        trade = self._trades.get(client_order_id)
+        if trade is None or trade.isDone():
+            return
+        order = trade.order
+        order.totalQuantity = float(quantity)
+        order.transmit = True  # a modify sent with transmit off would wait in TWS, unsent (the stop went so)
+        self._paced(client_order_id, lambda: self._modify_now(trade))
+
+    def _modify_now(self, trade: Trade) -> None:
+        if self.connected and not trade.isDone():
+            self.ib.placeOrder(trade.contract, trade.order)
+
     def quote_delayed(self, symbol: str) -> bool:
         ticker = self._tickers.get(symbol)
         return ticker is not None and ticker.marketDataType in DELAYED_TYPES

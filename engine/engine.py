@@ -402,24 +402,42 @@ class Engine:
         for o in [o for o in live.values() if o.intent.parent_id == coid]:
             self.cancel(o.client_order_id, f"its entry {coid} is {status}")
 
-    def _cancel_protection(self, symbol: str, reason: str) -> int:
-        """Cancel the exits that protect ``symbol``'s position (before something else closes it)."""
-        return sum(self.cancel(o.client_order_id, reason) for o in self.book.protection(symbol))
-
     def _check_protection(self, symbol: str) -> None:
-        """An exit may only ever reduce the position: one that would open or flip it is cancelled.
+        """After every fill of a symbol with exits (an exit's sibling filled, another order moved the position,
+        someone else's trade): fit the protection to the position."""
+        self._fit_protection(symbol, self.portfolio.quantity(symbol),
+                             "protection no longer matches the position")
 
-        Runs after every fill of a symbol that has exits: an exit whose sibling filled (its OCA cancel may
-        still be on the way), a position another order closed, a stop larger than what is left.
-        """
-        position = self.portfolio.quantity(symbol)
+    def _fit_protection(self, symbol: str, position: Decimal, reason: str) -> None:
+        """Exits may only reduce ``position``, and together never by more than it (one bracket's exits, an
+        OCA group, count once): each group is cut to what is left of the position, in the order they came,
+        and a group with nothing left to protect, or on the wrong side, is cancelled."""
+        groups: dict[str, list[Order]] = {}
         for o in self.book.protection(symbol):
-            reduces = position != 0 and (position > 0) is (o.intent.side is Side.SELL)
-            if not reduces or o.remaining > abs(position):
-                if o.status is not OrderStatus.PENDING_CANCEL:
+            if o.status is not OrderStatus.PENDING_CANCEL:
+                groups.setdefault(o.intent.oca_group or o.client_order_id, []).append(o)
+        left = abs(position)
+        for exits in groups.values():
+            reduces = position != 0 and (position > 0) is (exits[0].intent.side is Side.SELL)
+            size = max(o.remaining for o in exits)
+            keep = min(size, left) if reduces else ZERO
+            left -= keep
+            for o in exits:
+                if keep <= 0:
                     log.warning("bracket.exit_cancelled", client_order_id=o.client_order_id, symbol=symbol,
                                 position=str(position), remaining=str(o.remaining))
-                self.cancel(o.client_order_id, f"protection no longer matches the position {position}")
+                    self.cancel(o.client_order_id, f"{reason} {position}")
+                elif o.remaining > keep:
+                    self._resize(o, o.filled_qty + keep, f"{reason} {position}: cut to {keep}")
+
+    def _resize(self, order: Order, quantity: Decimal, reason: str) -> None:
+        """Cut a working exit to ``quantity`` in total, at the broker and in its row (an event says why)."""
+        log.warning("bracket.exit_resized", client_order_id=order.client_order_id, symbol=order.symbol,
+                    from_quantity=str(order.intent.quantity), quantity=str(quantity))
+        order.intent.quantity = quantity
+        self.broker.resize(order.client_order_id, quantity)
+        self.bus.order_status.emit(order, StatusChange(order.client_order_id, self.clock(), order.status,
+                                                       order.status, reason))
 
     def submit_intent(self, intent: OrderIntent) -> Order | str:
         """Send an order that did not come from a signal (e.g. a flatten); returns it or the reject reason.
@@ -483,9 +501,11 @@ class Engine:
             self.stats.accepted += 1
         if position and (position > 0) is (intent.side is Side.SELL) and self.book.exits_by_symbol.get(
                 intent.instrument.symbol):
-            # Admitted, and it closes some of the position: the exits protecting it must not close it again.
-            # Only now: an order refused by a check or a kill switch must leave the protection in place.
-            self._cancel_protection(intent.instrument.symbol, f"superseded by order {intent.client_order_id}")
+            # Admitted, and it closes some of the position: the exits protecting it are cut to what it leaves
+            # (cancelled if it leaves nothing, or flips), so that both filling at once cannot close more than
+            # the position. Only now: an order refused by a check or a kill switch leaves the protection be.
+            self._fit_protection(intent.instrument.symbol, position + intent.signed_quantity,
+                                 f"order {intent.client_order_id} reduces the position to")
         return self._send(intent, now, signal)
 
     def _internal_error(self, signal: Signal, now: datetime, exc: Exception) -> None:

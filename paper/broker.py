@@ -107,6 +107,15 @@ class PaperBroker:
         listener.on_order_update(OrderUpdate(client_order_id, OrderStatus.CANCELLED, self._clock(), reason))
         self._report([], self._clock())  # a cancelled entry takes its waiting exits with it
 
+    def resize(self, client_order_id: str, quantity: Decimal) -> None:
+        sim = self._by_ref.get(client_order_id)
+        if sim is not None and not sim.is_done:
+            self.matching.modify(sim.order_id, quantity, sim.limit_price, sim.stop_price)
+            return
+        held = self._held.get(client_order_id)
+        if held is not None:
+            held[0].quantity = quantity
+
     def quote(self, symbol: str) -> Quote | None:
         return self.matching.quotes.get(symbol)
 

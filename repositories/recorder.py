@@ -54,6 +54,7 @@ _ORDER_UPDATE = (
     .where(_orders.c.client_order_id == bindparam("b_coid"))
     .values(
         status=bindparam("status"),
+        quantity=bindparam("quantity"),  # an exit cut to the position it protects; an overfill grows an order
         filled_qty=bindparam("filled_qty"),
         avg_fill_price=bindparam("avg_fill_price"),
         commission=bindparam("commission"),
@@ -465,6 +466,7 @@ class Recorder:
                 {
                     "b_coid": o.client_order_id,
                     "status": o.status.value,
+                    "quantity": o.intent.quantity,
                     "filled_qty": o.filled_qty,
                     "avg_fill_price": o.avg_fill_price,
                     "commission": o.commission,

@@ -158,16 +158,35 @@ def test_a_flatten_kill_cancels_the_protection() -> None:
     assert stop.status is OrderStatus.CANCELLED and target.status is OrderStatus.CANCELLED
 
 
-def test_an_exit_larger_than_what_is_left_of_the_position_is_cancelled() -> None:
+def test_a_signal_that_reduces_a_protected_position_cuts_its_exits_to_what_is_left() -> None:
     r = Rig()
     r.quote()
     _bracket(r)
-    entry, stop, _ = r.submitted
+    entry, stop, target = r.submitted
     qty = entry.intent.quantity
-    # a smaller target for the same symbol: the sell reduces the position below the exits' quantity
+    # a smaller target for the same symbol: the sell leaves half the position, and half the protection
     r.engine.on_signal_line(signal_line("less", seconds=1, win_prob=0.55, payoff=1.5, max_qty=int(qty) // 2))
-    assert stop.status is OrderStatus.CANCELLED
-    assert r.engine.portfolio.quantity("AAPL") == qty // 2
+    left = qty // 2
+    assert r.engine.portfolio.quantity("AAPL") == left
+    assert _status(stop) is OrderStatus.SUBMITTED and stop.intent.quantity == left
+    assert r.broker.matching.orders[stop.broker_order_id or 0].quantity == left  # cut at the broker too
+    r.quote(bid="97.90", ask="97.92")
+    assert r.engine.portfolio.quantity("AAPL") == 0  # closed by the stop, never flipped
+    assert _status(target) is OrderStatus.CANCELLED
+
+
+def test_two_brackets_on_one_position_are_cut_together_never_beyond_it() -> None:
+    r = Rig()
+    r.quote()
+    _bracket(r, "b1", max_qty=300)
+    _bracket(r, "b2", max_qty=700)  # adds 400: a second bracket protects that part
+    assert r.engine.portfolio.quantity("AAPL") == 700
+    stops = [o for o in r.submitted if o.intent.order_type is OrderType.STP]
+    r.engine.on_signal_line(signal_line("less", seconds=1, win_prob=0.55, payoff=1.5, max_qty=400))
+    assert r.engine.portfolio.quantity("AAPL") == 400
+    assert sum(o.remaining for o in stops if not o.status.is_terminal) == 400
+    r.quote(bid="95.90", ask="95.92")  # through both stops
+    assert r.engine.portfolio.quantity("AAPL") == 0
 
 
 def test_a_closing_signal_refused_by_a_kill_switch_leaves_the_protection_in_place() -> None:
@@ -241,7 +260,8 @@ def test_an_exit_is_cut_back_when_someone_else_sells_part_of_the_position() -> N
     entry, stop, _ = r.submitted
     r.engine.on_fill(Fill("manual.02", "manual-trim", "AAPL", Side.SELL, entry.intent.quantity // 2, D("100"), D(0),
                           T0, source="inferred"))
-    assert _status(stop) is OrderStatus.CANCELLED  # larger than what is left: it would flip the position
+    assert _status(stop) is OrderStatus.SUBMITTED  # kept, but no larger than what is left
+    assert stop.remaining == r.engine.portfolio.quantity("AAPL") == entry.intent.quantity - entry.intent.quantity // 2
 
 
 def test_exit_prices_are_rounded_to_the_tick_away_from_the_entry() -> None:

@@ -215,3 +215,25 @@ def test_a_gateway_started_again_does_not_repeat_execution_ids() -> None:
     first = GatewaySim(port=0, step_s=None).matching.exec_prefix
     time.sleep(0.002)
     assert GatewaySim(port=0, step_s=None).matching.exec_prefix != first
+
+
+def test_a_reducing_signal_cuts_the_exits_at_the_gateway_and_the_stop_closes_only_what_is_left() -> None:
+    async def scenario() -> tuple[D, D, D]:
+        rig = await IbRig().start()
+        try:
+            entry, stop, _ = await _bracket(rig)
+            half = entry.intent.quantity // 2
+            rig.engine.on_signal_line(signal_line("less", "AAPL", "long", 1, win_prob=0.55, payoff=1.5,
+                                                  max_qty=int(half)))
+            await rig.until(lambda: rig.engine.portfolio.quantity("AAPL") == half)
+            await rig.settle()
+            at_gateway = {row["order_ref"]: row for row in rig.gw.orders_view()}[stop.client_order_id]
+            await rig.quote("97.90", "97.92")
+            await rig.until(lambda: rig.engine.portfolio.quantity("AAPL") == 0)
+            await rig.settle()
+            return half, D(at_gateway["quantity"]), rig.gw.matching.positions["AAPL"].quantity
+        finally:
+            await rig.stop()
+
+    half, stop_quantity, final = run(scenario)
+    assert stop_quantity == half and final == 0  # closed, never flipped short
