@@ -75,30 +75,6 @@ def test_the_stop_loss_fills_at_the_gateway_and_ib_cancels_the_take_profit() -> 
     assert at_gateway == 0
 
 
-def test_untransmitted_orders_wait_at_the_gateway_and_die_with_the_connection() -> None:
-    async def scenario() -> tuple[int, int]:
-        gw = GatewaySim(port=0, step_s=None, pacing_limit=None)
-        await gw.start()
-        ib = IB()
-        await ib.connectAsync("127.0.0.1", gw.port, clientId=2, timeout=5)
-        [contract] = await ib.qualifyContractsAsync(Stock("AAPL", "SMART", "USD"))
-        assert isinstance(contract, Contract)
-        ib.placeOrder(contract, LimitOrder("BUY", 100, 99.0, orderRef="held", account="DU0000001", transmit=False))
-        await ib.reqCurrentTimeAsync()
-        held = len(gw.orders_view())
-        ib.disconnect()
-        await asyncio.sleep(0.2)
-        ib2 = IB()
-        await ib2.connectAsync("127.0.0.1", gw.port, clientId=2, timeout=5)
-        await ib2.reqCurrentTimeAsync()
-        after = len(gw.orders_view())
-        ib2.disconnect()
-        await gw.stop()
-        return held, after
-
-    assert run(scenario) == (0, 0)
-
-
 def test_ibs_official_ibapi_client_sees_a_brackets_three_orders_with_parent_ids_and_oca_group() -> None:
     from ibapi.client import EClient
     from ibapi.common import UNSET_INTEGER
@@ -192,8 +168,8 @@ def test_an_exit_whose_id_ib_refuses_is_placed_again_still_a_child_in_its_oca_gr
     assert stop["status"] == "PreSubmitted"
 
 
-def test_the_gateway_holds_an_untransmitted_order_per_connection() -> None:
-    async def scenario() -> tuple[list[str], list[str]]:
+def test_the_gateway_holds_an_untransmitted_order_per_connection_and_drops_it_with_the_connection() -> None:
+    async def scenario() -> tuple[list[str], list[str], list[str]]:
         gw = GatewaySim(port=0, step_s=None, pacing_limit=None)
         await gw.start()
         ib = IB()
@@ -205,10 +181,17 @@ def test_the_gateway_holds_an_untransmitted_order_per_connection() -> None:
         held = [f[26] for c in gw._clients.values() for f in c.untransmitted]
         working = [row["order_ref"] for row in gw.orders_view()]
         ib.disconnect()
+        await asyncio.sleep(0.2)
+        again = IB()
+        await again.connectAsync("127.0.0.1", gw.port, clientId=2, timeout=5)
+        await again.reqCurrentTimeAsync()
+        after = [f[26] for c in gw._clients.values() for f in c.untransmitted] + [
+            row["order_ref"] for row in gw.orders_view()]
+        again.disconnect()
         await gw.stop()
-        return held, working
+        return held, working, after
 
-    assert run(scenario) == (["held"], [])
+    assert run(scenario) == (["held"], [], [])
 
 
 def test_a_gateway_started_again_does_not_repeat_execution_ids() -> None:
