@@ -51,7 +51,8 @@ def price(value: Any, tick: Decimal = TICK) -> str:
     d = _decimal(value)
     if d is None:
         return "" if value is None else str(value)
-    places = max(-tick.normalize().as_tuple().exponent, 2)  # type: ignore[operator]
+    exponent = tick.normalize().as_tuple().exponent  # an int for a finite tick ('n', 'N', 'F' otherwise)
+    places = max(-exponent, 2) if isinstance(exponent, int) else 2
     on_tick = (d / tick).quantize(Decimal(1), ROUND_HALF_EVEN) * tick
     return f"{_no_negative_zero(on_tick):.{places}f}"
 

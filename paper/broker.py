@@ -73,21 +73,24 @@ class PaperBroker:
         if not intent.transmit:  # held, as IB holds it, until the bracket's transmitting order comes
             self._held[sim.ref] = (sim, intent.parent_id)
             return
-        bracket = intent.parent_id or sim.ref
-        for ref, (held, parent) in list(self._held.items()):  # the bracket's held orders go first, in order
-            if ref == bracket or parent == bracket:
-                del self._held[ref]
-                self._place(held, parent, now)
+        if self._held:  # a bracket's transmitting order: its held orders go first, in the order they came
+            bracket = intent.parent_id or sim.ref
+            for ref, (held, parent) in list(self._held.items()):
+                if ref == bracket or parent == bracket:
+                    del self._held[ref]
+                    self._place(held, parent, now, entry=parent is None)
+            self._place(sim, intent.parent_id, now)
+            self._entries.pop(bracket, None)  # its last order is in: no more exits will name the entry
+            return
         self._place(sim, intent.parent_id, now)
-        self._entries.pop(bracket, None)  # its last order is in: no more exits will name the entry
 
-    def _place(self, sim: SimOrder, parent_ref: str | None, now: datetime) -> None:
+    def _place(self, sim: SimOrder, parent_ref: str | None, now: datetime, entry: bool = False) -> None:
         listener = self._require_listener()
         if parent_ref is not None:
-            entry = self._entries.get(parent_ref)
-            sim.parent, sim.parent_id = entry, entry.order_id if entry is not None else 0  # 0: none: refused
-        else:
-            self._entries[sim.ref] = sim  # exits may follow it (until the bracket's last order)
+            parent = self._entries.get(parent_ref)
+            sim.parent, sim.parent_id = parent, parent.order_id if parent is not None else 0  # 0: none: refused
+        elif entry:  # a bracket's entry, released: its exits name it next
+            self._entries[sim.ref] = sim
         self._by_ref[sim.ref] = sim
         listener.on_order_update(OrderUpdate(sim.ref, OrderStatus.SUBMITTED, now, None, sim.order_id, sim.perm_id))
         self._report(self.matching.add(sim, now), now)

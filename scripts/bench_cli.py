@@ -13,7 +13,6 @@ Usage: .venv/bin/python scripts/bench_cli.py [--rounds 10] [--db URL] [--importt
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -22,13 +21,11 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
 
-from benchdb import fresh_database
+from benchdb import feed_resting, fresh_database
 
 from repositories.db import ensure_schema, make_engine
 from repositories.repos import Repositories
@@ -50,21 +47,6 @@ def commands(url: str) -> dict[str, list[str]]:
     }
 
 
-def feed(pipe: IO[str], stop: threading.Event) -> None:
-    """A few resting limit orders a second (far below the market), so a kill has orders to cancel."""
-    i = 0
-    try:
-        while not stop.is_set():
-            obj = {"id": f"b{uuid.uuid4().hex[:12]}", "symbol": f"B{i % 20:02d}", "direction": "long",
-                   "win_prob": 0.6, "payoff": 1.5, "order_type": "LMT", "limit_price": 1.0}
-            pipe.write(json.dumps(obj) + "\n")
-            pipe.flush()
-            i += 1
-            time.sleep(0.2)
-    except (BrokenPipeError, ValueError):
-        return
-
-
 @contextmanager
 def running_engine(url: str, env: dict[str, str]) -> Iterator[None]:
     session = subprocess.Popen([TRADECTL, "paper", "--db", url, "--signals", "-", "--no-progress", "--json"],
@@ -79,7 +61,7 @@ def running_engine(url: str, env: dict[str, str]) -> Iterator[None]:
         time.sleep(0.05)
     repos.dispose()
     stop = threading.Event()
-    feeder = threading.Thread(target=feed, args=(session.stdin, stop), daemon=True)
+    feeder = threading.Thread(target=feed_resting, args=(session.stdin, stop, "B", 20, 0.2), daemon=True)
     feeder.start()
     try:
         yield

@@ -15,7 +15,6 @@ Usage: .venv/bin/python scripts/bench_killswitch.py [--trips 30] [--db URL ...]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -26,9 +25,8 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
 
-from benchdb import fresh_database
+from benchdb import feed_resting, fresh_database
 from sqlalchemy import func, select
 
 from engine.domain import KillState
@@ -40,20 +38,6 @@ from risk.killswitch import GLOBAL
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-def feed(pipe: IO[str], stop: threading.Event, symbols: int) -> None:
-    i = 0
-    try:
-        while not stop.is_set():
-            obj = {"id": f"k{time.time_ns()}-{i}", "symbol": f"K{i % symbols:03d}", "direction": "long",
-                   "win_prob": 0.6, "payoff": 1.5, "order_type": "LMT", "limit_price": 1.0}
-            pipe.write(json.dumps(obj) + "\n")
-            pipe.flush()
-            i += 1
-            time.sleep(0.01)  # 100 signals/s: under the order-rate limits, so no throttle trips
-    except (BrokenPipeError, ValueError):
-        return
 
 
 def pct(values: list[float], q: float) -> float:
@@ -79,7 +63,7 @@ def run(url: str, trips: int, min_open: int, cli_trips: int) -> dict[str, object
     )
     assert session.stdin is not None
     stop = threading.Event()
-    feeder = threading.Thread(target=feed, args=(session.stdin, stop, 2 * min_open), daemon=True)
+    feeder = threading.Thread(target=feed_resting, args=(session.stdin, stop, "K", 2 * min_open, 0.01), daemon=True)
     ready = time.monotonic() + 30
     while repos.engine_lock.holder() is None:  # feed only once the engine runs: a backlog burst is throttled
         if time.monotonic() > ready:

@@ -1,11 +1,16 @@
-"""The benchmarks' throwaway databases: never the shared one a URL names."""
+"""What the benchmarks share: throwaway databases (never the shared one a URL names), and a feed of
+resting signals so a kill has working orders to cancel."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import IO
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -32,3 +37,19 @@ def fresh_database(url: str | None, prefix: str = "tradectl_bench") -> Iterator[
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def feed_resting(pipe: IO[str], stop: threading.Event, prefix: str, symbols: int, every_s: float) -> None:
+    """Long limit orders far below any market (they rest), one every ``every_s``, round robin over ``symbols``
+    symbols named ``prefix`` and a number, until ``stop`` or the reader goes away."""
+    i = 0
+    try:
+        while not stop.is_set():
+            obj = {"id": f"{prefix.lower()}{time.time_ns()}-{i}", "symbol": f"{prefix}{i % symbols:03d}",
+                   "direction": "long", "win_prob": 0.6, "payoff": 1.5, "order_type": "LMT", "limit_price": 1.0}
+            pipe.write(json.dumps(obj) + "\n")
+            pipe.flush()
+            i += 1
+            time.sleep(every_s)
+    except (BrokenPipeError, ValueError):
+        return

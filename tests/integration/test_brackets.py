@@ -21,16 +21,22 @@ def _bracket(r: Rig, sid: str = "b1", direction: str = "long", **extra: object) 
     r.engine.on_signal_line(signal_line(sid, "AAPL", direction, 0, **levels))
 
 
+def _protected() -> tuple[Rig, Order, Order, Order]:
+    """A long bracket whose entry filled at once: the rig, the entry, its stop loss and its take profit."""
+    r = Rig()
+    r.quote()
+    _bracket(r)
+    entry, stop, target = r.submitted
+    return r, entry, stop, target
+
+
 def _status(order: Order) -> OrderStatus:
     """Read afresh (the broker moves it between asserts)."""
     return order.status
 
 
 def test_a_signal_with_stop_loss_and_take_profit_sends_an_entry_and_two_exits_in_one_oca_group() -> None:
-    r = Rig()
-    r.quote()
-    _bracket(r)
-    entry, stop, target = r.submitted
+    _, entry, stop, target = _protected()
     assert entry.intent.parent_id is None and not entry.intent.transmit
     assert [stop.intent.order_type, target.intent.order_type] == [OrderType.STP, OrderType.LMT]
     assert stop.intent.parent_id == target.intent.parent_id == entry.client_order_id
@@ -61,10 +67,7 @@ def test_exits_do_not_count_as_working_quantity() -> None:
 
 
 def test_the_stop_loss_fills_closes_the_position_and_the_take_profit_is_cancelled() -> None:
-    r = Rig()
-    r.quote()
-    _bracket(r)
-    _, stop, target = r.submitted
+    r, _, stop, target = _protected()
     r.quote(bid="97.90", ask="97.92")  # the last trades through the stop at 98
     assert stop.status is OrderStatus.FILLED
     assert target.status is OrderStatus.CANCELLED
@@ -73,10 +76,7 @@ def test_the_stop_loss_fills_closes_the_position_and_the_take_profit_is_cancelle
 
 
 def test_the_take_profit_fills_and_the_stop_loss_is_cancelled() -> None:
-    r = Rig()
-    r.quote()
-    _bracket(r)
-    _, stop, target = r.submitted
+    r, _, stop, target = _protected()
     r.quote(bid="103.00", ask="103.02")
     assert target.status is OrderStatus.FILLED and stop.status is OrderStatus.CANCELLED
     assert r.engine.portfolio.quantity("AAPL") == 0
@@ -115,10 +115,7 @@ def test_a_stop_loss_on_the_wrong_side_of_the_entry_is_rejected_with_its_reason(
 
 
 def test_a_signal_that_closes_a_protected_position_cancels_its_exits_first() -> None:
-    r = Rig()
-    r.quote()
-    _bracket(r)
-    _, stop, target = r.submitted
+    r, _, stop, target = _protected()
     r.engine.on_signal_line(signal_line("close", direction="flat", seconds=1))
     assert stop.status is OrderStatus.CANCELLED and target.status is OrderStatus.CANCELLED
     assert r.engine.portfolio.quantity("AAPL") == 0
@@ -127,10 +124,7 @@ def test_a_signal_that_closes_a_protected_position_cancels_its_exits_first() -> 
 
 
 def test_kill_keeps_the_exits_that_protect_an_open_position() -> None:
-    r = Rig()
-    r.quote()
-    _bracket(r)
-    _, stop, target = r.submitted
+    r, _, stop, target = _protected()
     assert r.engine.set_killswitch(GLOBAL, KillState.HALTED, "drill", "ops") == 0
     assert stop.status is OrderStatus.SUBMITTED and target.status is OrderStatus.SUBMITTED
     r.quote(bid="97.90", ask="97.92")
@@ -150,19 +144,13 @@ def test_kill_cancels_an_unfilled_brackets_exits_before_its_entry() -> None:
 
 
 def test_a_flatten_kill_cancels_the_protection() -> None:
-    r = Rig()
-    r.quote()
-    _bracket(r)
-    _, stop, target = r.submitted
+    r, _, stop, target = _protected()
     assert r.engine.set_killswitch(GLOBAL, KillState.HALTED, "drill", "ops", cancel_protection=True) == 2
     assert stop.status is OrderStatus.CANCELLED and target.status is OrderStatus.CANCELLED
 
 
 def test_a_signal_that_reduces_a_protected_position_cuts_its_exits_to_what_is_left() -> None:
-    r = Rig()
-    r.quote()
-    _bracket(r)
-    entry, stop, target = r.submitted
+    r, entry, stop, target = _protected()
     qty = entry.intent.quantity
     # a smaller target for the same symbol: the sell leaves half the position, and half the protection
     r.engine.on_signal_line(signal_line("less", seconds=1, win_prob=0.55, payoff=1.5, max_qty=int(qty) // 2))
@@ -190,10 +178,7 @@ def test_two_brackets_on_one_position_are_cut_together_never_beyond_it() -> None
 
 
 def test_a_closing_signal_refused_by_a_kill_switch_leaves_the_protection_in_place() -> None:
-    r = Rig()
-    r.quote()
-    _bracket(r)
-    _, stop, target = r.submitted
+    r, _, stop, target = _protected()
     r.engine.set_killswitch(GLOBAL, KillState.HALTED, "drill", "ops")
     r.engine.on_signal_line(signal_line("close", direction="flat", seconds=1))
     assert r.rejected[-1].code is RejectCode.KILLSWITCH
@@ -228,10 +213,7 @@ def test_the_simulated_broker_holds_an_untransmitted_entry_until_its_last_exit_a
 
 
 def test_a_partly_filled_take_profit_leaves_the_stop_for_what_is_left() -> None:
-    r = Rig()
-    r.quote()
-    _bracket(r)
-    entry, stop, target = r.submitted
+    r, entry, stop, target = _protected()
     r.quote(bid="103.00", ask="103.02", size="300")  # the take profit sells 300
     left = entry.intent.quantity - 300
     assert r.engine.portfolio.quantity("AAPL") == left
@@ -242,10 +224,7 @@ def test_a_partly_filled_take_profit_leaves_the_stop_for_what_is_left() -> None:
 
 
 def test_a_position_closed_by_an_order_we_did_not_send_takes_its_exits_with_it() -> None:
-    r = Rig()
-    r.quote()
-    _bracket(r)
-    entry, stop, target = r.submitted
+    r, entry, stop, target = _protected()
     # a close typed in TWS, found by reconciliation: the exits would now open a short
     r.engine.on_fill(Fill("manual.01", "manual-close", "AAPL", Side.SELL, entry.intent.quantity, D("100"), D(0),
                           T0, source="inferred"))
@@ -254,10 +233,7 @@ def test_a_position_closed_by_an_order_we_did_not_send_takes_its_exits_with_it()
 
 
 def test_an_exit_is_cut_back_when_someone_else_sells_part_of_the_position() -> None:
-    r = Rig()
-    r.quote()
-    _bracket(r)
-    entry, stop, _ = r.submitted
+    r, entry, stop, _ = _protected()
     r.engine.on_fill(Fill("manual.02", "manual-trim", "AAPL", Side.SELL, entry.intent.quantity // 2, D("100"), D(0),
                           T0, source="inferred"))
     assert _status(stop) is OrderStatus.SUBMITTED  # kept, but no larger than what is left
@@ -283,10 +259,18 @@ def test_an_exit_found_only_at_the_broker_is_adopted_as_an_exit_of_its_entry() -
 
 
 def test_a_flatten_that_cannot_close_the_position_leaves_its_protection() -> None:
-    r = Rig()
-    r.quote()
-    _bracket(r)
-    _, stop, target = r.submitted
+    r, _, stop, target = _protected()
     r.broker.disconnect()  # no closing order can leave: the stop must stay the position's protection
     assert r.engine.set_killswitch(GLOBAL, KillState.HALTED, "drill", "ops", cancel_protection=True) == 0
     assert stop.status is OrderStatus.SUBMITTED and target.status is OrderStatus.SUBMITTED
+
+
+def test_a_bracket_with_a_stop_loss_alone_protects_the_entry() -> None:
+    r = Rig()
+    r.quote()
+    r.engine.on_signal_line(signal_line("s1", stop_loss={"distance": 2}))
+    entry, stop = r.submitted
+    assert stop.intent.parent_id == entry.client_order_id and stop.intent.transmit
+    assert _status(stop) is OrderStatus.SUBMITTED
+    r.quote(bid="97.90", ask="97.92")
+    assert _status(stop) is OrderStatus.FILLED and r.engine.portfolio.quantity("AAPL") == 0

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -43,7 +44,7 @@ def _dead_process() -> str:
     return f"{socket.gethostname()}:{child.pid}"
 
 
-def _status(url: str) -> tuple[int, dict[str, object]]:
+def _status(url: str) -> tuple[int, dict[str, Any]]:
     result = runner.invoke(app, ["status", "--db", url, "--json"])
     return result.exit_code, json.loads(result.stdout)
 
@@ -70,15 +71,15 @@ def test_status_with_a_hung_engine_reports_it_and_exits_1(db_url: str) -> None:
 def test_an_engine_on_another_host_still_holding_the_postgresql_lock_is_hung(pg_url: str) -> None:
     repos = _lock(pg_url, "another-host.example:4242", heartbeat_age_s=60)  # holds the advisory lock
     code, payload = _status(pg_url)
-    assert code == 1 and payload["engine"]["state"] == "hung"  # type: ignore[index]
+    assert code == 1 and payload["engine"]["state"] == "hung"
     repos.engine_lock.release("another-host.example:4242")
 
 
 def test_a_silent_engine_on_another_host_without_a_lock_is_not_running(sqlite_url: str) -> None:
     _lock(sqlite_url, "another-host.example:4242", heartbeat_age_s=60)
     code, payload = _status(sqlite_url)
-    assert code == 0 and payload["engine"]["state"] == "not running"  # type: ignore[index]
-    assert "last heard from 60s ago" in payload["engine"]["detail"]  # type: ignore[index]
+    assert code == 0 and payload["engine"]["state"] == "not running"
+    assert "last heard from 60s ago" in payload["engine"]["detail"]
 
 
 # -- running and gone ------------------------------------------------------------------------------------
@@ -90,7 +91,7 @@ def test_status_names_the_running_engine_pid_host_heartbeat_venue_and_account(db
     assert (engine["state"], engine["pid"], engine["host"], engine["venue"], engine["account"]) == (
         "running", os.getpid(), socket.gethostname(), "IB paper account", ACCOUNT)
     assert engine["heartbeat_age_s"] < 5
-    assert payload["last_session"]["state"] == "running"  # type: ignore[index]
+    assert payload["last_session"]["state"] == "running"
     repos.engine_lock.release(_this_process())
 
 
@@ -106,9 +107,9 @@ def test_an_engine_whose_process_is_gone_is_not_running_and_its_session_ended_wi
         sqlite_url: str) -> None:
     _lock(sqlite_url, _dead_process(), heartbeat_age_s=0)
     code, payload = _status(sqlite_url)
-    assert code == 0 and payload["engine"]["state"] == "not running"  # type: ignore[index]
-    assert "crashed or killed" in payload["engine"]["detail"]  # type: ignore[index]
-    assert payload["last_session"]["state"] == "ended without a summary"  # type: ignore[index]
+    assert code == 0 and payload["engine"]["state"] == "not running"
+    assert "crashed or killed" in payload["engine"]["detail"]
+    assert payload["last_session"]["state"] == "ended without a summary"
 
 
 # -- a failed start ----------------------------------------------------------------------------------------
@@ -124,7 +125,7 @@ def test_a_session_that_fails_at_start_is_recorded_as_failed_with_why_and_frees_
     last = payload["last_session"]
     assert code == 0 and isinstance(last, dict)
     assert last["state"] == "failed" and "column 'bid'" in last["error"] and last["ended_at"] is not None
-    assert payload["engine"]["state"] == "not running"  # type: ignore[index]
+    assert payload["engine"]["state"] == "not running"
     again = runner.invoke(app, ["paper", "--signals", str(signals), "--db", db, "--no-progress", "--json"])
     assert again.exit_code == 0, again.output
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal as D
 
@@ -52,9 +53,9 @@ def test_a_cell_is_printed_by_what_its_column_holds() -> None:
     assert cell("symbol", "AAPL") == "AAPL"
 
 
-def _render(draw: object) -> list[str]:
+def _render(draw: Callable[[Console], object]) -> list[str]:
     console = Console(width=80, record=True, force_terminal=False)
-    draw(console)  # type: ignore[operator]
+    draw(console)
     return console.export_text().splitlines()
 
 

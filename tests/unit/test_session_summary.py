@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal as D
+from typing import Any
 
 from rich.console import Console
 
@@ -11,13 +12,13 @@ from engine.report import print_summary
 from engine.session import SessionSummary
 
 
-def _summary(**kw: object) -> SessionSummary:
-    base: dict[str, object] = dict(
+def _summary(**kw: Any) -> SessionSummary:
+    base: dict[str, Any] = dict(
         session_id=3, signals=0, accepted=0, rejected=0, invalid=0, duplicates=0, reject_reasons={}, orders={},
         fills=0, positions=[], realized_pnl=D("0.00"), unrealized_pnl=D("-0.00"), commissions=D("0.00"),
         elapsed_s=0.1, account_realized_pnl=D("-6389.68"), account_commissions=D("2644.26"))
     base.update(kw)
-    return SessionSummary(**base)  # type: ignore[arg-type]
+    return SessionSummary(**base)
 
 
 def _text(summary: SessionSummary) -> str:
