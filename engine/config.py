@@ -195,6 +195,9 @@ class PaperConfig(BaseModel):
     step_ms: Annotated[float, Field(gt=0)] = 100.0
     step_vol_bps: Annotated[float, Field(gt=0)] = 5.0
     drain_steps: Annotated[int, Field(ge=0)] = 200
+    # Rows are written by a process of their own (repositories.background_writer): the signal path only hands
+    # them over. False: written in the session's process, a flush stopping the signal path while it runs.
+    writer_process: bool = True
 
 
 class IbkrConfig(BaseModel):

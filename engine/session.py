@@ -47,6 +47,7 @@ from engine.trade_log import TradeLog
 from paper.broker import PaperBroker
 from paper.market import SIM_START, RandomWalkMarket, read_quotes_csv
 from paper.matching import CommissionSchedule
+from repositories.background_writer import BackgroundWriter
 from repositories.db import ensure_schema, make_engine
 from repositories.errors import DatabaseUnavailable
 from repositories.killswitch_feed import KillSwitchFeed
@@ -278,6 +279,7 @@ class Session(ABC):
         unwritten = self.recorder.flush_final()
         if unwritten is not None:
             log.error("session.rows_not_written", detail=unwritten)
+        self.recorder.close()
         self.control.tick(force=True)
         self.save_day()
         self.control.close()
@@ -445,7 +447,7 @@ class Session(ABC):
                 self.control.tick(force=fd is None)
                 self._tick()
                 if loop.time() - last_flush >= flush_s:
-                    self.recorder.flush()
+                    self.recorder.hand_off()  # a writer process writes it: the loop never waits for it
                     last_flush = loop.time()
         finally:
             if fd is not None:
@@ -478,6 +480,9 @@ class Session(ABC):
                 self.repos.engine_lock.release(self.holder)
         with contextlib.suppress(Exception):
             self.signal_lookup.close()
+        recorder = getattr(self, "recorder", None)
+        if recorder is not None:
+            recorder.close()  # its writer process writes what it was given, then exits
         self.db.dispose()
 
     @contextlib.contextmanager
@@ -549,6 +554,9 @@ class PaperSession(Session):
 
     def _prepare(self, clock: Callable[[], datetime], positions: list[Position]) -> None:
         p = self.settings.paper
+        writer = None
+        if p.writer_process:  # started first: its start-up overlaps the session's
+            writer = BackgroundWriter(self.db.url.render_as_string(hide_password=False), self.session_id)
         self.broker = PaperBroker(
             clock,
             CommissionSchedule(p.commission_per_share, p.commission_min, p.commission_max_pct),
@@ -565,7 +573,15 @@ class PaperSession(Session):
         if self.sim_clock is not None and self._next_quote is not None:
             self.sim_clock.now = self._next_quote.ts  # replayed quotes set the time
             self.sim_clock.anchored = True
-        self._wire(broker=self.broker, clock=clock, positions=positions, instruments=InstrumentBook(allow_unknown=True))
+        try:
+            self._wire(broker=self.broker, clock=clock, positions=positions,
+                       instruments=InstrumentBook(allow_unknown=True))
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            raise
+        if writer is not None:
+            self.recorder.use_writer(writer)
         self.set_times(SignalTimes(self.settings, self.sim_clock))
 
     # -- runs ------------------------------------------------------------------------------------------

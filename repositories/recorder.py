@@ -30,6 +30,8 @@ from sqlalchemy.sql.expression import bindparam
 
 from engine.bus import EventBus, SignalRejected
 from engine.domain import Fill, Order, Position, RejectCode, Signal, StatusChange
+from repositories.background_writer import BackgroundWriter, WriterGone, WriterReply
+from repositories.driver_statements import DriverBatch, DriverStatements, execute
 from repositories.inbox import CONSUMED, consumed_rows
 from repositories.models import Base
 from repositories.writers import one_writer
@@ -175,6 +177,115 @@ def _order_row(order: Order, session_id: int, now: datetime) -> dict[str, Any]:
     }
 
 
+_SAME_ON_BOTH: tuple[tuple[str, Executable], ...] = (
+    ("signals", insert(_signals)), ("signal_rejects", insert(_rejects)), ("inbox_consumed", CONSUMED),
+    ("orders", insert(_orders)), ("order_updates", _ORDER_UPDATE), ("order_events", insert(_events)),
+    ("fills_superseded", _FILL_SUPERSEDE))
+STATEMENTS: dict[str, dict[str, Executable]] = {
+    **{name: {"sqlite": stmt, "postgresql": stmt} for name, stmt in _SAME_ON_BOTH},
+    "fills": _FILL_INSERT, "positions": _POSITION_UPSERT,
+}
+"""The recorder's statements by batch name and dialect: batches travel by name (to a writer process)."""
+
+def write_batches(conn: Connection, batches: list[DriverBatch]) -> int:
+    """Every batch through one executemany each, in order; the rows written. A batch with refused rows
+    (values that could not be converted) is for ``salvage``: RowRefused."""
+    n = 0
+    for batch in batches:
+        if batch.refused:
+            raise RowRefused(batch.refused[0][1])
+        execute(conn, batch)
+        n += len(batch.params)
+    return n
+
+
+class RowRefused(ValueError):
+    """A row a value of which the driver cannot take: the batch is written row by row (``salvage``)."""
+
+
+def unavailable_reason(err: Exception) -> str:
+    orig = getattr(err, "orig", None)
+    return str(orig).splitlines()[0] if orig else type(err).__name__
+
+
+def salvage(db: Engine, batches: list[DriverBatch], session_id: int, now: datetime) -> tuple[int, list[RowDefect]]:
+    """Write the batches again row by row, each in a savepoint of one transaction; the rows written and the
+    ones refused.
+
+    Every row the database accepts is written; each one it refuses (or whose values could not be converted
+    for it) goes to ``row_defects`` with its error, and a refused signal row is replaced by a reject row, so
+    every input line still ends as a row. One transaction: an order and its signal, a fill and its position,
+    still commit together.
+    """
+    n = 0
+    defects: list[RowDefect] = []
+    with one_writer(db), db.connect() as conn:
+        sqlite_driver = None
+        if conn.dialect.name == "sqlite":  # pysqlite's own transaction handling breaks savepoints
+            sqlite_driver = conn.connection.driver_connection
+            assert sqlite_driver is not None
+            sqlite_driver.isolation_level = None
+            conn.exec_driver_sql("BEGIN")
+        try:
+            trans = conn.begin() if sqlite_driver is None else None
+            for batch in batches:
+                table = _statement_table(STATEMENTS[batch.name][conn.dialect.name])
+                for params in batch.params:
+                    try:
+                        with conn.begin_nested():
+                            conn.exec_driver_sql(batch.sql, params)
+                        n += 1
+                    except Exception as err:
+                        if not is_row_defect(err):
+                            raise
+                        row = batch.row(params)
+                        defects.append(RowDefect(table, _row_key(table, row), _describe(err), row))
+                defects += [RowDefect(table, _row_key(table, row), error, row) for row, error in batch.refused]
+            for d in defects:
+                conn.execute(insert(_defects), [{
+                    "session_id": session_id, "ts": now, "table_name": d.table,
+                    "row_key": None if d.key is None else d.key[:160], "error": d.error, "row": _as_json(d.row),
+                }])
+                n += 1
+                if d.table in ("signals", "signal_rejects"):
+                    n += _replace_line_row(conn, d, session_id, now)
+            if trans is not None:
+                trans.commit()
+            else:
+                conn.commit()
+        finally:
+            if sqlite_driver is not None:
+                if sqlite_driver.in_transaction:
+                    sqlite_driver.rollback()
+                sqlite_driver.isolation_level = ""
+    return n, defects
+
+
+def _replace_line_row(conn: Connection, d: RowDefect, session_id: int, now: datetime) -> int:
+    """A refused signal or reject row still leaves one row for its input line: a reject naming the error.
+
+    Tried with fewer of the original values each time (the id, then the raw line, may be what the
+    database refused); the received time is the flush's, since the original may be the bad value.
+    """
+    raw = d.row.get("payload" if d.table == "signals" else "raw")
+    reject = {
+        "session_id": session_id, "received_at": now, "signal_id": None,
+        "reason_code": RejectCode.ROW_DEFECT.value,
+        "reason": f"the database refused the {d.table} row: {d.error}",
+        "raw": raw[:RAW_MAX] if isinstance(raw, str) else None, "line_no": d.row.get("line_no"),
+    }
+    key = d.key if isinstance(d.key, str) and d.key.isprintable() else None
+    for attempt in ({**reject, "signal_id": key}, reject, {**reject, "raw": None}):
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(_rejects), [attempt])
+            return 1
+        except Exception as err:
+            if not is_row_defect(err):
+                raise
+    return 0
+
+
 def _wall_clock() -> datetime:
     return datetime.now(UTC)
 
@@ -215,6 +326,13 @@ class Recorder:
         # together at the end of the turn (a burst of fills, statuses or rejections: one transaction).
         self.defer: Callable[[Callable[[], None]], object] | None = None
         self._flush_scheduled = False
+        self._statements = DriverStatements()
+        # A paper session's writer process (``use_writer``): batches of ``hand_off_units`` go to it as they
+        # fill; ``flush`` waits up to ``wait_s`` for it. Batches it could not write come back (``_carried``).
+        self.writer: BackgroundWriter | None = None
+        self.hand_off_units = 256
+        self.wait_s = 5.0
+        self._carried: list[DriverBatch] = []
 
     def attach(self, bus: EventBus) -> Recorder:
         bus.order_recorded += self.on_order_recorded
@@ -314,35 +432,116 @@ class Recorder:
     # -- writing ---------------------------------------------------------------------------------------
     @property
     def pending(self) -> int:
-        return self._pending
+        """Units of work not yet on disk: buffered here, or handed to the writer and not yet committed."""
+        return self._pending + (self.writer.units_in_flight if self.writer is not None else 0)
 
     def flush(self, now: datetime | None = None, force: bool = False) -> int:
         """Write everything buffered in one transaction; return the number of rows written.
 
+        With a ``writer`` (paper sessions), hand the rows to it and wait until it has committed everything
+        handed so far: when this returns, what was buffered is on disk (or ``failing`` says why not).
+
         When the database is unreachable the buffers are kept (nothing is lost), ``on_health`` is told,
         and the write is tried again at most every ``retry_s``; the first write that succeeds says so.
         """
-        if not self._pending:
+        writer = self.writer
+        if writer is not None:
+            try:
+                n = self.hand_off(now)
+                # While the database is down a flush does not hang: it waits as long as a retry (as in process).
+                self._apply(writer.wait(writer.sent, self.wait_s if self.failing is None else self.retry_s))
+                return n
+            except WriterGone as err:
+                self._writer_gone(err)
+        if not self._pending and not self._carried:
             return 0
         if self.failing is not None and time.monotonic() < self._retry_at and not force:
             return 0
         now = now or self.clock()
         self.last_defects = []
         t0 = time.perf_counter()
+        batches = self._carried + self._driver_batches(now)
         try:
             with one_writer(self.engine), self.engine.begin() as conn:
-                n = self._write(conn, now)
+                n = write_batches(conn, batches)
         except Exception as err:
             if not is_row_defect(err):
                 if not isinstance(err, DBAPIError):
                     raise
                 return self._unavailable(err)
+            log.error("recorder.row_defect", error=_describe(err), detail="writing the batch row by row")
             try:
-                n = self._salvage(now, err)
+                n, defects = salvage(self.engine, batches, self.session_id, now)
             except Exception as again:  # even row by row nothing could be written: keep it all, retry
                 log.exception("recorder.salvage_failed")
                 return self._unavailable(again)
+            self._refused(defects)
         self._clear()  # only after the commit: a failed transaction keeps every row for the next try
+        self._carried = []
+        self._written(n, time.perf_counter() - t0)
+        return n
+
+    def hand_off(self, now: datetime | None = None) -> int:
+        """Give everything buffered to the ``writer`` without waiting for it (paper sessions: persistence off
+        the signal path); the number of rows handed. Without a writer: ``flush``."""
+        writer = self.writer
+        if writer is None:
+            return self.flush(now)
+        try:
+            self._apply(writer.replies())
+            if not self._pending:
+                return 0
+            now = now or self.clock()
+            batches = self._driver_batches(now)
+            n = sum(len(b.params) + len(b.refused) for b in batches)
+            writer.send(batches, now, self._pending)
+            self._clear()
+            # The writer is behind: wait for it (memory stays bounded). Not while the database is down: the
+            # session goes on (blocked for orders) and the rows wait in memory, as they do written in process.
+            while writer.units_in_flight > self.flush_rows and self.failing is None:
+                self._apply(writer.wait(writer.acked + 1, self.wait_s))
+        except WriterGone as err:
+            self._writer_gone(err)
+            return self.flush(now)
+        return n
+
+    def use_writer(self, writer: BackgroundWriter) -> None:
+        """Write through ``writer`` (another process) from now on: the signal path only hands rows over."""
+        self.flush()
+        self.writer = writer
+
+    def _writer_gone(self, err: Exception) -> None:
+        """The writer process died: what it had not committed is written here from now on (nothing lost)."""
+        writer, self.writer = self.writer, None
+        assert writer is not None
+        handed = writer.take_back()
+        log.error("recorder.writer_gone", error=str(err), batches=len(handed), detail="writing in process")
+        self._carried = [b for h in handed for b in h.batches] + self._carried
+        self._pending += sum(h.units for h in handed)
+
+    def close(self) -> None:
+        """Stop the writer process once it has written what it was given (the session's end)."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.close()
+
+    def _apply(self, replies: list[WriterReply]) -> None:
+        """What the writer reported: commits, refused rows, the database lost or back."""
+        for r in replies:
+            if r.failing is not None:
+                if self.failing is None:
+                    self.failing = r.failing
+                    log.error("recorder.flush_failed", error=self.failing, buffered=self.pending)
+                    if self.on_health is not None:
+                        self.on_health(self.failing)
+                continue
+            self.last_defects = []
+            if r.defects:
+                log.error("recorder.row_defect", error=r.defects[0].error, detail="written row by row")
+                self._refused(r.defects)
+            self._written(r.rows, r.seconds)
+
+    def _written(self, n: int, seconds: float) -> None:
         if self.failing is not None:
             log.warning("recorder.recovered", rows=n)
             self.failing = None
@@ -351,118 +550,50 @@ class Recorder:
         self.rows_written += n
         self.flushes += 1
         if self.on_flush is not None:
-            self.on_flush(n, time.perf_counter() - t0)
+            self.on_flush(n, seconds)
         if self.last_defects and self.on_defects is not None:
             self.on_defects(self.last_defects)
-        return n
 
-    def _unavailable(self, err: Exception) -> int:
-        """The database cannot be reached: keep every row, say so once, try again after ``retry_s``."""
-        self._retry_at = time.monotonic() + self.retry_s
-        if self.failing is None:
-            orig = getattr(err, "orig", None)
-            self.failing = str(orig).splitlines()[0] if orig else type(err).__name__
-            log.error("recorder.flush_failed", error=self.failing, buffered=self._pending)
-            if self.on_health is not None:
-                self.on_health(self.failing)
-        return 0
-
-    def _salvage(self, now: datetime, first: Exception) -> int:
-        """Write the batch again row by row, each in a savepoint of one transaction; keep refused rows.
-
-        Every row the database accepts is written; each one it refuses goes to ``row_defects`` with its
-        error, and a refused signal row is replaced by a reject row, so every input line still ends as a
-        row. One transaction: an order and its signal, a fill and its position, still commit together.
-        """
-        log.error("recorder.row_defect", error=_describe(first), detail="writing the batch row by row")
-        n = 0
-        defects: list[RowDefect] = []
-        with one_writer(self.engine), self.engine.connect() as conn:
-            sqlite_driver = None
-            if conn.dialect.name == "sqlite":  # pysqlite's own transaction handling breaks savepoints
-                sqlite_driver = conn.connection.driver_connection
-                assert sqlite_driver is not None
-                sqlite_driver.isolation_level = None
-                conn.exec_driver_sql("BEGIN")
-            try:
-                trans = conn.begin() if sqlite_driver is None else None
-                for table, stmt, row, key in self._parts(conn, now):
-                    try:
-                        with conn.begin_nested():
-                            conn.execute(stmt, [row])
-                        n += 1
-                    except Exception as err:
-                        if not is_row_defect(err):
-                            raise
-                        defects.append(RowDefect(table, key, _describe(err), row))
-                for d in defects:
-                    conn.execute(insert(_defects), [{
-                        "session_id": self.session_id, "ts": now, "table_name": d.table,
-                        "row_key": None if d.key is None else d.key[:160], "error": d.error, "row": _as_json(d.row),
-                    }])
-                    n += 1
-                    if d.table in ("signals", "signal_rejects"):
-                        n += self._replace_line_row(conn, d, now)
-                if trans is not None:
-                    trans.commit()
-                else:
-                    conn.commit()
-            finally:
-                if sqlite_driver is not None:
-                    if sqlite_driver.in_transaction:
-                        sqlite_driver.rollback()
-                    sqlite_driver.isolation_level = ""
+    def _refused(self, defects: list[RowDefect]) -> None:
         for d in defects:
             log.error("recorder.row_refused", table=d.table, key=d.key, error=d.error)
         self.last_defects = defects
         self.defects += len(defects)
         self.refused_keys.update(d.key for d in defects if d.key is not None)
-        return n
 
-    def _replace_line_row(self, conn: Connection, d: RowDefect, now: datetime) -> int:
-        """A refused signal or reject row still leaves one row for its input line: a reject naming the error.
-
-        Tried with fewer of the original values each time (the id, then the raw line, may be what the
-        database refused); the received time is the flush's, since the original may be the bad value.
-        """
-        raw = d.row.get("payload" if d.table == "signals" else "raw")
-        reject = {
-            "session_id": self.session_id, "received_at": now, "signal_id": None,
-            "reason_code": RejectCode.ROW_DEFECT.value,
-            "reason": f"the database refused the {d.table} row: {d.error}",
-            "raw": raw[:RAW_MAX] if isinstance(raw, str) else None, "line_no": d.row.get("line_no"),
-        }
-        key = d.key if isinstance(d.key, str) and d.key.isprintable() else None
-        for attempt in ({**reject, "signal_id": key}, reject, {**reject, "raw": None}):
-            try:
-                with conn.begin_nested():
-                    conn.execute(insert(_rejects), [attempt])
-                return 1
-            except Exception as err:
-                if not is_row_defect(err):
-                    raise
+    def _unavailable(self, err: Exception) -> int:
+        """The database cannot be reached: keep every row, say so once, try again after ``retry_s``."""
+        self._retry_at = time.monotonic() + self.retry_s
+        if self.failing is None:
+            self.failing = unavailable_reason(err)
+            log.error("recorder.flush_failed", error=self.failing, buffered=self._pending)
+            if self.on_health is not None:
+                self.on_health(self.failing)
         return 0
 
-    def _write(self, conn: Connection, now: datetime) -> int:
-        n = 0
-        for stmt, rows in self._batches(conn, now):
-            conn.execute(stmt, rows)
-            n += len(rows)
-        return n
+    def _driver_batches(self, now: datetime) -> list[DriverBatch]:
+        """Every buffered row as plain driver values, one batch a statement."""
+        dialect = self.engine.dialect
+        batch = self._statements.batch
+        return [batch(name, STATEMENTS[name][dialect.name], dialect, rows)
+                for name, rows in self._batches(dialect.name, now)]
 
-    def _batches(self, conn: Connection, now: datetime) -> Iterator[tuple[Executable, list[dict[str, Any]]]]:
-        """Every buffered row, one statement a table, in the order they must be written."""
+    def _batches(self, dialect: str, now: datetime) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+        """Every buffered row, one batch a statement (``STATEMENTS``), in the order they must be written.
+
+        The rows are plain values made now (an order's row as it stands): they may be written in another
+        process (``BackgroundWriter``)."""
         sid = self.session_id
         if self._signals:
-            yield insert(_signals), self._signals
+            yield "signals", self._signals
         if self._rejects:
-            yield insert(_rejects), self._rejects
+            yield "signal_rejects", self._rejects
         if self._consumed:
-            yield CONSUMED, consumed_rows(self._consumed, now)
+            yield "inbox_consumed", consumed_rows(self._consumed, now)
         if self._new_orders:
-            yield insert(_orders), [_order_row(o, sid, now) for o in self._new_orders.values()]
+            yield "orders", [_order_row(o, sid, now) for o in self._new_orders.values()]
         if self._dirty_orders:
-            yield _ORDER_UPDATE, [
+            yield "order_updates", [
                 {
                     "b_coid": o.client_order_id,
                     "status": o.status.value,
@@ -478,20 +609,13 @@ class Recorder:
                 for o in self._dirty_orders.values()
             ]
         if self._events:
-            yield insert(_events), self._events
+            yield "order_events", self._events
         if self._fills:
-            yield _FILL_INSERT[conn.dialect.name], self._fills
+            yield "fills", self._fills
         if self._superseded:
-            yield _FILL_SUPERSEDE, self._superseded
+            yield "fills_superseded", self._superseded
         if self._positions:
-            yield self._position_upsert(conn.dialect.name), self._position_rows(now)
-
-    def _parts(self, conn: Connection, now: datetime) -> Iterator[tuple[str, Executable, dict[str, Any], str | None]]:
-        """The same rows one by one, each with its table and key, for ``_salvage``."""
-        for stmt, rows in self._batches(conn, now):
-            table = _statement_table(stmt)
-            for row in rows:
-                yield table, stmt, row, _row_key(table, row)
+            yield "positions", self._position_rows(now)
 
     def _position_rows(self, now: datetime) -> list[dict[str, Any]]:
         return [
@@ -507,10 +631,6 @@ class Recorder:
             for p in self._positions.values()
         ]
 
-    @staticmethod
-    def _position_upsert(dialect: str) -> Executable:
-        return _POSITION_UPSERT[dialect]
-
     def _clear(self) -> None:
         self._signals = []
         self._rejects = []
@@ -524,14 +644,17 @@ class Recorder:
         self._pending = 0
 
     def flush_final(self, patience_s: float = 5.0) -> str | None:
-        """The last write of a session: retried for up to ``patience_s``; returns why it failed, if it did."""
+        """The last write of a session: retried for up to ``patience_s`` while the database fails; returns why
+        it failed, if it did. A writer process still writing (not failing) is waited for."""
         deadline = time.monotonic() + patience_s
         while True:
             self.flush(force=True)
             if self.failing is None:
-                return None
+                if not self.pending and not self._carried:
+                    return None
+                continue  # the writer is behind, not failing: wait on
             if time.monotonic() >= deadline:
-                return f"{self._pending} row(s) could not be written: {self.failing}"
+                return f"{self.pending} row(s) could not be written: {self.failing}"
             time.sleep(self.retry_s)
 
     def commit_now(self, order: Order | None = None) -> bool:
@@ -549,7 +672,10 @@ class Recorder:
     # -- helpers ---------------------------------------------------------------------------------------
     def _bump(self) -> None:
         self._pending += 1
-        if self._pending >= self.flush_rows and self._may_write():
+        if self.writer is not None:
+            if self._pending >= self.hand_off_units or self._pending >= self.flush_rows:
+                self.hand_off()
+        elif self._pending >= self.flush_rows and self._may_write():
             self.flush()
         elif self.defer is not None and not self._flush_scheduled:
             self._flush_scheduled = True

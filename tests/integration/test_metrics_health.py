@@ -298,7 +298,10 @@ def test_readiness_turns_not_ready_when_the_database_goes_away_and_ready_when_it
     url = make_url(pg_url)
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
     proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    session = ObservedSession(load_settings(database_url=proxied, flush_rows=1), seed=1)
+    # Written in process, as a live session writes: the failure is known at the write (a paper session's
+    # writer process reports it a moment later: tests/integration/test_background_writer.py).
+    settings = load_settings(database_url=proxied, flush_rows=1, paper={"writer_process": False})
+    session = ObservedSession(settings, seed=1)
     clock = SimClock(SIM_START)
     session.prepare(clock, SIM_START)
     try:

@@ -225,7 +225,10 @@ def test_the_database_going_away_halts_new_orders_keeps_everything_and_writes_it
     url = make_url(pg_url)
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
     proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    session = PaperSession(load_settings(database_url=proxied, flush_rows=1), seed=1)
+    # Written in process, as a live session writes: the failure is known at the write (a paper session's
+    # writer process reports it a moment later: tests/integration/test_background_writer.py).
+    settings = load_settings(database_url=proxied, flush_rows=1, paper={"writer_process": False})
+    session = PaperSession(settings, seed=1)
     clock = SimClock(SIM_START)
     session.prepare(clock, datetime.now(UTC))
     session.process_line(signal_line("up1", symbol="AAPL", seconds=1), clock)
