@@ -880,7 +880,7 @@ def _change(state_name: str, scope: str, reason: str, flatten: bool, db: str | N
             json_out: bool, timeout: float | None, flatten_wait: float = 10.0) -> None:
     settings = _operator_settings(config, db)
     from engine.domain import KillState
-    from engine.operator import change_killswitch, flatten_outcome, operator_actor
+    from engine.operator import NotHalted, change_killswitch, flatten_outcome, operator_actor
     from risk.killswitch import parse_scope
 
     try:
@@ -899,6 +899,10 @@ def _change(state_name: str, scope: str, reason: str, flatten: bool, db: str | N
         repos, scope, KillState(state_name), reason.strip(), actor=operator_actor(), flatten=flatten,
         timeout_s=k.ack_timeout_s if timeout is None else timeout, stale_after_s=k.stale_after_s,
     )
+    if isinstance(outcome, NotHalted):  # a resume of what is not halted: nothing to record, nothing to wait for
+        repos.dispose()
+        typer.echo(json.dumps(outcome.to_json(), indent=2) if json_out else outcome.sentence)
+        return
     if flatten:  # the truth is what is still open afterwards, not how many orders left
         outcome.not_closed = flatten_outcome(repos, outcome.change, outcome.ack, flatten_wait)
     repos.dispose()
