@@ -301,7 +301,8 @@ def _since(text: str | None) -> Any:
 
 
 def _listing(table: str, db: str | None, config: Path | None, json_out: bool, limit: int | None,
-             columns: list[str], *, drop_first: list[str] | None = None, session: int | None = None,
+             columns: list[str], *, drop_first: list[str] | None = None, then_drop: list[str] | None = None,
+             session: int | None = None,
              symbol: str | None = None, strategy: str | None = None, status: str | None = None,
              since: str | None = None) -> None:
     from repositories.listings import RowFilter, plain
@@ -325,7 +326,7 @@ def _listing(table: str, db: str | None, config: Path | None, json_out: bool, li
         return
     from engine.report import print_rows
 
-    print_rows(table, rows, columns, drop_first or [])
+    print_rows(table, rows, columns, drop_first or [], then_drop=then_drop or [])
 
 
 def _pending_signals(db: str | None, config: Path | None, json_out: bool, limit: int | None) -> None:
@@ -373,6 +374,7 @@ def orders(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False
              ["client_order_id", "symbol", "side", "quantity", "order_type", "limit_price", "stop_price", "status",
               "filled_qty", "avg_fill_price", "commission", "reason"],
              drop_first=["order_type", "commission", "filled_qty", "stop_price", "limit_price", "reason"],
+             then_drop=["avg_fill_price", "side"],  # at 40 columns: the order, its symbol, quantity and status
              session=session, symbol=symbol, strategy=strategy, status=status, since=since)
 
 
@@ -387,6 +389,7 @@ def fills(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False,
     _listing("fills", db, config, json_out, limit,
              ["exec_id", "ts", "client_order_id", "symbol", "side", "quantity", "price", "commission"],
              drop_first=["exec_id", "commission"],
+             then_drop=["ts", "side"],  # at 40 columns: the order, its symbol, quantity and price
              session=session, symbol=symbol, strategy=strategy, status=status, since=since)
 
 
@@ -877,7 +880,7 @@ def _change(state_name: str, scope: str, reason: str, flatten: bool, db: str | N
             json_out: bool, timeout: float | None, flatten_wait: float = 10.0) -> None:
     settings = _operator_settings(config, db)
     from engine.domain import KillState
-    from engine.operator import change_killswitch, flatten_outcome, operator_actor
+    from engine.operator import NotHalted, change_killswitch, flatten_outcome, operator_actor
     from risk.killswitch import parse_scope
 
     try:
@@ -896,6 +899,10 @@ def _change(state_name: str, scope: str, reason: str, flatten: bool, db: str | N
         repos, scope, KillState(state_name), reason.strip(), actor=operator_actor(), flatten=flatten,
         timeout_s=k.ack_timeout_s if timeout is None else timeout, stale_after_s=k.stale_after_s,
     )
+    if isinstance(outcome, NotHalted):  # a resume of what is not halted: nothing to record, nothing to wait for
+        repos.dispose()
+        typer.echo(json.dumps(outcome.to_json(), indent=2) if json_out else outcome.sentence)
+        return
     if flatten:  # the truth is what is still open afterwards, not how many orders left
         outcome.not_closed = flatten_outcome(repos, outcome.change, outcome.ack, flatten_wait)
     repos.dispose()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from enum import StrEnum
 from typing import Any
 
 CENT = Decimal("0.01")
@@ -22,6 +23,8 @@ AVERAGE_COLUMNS = frozenset({"avg_fill_price", "avg_cost"})
 QUANTITY_COLUMNS = frozenset({"quantity", "filled_qty", "filled", "ours", "theirs", "difference"})
 COUNT_COLUMNS = frozenset({"id", "signals", "fills", "event_id", "session_id", "line_no"})
 TIME_COLUMNS = frozenset({"ts", "received_at", "created_at", "updated_at", "started_at", "ended_at", "since"})
+# Long identifiers: what a narrow table folds onto further lines (numbers never are)
+ID_COLUMNS = frozenset({"client_order_id", "signal_id", "exec_id", "parent_order_id", "oca_group", "row_key"})
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -117,3 +120,22 @@ _NUMERIC = MONEY_COLUMNS | PRICE_COLUMNS | AVERAGE_COLUMNS | QUANTITY_COLUMNS | 
 def is_numeric(column: str) -> bool:
     """Right-aligned in a table."""
     return column in _NUMERIC
+
+
+class ColumnKind(StrEnum):
+    """What a column holds, as far as fitting a table to a narrow terminal goes."""
+
+    NUMBER = "number"  # never cut or wrapped: its column is at least as wide as its widest cell
+    TIME = "time"  # wraps at the space between date and time, never inside either
+    ID = "id"  # a long identifier: folded onto further lines first, whole (never cut with an ellipsis)
+    TEXT = "text"  # words: wraps between them
+
+
+def kind_of(column: str) -> ColumnKind:
+    if column in _NUMERIC:
+        return ColumnKind.NUMBER
+    if column in TIME_COLUMNS:
+        return ColumnKind.TIME
+    if column in ID_COLUMNS:
+        return ColumnKind.ID
+    return ColumnKind.TEXT

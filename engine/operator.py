@@ -54,13 +54,32 @@ class ChangeOutcome:
         if self.ack is not None:
             ack = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in self.ack.items()}
         return {
-            "event_id": c.id, "scope": c.scope, "from_state": c.from_state.value, "to_state": c.to_state.value,
-            "reason": c.reason, "actor": c.actor, "flatten": c.flatten, "ts": c.ts.isoformat(),
-            "engine": self.engine, "acknowledged": ack is not None, "ack": ack,
+            "recorded": True, "event_id": c.id, "scope": c.scope, "from_state": c.from_state.value,
+            "to_state": c.to_state.value, "reason": c.reason, "actor": c.actor, "flatten": c.flatten,
+            "ts": c.ts.isoformat(), "engine": self.engine, "acknowledged": ack is not None, "ack": ack,
             "waited_ms": round(self.waited_s * 1000, 1), "note": self.note,
             "engine_state": self.seen.condition.value if self.seen is not None else None,
             **({"not_closed": self.not_closed} if self.not_closed is not None else {}),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class NotHalted:
+    """A resume of a scope that is ACTIVE already: nothing was written, and no engine was asked anything."""
+
+    scope: str
+    restricted: dict[str, KillState]  # every scope that is HALTED or REDUCE_ONLY (what a resume is for)
+
+    @property
+    def sentence(self) -> str:
+        others = ", ".join(f"{scope} {state}" for scope, state in sorted(self.restricted.items()))
+        return (f"{self.scope} was not halted (it is {KillState.ACTIVE}): nothing was recorded; "
+                + (f"halted or reduce-only now: {others}" if others else "every scope is ACTIVE"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"recorded": False, "event_id": None, "scope": self.scope, "state": KillState.ACTIVE.value,
+                "acknowledged": False, "note": self.sentence,
+                "restricted": {scope: state.value for scope, state in sorted(self.restricted.items())}}
 
 
 class EngineCondition(StrEnum):
@@ -152,11 +171,20 @@ def change_killswitch(
     timeout_s: float = 10.0,
     stale_after_s: float = 5.0,
     poll_s: float = 0.005,
-) -> ChangeOutcome:
+) -> ChangeOutcome | NotHalted:
+    """Record the change and wait for the engine trading the account (if one is) to acknowledge it. A resume
+    (``state`` ACTIVE) of a scope that is ACTIVE already records nothing: ``NotHalted`` says so."""
     now = datetime.now(UTC)
     seen = engine_seen(repos, stale_after_s, now)
     holder = seen.holder
-    change = repos.killswitches.record(scope, state, reason=reason, actor=actor, now=now, flatten=flatten)
+    if state is KillState.ACTIVE:
+        resumed = repos.killswitches.resume(scope, reason=reason, actor=actor, now=now)
+        if resumed is None:
+            return NotHalted(scope, {s: k for s, k in repos.killswitches.states().items()
+                                     if k is not KillState.ACTIVE})
+        change = resumed
+    else:
+        change = repos.killswitches.record(scope, state, reason=reason, actor=actor, now=now, flatten=flatten)
     assert change.id is not None
     if holder is None:
         return ChangeOutcome(change, None, None, 0.0, seen.sentence, seen=seen)

@@ -1,63 +1,142 @@
 """Tables for people (rich). Scripts use ``--json`` instead.
 
 Numbers go through engine/formatting.py (money to the cent, prices to the tick); a table is fitted to the
-terminal (80 columns when it is not one): the least useful columns of a listing go first, and what is
-left wraps inside its cell rather than being cut.
+terminal (80 columns when it is not one): the least useful columns of a listing go first, then identifiers
+fold and words wrap inside their cells; numbers are never cut or wrapped (``fit_table``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
-from engine.formatting import TIME_COLUMNS, cell, is_numeric, money, timestamp
+from engine.formatting import ColumnKind, cell, kind_of, money, timestamp
 
 if TYPE_CHECKING:  # the listing commands must not pay for importing the whole session
     from engine.session import SessionSummary
 
 _CELL_FRAME = 3  # a cell's padding and its border
+ID_FLOOR = 10  # an identifier is folded to no narrower than this before columns are left out
+HEADER_FLOOR = 4  # nor a header over an empty or narrow column
+STEPS = 5  # of squeezing (``_Measure.floors``)
 
 
 def _console() -> Console:
     return Console()
 
 
-def _natural_width(rows: list[list[str]], headers: Sequence[str]) -> int:
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    return sum(w + _CELL_FRAME for w in widths) + 1
+def _frame(n_columns: int) -> int:
+    """What a table of ``n_columns`` takes besides its cells' text: padding and borders."""
+    return n_columns * _CELL_FRAME + 1
 
 
-def fit_columns(rows: list[dict[str, Any]], columns: Sequence[str], drop_first: Sequence[str], width: int) -> list[str]:
-    """The columns to show at ``width``: ``drop_first`` leave, in that order, while the table would not fit."""
+@dataclass(frozen=True, slots=True)
+class _Measure:
+    """One column's text widths: as it is (``natural``), its widest cell and its longest word."""
+
+    kind: ColumnKind
+    natural: int
+    header: int
+    widest: int
+    word: int
+
+    def floors(self) -> tuple[int, ...]:
+        """How narrow the column may go at each step of squeezing a table (never wider than it is):
+        1. words wrap inside their cells, a time between its date and its time (the header whole);
+        2. an identifier folds onto further lines;
+        3. a header folds over its numbers (the numbers whole);
+        4. a header folds over its words (each word whole);
+        5. a word longer than an identifier's fold (a path, a URL) folds like one.
+        """
+        n = self.natural
+        header_floor = min(self.header, HEADER_FLOOR)
+        if self.kind is ColumnKind.ID:
+            folded = min(n, ID_FLOOR)
+            return n, folded, folded, folded, folded
+        if self.kind is ColumnKind.NUMBER:
+            whole = min(n, max(self.widest, header_floor))
+            return n, n, whole, whole, whole
+        wrapped = min(n, max(self.word, self.header))
+        words = min(n, max(self.word, header_floor))
+        return wrapped, wrapped, wrapped, words, min(words, max(ID_FLOOR, header_floor))
+
+
+def _measure(column: str, cells: list[str]) -> _Measure:
+    widest = max((len(c) for c in cells), default=0)
+    word = max((len(w) for c in cells for w in c.split()), default=0)
+    return _Measure(kind_of(column), max(len(column), widest), len(column), widest, word)
+
+
+def _squeeze(measures: dict[str, _Measure], room: int) -> dict[str, int] | None:
+    """Each column's width so that together they take at most ``room``, squeezing step by step (``_Measure.floors``),
+    the widest first at each step; None when even the last step leaves them too wide."""
+    widths = {c: m.natural for c, m in measures.items()}
+    excess = sum(widths.values()) - room
+    for step in range(STEPS):
+        floors = {c: m.floors()[step] for c, m in measures.items()}
+        while excess > 0:
+            over = [c for c in widths if widths[c] > floors[c]]
+            if not over:
+                break
+            widest = max(over, key=lambda c: widths[c])
+            widths[widest] -= 1
+            excess -= 1
+        if excess <= 0:
+            return widths
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class TableFit:
+    """The columns a listing shows, in order, with their text width; and those it leaves out."""
+
+    widths: dict[str, int]
+    hidden: list[str]
+
+
+def fit_table(rows: list[dict[str, Any]], columns: Sequence[str], drop_first: Sequence[str], width: int,
+              then_drop: Sequence[str] = ()) -> TableFit:
+    """Fit a listing to ``width``. While it is wider as it is, the columns of ``drop_first`` leave, in that order.
+    Then what is left is squeezed: words wrap, identifiers fold onto further lines, headers fold, and last a word
+    longer than an identifier's fold; a number is never cut or wrapped, nor a time broken. When even that is too
+    wide, more columns leave: those of ``then_drop``, then the rightmost, never the first."""
+    cells = {c: [cell(c, row.get(c)) for row in rows] for c in columns}
+    measures = {c: _measure(c, cells[c]) for c in columns}
     shown = list(columns)
     for column in drop_first:
-        cells = [[cell(c, row.get(c)) for c in shown] for row in rows]
-        if _natural_width(cells, shown) <= width:
+        if _frame(len(shown)) + sum(measures[c].natural for c in shown) <= width:
             break
         if column in shown:
             shown.remove(column)
-    return shown
+    while True:
+        widths = _squeeze({c: measures[c] for c in shown}, width - _frame(len(shown)))
+        if widths is not None:
+            break
+        if len(shown) == 1:  # one column wider than the terminal: shown whole all the same
+            widths = {shown[0]: measures[shown[0]].floors()[-1]}
+            break
+        shown.remove(next((c for c in then_drop if c in shown), shown[-1]))
+    return TableFit(widths, [c for c in columns if c not in widths])
 
 
 def print_rows(title: str, rows: list[dict[str, Any]], columns: Sequence[str], drop_first: Sequence[str] = (),
-               console: Console | None = None) -> None:
-    """A listing: numbers formatted by their column, fitted to the console's width."""
+               console: Console | None = None, then_drop: Sequence[str] = ()) -> None:
+    """A listing: numbers formatted by their column, fitted to the console's width (``fit_table``)."""
     c = console or _console()
-    shown = fit_columns(rows, columns, drop_first, c.width)
-    hidden = [col for col in columns if col not in shown]
+    fit = fit_table(rows, columns, drop_first, c.width, then_drop)
     t = Table(title=f"{title} ({len(rows)})", title_justify="left")
-    for col in shown:
-        numeric = is_numeric(col)
-        t.add_column(col, justify="right" if numeric else "left", overflow="fold",
-                     no_wrap=numeric or col in TIME_COLUMNS)  # words wrap; numbers and times stay whole
+    for col, w in fit.widths.items():  # a fixed width each: rich would squeeze numbers too
+        t.add_column(col, justify="right" if kind_of(col) is ColumnKind.NUMBER else "left", width=w,
+                     overflow="fold")
     for row in rows:
-        t.add_row(*(cell(col, row.get(col)) for col in shown))
+        t.add_row(*(cell(col, row.get(col)) for col in fit.widths))
     c.print(t)
-    if hidden:
-        c.print(f"[dim]not shown at {c.width} columns: {', '.join(hidden)} (a wider terminal, or --json)[/dim]")
+    if fit.hidden:
+        c.print(f"[dim]not shown at {c.width} columns: {', '.join(fit.hidden)} (a wider terminal, or --json)[/dim]")
 
 
 def _title(s: SessionSummary) -> str:
@@ -180,7 +259,8 @@ def print_sessions(rows: list[dict[str, Any]], console: Console | None = None) -
                      "signals": s.get("signals"), "fills": s.get("fills"),
                      "realized": s.get("realized_pnl"), "commissions": s.get("commissions")})
     print_rows("sessions", flat, ["id", "started_at", "venue", "account", "state", "signals", "fills", "realized",
-                                  "commissions"], drop_first=["account", "signals", "commissions"], console=c)
+                                  "commissions"], drop_first=["account", "signals", "commissions"], console=c,
+               then_drop=["venue", "started_at"])  # narrower: which session, its state, fills and P&L
 
 
 def print_settings(rows: list[dict[str, Any]], heading: str, console: Console | None = None) -> None:

@@ -20,7 +20,8 @@ log = structlog.get_logger("tradectl.report")
 
 
 class NothingToReport(Exception):
-    """The period asked for does not exist (no such session, no session at all); the message says which."""
+    """The period asked for does not exist (no such session, no session at all) or holds nothing (a trading day
+    without a session, signal, order or fill); the message says which."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,11 @@ def read_period(data: ReportData, settings: Settings, session_id: int | None = N
     if day is not None:
         start, end = settings.day.boundary().bounds(day)
         records = data.for_window(f"trading day {day.isoformat()}", start, end)
+        if not (records.sessions or records.signals or records.line_rejects or records.orders or records.fills):
+            raise NothingToReport(
+                f"nothing to report for trading day {day.isoformat()}: no session, signal, order or fill from "
+                f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} {settings.day.timezone}, the day as [day] "
+                f'defines it (rollover = "{settings.day.rollover}", timezone = "{settings.day.timezone}")')
         modes = sorted({s.mode for s in records.sessions}) or ["no session"]
         what = (f"{', '.join(modes)} on account {settings.account}; {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} "
                 f"{settings.day.timezone} ({len(records.sessions)} session(s))")
@@ -95,11 +101,15 @@ class DayReports:
         self.settings = settings
 
     def __call__(self, day: str) -> str | None:
+        """The report's path; None for a day with nothing to report (the digest goes without one)."""
         from repositories.db import make_engine
 
         db = make_engine(self.settings.database_url, create=False)
         try:
             written = write_report(ReportData(db), self.settings, day=date.fromisoformat(day))
+        except NothingToReport as err:
+            log.info("report.nothing", day=day, detail=str(err))
+            return None
         finally:
             db.dispose()
         return None if written.html is None else str(written.html)

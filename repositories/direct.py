@@ -233,20 +233,35 @@ class DirectKillSwitches:
     def record(self, scope: str, to_state: KillState, *, reason: str, actor: str, now: datetime,
                flatten: bool = False) -> KillSwitchChange:
         """As ``KillSwitchRepository.record``: the event and its audit record in one transaction (notified)."""
+        with self.db.transaction():
+            return self._append(scope, self._state(scope), to_state, reason, actor, now, flatten)
+
+    def resume(self, scope: str, *, reason: str, actor: str, now: datetime) -> KillSwitchChange | None:
+        """As ``KillSwitchRepository.resume``: back to ACTIVE from HALTED or REDUCE_ONLY; None, and nothing
+        written, when the scope is ACTIVE already."""
+        with self.db.transaction():
+            from_state = self._state(scope)
+            if from_state is KillState.ACTIVE:
+                return None
+            return self._append(scope, from_state, KillState.ACTIVE, reason, actor, now, False)
+
+    def _state(self, scope: str) -> KillState:
+        prev = self.db.scalar("SELECT to_state FROM killswitch_events WHERE account = ? AND scope = ? "
+                              "ORDER BY id DESC LIMIT 1", (self.account, scope))
+        return KillState(prev) if prev else KillState.ACTIVE
+
+    def _append(self, scope: str, from_state: KillState, to_state: KillState, reason: str, actor: str,
+                now: datetime, flatten: bool) -> KillSwitchChange:
         db = self.db
-        with db.transaction():
-            prev = db.scalar("SELECT to_state FROM killswitch_events WHERE account = ? AND scope = ? "
-                             "ORDER BY id DESC LIMIT 1", (self.account, scope))
-            from_state = KillState(prev) if prev else KillState.ACTIVE
-            event_id = int(db.scalar(
-                "INSERT INTO killswitch_events (ts, account, scope, from_state, to_state, reason, actor, flatten) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (db.bind(now), self.account, scope, from_state.value, to_state.value, reason, actor, flatten)))
-            action, detail = killswitch_audit(event_id, from_state, to_state, reason, flatten)
-            db.run("INSERT INTO audit_log (ts, actor, action, scope, detail) VALUES (?, ?, ?, ?, ?)",
-                      (db.bind(now), actor, action, scope, detail))
-            if db.dialect == "postgresql":  # delivered at commit: the engine wakes at once
-                db.scalar("SELECT pg_notify(?, ?)", (KILLSWITCH_CHANNEL, self.account))
+        event_id = int(db.scalar(
+            "INSERT INTO killswitch_events (ts, account, scope, from_state, to_state, reason, actor, flatten) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (db.bind(now), self.account, scope, from_state.value, to_state.value, reason, actor, flatten)))
+        action, detail = killswitch_audit(event_id, from_state, to_state, reason, flatten)
+        db.run("INSERT INTO audit_log (ts, actor, action, scope, detail) VALUES (?, ?, ?, ?, ?)",
+               (db.bind(now), actor, action, scope, detail))
+        if db.dialect == "postgresql":  # delivered at commit: the engine wakes at once
+            db.scalar("SELECT pg_notify(?, ?)", (KILLSWITCH_CHANNEL, self.account))
         return KillSwitchChange(now, scope, from_state, to_state, reason, actor, flatten, event_id)
 
     def ack_of(self, event_id: int) -> dict[str, Any] | None:

@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, text
+from sqlalchemy import Connection, Engine, func, insert, select, text
 
 from engine.domain import KillState, KillSwitchChange
 from repositories.errors import reading, writing
@@ -52,32 +52,49 @@ class KillSwitchRepository:
     ) -> KillSwitchChange:
         """Append a state change (the CLI's write, and automatic triggers'). Audited in the same transaction."""
         with writing(self.db) as conn:
-            prev = conn.execute(
-                select(KillSwitchEventRow.to_state)
-                .where(KillSwitchEventRow.account == self.account, KillSwitchEventRow.scope == scope)
-                .order_by(KillSwitchEventRow.id.desc())
-                .limit(1)
-            ).scalar()
-            from_state = KillState(prev) if prev else KillState.ACTIVE
-            result = conn.execute(
-                insert(KillSwitchEventRow).values(
-                    ts=now,
-                    account=self.account,
-                    scope=scope,
-                    from_state=from_state.value,
-                    to_state=to_state.value,
-                    reason=reason,
-                    actor=actor,
-                    flatten=flatten,
-                )
+            return self._append(conn, scope, self._state(conn, scope), to_state, reason, actor, now, flatten)
+
+    def resume(self, scope: str, *, reason: str, actor: str, now: datetime) -> KillSwitchChange | None:
+        """Set ``scope`` back to ACTIVE as ``record`` does, when it is HALTED or REDUCE_ONLY; None, and nothing
+        written, when it is ACTIVE already: resuming what is not halted changes nothing. One transaction."""
+        with writing(self.db) as conn:
+            from_state = self._state(conn, scope)
+            if from_state is KillState.ACTIVE:
+                return None
+            return self._append(conn, scope, from_state, KillState.ACTIVE, reason, actor, now, False)
+
+    def _state(self, conn: Connection, scope: str) -> KillState:
+        """The scope's state as its latest event left it (ACTIVE when it never changed)."""
+        prev = conn.execute(
+            select(KillSwitchEventRow.to_state)
+            .where(KillSwitchEventRow.account == self.account, KillSwitchEventRow.scope == scope)
+            .order_by(KillSwitchEventRow.id.desc())
+            .limit(1)
+        ).scalar()
+        return KillState(prev) if prev else KillState.ACTIVE
+
+    def _append(self, conn: Connection, scope: str, from_state: KillState, to_state: KillState, reason: str,
+                actor: str, now: datetime, flatten: bool) -> KillSwitchChange:
+        """The event and its audit record (notified on PostgreSQL), in the caller's transaction."""
+        result = conn.execute(
+            insert(KillSwitchEventRow).values(
+                ts=now,
+                account=self.account,
+                scope=scope,
+                from_state=from_state.value,
+                to_state=to_state.value,
+                reason=reason,
+                actor=actor,
+                flatten=flatten,
             )
-            key = result.inserted_primary_key
-            assert key is not None
-            action, detail = killswitch_audit(int(key[0]), from_state, to_state, reason, flatten)
-            conn.execute(insert(AuditRow).values(ts=now, actor=actor, action=action, scope=scope, detail=detail))
-            if conn.dialect.name == "postgresql":  # delivered at commit: the engine wakes at once
-                conn.execute(text("SELECT pg_notify(:channel, :account)"),
-                             {"channel": KILLSWITCH_CHANNEL, "account": self.account})
+        )
+        key = result.inserted_primary_key
+        assert key is not None
+        action, detail = killswitch_audit(int(key[0]), from_state, to_state, reason, flatten)
+        conn.execute(insert(AuditRow).values(ts=now, actor=actor, action=action, scope=scope, detail=detail))
+        if conn.dialect.name == "postgresql":  # delivered at commit: the engine wakes at once
+            conn.execute(text("SELECT pg_notify(:channel, :account)"),
+                         {"channel": KILLSWITCH_CHANNEL, "account": self.account})
         return KillSwitchChange(now, scope, from_state, to_state, reason, actor, flatten, int(key[0]))
 
     def ack(

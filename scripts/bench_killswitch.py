@@ -30,7 +30,7 @@ from benchdb import feed_resting, fresh_database
 from sqlalchemy import func, select
 
 from engine.domain import KillState
-from engine.operator import change_killswitch
+from engine.operator import ChangeOutcome, change_killswitch
 from repositories.db import ensure_schema, make_engine
 from repositories.models import OrderEventRow, OrderRow
 from repositories.repos import Repositories
@@ -88,6 +88,7 @@ def run(url: str, trips: int, min_open: int, cli_trips: int) -> dict[str, object
                 t0 = time.perf_counter()
                 outcome = change_killswitch(repos, GLOBAL, KillState.HALTED, reason, actor="bench")
                 returned = datetime.now(UTC)
+                assert isinstance(outcome, ChangeOutcome)  # a halt is always recorded
                 assert outcome.ack is not None, outcome.note
                 ack_ms.append((time.perf_counter() - t0) * 1000)
             else:

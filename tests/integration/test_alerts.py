@@ -329,6 +329,24 @@ def test_the_digest_names_the_days_report_written_off_the_watchs_thread(tmp_path
     a.close()
 
 
+def test_the_digest_of_a_day_with_nothing_to_report_goes_out_without_a_report(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bodies: list[str] = []
+    wall = [datetime(2026, 1, 6, 20, 0, tzinfo=UTC)]  # the demo's signals are all of 2026-01-05
+    a = Alerts(AlertsConfig(digest_at_utc="21:00"), sender=collect(bodies, "body"))
+    watch = AlertWatch(a, fake_session(), wall=lambda: wall[0])
+    watch.day_report = DayReports(demo_day_settings(tmp_path))
+    wall[0] = datetime(2026, 1, 6, 21, 0, 1, tzinfo=UTC)
+    watch.check()
+    assert watch.report_thread is not None
+    watch.report_thread.join(30)
+    assert a.drain() and len(bodies) == 1 and "report:" not in bodies[0]
+    assert not (tmp_path / "reports").exists()
+    logged = capsys.readouterr()  # stdout, or stderr once a command has set logging up
+    assert "report.nothing" in logged.out + logged.err and "day_report_failed" not in logged.out + logged.err
+    a.close()
+
+
 def test_the_digest_still_goes_out_when_the_days_report_cannot_be_written(tmp_path: Path) -> None:
     bodies: list[str] = []
     wall = [datetime(2026, 1, 5, 20, 0, tzinfo=UTC)]

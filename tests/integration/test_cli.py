@@ -188,6 +188,43 @@ def test_kill_reduce_only_resume_are_listed_and_audited(db_url: str) -> None:
     assert "@" in audit[0]["actor"]
 
 
+def test_resume_of_a_scope_that_is_not_halted_records_nothing_and_exits_0(db_url: str) -> None:
+    upgrade(db_url)
+    runner.invoke(app, ["kill", "--scope", "symbol:AAPL", "--reason", "bad prints", "--db", db_url])
+    before = runner.invoke(app, ["audit", "--db", db_url, "--json"]).stdout
+    for scope in ("global", "symbol:MSFT"):  # never changed
+        assert runner.invoke(app, ["resume", "--scope", scope, "--reason", "x", "--db", db_url]).exit_code == 0
+    assert runner.invoke(app, ["audit", "--db", db_url, "--json"]).stdout == before
+    listed = json.loads(runner.invoke(app, ["killswitch", "list", "--db", db_url, "--json"]).stdout)
+    assert [(r["scope"], r["state"]) for r in listed] == [("symbol:AAPL", "HALTED")]
+
+
+def test_resume_of_a_scope_that_is_not_halted_says_so_and_names_the_scopes_that_are(db_url: str) -> None:
+    upgrade(db_url)
+    runner.invoke(app, ["kill", "--scope", "symbol:AAPL", "--reason", "bad prints", "--db", db_url])
+    runner.invoke(app, ["reduce-only", "--scope", "strategy:mr", "--reason", "review", "--db", db_url])
+    result = runner.invoke(app, ["resume", "--scope", "symbol:APPL", "--reason", "prints fixed", "--db", db_url])
+    assert result.output.splitlines() == [
+        "symbol:APPL was not halted (it is ACTIVE): nothing was recorded; halted or reduce-only now: "
+        "strategy:mr REDUCE_ONLY, symbol:AAPL HALTED"]
+
+
+def test_resume_of_a_scope_that_is_not_halted_says_recorded_false_in_json(db_url: str) -> None:
+    upgrade(db_url)
+    result = runner.invoke(app, ["resume", "--reason", "nothing halted", "--db", db_url, "--json"])
+    out = json.loads(result.stdout)
+    assert (out["recorded"], out["event_id"], out["scope"], out["state"], out["restricted"]) == (
+        False, None, "global", "ACTIVE", {})
+
+
+def test_resume_of_a_halted_scope_is_recorded_and_says_from_what(db_url: str) -> None:
+    upgrade(db_url)
+    runner.invoke(app, ["kill", "--reason", "desk stop", "--db", db_url])
+    result = runner.invoke(app, ["resume", "--reason", "desk go", "--db", db_url, "--json"])
+    out = json.loads(result.stdout)
+    assert result.exit_code == 0 and (out["recorded"], out["from_state"], out["to_state"]) == (True, "HALTED", "ACTIVE")
+
+
 def test_audit_since_in_the_future_is_empty_and_bad_since_is_usage(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'a.db'}"
     upgrade(db)

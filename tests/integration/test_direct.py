@@ -98,6 +98,52 @@ def test_a_change_recorded_directly_reads_back_through_the_repository(db_url: st
     orm.dispose()
 
 
+def test_a_resume_writes_the_rows_the_repository_writes_and_none_for_a_scope_not_halted(
+        two_urls: tuple[str, str]) -> None:
+    orm_url, direct_url = two_urls
+    orm = Repositories(make_engine(orm_url), ACCOUNT)
+    direct = DirectRepositories.open(direct_url, ACCOUNT)
+    for repos in (orm, direct):
+        repos.killswitches.record("symbol:AAPL", KillState.HALTED, reason="bad prints", actor="ops", now=NOW)
+    for i, scope in enumerate(["symbol:AAPL", "symbol:AAPL", "global"], 1):  # halted, then ACTIVE twice
+        now = NOW + timedelta(seconds=i)
+        by_orm = orm.killswitches.resume(scope, reason="fixed", actor="ops", now=now)
+        assert direct.killswitches.resume(scope, reason="fixed", actor="ops", now=now) == by_orm
+    orm.dispose()
+    direct.dispose()
+    for table in ("killswitch_events", "audit_log"):
+        assert _stored(direct_url, table) == _stored(orm_url, table)
+
+
+def _repositories(path: str, url: str) -> Repositories | DirectRepositories:
+    return Repositories(make_engine(url), ACCOUNT) if path == "sqlalchemy" else DirectRepositories.open(url, ACCOUNT)
+
+
+@pytest.mark.parametrize("path", ["sqlalchemy", "plain driver"])
+@pytest.mark.parametrize("before", [[], [KillState.HALTED, KillState.ACTIVE]], ids=["never changed", "resumed"])
+def test_a_resume_of_a_scope_that_is_not_halted_writes_nothing(path: str, before: list[KillState],
+                                                                db_url: str) -> None:
+    ensure_schema(db_url)
+    repos = _repositories(path, db_url)
+    for i, state in enumerate(before):
+        repos.killswitches.record("global", state, reason="drill", actor="ops", now=NOW + timedelta(seconds=i))
+    assert repos.killswitches.resume("global", reason="again", actor="ops", now=NOW + timedelta(minutes=1)) is None
+    repos.dispose()
+    assert len(_stored(db_url, "killswitch_events")) == len(_stored(db_url, "audit_log")) == len(before)
+
+
+@pytest.mark.parametrize("path", ["sqlalchemy", "plain driver"])
+@pytest.mark.parametrize("state", [KillState.HALTED, KillState.REDUCE_ONLY])
+def test_a_resume_of_a_halted_or_reduce_only_scope_sets_it_active(path: str, state: KillState, db_url: str) -> None:
+    ensure_schema(db_url)
+    repos = _repositories(path, db_url)
+    repos.killswitches.record("strategy:mr", state, reason="review", actor="ops", now=NOW)
+    change = repos.killswitches.resume("strategy:mr", reason="done", actor="ops", now=NOW + timedelta(seconds=1))
+    assert change is not None and (change.from_state, change.to_state) == (state, KillState.ACTIVE)
+    assert repos.killswitches.states() == {"strategy:mr": KillState.ACTIVE}
+    repos.dispose()
+
+
 @pytest.fixture
 def traded(db_url: str) -> str:
     """A database after a paper session (signals, rejects, orders, fills, positions), with a resting order,

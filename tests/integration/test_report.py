@@ -11,6 +11,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -18,7 +19,7 @@ from engine.cli import app
 from engine.config import Settings, load_settings
 from engine.report_figures import ReportFigures
 from engine.session import PaperSession, SessionSummary
-from engine.session_report import write_report
+from engine.session_report import NothingToReport, write_report
 from engine.sources import DEMO_SIGNALS
 from repositories.db import make_engine
 from repositories.models import FillRow, OrderRow, PositionRow, SignalRejectRow, SignalRow
@@ -98,7 +99,32 @@ def test_a_trading_days_report_holds_that_days_rows_only(tmp_path: Path) -> None
     day = figures_of(settings, day=date(2026, 1, 5))
     assert day.title == "trading day 2026-01-05"
     assert (day.totals["fills"], day.totals["realized_pnl"]) == (summary.fills, summary.realized_pnl)
-    assert figures_of(settings, day=date(2026, 1, 6)).totals["fills"] == 0
+
+
+def test_a_trading_day_without_a_session_signal_order_or_fill_has_nothing_to_report(db_url: str,
+                                                                                      tmp_path: Path) -> None:
+    settings = settings_for(db_url, tmp_path)
+    paper(settings, demo_lines(20))  # stamped 2026-01-05 from 14:30 UTC: before 17:00 New York, that day's
+    with pytest.raises(NothingToReport, match="trading day 2026-01-06: no session, signal, order or fill from "
+                                              "2026-01-05 17:00 to 2026-01-06 17:00 America/New_York"):
+        figures_of(settings, day=date(2026, 1, 6))
+
+
+def test_the_report_command_for_a_day_with_nothing_writes_nothing_and_names_the_day_as_configured(
+        db_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "tradectl.toml"
+    config.write_text(f'[day]\ntimezone = "Europe/London"\nrollover = "06:00"\n[report]\ndir = "{tmp_path / "r"}"\n')
+    sig = write_lines(tmp_path / "s.jsonl", [signal_line("a", seconds=1), signal_line("b", "MSFT", seconds=2)])
+    assert runner.invoke(app, ["paper", "--signals", str(sig), "--db", db_url, "--config", str(config),
+                               "--no-progress", "--no-report"]).exit_code == 0
+    result = runner.invoke(app, ["report", "--db", db_url, "--config", str(config), "--day", "2026-01-06",
+                                 "--csv", str(tmp_path / "csv")])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr.strip() == (
+        "tradectl: nothing to report for trading day 2026-01-06: no session, signal, order or fill from "
+        '2026-01-06 06:00 to 2026-01-07 06:00 Europe/London, the day as [day] defines it (rollover = "06:00", '
+        'timezone = "Europe/London")')
+    assert not (tmp_path / "r").exists() and not (tmp_path / "csv").exists()
 
 
 def test_csv_files_hold_every_row_of_the_reports_tables(tmp_path: Path) -> None:
