@@ -33,6 +33,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from benchdb import fresh_database
 from paper.gateway import serve_in_thread
 from repositories.db import make_engine, upgrade
 from repositories.inbox import SignalInbox
@@ -173,13 +174,12 @@ def handled_of(db: str, prefix: str) -> tuple[int, int, Counter[str]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=300, help="signals per latency measure (one at a time)")
-    ap.add_argument("--db", help="database URL (default: a fresh SQLite file)")
+    ap.add_argument("--db", help="database URL (default: a fresh SQLite file; PostgreSQL: a fresh database beside it)")
     ap.add_argument("--rate-s", type=float, default=5.0, help="seconds of each sustained measure")
     ap.add_argument("--clients", type=int, default=16, help="kept-alive connections of the concurrent measure")
     args = ap.parse_args()
     print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}")
-    with tempfile.TemporaryDirectory() as d:
-        db = args.db or f"sqlite:///{Path(d) / 'intake.db'}"
+    with tempfile.TemporaryDirectory() as d, fresh_database(args.db, "tradectl_bench_intake") as db:
         upgrade(db)
         config = Path(d) / "tradectl.toml"
         config.write_text(CONFIG)
