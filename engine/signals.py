@@ -271,9 +271,22 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number")
 
 
+_NOT_FINITE = Decimal("NaN")
+
+
+def _json_decimal(text: str) -> Decimal:
+    """A JSON number with a fraction or exponent. One whose exponent Decimal cannot hold (1e99999999999999999999)
+    would raise InvalidOperation out of the decoder: it is NaN instead, which the model refuses as not finite,
+    naming its field."""
+    try:
+        return Decimal(text)
+    except ArithmeticError:
+        return _NOT_FINITE
+
+
 # One decoder (json.loads with arguments builds a new one per call): numbers as Decimal, no NaN/Infinity,
 # no duplicate keys.
-_decode = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_float=Decimal, parse_int=Decimal,
+_decode = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_float=_json_decimal, parse_int=Decimal,
                            parse_constant=_no_constant).decode
 
 

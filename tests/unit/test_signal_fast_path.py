@@ -235,6 +235,7 @@ _WRONG_VALUES = [
     '"0.6"', '"AAPL"', "123", "0", "-0", "-0.0", "0.0", "1", "1.0", "true", "false", "null", "[]", "[0.5]", "{}",
     '{"price": 5}', '{"distance": 5, "price": 5}', '{"price": 5, "price": 6}', '{"price": "5"}', '{"price": -1}',
     '{"distance": 0}', '{"size": 5}', "1e400", "1e-400", "1e999999999", "-1e999999999", "10" * 20, "9" * 5000,
+    "1e99999999999999999999", "-1e-99999999999999999999",
     "1E+2", "100", "1000000000", "1000000000.000001", "0.0000009", "0.000001", "2592000", "2592000.001",
     "-100", "-100.0000001", "NaN", "Infinity", "-Infinity", '"long"', '"LONG"', '"flat"', '"MKT"', '"STP LMT"',
     '"stk"', '"STK"', '"usd"', '"EUR"', '"SMART"', '"a b"', '"AAPL\\n"', '"AAPL "', '" AAPL"', '"\\u0041APL"',
@@ -375,6 +376,15 @@ def test_a_value_of_the_wrong_json_type_or_form_is_refused_naming_the_field(fiel
 ])
 def test_a_line_the_pydantic_path_refuses_is_refused_with_its_words(line: str) -> None:
     _refused(line)
+
+
+@pytest.mark.parametrize("value", ["1e99999999999999999999", "-1E+99999999999999999999", "1e-99999999999999999999"])
+def test_an_exponent_beyond_decimal_is_refused_naming_the_field_not_raised(value: str) -> None:
+    err = _refused(_with(f', "max_qty": {value}'))  # Decimal(text) raises InvalidOperation on these
+    assert err.code == "invalid_signal" and err.reason == "field 'max_qty': Input should be a finite number"
+    assert err.signal_id == "s1"
+    err = _refused(_with(f', "stop_loss": {{"distance": {value}}}'))
+    assert err.reason == "field 'stop_loss.distance': Input should be a finite number"
 
 
 def test_minus_zero_keeps_its_sign_through_the_pydantic_path() -> None:
