@@ -402,6 +402,9 @@ _EXIT_KEYS = frozenset(("price", "distance"))
 _ONE = Decimal(1)
 
 
+_NO_EXIT: tuple[ExitLevel | None, int] = (None, 0)
+
+
 class _NotFast(Exception):
     """The line is left to the pydantic path."""
 
@@ -438,9 +441,28 @@ def _fast_exit(value: Any) -> tuple[ExitLevel | None, int]:
 
 def _keys_in(text: str) -> int:
     """At least the number of keys written in the text, counting repeats (see above)."""
-    if '" ' in text or '"\t' in text or '"\n' in text or '"\r' in text:
+    if '" ' in text or "\t" in text or "\n" in text or "\r" in text:  # one-character tests are the fastest
         return len(_KEY_END.findall(text))
     return text.count('":')
+
+
+_SEEN_LIMIT = 1024  # distinct values remembered per field: a symbol or strategy repeats line after line
+
+
+def _matches(seen: set[str], fullmatch: Callable[[str], re.Match[str] | None], text: str) -> bool:
+    """``fullmatch(text)``, remembered: the set holds only texts that matched, so a hit needs no regex."""
+    if fullmatch(text) is None:
+        return False
+    if len(seen) >= _SEEN_LIMIT:
+        seen.clear()
+    seen.add(text)
+    return True
+
+
+_SEEN_SYMBOLS: set[str] = set()
+_SEEN_STRATEGIES: set[str] = set()
+_SEEN_CURRENCIES: set[str] = set()
+_SEEN_EXCHANGES: set[str] = set()
 
 
 def _fast_signal(text: str, missing_ts: Callable[[], datetime] | None) -> Signal | None:
@@ -460,28 +482,34 @@ def _fast_signal(text: str, missing_ts: Callable[[], datetime] | None) -> Signal
     currency = obj.get("currency", _DEFAULT_CURRENCY)
     exchange = obj.get("exchange", _DEFAULT_EXCHANGE)
     ts_text = obj.get("ts")
+    # A default is the object .get returned (valid); a string is checked before it is hashed.
     if not (type(sid) is str and _ID_FULL(sid)
-            and type(symbol) is str and _SYMBOL_FULL(symbol)
+            and type(symbol) is str and (symbol in _SEEN_SYMBOLS or _matches(_SEEN_SYMBOLS, _SYMBOL_FULL, symbol))
             and type(direction) is str and direction in _FAST_DIRECTIONS
-            and type(strategy) is str and _STRATEGY_FULL(strategy)
+            and (strategy is _DEFAULT_STRATEGY or (type(strategy) is str and (
+                strategy in _SEEN_STRATEGIES or _matches(_SEEN_STRATEGIES, _STRATEGY_FULL, strategy))))
             and type(order_type) is str and order_type in _FAST_ORDER_TYPES
             and type(sec_type) is str and sec_type in _FAST_SEC_TYPES
-            and type(currency) is str and _CURRENCY_FULL(currency)
-            and type(exchange) is str and _EXCHANGE_FULL(exchange)
+            and (currency is _DEFAULT_CURRENCY or (type(currency) is str and (
+                currency in _SEEN_CURRENCIES or _matches(_SEEN_CURRENCIES, _CURRENCY_FULL, currency))))
+            and (exchange is _DEFAULT_EXCHANGE or (type(exchange) is str and (
+                exchange in _SEEN_EXCHANGES or _matches(_SEEN_EXCHANGES, _EXCHANGE_FULL, exchange))))
             and (ts_text is None or (type(ts_text) is str and 0 < len(ts_text) <= _MAX_TS_CHARS))):
         return None
-    try:
-        win_prob = _fast_number(obj.get("win_prob"), _ZERO, _ONE)
-        payoff = _fast_number(obj.get("payoff"), MIN_POSITIVE, MAX_PAYOFF)
-        expected_return = _fast_number(obj.get("expected_return"), -MAX_RETURN, MAX_RETURN)
-        volatility = _fast_number(obj.get("volatility"), MIN_POSITIVE, MAX_RETURN)
-        stop_distance = _fast_number(obj.get("stop_distance"), MIN_POSITIVE, MAX_PRICE)
-        limit_price = _fast_number(obj.get("limit_price"), MIN_POSITIVE, MAX_PRICE)
-        stop_price = _fast_number(obj.get("stop_price"), MIN_POSITIVE, MAX_PRICE)
-        ttl_s = _fast_number(obj.get("ttl_s"), MIN_TTL_S, _MAX_TTL)
-        max_qty = _fast_number(obj.get("max_qty"), MIN_POSITIVE, MAX_QTY)
-        stop_loss, stop_loss_keys = _fast_exit(obj.get("stop_loss"))
-        take_profit, take_profit_keys = _fast_exit(obj.get("take_profit"))
+    get = obj.get
+    try:  # most fields are absent: None without a call
+        win_prob = None if (v := get("win_prob")) is None else _fast_number(v, _ZERO, _ONE)
+        payoff = None if (v := get("payoff")) is None else _fast_number(v, MIN_POSITIVE, MAX_PAYOFF)
+        expected_return = None if (v := get("expected_return")) is None else _fast_number(v, -MAX_RETURN,
+                                                                                          MAX_RETURN)
+        volatility = None if (v := get("volatility")) is None else _fast_number(v, MIN_POSITIVE, MAX_RETURN)
+        stop_distance = None if (v := get("stop_distance")) is None else _fast_number(v, MIN_POSITIVE, MAX_PRICE)
+        limit_price = None if (v := get("limit_price")) is None else _fast_number(v, MIN_POSITIVE, MAX_PRICE)
+        stop_price = None if (v := get("stop_price")) is None else _fast_number(v, MIN_POSITIVE, MAX_PRICE)
+        ttl_s = None if (v := get("ttl_s")) is None else _fast_number(v, MIN_TTL_S, _MAX_TTL)
+        max_qty = None if (v := get("max_qty")) is None else _fast_number(v, MIN_POSITIVE, MAX_QTY)
+        stop_loss, stop_loss_keys = _NO_EXIT if (v := get("stop_loss")) is None else _fast_exit(v)
+        take_profit, take_profit_keys = _NO_EXIT if (v := get("take_profit")) is None else _fast_exit(v)
     except _NotFast:
         return None
     if win_prob is not None and not _ZERO < win_prob < _ONE:

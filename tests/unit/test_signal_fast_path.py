@@ -23,6 +23,9 @@ from hypothesis import strategies as st
 from engine.domain import Signal
 from engine.signals import (
     _FAST_FIELDS,
+    _SEEN_CURRENCIES,
+    _SEEN_LIMIT,
+    _SEEN_SYMBOLS,
     MAX_PAYOFF,
     MAX_PRICE,
     MAX_QTY,
@@ -421,6 +424,18 @@ def test_missing_ts_is_called_once_for_a_valid_line_and_never_for_a_refused_one(
     assert isinstance(parse_signal('{"id": "s1", "symbol": "X", "direction": "flat", "id": "s2"}', stamps),
                       SignalError)
     assert stamps.calls == 1
+
+
+def test_remembered_matches_hold_only_valid_texts_and_stay_bounded() -> None:
+    for _ in range(2):  # the second time a remembered text would be taken without its regex
+        assert isinstance(_same('{"id": "s1", "symbol": "AAPL", "direction": "flat", "exchange": "ARCA"}'), Signal)
+        _refused('{"id": "s1", "symbol": "AAPL\\n", "direction": "flat"}')
+        _refused('{"id": "s1", "symbol": "AAPL", "direction": "flat", "strategy": "a b"}')
+        _refused('{"id": "s1", "symbol": "AAPL", "direction": "flat", "currency": "usd"}')
+    assert "AAPL" in _SEEN_SYMBOLS and "AAPL\n" not in _SEEN_SYMBOLS and "usd" not in _SEEN_CURRENCIES
+    for i in range(_SEEN_LIMIT + 10):
+        assert _fast_takes(f'{{"id": "s1", "symbol": "S{i}", "direction": "flat"}}')
+    assert 0 < len(_SEEN_SYMBOLS) <= _SEEN_LIMIT
 
 
 def test_the_fast_path_knows_exactly_the_message_fields() -> None:
