@@ -7,6 +7,9 @@ Strict means: the line must be UTF-8 (never repaired), one JSON object without d
 NaN or Infinity; every value has its JSON type (``"symbol": 123`` is refused, not traded as ``123``);
 every number and date is bounded to what sizing, IB and both databases can hold. A line too long,
 or one that is refused, is stored bounded (``MAX_RAW_CHARS``) and with its bytes escaped.
+
+Two paths, one answer: msgspec takes a valid line in a few microseconds (``_fast_signal``); any line it
+cannot vouch for is parsed by json + pydantic (``parse_signal_pydantic``), which gives every error.
 """
 
 from __future__ import annotations
