@@ -34,7 +34,6 @@ from pathlib import Path
 from benchdb import fresh_database
 from sqlalchemy import select
 
-from benchdb import fresh_database
 from paper.gateway import serve_in_thread
 from repositories.db import make_engine, upgrade
 from repositories.inbox import SignalInbox
