@@ -90,6 +90,7 @@ def run(n: int, db: str | None, metrics: bool = False) -> dict[str, Any]:
             process(line, clock)
         session.recorder.flush()
         elapsed = perf() - t0
+        session.recorder.close()  # the writer process exits: its peak RSS is then the children's
         render_ms = 0.0
         if observed is not None:
             r0 = perf()
@@ -104,7 +105,9 @@ def run(n: int, db: str | None, metrics: bool = False) -> dict[str, Any]:
         "orders": len(latencies),
         "p50_us": percentile(ordered, 0.50) * 1e6,
         "p99_us": percentile(ordered, 0.99) * 1e6,
+        "max_us": ordered[-1] * 1e6 if ordered else float("nan"),
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "writer_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,  # the writer process
         "rejects": ", ".join(f"{k} {v}" for k, v in reasons),
         "render_ms": render_ms,
     }
@@ -120,7 +123,8 @@ def main() -> None:
     for n in args.n or [10_000, 100_000]:
         r = run(n, args.db, args.metrics)
         print(f"N={r['n']:>9,}  {r['signals_per_s']:>9,.0f} signals/s  orders {r['orders']:>8,}  "
-              f"signal->broker p50 {r['p50_us']:6.1f} us  p99 {r['p99_us']:7.1f} us  maxRSS {r['max_rss_mb']:.0f} MB")
+              f"signal->broker p50 {r['p50_us']:6.1f} us  p99 {r['p99_us']:7.1f} us  max {r['max_us'] / 1000:6.1f} ms  "
+              f"maxRSS {r['max_rss_mb']:.0f} MB (writer {r['writer_rss_mb']:.0f} MB)")
         print(f"             top rejects: {r['rejects']}")
         if args.metrics:
             print(f"             /metrics render: {r['render_ms']:.1f} ms")
