@@ -90,7 +90,9 @@ def run(n: int, db: str | None, metrics: bool = False) -> dict[str, Any]:
             process(line, clock)
         session.recorder.flush()
         elapsed = perf() - t0
-        session.recorder.close()  # the writer process exits: its peak RSS is then the children's
+        close = getattr(session.recorder, "close", None)  # an older commit (scripts/bench_beside) has none
+        if close is not None:
+            close()  # the writer process exits: its peak RSS is then the children's
         render_ms = 0.0
         if observed is not None:
             r0 = perf()
