@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal as os_signal
 from abc import ABC, abstractmethod
@@ -209,6 +210,10 @@ class Session(ABC):
         self.engine.housekeeping(clock())
         self.save_day()
         self.report = self.reconcile_at_start()  # before the first order: our books against the broker's
+        # What start-up made (modules, SQLAlchemy's and pydantic's structures: most of the heap) is moved out
+        # of the collector's reach: a full collection then walks only what trading made, not the whole heap
+        # (a 175 ms pause on a signal's path, measured on a 50,000-signal paper run).
+        gc.freeze()
 
     def set_times(self, times: SignalTimes) -> None:
         """The session's rules for signal time (the engine checks ``verdict`` after dedupe)."""

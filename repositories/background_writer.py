@@ -17,7 +17,7 @@ pair and goes on; the worker writes them with the recorder's own statements and 
 The session keeps every batch until the worker says it is committed, so a worker that dies loses nothing:
 the recorder writes them itself (``Recorder`` falls back to writing in process). The session waits for the
 worker only where it must know rows are on disk (``Recorder.flush``: an operator's acknowledgement, the
-session's end) or when the worker falls more than ``flush_rows`` units behind (memory stays bounded).
+session's end) or when the worker falls more than ``Recorder.max_in_flight`` units behind (memory stays bounded).
 """
 
 from __future__ import annotations

@@ -331,6 +331,9 @@ class Recorder:
         # fill; ``flush`` waits up to ``wait_s`` for it. Batches it could not write come back (``_carried``).
         self.writer: BackgroundWriter | None = None
         self.hand_off_units = 256
+        # Units handed over and not yet committed, at most: each batch is kept until it is (~6 rows a unit),
+        # so this bounds the session's memory when the worker lags (the session then waits for it).
+        self.max_in_flight = 4096
         self.wait_s = 5.0
         self._carried: list[DriverBatch] = []
 
@@ -498,7 +501,7 @@ class Recorder:
             self._clear()
             # The writer is behind: wait for it (memory stays bounded). Not while the database is down: the
             # session goes on (blocked for orders) and the rows wait in memory, as they do written in process.
-            while writer.units_in_flight > self.flush_rows and self.failing is None:
+            while writer.units_in_flight > self.max_in_flight and self.failing is None:
                 self._apply(writer.wait(writer.acked + 1, self.wait_s))
         except WriterGone as err:
             self._writer_gone(err)
