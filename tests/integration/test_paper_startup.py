@@ -1,0 +1,84 @@
+"""What a `tradectl paper` process does to start and to end (scripts/bench_startup.py measures the time; this
+holds the behaviour): the collector held through its start-up and on while it trades, frozen at the exit, and
+only the modules a paper session uses.
+
+Each case runs the console script's main() in a fresh interpreter, which reports what it saw."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from engine.cli import app
+from tests.conftest import signal_line, write_lines
+
+# Wraps a function of a module (imported first) to record the collector's state when it runs, then runs main().
+PROBE = """
+import gc, importlib, json, sys
+module_name, owner_name, attr = sys.argv[1].split(":")
+seen = {}
+module = importlib.import_module(module_name)
+owner = getattr(module, owner_name) if owner_name else module
+inner = getattr(owner, attr)
+def wrapped(*args, **kwargs):
+    seen.setdefault("enabled", gc.isenabled())
+    seen.setdefault("frozen", gc.get_freeze_count())
+    return inner(*args, **kwargs)
+setattr(owner, attr, wrapped)
+from engine.cli import main
+sys.argv = ["tradectl", *json.loads(sys.argv[2])]
+code = 0
+try:
+    main()
+except SystemExit as exit:
+    code = exit.code
+print(json.dumps({"code": code, "seen": seen, "loaded": sorted(sys.modules),
+                  "frozen_at_exit": gc.get_freeze_count()}))
+"""
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("TRADECTL_") and k != "DATABASE_URL"}
+
+
+def probe(target: str, *args: str, cwd: Path) -> dict[str, object]:
+    proc = subprocess.run([sys.executable, "-c", PROBE, target, json.dumps(args)], capture_output=True, text=True,
+                          timeout=120, env=_env(), cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["code"] in (0, None), proc.stderr[-2000:]
+    return report
+
+
+def paper_args(tmp_path: Path, name: str = "s.jsonl") -> list[str]:
+    signals = write_lines(tmp_path / name, [signal_line(f"{name}-{i}", seconds=i) for i in range(3)])
+    return ["paper", "--signals", str(signals), "--db", f"sqlite:///{tmp_path / 'x.db'}", "--no-progress",
+            "--no-report", "--json"]
+
+
+def test_a_paper_session_trades_with_the_collector_on_and_its_start_up_frozen(tmp_path: Path) -> None:
+    report = probe("engine.session:Session:run_source", *paper_args(tmp_path), cwd=tmp_path)
+    seen = report["seen"]
+    assert isinstance(seen, dict)
+    assert seen["enabled"] is True  # a long session must not run without the collector
+    assert seen["frozen"] > 10_000  # the modules, classes and tables made at start-up
+    assert isinstance(report["frozen_at_exit"], int) and report["frozen_at_exit"] >= seen["frozen"]
+
+
+def test_every_other_command_runs_with_the_collector_on(tmp_path: Path) -> None:
+    report = probe("repositories.db::upgrade", "db", "upgrade", "--db", f"sqlite:///{tmp_path / 'y.db'}", cwd=tmp_path)
+    seen = report["seen"]
+    assert isinstance(seen, dict) and seen["enabled"] is True
+
+
+def test_in_process_callers_keep_their_collector_as_it_was(tmp_path: Path) -> None:
+    frozen = gc.get_freeze_count()
+    result = CliRunner().invoke(app, paper_args(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
