@@ -8,6 +8,7 @@ runs, and as strings each was compiled and evaluated again (~20 ms of every comm
 evaluated once, from the cached bytecode. Names imported only for type checking are quoted.
 """
 
+import contextlib
 import gc
 import json
 import sys
@@ -162,16 +163,9 @@ def paper(
     path = None if signals is None or signals == "-" else Path(signals)
     if path is not None and not path.is_file():
         raise _fail(f"signal file {path} does not exist", EXIT_USAGE)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     _settle_gc()
-    err_console = Console(stderr=True)
     show = progress and not json_out
-    bar = Progress(
-        TextColumn("[bold]paper[/bold]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, disable=not show, transient=False,
-    )
+    bar = _progress_bar() if show else _NoProgress()  # hidden: rich.progress is not loaded, the file not counted
     try:
         with bar:
             if signals == "-":
@@ -181,7 +175,7 @@ def paper(
                 summary = asyncio.run(session.run_stream(sys.stdin))
             else:
                 source = path or DEMO_SIGNALS
-                task = bar.add_task("signals", total=count_lines(source))
+                task = bar.add_task("signals", total=count_lines(source) if show else None)
                 session = PaperSession(settings, seed=seed, quotes=quotes,
                                        on_progress=lambda n: bar.update(task, completed=n))
                 try:
@@ -195,6 +189,24 @@ def paper(
     _report_session(summary, json_out)  # exits 1 when the last rows could not be written: no report then
     if report and settings.report.paper:
         _write_session_report(settings, summary.session_id, json_out)
+
+
+def _progress_bar() -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[bold]paper[/bold]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=Console(stderr=True), transient=False)
+
+
+class _NoProgress(contextlib.nullcontext[None]):
+    """The bar under --no-progress or --json: what a disabled rich Progress does (nothing), without loading it."""
+
+    def add_task(self, description: str, total: int | None = None) -> int:
+        return 0
+
+    def update(self, task: int, completed: int) -> None:
+        return None
 
 
 def _write_session_report(settings: "Settings", session_id: int, json_out: bool) -> None:

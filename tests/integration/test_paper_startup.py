@@ -1,6 +1,8 @@
 """What a `tradectl paper` process does to start and to end (scripts/bench_startup.py measures the time; this
 holds the behaviour): the collector held through its start-up and on while it trades, frozen at the exit, and
-only the modules a paper session uses.
+only the modules a paper session uses: no IB client, HTTP server, metrics, alerts, report or plotting library,
+no Alembic (a fresh database gets the snapshot, an existing one is checked with one query) and no progress bar
+under --no-progress.
 
 Each case runs the console script's main() in a fresh interpreter, which reports what it saw."""
 
@@ -21,16 +23,17 @@ from tests.conftest import signal_line, write_lines
 # Wraps a function of a module (imported first) to record the collector's state when it runs, then runs main().
 PROBE = """
 import gc, importlib, json, sys
-module_name, owner_name, attr = sys.argv[1].split(":")
 seen = {}
-module = importlib.import_module(module_name)
-owner = getattr(module, owner_name) if owner_name else module
-inner = getattr(owner, attr)
-def wrapped(*args, **kwargs):
-    seen.setdefault("enabled", gc.isenabled())
-    seen.setdefault("frozen", gc.get_freeze_count())
-    return inner(*args, **kwargs)
-setattr(owner, attr, wrapped)
+if sys.argv[1]:
+    module_name, owner_name, attr = sys.argv[1].split(":")
+    module = importlib.import_module(module_name)
+    owner = getattr(module, owner_name) if owner_name else module
+    inner = getattr(owner, attr)
+    def wrapped(*args, **kwargs):
+        seen.setdefault("enabled", gc.isenabled())
+        seen.setdefault("frozen", gc.get_freeze_count())
+        return inner(*args, **kwargs)
+    setattr(owner, attr, wrapped)
 from engine.cli import main
 sys.argv = ["tradectl", *json.loads(sys.argv[2])]
 code = 0
@@ -82,3 +85,18 @@ def test_in_process_callers_keep_their_collector_as_it_was(tmp_path: Path) -> No
     result = CliRunner().invoke(app, paper_args(tmp_path))
     assert result.exit_code == 0, result.output
     assert gc.isenabled() and gc.get_freeze_count() == frozen
+
+
+# What a paper session on SQLite with --no-progress --no-report --json has no use for (each costs start-up time).
+NOT_FOR_PAPER = ("alembic", "ib_async", "ibapi", "eventkit", "plotly", "apprise", "prometheus_client", "uvicorn",
+                 "starlette", "httptools", "psycopg", "rich.progress", "broker.ibkr", "engine.live", "engine.report",
+                 "engine.session_report", "engine.report_html", "engine.metrics", "engine.http", "engine.alerts")
+
+
+def test_a_paper_session_loads_only_what_it_uses_on_a_fresh_and_an_existing_database(tmp_path: Path) -> None:
+    for name in ("fresh.jsonl", "existing.jsonl"):
+        report = probe("", *paper_args(tmp_path, name), cwd=tmp_path)
+        loaded = report["loaded"]
+        assert isinstance(loaded, list)
+        unwanted = sorted(m for m in loaded if any(m == n or m.startswith(n + ".") for n in NOT_FOR_PAPER))
+        assert unwanted == [], name
