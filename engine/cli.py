@@ -59,10 +59,10 @@ def _print_version(wanted: bool) -> None:
         raise typer.Exit()
 
 
-# The collector during start-up. Importing a paper session's modules makes ~150,000 objects that live as long as
-# the process (modules, classes, pydantic's validators, SQLAlchemy's tables); with the collector on it walks
-# them ~250 times while they are made, 150-300 ms of the start on the 2-core VM (docs/performance.md). The
-# console script (main) holds it; a paper session gives it back once its modules are loaded, every other
+# The collector during start-up. Importing a paper session's modules makes ~100,000 objects that live as long as
+# the process (modules, classes, pydantic's validators, SQLAlchemy's tables); with the collector on it ran ~250
+# collections over them while they were made, ~150 ms of a short session on the 2-core VM (docs/performance.md).
+# The console script (main) holds it; a paper session gives it back once its modules are loaded, every other
 # command before it runs. Freezing then moves what exists into a generation the collector never walks.
 _GC_HELD = {"held": False}
 
@@ -1110,7 +1110,7 @@ def main() -> None:
         sys.exit(EXIT_USAGE)
     finally:
         # The process ends here. Without this the interpreter's last collections walk every object still alive,
-        # ~300 ms after a paper session; frozen, they are left to the OS. atexit handlers (logging's flush) and
+        # ~250 ms after a paper session; frozen, they are left to the OS. atexit handlers (logging's flush) and
         # the flush of stdout and stderr still run; only finalizers of objects in reference cycles do not, and
         # the session has closed its connections and files by then.
         gc.freeze()
