@@ -26,7 +26,7 @@ on it (existing). Prints the median of each phase over the rounds (ms), and the 
 an older commit's code beside this tree (alternating, in a temporary worktree), with this script's driver.
 --imports prints the largest imports of one run (`python -X importtime`).
 
-    .venv/bin/python scripts/bench_startup.py [--rounds 7] [--rev c97b7b8] [--db URL] [-n 10] [--imports]
+    .venv/bin/python scripts/bench_startup.py [--rounds 7] [--rev c71a684] [--db URL] [-n 10] [--imports]
 
 Bytecode: PYTHONDONTWRITEBYTECODE is dropped for the children and one warm-up run per tree writes the
 project's .pyc files, as any installed tradectl has them after its first run.
