@@ -2,10 +2,14 @@
 
 Operators type these under pressure, so the module imports only typer at load time (``--help`` stays
 fast) and each command imports what it needs. Exit codes: 0 success, 1 failure, 2 bad usage or config.
+
+No ``from __future__ import annotations`` here: typer reads every command's annotations each time a command
+runs, and as strings each was compiled and evaluated again (~20 ms of every command); written plainly they are
+evaluated once, from the cached bytecode. Names imported only for type checking are quoted.
 """
 
-from __future__ import annotations
-
+import contextlib
+import gc
 import json
 import sys
 from pathlib import Path
@@ -55,20 +59,46 @@ def _print_version(wanted: bool) -> None:
         raise typer.Exit()
 
 
+# The collector during start-up. Importing a paper session's modules makes ~100,000 objects that live as long as
+# the process (modules, classes, pydantic's validators, SQLAlchemy's tables); with the collector on it ran ~250
+# collections over them while they were made, ~150 ms of a short session on the 2-core VM (docs/performance.md).
+# The console script (main) holds it; a paper session gives it back once its modules are loaded, every other
+# command before it runs. Freezing then moves what exists into a generation the collector never walks.
+_GC_HELD = {"held": False}
+
+
+def _hold_gc() -> None:
+    if gc.isenabled():
+        gc.disable()
+        _GC_HELD["held"] = True
+
+
+def _settle_gc() -> None:
+    """Start-up is done: what exists lives as long as the process; collect as usual from here. A no-op unless
+    main held the collector (in-process callers, tests, keep theirs untouched)."""
+    if _GC_HELD["held"]:
+        _GC_HELD["held"] = False
+        gc.freeze()
+        gc.enable()
+
+
 @app.callback()
 def _global_options(
+    ctx: typer.Context,
     log_level: Annotated[str | None, typer.Option(
         "--log-level", help="debug | info | warning | error (default: the config's log_level, info).")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                           help="Print tradectl's version and exit.")] = False,
 ) -> None:
     """Event-driven execution engine for Interactive Brokers: signals -> risk -> orders -> fills."""
+    if ctx.invoked_subcommand != "paper":
+        _settle_gc()
     if log_level is not None and log_level.lower() not in LOG_LEVELS:
         raise _fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}", EXIT_USAGE)
     _GLOBAL_FLAGS["log_level"] = log_level.lower() if log_level is not None else None
 
 
-def _settings(config: Path | None = None, **overrides: Any) -> Settings:
+def _settings(config: Path | None = None, **overrides: Any) -> "Settings":
     from engine.config import ConfigError, load_settings
 
     overrides.setdefault("log_level", _GLOBAL_FLAGS["log_level"])
@@ -79,7 +109,7 @@ def _settings(config: Path | None = None, **overrides: Any) -> Settings:
         raise typer.Exit(EXIT_USAGE) from None
 
 
-def _setup_logging(settings: Settings) -> None:
+def _setup_logging(settings: "Settings") -> None:
     from engine.logging import configure_logging
 
     configure_logging(settings.log_format, settings.log_level)
@@ -133,15 +163,9 @@ def paper(
     path = None if signals is None or signals == "-" else Path(signals)
     if path is not None and not path.is_file():
         raise _fail(f"signal file {path} does not exist", EXIT_USAGE)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    err_console = Console(stderr=True)
+    _settle_gc()
     show = progress and not json_out
-    bar = Progress(
-        TextColumn("[bold]paper[/bold]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, disable=not show, transient=False,
-    )
+    bar = _progress_bar() if show else _NoProgress()  # hidden: rich.progress is not loaded, the file not counted
     try:
         with bar:
             if signals == "-":
@@ -151,7 +175,7 @@ def paper(
                 summary = asyncio.run(session.run_stream(sys.stdin))
             else:
                 source = path or DEMO_SIGNALS
-                task = bar.add_task("signals", total=count_lines(source))
+                task = bar.add_task("signals", total=count_lines(source) if show else None)
                 session = PaperSession(settings, seed=seed, quotes=quotes,
                                        on_progress=lambda n: bar.update(task, completed=n))
                 try:
@@ -167,7 +191,25 @@ def paper(
         _write_session_report(settings, summary.session_id, json_out)
 
 
-def _write_session_report(settings: Settings, session_id: int, json_out: bool) -> None:
+def _progress_bar() -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[bold]paper[/bold]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=Console(stderr=True), transient=False)
+
+
+class _NoProgress(contextlib.nullcontext[None]):
+    """The bar under --no-progress or --json: what a disabled rich Progress does (nothing), without loading it."""
+
+    def add_task(self, description: str, total: int | None = None) -> int:
+        return 0
+
+    def update(self, task: int, completed: int) -> None:
+        return None
+
+
+def _write_session_report(settings: "Settings", session_id: int, json_out: bool) -> None:
     """After the summary, off the trading path: the session's report, and its path (on stderr under --json). A
     report that cannot be written is a warning: the session itself is done and recorded."""
     from engine.session_report import NothingToReport, write_report
@@ -211,7 +253,7 @@ def db_current(db: DbOpt = None, config: ConfigOpt = None) -> None:
 
 
 # -- read commands -------------------------------------------------------------------------------------
-def _repos(db: str | None, config: Path | None) -> Repositories:
+def _repos(db: str | None, config: Path | None) -> "Repositories":
     """The account's repositories on a database that has a schema (exit 1 naming what is wrong)."""
     settings = _settings(config, database_url=db)
     return _existing_repos(settings)
@@ -221,7 +263,7 @@ _NO_DATABASE = "no database at {}: run `tradectl db upgrade --db ...` (or a pape
 _NO_SCHEMA = "the database has no schema yet: run `tradectl db upgrade` (or a paper session)"
 
 
-def _existing_repos(settings: Settings | OperatorSettings) -> Repositories:
+def _existing_repos(settings: "Settings | OperatorSettings") -> "Repositories":
     """Repositories on a database that exists and has a schema; nothing is created (exit 2 naming what is
     wrong: an operator's typo must not look like success)."""
     from repositories.db import make_engine, schema_revision, sqlite_file
@@ -240,7 +282,7 @@ def _existing_repos(settings: Settings | OperatorSettings) -> Repositories:
     return repos
 
 
-def _operator_settings(config: Path | None, db: str | None) -> OperatorSettings:
+def _operator_settings(config: Path | None, db: str | None) -> "OperatorSettings":
     """The settings of the operator's fast commands, read without pydantic (engine/operator_config.py) unless
     only pydantic can tell: then its values, or its error (exit 2)."""
     from engine.operator_config import KillSwitchTimes, NotPlain, OperatorSettings, read_operator_settings
@@ -253,7 +295,7 @@ def _operator_settings(config: Path | None, db: str | None) -> OperatorSettings:
                                 KillSwitchTimes(full.killswitch.heartbeat_s, full.killswitch.ack_timeout_s))
 
 
-def _operator_repos(settings: OperatorSettings) -> Repositories | DirectRepositories:
+def _operator_repos(settings: "OperatorSettings") -> "Repositories | DirectRepositories":
     """``_existing_repos`` on the plain driver (repositories/direct.py: no SQLAlchemy to import), or on
     SQLAlchemy for a URL the plain path leaves to it; the same refusals, word for word."""
     from repositories.direct import DirectRepositories, DirectUnsupported, NoDatabase
@@ -870,7 +912,7 @@ TimeoutOpt = Annotated[
 ]
 
 
-def _writable_repos(settings: OperatorSettings) -> Repositories | DirectRepositories:
+def _writable_repos(settings: "OperatorSettings") -> "Repositories | DirectRepositories":
     """The account's repositories for an operator's change: the database must exist with its schema (a kill
     on a mistyped --db must refuse, not migrate a new database and report success)."""
     return _operator_repos(settings)
@@ -937,7 +979,7 @@ def _change(state_name: str, scope: str, reason: str, flatten: bool, db: str | N
         raise typer.Exit(EXIT_FAILURE)
 
 
-def _unknown_symbol_warning(repos: Repositories | DirectRepositories, scope: str) -> str | None:
+def _unknown_symbol_warning(repos: "Repositories | DirectRepositories", scope: str) -> str | None:
     """A symbol or strategy scope no order or position of this database names: recorded anyway (a halt before
     a first trade is legitimate), with the closest known names, since a typo would halt nothing that trades."""
     import difflib
@@ -1055,6 +1097,7 @@ def config_show(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = 
 
 def main() -> None:
     """The console script: a database that cannot be reached is one line and exit 2, never a traceback."""
+    _hold_gc()
     try:
         app()
     except Exception as err:
@@ -1065,6 +1108,12 @@ def main() -> None:
             raise
         typer.echo(f"tradectl: {why}", err=True)
         sys.exit(EXIT_USAGE)
+    finally:
+        # The process ends here. Without this the interpreter's last collections walk every object still alive,
+        # ~250 ms after a paper session; frozen, they are left to the OS. atexit handlers (logging's flush) and
+        # the flush of stdout and stderr still run; only finalizers of objects in reference cycles do not, and
+        # the session has closed its connections and files by then.
+        gc.freeze()
 
 
 if __name__ == "__main__":
