@@ -285,6 +285,7 @@ class Session(ABC):
         if unwritten is not None:
             log.error("session.rows_not_written", detail=unwritten)
         self.recorder.close()
+        gc.unfreeze()  # the session's start-up objects may be collected again (a process running several sessions)
         self.control.tick(force=True)
         self.save_day()
         self.control.close()
@@ -488,6 +489,7 @@ class Session(ABC):
         recorder = getattr(self, "recorder", None)
         if recorder is not None:
             recorder.close()  # its writer process writes what it was given, then exits
+        gc.unfreeze()
         self.db.dispose()
 
     @contextlib.contextmanager
