@@ -313,7 +313,9 @@ def _non_blank(content: bytes) -> int:
 def test_arbitrary_bytes_and_json_make_one_row_per_line_and_no_order_from_an_invalid_line(
         db_url: str, tmp_path: Path, lines: list[bytes]) -> None:
     content = b"\n".join(lines)
-    summary = _run_file(db_url, content, tmp_path)
+    # Written in process: a hundred sessions would each start a writer process (~0.5 s), and what is written
+    # is the same (tests/integration/test_background_writer.py).
+    summary = _run_file(db_url, content, tmp_path, paper={"writer_process": False})
     signals, rejects, orders = _rows(db_url, summary.session_id)
     assert len(signals) + len(rejects) == _non_blank(content)
     assert not [r for r in rejects if r.reason_code == "internal_error"]
