@@ -23,14 +23,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_paper import make_lines
-from benchdb import fresh_database
+from benchdb import fresh_database, worktree
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = """
@@ -47,18 +46,6 @@ rate_breach_burst = 1000000000
 daily_loss = 1000000000000
 drawdown = 1000000000000
 """
-
-
-@contextmanager
-def worktree(rev: str) -> Iterator[Path]:
-    """The code of ``rev`` in a temporary worktree, removed afterwards."""
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "tree"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(path), rev], check=True)
-        try:
-            yield path
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)], check=False)
 
 
 def run_once(code: Path, signals: Path, config: Path, db_url: str | None) -> dict[str, float]:

@@ -44,13 +44,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 from bench_paper import make_lines  # the workload of the other paper benchmarks
 from bench_process import CONFIG  # every signal an order: throttles and loss triggers lifted
-from benchdb import fresh_database
+from benchdb import fresh_database, worktree
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,17 +143,6 @@ PHASES = [
     ("print", "print<"),
     ("exit", "end"),
 ]
-
-
-@contextmanager
-def worktree(rev: str) -> Iterator[Path]:
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "tree"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(path), rev], check=True)
-        try:
-            yield path
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)], check=False)
 
 
 def child_env(code: Path) -> dict[str, str]:

@@ -1,15 +1,17 @@
-"""What the benchmarks share: throwaway databases (never the shared one a URL names), and a feed of
-resting signals so a kill has working orders to cancel."""
+"""What the benchmarks share: throwaway databases (never the shared one a URL names), a feed of resting
+signals so a kill has working orders to cancel, and an older commit's code in a temporary worktree."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import IO
 
 from sqlalchemy import create_engine, text
@@ -53,3 +55,18 @@ def feed_resting(pipe: IO[str], stop: threading.Event, prefix: str, symbols: int
             time.sleep(every_s)
     except (BrokenPipeError, ValueError):
         return
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def worktree(rev: str) -> Iterator[Path]:
+    """The code of ``rev`` in a temporary worktree of this repository, removed afterwards."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "tree"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(path), rev], check=True)
+        try:
+            yield path
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)], check=False)
