@@ -18,13 +18,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Executable
+from sqlalchemy import Connection, Dialect
+from sqlalchemy.sql.dml import UpdateBase
 
 from repositories.types import Money, UTCDateTime
 
 Processor = Callable[[Any], Any] | None
 Params = tuple[Any, ...] | dict[str, Any]
-_MISSING = object()
 
 
 def _money_text(value: Any) -> str:
@@ -113,8 +113,8 @@ class DriverStatement:
 
     __slots__ = ("_convert", "_positional", "names", "sql")
 
-    def __init__(self, stmt: Executable, dialect: Dialect, keys: Sequence[str]) -> None:
-        compiled = stmt.compile(dialect=dialect, column_keys=list(keys))  # type: ignore[attr-defined]
+    def __init__(self, stmt: UpdateBase, dialect: Dialect, keys: Sequence[str]) -> None:
+        compiled = stmt.compile(dialect=dialect, column_keys=list(keys))
         self.sql: str = str(compiled)
         binds = compiled.binds
         self._positional = bool(dialect.positional)
@@ -125,9 +125,8 @@ class DriverStatement:
         processors: list[Processor] = []
         for n in names:
             type_ = binds[n].type
-            fast = _FAST.get((type(type_), dialect.name), _MISSING)
-            processors.append(fast if fast is not _MISSING else  # type: ignore[arg-type]
-                              type_.dialect_impl(dialect).bind_processor(dialect))
+            key = (type(type_), dialect.name)
+            processors.append(_FAST[key] if key in _FAST else type_.dialect_impl(dialect).bind_processor(dialect))
         # Values the statement carries itself (``.values(source="corrected")``): not in the rows.
         defaults = {n: binds[n].effective_value for n in names if not binds[n].required}
         self._convert = _converter(self.names, processors, defaults, self._positional)
@@ -150,9 +149,9 @@ class DriverStatements:
     """A cache of ``DriverStatement`` by statement, dialect and row keys."""
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[int, str, tuple[str, ...]], tuple[Executable, DriverStatement]] = {}
+        self._cache: dict[tuple[int, str, tuple[str, ...]], tuple[UpdateBase, DriverStatement]] = {}
 
-    def batch(self, name: str, stmt: Executable, dialect: Dialect, rows: list[dict[str, Any]]) -> DriverBatch:
+    def batch(self, name: str, stmt: UpdateBase, dialect: Dialect, rows: list[dict[str, Any]]) -> DriverBatch:
         """These rows (sharing their keys) as one driver batch of ``stmt``."""
         keys = tuple(rows[0])
         key = (id(stmt), dialect.name, keys)

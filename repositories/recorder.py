@@ -26,6 +26,7 @@ import structlog
 from sqlalchemy import Connection, Engine, Executable, Table, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.expression import bindparam
 
 from engine.bus import EventBus, SignalRejected
@@ -82,7 +83,7 @@ def _upsert(dialect: Any) -> Any:
     )
 
 
-_POSITION_UPSERT: dict[str, Executable] = {"postgresql": _upsert(postgresql), "sqlite": _upsert(sqlite)}
+_POSITION_UPSERT: dict[str, UpdateBase] = {"postgresql": _upsert(postgresql), "sqlite": _upsert(sqlite)}
 # What an operator looks a refused row up by, per table (an order update carries its id as b_coid).
 _KEYS = {"signals": ("signal_id",), "signal_rejects": ("signal_id",), "orders": ("client_order_id", "b_coid"),
          "order_events": ("client_order_id",), "fills": ("exec_id", "b_exec_id"), "positions": ("symbol",)}
@@ -177,11 +178,11 @@ def _order_row(order: Order, session_id: int, now: datetime) -> dict[str, Any]:
     }
 
 
-_SAME_ON_BOTH: tuple[tuple[str, Executable], ...] = (
+_SAME_ON_BOTH: tuple[tuple[str, UpdateBase], ...] = (
     ("signals", insert(_signals)), ("signal_rejects", insert(_rejects)), ("inbox_consumed", CONSUMED),
     ("orders", insert(_orders)), ("order_updates", _ORDER_UPDATE), ("order_events", insert(_events)),
     ("fills_superseded", _FILL_SUPERSEDE))
-STATEMENTS: dict[str, dict[str, Executable]] = {
+STATEMENTS: dict[str, dict[str, UpdateBase]] = {
     **{name: {"sqlite": stmt, "postgresql": stmt} for name, stmt in _SAME_ON_BOTH},
     "fills": _FILL_INSERT, "positions": _POSITION_UPSERT,
 }

@@ -65,3 +65,12 @@ class TcpProxy:
         self._closed = True
         self.cut()
         self.listener.close()
+
+
+def proxied_database(url: str) -> tuple[TcpProxy, str]:
+    """A proxy in front of the PostgreSQL server of ``url``, and the URL that reaches it through the proxy."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    proxy = TcpProxy(parsed.host or "127.0.0.1", parsed.port or 5432)
+    return proxy, parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)

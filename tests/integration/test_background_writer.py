@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
 from engine.clock import SimClock
 from engine.config import load_settings
@@ -105,12 +104,10 @@ def test_what_was_handed_over_is_written_even_if_the_session_goes_away(tmp_path:
 
 def test_the_database_lost_by_the_writer_blocks_orders_and_every_row_is_written_when_it_returns(
         pg_url: str) -> None:
-    from tests.tcp_proxy import TcpProxy
+    from tests.tcp_proxy import proxied_database
 
     ensure_schema(pg_url)
-    url = make_url(pg_url)
-    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
-    proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    proxy, proxied = proxied_database(pg_url)
     session, clock = _session(proxied, flush_rows=1)
     recorder = session.recorder
     try:

@@ -287,17 +287,13 @@ def test_readyz_turns_not_ready_when_the_gateway_drops_and_ready_when_it_is_back
 def test_readiness_turns_not_ready_when_the_database_goes_away_and_ready_when_it_returns(pg_url: str) -> None:
     import time
 
-    from sqlalchemy.engine import make_url
-
     from engine.clock import SimClock
     from paper.market import SIM_START
     from repositories.db import ensure_schema
-    from tests.tcp_proxy import TcpProxy
+    from tests.tcp_proxy import proxied_database
 
     ensure_schema(pg_url)
-    url = make_url(pg_url)
-    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
-    proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    proxy, proxied = proxied_database(pg_url)
     # Written in process, as a live session writes: the failure is known at the write (a paper session's
     # writer process reports it a moment later: tests/integration/test_background_writer.py).
     settings = load_settings(database_url=proxied, flush_rows=1, paper={"writer_process": False})

@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
 from engine.config import load_settings
 from engine.domain import BlockedCause
@@ -219,12 +218,10 @@ def test_the_database_going_away_halts_new_orders_keeps_everything_and_writes_it
     from engine.clock import SimClock
     from paper.market import SIM_START
     from repositories.db import ensure_schema
-    from tests.tcp_proxy import TcpProxy
+    from tests.tcp_proxy import proxied_database
 
     ensure_schema(pg_url)
-    url = make_url(pg_url)
-    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
-    proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    proxy, proxied = proxied_database(pg_url)
     # Written in process, as a live session writes: the failure is known at the write (a paper session's
     # writer process reports it a moment later: tests/integration/test_background_writer.py).
     settings = load_settings(database_url=proxied, flush_rows=1, paper={"writer_process": False})
