@@ -37,7 +37,10 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from repositories.driver_statements import DriverBatch
+    from sqlalchemy import Engine
+
+    from repositories.direct import DriverDatabase
+    from repositories.driver_batch import DriverBatch
     from repositories.recorder import RowDefect
 
 # A write waits up to GATHER_S for more hand-offs (up to GATHER_MAX): SQLite rewrites the same index pages at
@@ -157,16 +160,111 @@ class BackgroundWriter:
             self._proc.wait()
 
 
+class _Refused(Exception):
+    """A row of the group the database refuses (or a value that could not be converted): salvage it."""
+
+
+class _Unreachable(Exception):
+    """The database cannot be written at all: the group is kept and written again."""
+
+
+def _first_line(err: BaseException) -> str:
+    orig = getattr(err, "orig", None)  # SQLAlchemy's wrapper: the driver's own error says it
+    text = str(orig if orig is not None else err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+class _Sink:
+    """Where the worker writes. Through the plain driver (``repositories.direct``) for a SQLite file or
+    PostgreSQL, so the worker starts without importing SQLAlchemy (~0.5 s of a short session's end); through
+    SQLAlchemy for any other URL, and to salvage a group with a refused row (rare: it imports it then)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._direct: DriverDatabase | None = None
+        self._engine: Engine | None = None
+        self._direct_unsupported = False
+
+    def write(self, batches: list[DriverBatch]) -> int:
+        """The rows written, in one transaction. Raises _Refused or _Unreachable."""
+        if any(b.refused for b in batches):
+            raise _Refused
+        if not self._direct_unsupported:
+            from repositories.direct import DirectUnsupported
+
+            try:
+                return self._write_direct(batches)
+            except DirectUnsupported:
+                self._direct_unsupported = True
+        return self._write_engine(batches)
+
+    def _write_direct(self, batches: list[DriverBatch]) -> int:
+        from repositories.direct import NoDatabase, open_database
+        from repositories.unavailable import DatabaseUnavailable
+
+        if self._direct is None:
+            try:
+                self._direct = open_database(self.url)
+            except (DatabaseUnavailable, NoDatabase) as err:
+                raise _Unreachable(_first_line(err)) from err
+        db = self._direct
+        try:
+            db.write_many([(b.sql, b.params) for b in batches if b.params])
+        except db.refused_errors as err:
+            raise _Refused from err
+        except db.driver_errors as err:  # a connection lost or a file locked: open a new one for the retry
+            self._direct = None
+            with contextlib.suppress(Exception):
+                db.close()
+            raise _Unreachable(_first_line(err)) from err
+        return sum(len(b.params) for b in batches)
+
+    def _write_engine(self, batches: list[DriverBatch]) -> int:
+        from sqlalchemy.exc import DBAPIError
+
+        from repositories.recorder import is_row_defect, write_batches
+        from repositories.writers import one_writer
+
+        db = self._sqlalchemy()
+        try:
+            with one_writer(db), db.begin() as conn:
+                return write_batches(conn, batches)
+        except Exception as err:
+            if is_row_defect(err):
+                raise _Refused from err
+            if isinstance(err, DBAPIError):
+                raise _Unreachable(_first_line(err)) from err
+            raise
+
+    def salvage(self, batches: list[DriverBatch], session_id: int, now: datetime) -> tuple[int, list[RowDefect]]:
+        """``recorder.salvage``: row by row, the refused ones reported. Raises _Unreachable."""
+        from sqlalchemy.exc import DBAPIError
+
+        from repositories.recorder import salvage
+
+        try:
+            return salvage(self._sqlalchemy(), batches, session_id, now)
+        except DBAPIError as err:
+            raise _Unreachable(_first_line(err)) from err
+
+    def _sqlalchemy(self) -> Engine:
+        if self._engine is None:
+            from repositories.db import make_engine
+
+            self._engine = make_engine(self.url)
+        return self._engine
+
+    def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
+        if self._engine is not None:
+            self._engine.dispose()
+
+
 def _serve(link: Connection) -> None:
     """The worker: write every batch it is sent, in order, until the session closes the link."""
-    from sqlalchemy.exc import DBAPIError
-
-    from repositories.db import make_engine
-    from repositories.recorder import is_row_defect, salvage, unavailable_reason, write_batches
-    from repositories.writers import one_writer
-
     spec = link.recv()
-    db = make_engine(spec["url"])
+    sink = _Sink(spec["url"])
     session_id, retry_s = int(spec["session_id"]), float(spec["retry_s"])
     inbox: queue.Queue[bytes | None] = queue.Queue()
 
@@ -206,23 +304,20 @@ def _serve(link: Connection) -> None:
             defects: list[RowDefect] = []
             try:
                 try:
-                    with one_writer(db), db.begin() as conn:
-                        rows = write_batches(conn, batches)
-                except Exception as err:
-                    if not is_row_defect(err):
-                        raise
-                    rows, defects = salvage(db, batches, session_id, now)
+                    rows = sink.write(batches)
+                except _Refused:
+                    rows, defects = sink.salvage(batches, session_id, now)
                 break
-            except DBAPIError as err:  # unreachable: keep the group, say so once, try again
+            except _Unreachable as err:  # keep the group, say so once, try again
                 if not reported:
                     reported = True
-                    report(("failing", seq, unavailable_reason(err)))
+                    report(("failing", seq, str(err)))
                 time.sleep(retry_s)
             except Exception as err:
                 report(("error", f"{type(err).__name__}: {err}"))
                 raise
         report(("done", seq, rows, time.perf_counter() - t0, defects))
-    db.dispose()
+    sink.close()
 
 
 def main() -> None:

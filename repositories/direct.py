@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -66,11 +66,12 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(database) if database and database != ":memory:" else None
 
 
-class _Database(ABC):
+class DriverDatabase(ABC):
     """One connection in autocommit; SQL written with ``?`` placeholders for both drivers."""
 
     dialect: str
-    _errors: tuple[type[Exception], ...]  # the driver's: each becomes DatabaseUnavailable
+    driver_errors: tuple[type[Exception], ...]  # the driver's: each becomes DatabaseUnavailable
+    refused_errors: tuple[type[Exception], ...]  # the driver's errors about the rows written (constraint, value)
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self.translated():
@@ -100,7 +101,7 @@ class _Database(ABC):
     def translated(self) -> Iterator[None]:
         try:
             yield
-        except self._errors as err:
+        except self.driver_errors as err:
             raise DatabaseUnavailable.from_error(err) from err
 
     @abstractmethod
@@ -110,10 +111,16 @@ class _Database(ABC):
     def transaction(self) -> AbstractContextManager[None]: ...
 
     @abstractmethod
+    def write_many(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Each statement (SQL in the driver's own paramstyle, as SQLAlchemy compiled it) with its parameter
+        rows through one executemany, all in one transaction. The driver's errors propagate as they are: the
+        caller tells a refused row (``refused_errors``) from a database it cannot reach (any other)."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
 
-class _Sqlite(_Database):
+class _Sqlite(DriverDatabase):
     dialect = "sqlite"
 
     def __init__(self, path: Path) -> None:
@@ -122,7 +129,8 @@ class _Sqlite(_Database):
 
         if not path.is_file():
             raise NoDatabase(path)
-        self._errors = (sqlite3.Error,)
+        self.driver_errors = (sqlite3.Error,)
+        self.refused_errors = (sqlite3.IntegrityError, sqlite3.DataError)
         with self.translated():  # mode=rw: never creates the file
             self._conn: sqlite3.Connection = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=rw", uri=True,
                                                              isolation_level=None, timeout=5.0)
@@ -147,17 +155,31 @@ class _Sqlite(_Database):
                 raise
             self._conn.execute("COMMIT")
 
+    def write_many(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, params in statements:
+                conn.executemany(sql, params)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:  # (a failed COMMIT, busy or I/O, leaves it open)
+                with suppress(*self.driver_errors):  # the first error is the one to report
+                    conn.execute("ROLLBACK")
+            raise
+
     def close(self) -> None:
         self._conn.close()
 
 
-class _Postgres(_Database):
+class _Postgres(DriverDatabase):
     dialect = "postgresql"
 
     def __init__(self, url: str) -> None:
         import psycopg
 
-        self._errors = (psycopg.Error,)
+        self.driver_errors = (psycopg.Error,)
+        self.refused_errors = (psycopg.IntegrityError, psycopg.DataError)
         with self.translated():
             self._conn: psycopg.Connection[Any] = psycopg.connect(url, autocommit=True)
 
@@ -168,6 +190,11 @@ class _Postgres(_Database):
     def transaction(self) -> Iterator[None]:
         with self.translated(), self._conn.transaction():
             yield
+
+    def write_many(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            for sql, params in statements:
+                cur.executemany(sql, params)
 
     def close(self) -> None:
         self._conn.close()
@@ -188,7 +215,7 @@ def _read(name: str, value: Any) -> Any:
     return value
 
 
-def open_database(url: str) -> _Database:
+def open_database(url: str) -> DriverDatabase:
     """A connection for ``url`` (after ``repositories.db.normalise_url``'s spellings).
 
     Raises NoDatabase for a SQLite file that does not exist, DirectUnsupported for a URL this path leaves
@@ -206,7 +233,7 @@ def open_database(url: str) -> _Database:
 
 
 class DirectEngineLock:
-    def __init__(self, db: _Database, account: str) -> None:
+    def __init__(self, db: DriverDatabase, account: str) -> None:
         self.db, self.account = db, account
 
     def holder(self) -> dict[str, Any] | None:
@@ -227,7 +254,7 @@ class DirectEngineLock:
 
 
 class DirectKillSwitches:
-    def __init__(self, db: _Database, account: str) -> None:
+    def __init__(self, db: DriverDatabase, account: str) -> None:
         self.db, self.account = db, account
 
     def record(self, scope: str, to_state: KillState, *, reason: str, actor: str, now: datetime,
@@ -283,7 +310,7 @@ class DirectKillSwitches:
 
 
 class DirectSignals:
-    def __init__(self, db: _Database) -> None:
+    def __init__(self, db: DriverDatabase) -> None:
         self.db = db
 
     def counts(self) -> dict[str, Any]:
@@ -301,7 +328,7 @@ class DirectSignals:
 
 
 class DirectSessions:
-    def __init__(self, db: _Database) -> None:
+    def __init__(self, db: DriverDatabase) -> None:
         self.db = db
 
     def last(self) -> dict[str, Any] | None:
@@ -311,7 +338,7 @@ class DirectSessions:
 
 
 class DirectOrders:
-    def __init__(self, db: _Database) -> None:
+    def __init__(self, db: DriverDatabase) -> None:
         self.db = db
 
     def open(self) -> list[Order]:
@@ -337,7 +364,7 @@ class DirectOrders:
 
 
 class DirectPositions:
-    def __init__(self, db: _Database, account: str) -> None:
+    def __init__(self, db: DriverDatabase, account: str) -> None:
         self.db, self.account = db, account
 
     def all(self) -> list[Position]:
@@ -348,7 +375,7 @@ class DirectPositions:
 class DirectRepositories:
     """The part of ``Repositories`` the fast operator commands use, on the plain driver."""
 
-    def __init__(self, db: _Database, account: str) -> None:
+    def __init__(self, db: DriverDatabase, account: str) -> None:
         self.db = db
         self.account = account
         self.engine_lock = DirectEngineLock(db, account)

@@ -13,7 +13,6 @@ database is the same, value for value (tests/integration/test_driver_statements.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -21,10 +20,10 @@ from typing import Any
 from sqlalchemy import Connection, Dialect
 from sqlalchemy.sql.dml import UpdateBase
 
+from repositories.driver_batch import DriverBatch, Params
 from repositories.types import Money, UTCDateTime
 
 Processor = Callable[[Any], Any] | None
-Params = tuple[Any, ...] | dict[str, Any]
 
 
 def _money_text(value: Any) -> str:
@@ -91,21 +90,6 @@ def _converter(names: Sequence[str], processors: Sequence[Processor], defaults: 
     exec(f"def convert(row):\n    return {body}\n", env)
     convert: Callable[[dict[str, Any]], Params] = env["convert"]
     return convert
-
-
-@dataclass(frozen=True, slots=True)
-class DriverBatch:
-    """Rows ready for the driver: the SQL, the parameter names in order, one parameter row each."""
-
-    name: str
-    sql: str
-    names: tuple[str, ...]
-    params: list[Params]
-    refused: list[tuple[dict[str, Any], str]]  # rows a value of which could not be converted, and why
-
-    def row(self, params: Params) -> dict[str, Any]:
-        """One parameter row by name (for a refused row's record)."""
-        return params if isinstance(params, dict) else dict(zip(self.names, params, strict=True))
 
 
 class DriverStatement:

@@ -32,7 +32,8 @@ from sqlalchemy.sql.expression import bindparam
 from engine.bus import EventBus, SignalRejected
 from engine.domain import Fill, Order, Position, RejectCode, Signal, StatusChange
 from repositories.background_writer import BackgroundWriter, WriterGone, WriterReply
-from repositories.driver_statements import DriverBatch, DriverStatements, execute
+from repositories.driver_batch import DriverBatch
+from repositories.driver_statements import DriverStatements, execute
 from repositories.inbox import CONSUMED, consumed_rows
 from repositories.models import Base
 from repositories.writers import one_writer

@@ -133,3 +133,14 @@ def test_the_database_lost_by_the_writer_blocks_orders_and_every_row_is_written_
         session.close()
         proxy.close()
     assert _signal_ids(pg_url) == {"up1", "down1", "down2"}
+
+
+def test_the_writer_process_writes_without_importing_sqlalchemy() -> None:
+    """Its start is part of a short session's end: the plain driver's path imports none of SQLAlchemy (~0.5 s)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, pickle; import repositories.background_writer, repositories.driver_batch, "
+             "repositories.direct; print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy'))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
