@@ -24,6 +24,7 @@ What IB does that the adapter must not get wrong:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import math
@@ -32,7 +33,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import cast
+from typing import Any, cast
 
 import structlog
 from ib_async import IB, AccountValue, Contract, Stock, Ticker, Trade
@@ -192,8 +193,7 @@ class IbkrBroker:
         if login is not None and not login[0]:
             self.gateway[GatewayCondition.LOGIN] = login  # until a handshake completes
         try:
-            await self.ib.connectAsync(self.host, self.port, clientId=self.client_id,
-                                       timeout=self.connect_timeout_s, account=self.account)
+            await self._connect_or_refused()
         except (OSError, TimeoutError) as err:
             self.ib.disconnect()
             if isinstance(err, TimeoutError):  # the socket opened and nothing answered: IB Gateway is not logged in
@@ -211,6 +211,33 @@ class IbkrBroker:
         log.info("broker.connected", host=self.host, port=self.port, client_id=self.client_id,
                  accounts=self.ib.managedAccounts(), server_version=self.ib.client.serverVersion())
         return self.ib.managedAccounts()
+
+    async def _connect_or_refused(self) -> None:
+        """``connectAsync``, failing at once when IB refuses the client id (326). IB sends 326 and closes the
+        socket, which ib_async does not notice while it connects: it waited the whole connect timeout, and the
+        timeout read as a gateway waiting for a login (a false "login needed" alert after every restart that
+        IB still held the old session's id through)."""
+        loop = asyncio.get_running_loop()
+        refused: asyncio.Future[str] = loop.create_future()
+
+        def on_error(_req_id: int, code: int, message: str, _contract: Any) -> None:
+            if error_kind(code) is ErrorKind.CLIENT_ID_IN_USE and not refused.done():
+                refused.set_result(message)
+
+        connecting = asyncio.ensure_future(self.ib.connectAsync(
+            self.host, self.port, clientId=self.client_id, timeout=self.connect_timeout_s, account=self.account))
+        self.ib.errorEvent += on_error
+        try:
+            await asyncio.wait({connecting, refused}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.ib.errorEvent -= on_error
+        if refused.done() and not connecting.done():
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError, TimeoutError, ConnectionError):
+                await connecting
+            raise ConnectionRefusedError(f"client id {self.client_id} is in use at IB (326): {refused.result()}")
+        refused.cancel()
+        await connecting  # its result, or its error
 
     async def close(self) -> None:
         self.closing = True

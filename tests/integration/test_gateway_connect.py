@@ -63,3 +63,36 @@ def test_a_second_client_with_the_same_id_is_refused_with_326() -> None:
 
     result = asyncio.run(scenario())
     assert not result.startswith("connected") and "326" in result
+
+
+@pytest.mark.timeout(30)
+def test_the_adapter_fails_at_once_on_a_client_id_in_use_and_does_not_call_it_a_pending_login() -> None:
+    """IB answers 326 and closes; ib_async would wait out its whole connect timeout, which read as a gateway
+    waiting for a login (a false "login needed" alert after a restart)."""
+    from datetime import UTC, datetime
+
+    from broker.ib_codes import GatewayCondition
+    from broker.ibkr import IbkrBroker, IbkrError
+
+    async def scenario() -> tuple[str, float, tuple[bool, str] | None]:
+        gw = GatewaySim(port=0)
+        await gw.start()
+        first = IB()
+        await first.connectAsync("127.0.0.1", gw.port, clientId=4, timeout=5)
+        broker = IbkrBroker("127.0.0.1", gw.port, 4, "DU0000001", lambda: datetime.now(UTC), connect_timeout_s=10)
+        t0 = time.perf_counter()
+        try:
+            await broker.connect()
+            error = "connected"
+        except IbkrError as err:
+            error = str(err)
+        took = time.perf_counter() - t0
+        login = broker.gateway.get(GatewayCondition.LOGIN)
+        first.disconnect()
+        await gw.stop()
+        return error, took, login
+
+    error, took, login = asyncio.run(scenario())
+    assert "in use" in error and "326" in error
+    assert took < 5.0  # not the 10 s connect timeout
+    assert login is None or login[0] is not False
