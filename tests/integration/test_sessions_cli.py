@@ -23,9 +23,11 @@ def _json(*args: str) -> Any:
     return json.loads(result.stdout)
 
 
-@pytest.fixture
-def traded(tmp_path: Path) -> str:
-    """Two paper sessions on one database: the first trades and loses, the second replays the same ids."""
+@pytest.fixture(scope="module")
+def traded(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Two paper sessions on one database: the first trades and loses, the second replays the same ids.
+    Made once for the module: the tests only read it."""
+    tmp_path = tmp_path_factory.mktemp("traded")
     db = f"sqlite:///{tmp_path / 'x.db'}"
     lines = [signal_line(f"a{i}", "AAPL" if i % 2 else "MSFT", "long" if i % 4 < 2 else "flat", seconds=i,
                          strategy="meanrev" if i % 3 else "momentum") for i in range(59)]
