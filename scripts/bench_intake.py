@@ -222,15 +222,18 @@ def main() -> None:
                     post(signal(f"warm{i}", i))
                     arrivals.wait(f"warm{i}")
                 http_lat: list[float] = []
+                answer_lat: list[float] = []  # POST -> its answer: the intake's share (parse, inbox commit)
                 turned_down = 0
                 for i in range(args.n):
                     t0 = time.perf_counter()
                     post(signal(f"h{i}", i))
+                    answered = time.perf_counter()
                     at = arrivals.wait(f"h{i}")
                     if at is None:
                         turned_down += 1
                     else:
                         http_lat.append(at - t0)
+                        answer_lat.append(answered - t0)
                 inbox = SignalInbox(make_engine(db), ACCOUNT)
                 inbox_lat: list[float] = []
                 for i in range(args.n):
@@ -257,7 +260,7 @@ def main() -> None:
         kind = db.split(":")[0]
         print(f"daemon stderr at level error: {len(errors)} lines" + "".join(f"\n  {x[:160]}" for x in errors[:3]))
         print(f"POST /signals -> order at gateway  p50 {pct(http_lat, .5):7.2f} ms  p99 {pct(http_lat, .99):7.2f} ms"
-              f"  (n={len(http_lat)}, {kind})")
+              f"  (n={len(http_lat)}, {kind}; answered p50 {pct(answer_lat, .5):.2f} ms)")
         print(f"inbox INSERT  -> order at gateway  p50 {pct(inbox_lat, .5):7.2f} ms  p99 {pct(inbox_lat, .99):7.2f}"
               f" ms  (n={len(inbox_lat)}; {turned_down} of {2 * args.n} signals turned down, not timed)")
         for conns, rate, handled_rate, order_rate, lat in rates:
