@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import UpdateBase
 
 from repositories.driver_batch import DriverBatch, Params
@@ -152,3 +153,31 @@ def execute(conn: Connection, batch: DriverBatch) -> None:
     """The whole batch through one ``executemany`` (its convertible rows: see ``refused``)."""
     if batch.params:
         conn.exec_driver_sql(batch.sql, batch.params)
+
+
+def execute_all(conn: Connection, batches: Sequence[DriverBatch]) -> None:
+    """Every batch, in order. On PostgreSQL in one pipeline: the statements travel together and the server
+    answers once, where one ``executemany`` each waits for its own answer. A live order's commit holds four
+    or five statements (signal, order, its event, the inbox mark...), ~2 ms here against ~0.6 pipelined, and
+    the order waits for that commit before it leaves (docs/performance.md).
+
+    The driver's errors are raised as SQLAlchemy's (``DBAPIError.instance``: IntegrityError for a
+    constraint...), as ``exec_driver_sql`` raises them, so callers tell a refused row from an outage alike.
+    """
+    todo = [b for b in batches if b.params]
+    if conn.dialect.name != "postgresql" or len(todo) < 2:
+        for batch in todo:
+            execute(conn, batch)
+        return
+    raw = conn.connection  # the pool's DB-API connection, in the transaction ``conn`` began
+    driver: Any = raw.driver_connection  # psycopg's Connection
+    dbapi_error: type[Exception] = conn.dialect.loaded_dbapi.Error
+    cursor: Any = raw.cursor()
+    try:
+        with driver.pipeline():
+            for batch in todo:
+                cursor.executemany(batch.sql, batch.params)
+    except dbapi_error as err:
+        raise DBAPIError.instance(None, None, err, dbapi_error, dialect=conn.dialect) from err
+    finally:
+        cursor.close()

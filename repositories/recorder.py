@@ -33,7 +33,7 @@ from engine.bus import EventBus, SignalRejected
 from engine.domain import Fill, Order, Position, RejectCode, Signal, StatusChange
 from repositories.background_writer import BackgroundWriter, WriterGone, WriterReply
 from repositories.driver_batch import DriverBatch
-from repositories.driver_statements import DriverStatements, execute
+from repositories.driver_statements import DriverStatements, execute_all
 from repositories.inbox import CONSUMED, consumed_rows
 from repositories.models import Base
 from repositories.writers import one_writer
@@ -192,13 +192,11 @@ STATEMENTS: dict[str, dict[str, UpdateBase]] = {
 def write_batches(conn: Connection, batches: list[DriverBatch]) -> int:
     """Every batch through one executemany each, in order; the rows written. A batch with refused rows
     (values that could not be converted) is for ``salvage``: RowRefused."""
-    n = 0
     for batch in batches:
         if batch.refused:
             raise RowRefused(batch.refused[0][1])
-        execute(conn, batch)
-        n += len(batch.params)
-    return n
+    execute_all(conn, batches)
+    return sum(len(b.params) for b in batches)
 
 
 class RowRefused(ValueError):
