@@ -359,7 +359,11 @@ class Settings(BaseSettings):
     equity: Annotated[Decimal, Field(gt=0)] = Decimal(1_000_000)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    dedupe_capacity: Annotated[int, Field(ge=1000)] = 200_000
+    # Ids (signal and execution) kept in memory. Dedupe is exact at any size: an older signal id is looked up
+    # in the database (engine/dedupe.py), an older execution is the broker adapter's and reconciliation's to
+    # tell; the window also covers every row not yet committed (at least 2 x flush_rows). 50,000 ids are full
+    # within the first minutes of a busy session, so a daemon's memory is flat from then on.
+    dedupe_capacity: Annotated[int, Field(ge=1000)] = 50_000
     flush_rows: Annotated[int, Field(ge=1)] = 20_000
     flush_interval_ms: Annotated[float, Field(gt=0)] = 100.0
     kelly: KellyConfig = Field(default_factory=KellyConfig)

@@ -22,7 +22,7 @@ class RecentIds:
     """A set with a bounded memory: remembers the last ``capacity`` ids (a daemon must not grow).
 
     A set for membership and a deque for age: about 60 bytes an id besides the id itself, where an
-    OrderedDict took about 130 (two windows of 200,000 ids are most of a long run's memory)."""
+    OrderedDict took about 130 (two windows of ids are most of a long run's memory)."""
 
     def __init__(self, capacity: int, initial: Iterable[str] = ()) -> None:
         self.capacity = capacity

@@ -167,7 +167,7 @@ class Engine:
         instruments: InstrumentBook | None = None,
         checks: Sequence[PreTradeCheck] = DEFAULT_CHECKS,
         seen_signal_ids: Iterable[str] = (),
-        dedupe_capacity: int = 200_000,
+        dedupe_capacity: int = 50_000,
         signal_lookup: Callable[[str], bool] | None = None,
         positions: Iterable[Position] = (),
         trips: TripWires | None = None,

@@ -23,7 +23,7 @@ PositionState = tuple[Decimal, Decimal, Decimal, Decimal]  # quantity, average c
 
 
 class Portfolio:
-    def __init__(self, equity: Decimal, positions: Iterable[Position] = (), exec_capacity: int = 200_000,
+    def __init__(self, equity: Decimal, positions: Iterable[Position] = (), exec_capacity: int = 50_000,
                  recent_fills: int = RECENT_FILLS) -> None:
         self.initial_equity = equity  # the configured equity the books start from
         self.positions: dict[str, Position] = {p.symbol: p for p in positions}

@@ -3,6 +3,7 @@ positions and batched persistence to SQLite (or --db URL).
 
 Prints signals/s end to end, p50/p99 latency from a signal line in to the order handed to the broker,
 and peak RSS. Usage: .venv/bin/python scripts/bench_paper.py [-n 10000 -n 1000000] [--db URL] [--metrics]
+[--rss-every N]
 (--metrics: with health and metrics wired as the daemon wires them, and one /metrics render at the end)
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import resource
 import tempfile
@@ -43,13 +45,43 @@ def make_lines(n: int) -> Iterator[str]:
         yield json.dumps(obj, separators=(",", ":"))
 
 
-def percentile(sorted_values: list[float], p: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, int(p * len(sorted_values)))]
+class Latencies:
+    """Latencies in log buckets 1% wide (1 us to ~17 min), the largest exactly: fixed memory whatever the run's
+    length, so the peak RSS the script reports is the engine's (an array of a million was 8 MB of it)."""
+
+    STEP = math.log(1.01)
+
+    def __init__(self) -> None:
+        self.counts = array("q", bytes(8 * 2100))
+        self.n = 0
+        self.max = 0.0
+
+    def add(self, seconds: float) -> None:
+        i = int(math.log(seconds * 1e6) / self.STEP) + 1 if seconds > 1e-6 else 0
+        self.counts[min(i, len(self.counts) - 1)] += 1
+        self.n += 1
+        if seconds > self.max:
+            self.max = seconds
+
+    def percentile(self, p: float) -> float:
+        """The p-th percentile in seconds, to within 1% (a bucket's upper bound)."""
+        if not self.n:
+            return float("nan")
+        rank, seen = min(self.n - 1, int(p * self.n)), 0
+        for i, c in enumerate(self.counts):
+            seen += c
+            if seen > rank:
+                return min(self.max, math.exp(i * self.STEP) * 1e-6)
+        return self.max
 
 
-def run(n: int, db: str | None, metrics: bool = False) -> dict[str, Any]:
+def rss_mb() -> float:
+    """This process's resident set now (not the peak)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / (1 << 20)
+
+
+def run(n: int, db: str | None, metrics: bool = False, rss_every: int = 0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d:
         url = db or f"sqlite:///{Path(d) / 'bench.db'}"
         # The synthetic stream sends 50 orders per simulated second and flips every position each second,
@@ -68,14 +100,14 @@ def run(n: int, db: str | None, metrics: bool = False) -> dict[str, Any]:
         )
         session = PaperSession(settings, seed=1)
         lines = make_lines(n)
-        latencies = array("d")  # 8 bytes an order, not a float object's 32
+        latencies = Latencies()
         clock = SimClock(SIM_START)
         session.prepare(clock, SIM_START)
         perf = time.perf_counter
         mark = 0.0
 
         def order_out(order: Order, signal: object, raw: object, line_no: object) -> None:  # just before broker.submit
-            latencies.append(perf() - mark)
+            latencies.add(perf() - mark)
 
         session.bus.order_recorded += order_out
         observed = None
@@ -85,12 +117,15 @@ def run(n: int, db: str | None, metrics: bool = False) -> dict[str, Any]:
             _, observed = observe(session)
         process = session.process_line
         t0 = perf()  # the lines are made inside the timed loop: ~4 us each, the same in every run compared
-        for line in lines:
+        for i, line in enumerate(lines, 1):
             mark = perf()
             process(line, clock)
+            if rss_every and i % rss_every == 0:
+                writer = session.recorder.writer
+                print(f"  at {i:>9,}: RSS {rss_mb():6.1f} MB, units in flight to the writer "
+                      f"{writer.units_in_flight if writer is not None else 0:>5}", flush=True)
         session.recorder.flush()
         elapsed = perf() - t0
-        # The peak so far: sorting the latencies below makes a float object of each (32 MB at a million).
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         close = getattr(session.recorder, "close", None)  # an older commit (scripts/bench_beside) has none
         if close is not None:
@@ -102,14 +137,13 @@ def run(n: int, db: str | None, metrics: bool = False) -> dict[str, Any]:
             render_ms = (perf() - r0) * 1000
         reasons = sorted(session.engine.stats.reject_reasons.items(), key=lambda kv: -kv[1])[:4]
         session.db.dispose()
-    ordered = sorted(latencies)
     return {
         "n": n,
         "signals_per_s": n / elapsed,
-        "orders": len(latencies),
-        "p50_us": percentile(ordered, 0.50) * 1e6,
-        "p99_us": percentile(ordered, 0.99) * 1e6,
-        "max_us": ordered[-1] * 1e6 if ordered else float("nan"),
+        "orders": latencies.n,
+        "p50_us": latencies.percentile(0.50) * 1e6,
+        "p99_us": latencies.percentile(0.99) * 1e6,
+        "max_us": latencies.max * 1e6 if latencies.n else float("nan"),
         "max_rss_mb": peak_rss_mb,
         "writer_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,  # the writer process
         "rejects": ", ".join(f"{k} {v}" for k, v in reasons),
@@ -122,10 +156,11 @@ def main() -> None:
     ap.add_argument("-n", type=int, action="append", help="signals per run (repeatable)")
     ap.add_argument("--db", help="database URL (default: a fresh SQLite file)")
     ap.add_argument("--metrics", action="store_true", help="wire health and metrics (engine.health.observe)")
+    ap.add_argument("--rss-every", type=int, default=0, help="print the RSS every this many signals")
     args = ap.parse_args()
     print(f"machine: {platform.node()} {platform.machine()} python {platform.python_version()}")
     for n in args.n or [10_000, 100_000]:
-        r = run(n, args.db, args.metrics)
+        r = run(n, args.db, args.metrics, args.rss_every)
         print(f"N={r['n']:>9,}  {r['signals_per_s']:>9,.0f} signals/s  orders {r['orders']:>8,}  "
               f"signal->broker p50 {r['p50_us']:6.1f} us  p99 {r['p99_us']:7.1f} us  max {r['max_us'] / 1000:6.1f} ms  "
               f"maxRSS {r['max_rss_mb']:.0f} MB (writer {r['writer_rss_mb']:.0f} MB)")
