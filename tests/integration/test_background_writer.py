@@ -55,6 +55,18 @@ def test_a_writer_process_writes_the_rows_a_session_writes_in_process(tmp_path: 
     assert len(in_process["fills"]) >= 290 and in_process["signal_rejects"]  # the comparison covers the run
 
 
+def test_on_postgresql_the_writer_process_writes_the_rows_a_session_writes_in_process(pg_server: str) -> None:
+    """The worker writes through psycopg itself (not SQLAlchemy): the same values, Decimal and UTC times included."""
+    from tests.conftest import throwaway_pg_database
+
+    lines = _lines(120)
+    with throwaway_pg_database(pg_server) as a, throwaway_pg_database(pg_server) as b:
+        in_process = _run(a, False, lines)
+        by_writer = _run(b, True, lines)
+    assert by_writer == in_process
+    assert len(in_process["fills"]) >= 110 and in_process["signal_rejects"]
+
+
 def _session(url: str, **settings: Any) -> tuple[PaperSession, SimClock]:
     session = PaperSession(load_settings(database_url=url, **settings), seed=1)
     clock = SimClock(SIM_START)
