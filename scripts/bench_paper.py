@@ -10,6 +10,7 @@ and peak RSS. Usage: .venv/bin/python scripts/bench_paper.py [-n 10000 -n 100000
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import platform
@@ -142,7 +143,7 @@ def run(n: int, db: str | None, metrics: bool = False, rss_every: int = 0) -> di
             render_ms = (perf() - r0) * 1000
         reasons = sorted(session.engine.stats.reject_reasons.items(), key=lambda kv: -kv[1])[:4]
         # Ended as a session ends: without it the session's heap stayed frozen (gc.freeze at wiring) and the
-        # next run of this process started ~35 MB higher.
+        # next run of this process started ~35 MB higher (main collects between runs).
         session.close()
     return {
         "n": n,
@@ -168,6 +169,10 @@ def main() -> None:
     print(f"machine: {platform.node()} {platform.machine()} python {platform.python_version()}")
     for n in args.n or [10_000, 100_000]:
         r = run(n, args.db, args.metrics, args.rss_every)
+        # A cycle of the run just ended, not yet collected when the next run's session freezes its start-up,
+        # would stay for that run's whole life. (A command runs one session a process: the engine does not
+        # pay a full collection at every start for this.)
+        gc.collect()
         print(f"N={r['n']:>9,}  {r['signals_per_s']:>9,.0f} signals/s  orders {r['orders']:>8,}  "
               f"signal->broker p50 {r['p50_us']:6.1f} us  p99 {r['p99_us']:7.1f} us  max {r['max_us'] / 1000:6.1f} ms  "
               f"maxRSS {r['max_rss_mb']:.0f} MB (writer {r['writer_rss_mb']:.0f} MB)")
