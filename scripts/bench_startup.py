@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DRIVER = r"""
 import time
 _T0 = time.time()
-import importlib.abc, importlib.machinery, json, os, sys
+import json, os, sys
 MARKS = [("python", _T0)]
 def mark(name):
     MARKS.append((name, time.time()))
@@ -92,25 +92,9 @@ def patch(module):
         if fn is not None:
             setattr(owner, attr, wrap(fn, name))
 
-class Loader(importlib.abc.Loader):
-    def __init__(self, inner):
-        self.inner = inner
-    def create_module(self, spec):
-        return self.inner.create_module(spec)
-    def exec_module(self, module):
-        self.inner.exec_module(module)
-        patch(module)
-
-class Finder(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name not in TARGETS:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is not None and spec.loader is not None:
-            spec.loader = Loader(spec.loader)
-        return spec
-
-sys.meta_path.insert(0, Finder())
+sys.path.append(os.environ["WRAP_ON_IMPORT_DIR"])  # this tree's scripts/, whichever tree runs
+from wrap_on_import import install
+install(TARGETS, patch)
 code = 0
 try:
     import engine.cli
@@ -149,6 +133,7 @@ def child_env(code: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("TRADECTL_") and k not in ("PYTHONDONTWRITEBYTECODE", "DATABASE_URL")}
     env["PYTHONPATH"] = str(code)
+    env["WRAP_ON_IMPORT_DIR"] = str(ROOT / "scripts")  # the driver's import hook (scripts/wrap_on_import.py)
     return env
 
 

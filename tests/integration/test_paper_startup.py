@@ -24,9 +24,10 @@ from engine.session import Session, SessionSummary
 from tests.conftest import signal_line, write_lines
 
 # Wraps a function of a module to record the collector's state when it runs, then runs main(). The wrapper is put
-# in once the module has loaded (a meta path finder), so the command imports everything itself, as it would.
+# in once the module has loaded (scripts/wrap_on_import.py), so the command imports everything itself, as it would.
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 PROBE = """
-import gc, importlib.abc, importlib.machinery, json, sys
+import gc, json, sys
 seen = {}
 target = sys.argv[1].split(":") if sys.argv[1] else None
 
@@ -41,24 +42,10 @@ def wrap(module):
         return inner(*args, **kwargs)
     setattr(owner, attr, wrapped)
 
-class Loader(importlib.abc.Loader):
-    def __init__(self, inner):
-        self.inner = inner
-    def create_module(self, spec):
-        return self.inner.create_module(spec)
-    def exec_module(self, module):
-        self.inner.exec_module(module)
-        wrap(module)
-
-class Finder(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target_=None):
-        if target is None or name != target[0]:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        spec.loader = Loader(spec.loader)
-        return spec
-
-sys.meta_path.insert(0, Finder())
+if target is not None:
+    sys.path.append(sys.argv[3])  # scripts/, for its import hook
+    from wrap_on_import import install
+    install({target[0]}, wrap)
 from engine.cli import main
 sys.argv = ["tradectl", *json.loads(sys.argv[2])]
 code = 0
@@ -76,7 +63,8 @@ def _env() -> dict[str, str]:
 
 
 def probe(target: str, *args: str, cwd: Path) -> dict[str, object]:
-    proc = subprocess.run([sys.executable, "-c", PROBE, target, json.dumps(args)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", PROBE, target, json.dumps(args), str(SCRIPTS)], capture_output=True,
+                          text=True,
                           timeout=120, env=_env(), cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
