@@ -77,6 +77,10 @@ class BrokerListener(Protocol):
 
 class Broker(Protocol):
     name: str
+    # True when the broker may correct an execution after reporting it (IB does): the engine then keeps its
+    # recent fills in memory to book a correction in place of the fill it names. A broker that never does
+    # spares the engine that memory, and the collector the walk over it.
+    corrects_executions: bool
 
     def set_listener(self, listener: BrokerListener) -> None: ...
 

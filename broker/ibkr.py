@@ -121,6 +121,7 @@ def fresh_gateway_conditions() -> dict[GatewayCondition, tuple[bool, str]]:
 
 class IbkrBroker:
     name = "ibkr"
+    corrects_executions = True  # IB corrects an execution under a new execId (its last segment differs)
 
     def __init__(
         self,

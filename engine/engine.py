@@ -46,7 +46,7 @@ from engine.domain import (
 )
 from engine.ids import STOP_LOSS, TAKE_PROFIT, client_order_id_for, engine_order_id, exit_order_id
 from engine.order_book import OrderBook, apply_fill, own_best
-from engine.portfolio import Portfolio
+from engine.portfolio import RECENT_FILLS, Portfolio
 from engine.signals import SignalError, parse_signal
 from risk.checks import (
     DEFAULT_CHECKS,
@@ -182,7 +182,8 @@ class Engine:
         self.checks = tuple(checks)
         self.signal_ids = SignalIdIndex(dedupe_capacity, signal_lookup, seen_signal_ids)
         self.book = OrderBook()
-        self.portfolio = Portfolio(equity, positions, dedupe_capacity)
+        self.portfolio = Portfolio(equity, positions, dedupe_capacity,
+                                   recent_fills=RECENT_FILLS if broker.corrects_executions else 0)
         self.stats = EngineStats()
         self.trips = trips or TripWires()
         self.rates = RateWindow(1.0)

@@ -54,10 +54,11 @@ class Portfolio:
         pos = self.positions.get(symbol)
         if pos is None:
             pos = self.positions[symbol] = Position(symbol)
-        recent = self.recent_fills
-        recent[fill.exec_id] = (fill, order, (pos.quantity, pos.avg_cost, pos.realized_pnl, pos.commissions))
-        if len(recent) > self._recent_cap:
-            recent.popitem(last=False)
+        if self._recent_cap:
+            recent = self.recent_fills
+            recent[fill.exec_id] = (fill, order, (pos.quantity, pos.avg_cost, pos.realized_pnl, pos.commissions))
+            if len(recent) > self._recent_cap:
+                recent.popitem(last=False)
         self.realized_pnl += pos.apply(fill)
         self.commissions += fill.commission
         self._remark(pos)

@@ -20,6 +20,7 @@ from paper.matching import CommissionSchedule, Execution, MatchingEngine, SimOrd
 
 class PaperBroker:
     name = "paper"
+    corrects_executions = False  # the simulated exchange reports each execution once, final
 
     def __init__(
         self,

@@ -8,6 +8,7 @@ import pytest
 from engine.dedupe import RecentIds
 from engine.domain import KillState, Order, OrderStatus, Position
 from engine.engine import InstrumentBook
+from paper.broker import PaperBroker
 from risk.checks import Limits, RiskLimits
 from tests.conftest import T0, signal_line
 from tests.rig import Rig
@@ -154,3 +155,31 @@ def test_a_position_difference_found_while_trading_halts_only_when_the_next_chec
     assert rig.engine.killswitches.get("symbol:AAPL") is KillState.ACTIVE  # maybe a report in flight
     rig.engine.reconcile_positions(confirm=True)
     assert rig.engine.killswitches.get("symbol:AAPL") is KillState.HALTED
+
+
+class CorrectingBroker(PaperBroker):
+    """A simulated broker that, like IB, may correct an execution after reporting it."""
+
+    corrects_executions = True
+
+
+def test_an_engine_on_a_broker_that_never_corrects_executions_keeps_no_fills_in_memory() -> None:
+    rig = Rig()
+    rig.quote()
+    rig.engine.on_signal_line(signal_line("s1"))
+    assert rig.engine.stats.fills == 1 and len(rig.engine.portfolio.recent_fills) == 0
+
+
+def test_an_engine_on_a_broker_that_corrects_executions_books_a_correction_of_a_recent_fill() -> None:
+    from engine.domain import Fill
+
+    rig = Rig(CorrectingBroker)
+    rig.quote()
+    order = rig.engine.on_signal_line(signal_line("s1"))
+    assert isinstance(order, Order)
+    (exec_id,) = rig.engine.portfolio.recent_fills
+    first = rig.engine.portfolio.recent_fills[exec_id][0]
+    rig.engine.on_fill(Fill(f"{exec_id}.02", first.client_order_id, "AAPL", first.side, first.quantity - 1,
+                            first.price, first.commission, T0, corrects=exec_id))
+    assert rig.engine.positions["AAPL"].quantity == order.intent.quantity - 1
+    assert order.filled_qty == order.intent.quantity - 1

@@ -144,3 +144,10 @@ def test_equity_kept_incrementally_equals_every_position_marked_afresh(
         else:
             p.book(fill(f"e{i}", side, str(qty), str(price), symbol=symbol), None)
     assert p.book_equity() == p.marked_equity(quotes.get)
+
+
+def test_a_portfolio_with_no_recent_fills_memory_books_fills_and_cannot_correct_them() -> None:
+    p = Portfolio(D(1000), recent_fills=0)
+    p.book(fill("e1", Side.BUY, "10", "100"), None)
+    assert p.quantity("AAPL") == D(10) and not p.recent_fills
+    assert p.correct(fill("e1.02", Side.BUY, "9", "100", corrects="e1")) is None
