@@ -426,12 +426,13 @@ class Session(ABC):
         engine = self.engine
         if isinstance(parsed, SignalError):
             engine.on_invalid_signal(parsed, line_no)
-            return
-        times.arrive(parsed)
-        engine.expire(engine.clock())
-        await self._before_signal(parsed)
-        engine.on_signal(parsed, text_of(line), line_no)
-        await self._after_signal(parsed)
+        else:
+            times.arrive(parsed)
+            engine.expire(engine.clock())
+            await self._before_signal(parsed)
+            engine.on_signal(parsed, text_of(line), line_no)
+            await self._after_signal(parsed)
+        self.recorder.end_of_signal()  # persistence after the order, never before it
 
     async def _timers(self, stop: asyncio.Event) -> None:
         """Off the signal path: the kill-switch feed (woken at once by PostgreSQL NOTIFY, else polled), the

@@ -156,3 +156,20 @@ def test_the_writer_process_writes_without_importing_sqlalchemy() -> None:
              "repositories.direct; print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy'))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+def test_rows_go_to_the_writer_after_the_signal_s_order_has_gone_to_the_broker(tmp_path: Path) -> None:
+    """Handing a batch over costs ~1 ms: it must not delay an order, whichever row fills the batch."""
+    session, clock = _session(f"sqlite:///{tmp_path / 't.db'}")
+    writer = session.recorder.writer
+    assert writer is not None
+    session.recorder.hand_off_units = 1  # every unit fills a batch
+    handed_when_ordered: list[int] = []
+    session.bus.order_recorded += lambda order, signal, raw, line_no: handed_when_ordered.append(writer.sent)
+    for i in range(3):
+        before = writer.sent
+        session.process_line(signal_line(f"h{i}", symbol="AAPL", direction=("long", "short")[i % 2], seconds=i),
+                             clock)
+        assert handed_when_ordered[-1] == before  # nothing handed over on the way to the broker
+        assert writer.sent == before + 1  # the signal's rows, in one batch once it was handled
+    session.close()
