@@ -101,7 +101,7 @@ def line_signal_id(raw: str) -> str | None:
 # Many rows in one statement (insertmanyvalues), known ids skipped; each inserted row's id and signal id.
 _INSERT_MANY = {
     name: d.insert(_inbox).on_conflict_do_nothing(index_elements=["account", "signal_id"])
-    .returning(_inbox.c.id, _inbox.c.signal_id)
+    .returning(_inbox.c.id, _inbox.c.signal_id, _inbox.c.prev_id)
     for name, d in (("postgresql", postgresql), ("sqlite", sqlite))
 }
 
@@ -173,7 +173,9 @@ class SignalInbox:
             else:
                 receipts.append(Receipt(by_sid.get(sid) or known[sid], sid, True))
         before = 0
-        if new_ids:
+        if new_ids and conn.dialect.name == "postgresql":  # the trigger recorded it under its lock (0009)
+            before = next(r.prev_id for r in returned if r.id == new_ids[0]) or 0
+        elif new_ids:  # SQLite: one writer at a time, so a query now sees every row before ours
             before = conn.execute(select(func.max(t.c.id)).where(t.c.account == self.account,
                                                                  t.c.id < new_ids[0])).scalar() or 0
         return receipts, int(before)

@@ -243,7 +243,7 @@ class SignalInboxRow(Base):
     ``POST /signals``); the engine sets ``consumed_at`` in the same transaction as the line's signals or
     signal_rejects row, so a row is consumed exactly once across crashes. A resubmitted ``signal_id`` for the
     same account is the same row. On PostgreSQL a trigger (migration 0004) numbers rows in commit order per
-    account and notifies ``tradectl_inbox`` with the account.
+    account, records the row before it (``prev_id``) and notifies ``tradectl_inbox`` with ``account:id``.
     """
 
     __tablename__ = "signal_inbox"
@@ -254,6 +254,9 @@ class SignalInboxRow(Base):
     source: Mapped[str] = mapped_column(String(8), server_default=text("'sql'"))  # sql | cli | client | http
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("CURRENT_TIMESTAMP"))
     consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The account's row just before this one, set by the PostgreSQL trigger as it numbers the row (migration
+    # 0009); NULL on SQLite, and for rows older than that migration.
+    prev_id: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         UniqueConstraint("account", "signal_id"),  # NULL ids are distinct: every id-less line is its own row

@@ -9,7 +9,7 @@ makes identical to theirs (SQLite's sqlite_master, PostgreSQL's catalog, SQLAlch
 
 # ruff: noqa: E501
 
-REVISION = '0008'
+REVISION = '0009'
 
 STATEMENTS: dict[str, tuple[str, ...]] = {
     'sqlite': (
@@ -237,6 +237,7 @@ STATEMENTS: dict[str, tuple[str, ...]] = {
         'ALTER TABLE orders ADD COLUMN oca_group VARCHAR(160)',
         'ALTER TABLE engine_locks ADD COLUMN broker_state TEXT',
         'ALTER TABLE signals ADD COLUMN ref_price VARCHAR(64)',
+        'ALTER TABLE signal_inbox ADD COLUMN prev_id INTEGER',
     ),
     'postgresql': (
         (
@@ -485,5 +486,17 @@ STATEMENTS: dict[str, tuple[str, ...]] = {
         'ALTER TABLE orders ADD COLUMN oca_group VARCHAR(160)',
         'ALTER TABLE engine_locks ADD COLUMN broker_state TEXT',
         'ALTER TABLE signals ADD COLUMN ref_price NUMERIC',
+        'ALTER TABLE signal_inbox ADD COLUMN prev_id INTEGER',
+        (
+            'CREATE OR REPLACE FUNCTION tradectl_inbox_arrival() RETURNS trigger LANGUAGE plpgsql AS $$\n'
+            'BEGIN\n'
+            "    PERFORM pg_advisory_xact_lock(7342, hashtext('tradectl_inbox:' || NEW.account));\n"
+            "    NEW.id := nextval(pg_get_serial_sequence('signal_inbox', 'id'));\n"
+            '    SELECT max(id) INTO NEW.prev_id FROM signal_inbox WHERE account = NEW.account AND id < NEW.id;\n'
+            "    PERFORM pg_notify('tradectl_inbox', NEW.account || ':' || NEW.id);\n"
+            '    RETURN NEW;\n'
+            'END\n'
+            '$$'
+        ),
     ),
 }

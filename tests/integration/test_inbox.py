@@ -329,3 +329,31 @@ def test_the_pump_hands_over_lines_as_they_arrive_and_each_is_consumed_once(db: 
     assert asyncio.run(scenario()) == 3
     assert len(seen) == len(set(seen)) == 3 and inbox.pending() == []
     assert outcome_rows(db) == 3
+
+
+@pytest.mark.timeout(60)
+def test_on_postgresql_a_producer_that_waited_for_another_gets_its_row_as_the_row_before(pg_url: str) -> None:
+    """The row before a commit's first is found under the arrival lock: a producer blocked behind another
+    sees the other's row once it commits, though its statement began before that commit."""
+    upgrade(pg_url)
+    db = make_engine(pg_url)
+    first_inbox, second_inbox = SignalInbox(db, ACCOUNT), SignalInbox(db, ACCOUNT)
+    earlier = first_inbox.add([signal_line("w0")], "sql")[0].inbox_id
+    with db.connect() as holder:
+        holder.execute(text("SELECT pg_advisory_xact_lock(7342, hashtext('tradectl_inbox:' || :a))"),
+                       {"a": ACCOUNT})  # a producer mid-commit: later ones wait at the trigger's lock
+        result: list[tuple[int, int]] = []
+        second = threading.Thread(
+            target=lambda: result.append((lambda r: (r[0][0].inbox_id, r[1]))(second_inbox.append(
+                [signal_line("w2")], "http"))))
+        second.start()
+        time.sleep(0.3)  # the second producer's INSERT has begun and waits for the lock
+        assert not result
+        row = holder.execute(text("INSERT INTO signal_inbox (account, signal_id, raw) VALUES (:a, 'w1', '{}') "
+                                  "RETURNING id, prev_id"), {"a": ACCOUNT}).one()
+        holder.commit()
+    second.join(timeout=30)
+    assert row.prev_id == earlier
+    (second_id, second_before), = result
+    assert second_id > row.id and second_before == row.id
+    db.dispose()

@@ -1,0 +1,53 @@
+"""signal_inbox.prev_id: the account's row just before this one, numbered by the PostgreSQL trigger
+
+Revision ID: 0009
+Revises: 0008
+Create Date: 2026-11-28 13:20:00
+
+The daemon's HTTP intake tells the engine, at each commit, the account's row just before its new ones (an
+engine that has taken exactly up to it takes them without reading the inbox). It asked with a query of its
+own after the INSERT: a third round trip to the server in every intake commit, ~0.45 ms of ~1.3. The trigger
+that numbers rows in commit order now records it as it numbers the row, under the same lock: a query in a
+VOLATILE PL/pgSQL function takes a fresh snapshot (READ COMMITTED), so it sees every row of the account
+numbered before this one, all committed before the lock was granted. The INSERT returns it.
+
+SQLite leaves it NULL: one writer at a time makes the intake's own query exact there, and costs no round trip.
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from alembic import op
+
+revision: str = '0009'
+down_revision: str | None = '0008'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_FUNCTION = """
+CREATE OR REPLACE FUNCTION tradectl_inbox_arrival() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(7342, hashtext('tradectl_inbox:' || NEW.account));
+    NEW.id := nextval(pg_get_serial_sequence('signal_inbox', 'id'));{prev}
+    PERFORM pg_notify('tradectl_inbox', NEW.account || ':' || NEW.id);
+    RETURN NEW;
+END
+$$
+"""
+_PREV = """
+    SELECT max(id) INTO NEW.prev_id FROM signal_inbox WHERE account = NEW.account AND id < NEW.id;"""
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('signal_inbox', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('prev_id', sa.Integer(), nullable=True))
+    if op.get_bind().dialect.name == 'postgresql':
+        op.execute(_FUNCTION.format(prev=_PREV))
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == 'postgresql':
+        op.execute(_FUNCTION.format(prev=""))
+    with op.batch_alter_table('signal_inbox', schema=None) as batch_op:
+        batch_op.drop_column('prev_id')
