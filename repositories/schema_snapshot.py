@@ -492,7 +492,8 @@ STATEMENTS: dict[str, tuple[str, ...]] = {
             'BEGIN\n'
             "    PERFORM pg_advisory_xact_lock(7342, hashtext('tradectl_inbox:' || NEW.account));\n"
             "    NEW.id := nextval(pg_get_serial_sequence('signal_inbox', 'id'));\n"
-            '    SELECT max(id) INTO NEW.prev_id FROM signal_inbox WHERE account = NEW.account AND id < NEW.id;\n'
+            '    SELECT id INTO NEW.prev_id FROM signal_inbox WHERE account = NEW.account AND id < NEW.id\n'
+            '        ORDER BY account DESC, id DESC LIMIT 1;\n'
             "    PERFORM pg_notify('tradectl_inbox', NEW.account || ':' || NEW.id);\n"
             '    RETURN NEW;\n'
             'END\n'

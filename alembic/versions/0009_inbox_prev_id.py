@@ -36,7 +36,12 @@ END
 $$
 """
 _PREV = """
-    SELECT max(id) INTO NEW.prev_id FROM signal_inbox WHERE account = NEW.account AND id < NEW.id;"""
+    SELECT id INTO NEW.prev_id FROM signal_inbox WHERE account = NEW.account AND id < NEW.id
+        ORDER BY account DESC, id DESC LIMIT 1;"""
+# Not max(id): the function's plan is made once per connection, and on a new, small table the planner made
+# max() an aggregate over every row of the account below the new id, and kept that plan as the table grew (a
+# 16-row commit 2.5 -> 10 ms within 8,000 rows). The ORDER BY of the (account, id) index with LIMIT 1 is a
+# backward walk of that index from the new id, whatever the table's statistics say: one entry.
 
 
 def upgrade() -> None:

@@ -357,3 +357,21 @@ def test_on_postgresql_a_producer_that_waited_for_another_gets_its_row_as_the_ro
     (second_id, second_before), = result
     assert second_id > row.id and second_before == row.id
     db.dispose()
+
+
+def test_on_postgresql_the_trigger_finds_the_row_before_by_walking_the_index_back_on_any_statistics(
+        pg_url: str) -> None:
+    """The trigger's plan is made once per connection, often while the table is new and small: its lookup of
+    the row before must be one step back along the (account, id) index then too, not an aggregate over every
+    row of the account (which kept a 16-row commit growing from 2.5 to 10 ms within 8,000 rows)."""
+    upgrade(pg_url)
+    db = make_engine(pg_url)
+    with db.connect() as conn:
+        source = conn.execute(text("SELECT prosrc FROM pg_proc WHERE proname = 'tradectl_inbox_arrival'")).scalar_one()
+        lookup = " ".join(source[source.index("SELECT id INTO NEW.prev_id"):].split(";")[0].split())
+        query = lookup.replace(" INTO NEW.prev_id", "").replace("NEW.account", "$1").replace("NEW.id", "$2")
+        conn.execute(text("SET plan_cache_mode = force_generic_plan"))
+        conn.exec_driver_sql(f"PREPARE row_before(text, int) AS {query}")
+        plan = "\n".join(conn.exec_driver_sql("EXPLAIN EXECUTE row_before('DU0000001', 1000)").scalars())
+    db.dispose()
+    assert plan.startswith("Limit") and "Backward using ix_signal_inbox_account_id" in plan, plan
