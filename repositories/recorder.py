@@ -327,8 +327,9 @@ class Recorder:
         self.defer: Callable[[Callable[[], None]], object] | None = None
         self._flush_scheduled = False
         self._statements = DriverStatements()
-        # A paper session's writer process (``use_writer``): batches of ``hand_off_units`` go to it once the
-        # signal that filled them is handled (``end_of_signal``), or at once past ``flush_rows``; ``flush``
+        # A paper session's writer process (``use_writer``): batches of ``hand_off_units`` (or ``flush_rows``,
+        # if fewer) go to it once the signal that filled them is handled (``end_of_signal``); units recorded
+        # outside any signal (a wind-down's market steps) go at ``max_in_flight``, from the bus handler. ``flush``
         # waits up to ``wait_s`` for it. Batches it could not write come back (``_carried``).
         self.writer: BackgroundWriter | None = None
         self.hand_off_units = 256
@@ -513,7 +514,7 @@ class Recorder:
         """A signal has been handled, its order is at the broker: hand a due batch over now. Handing over costs
         ~1 ms a batch (rows made, pickled, sent); inside a bus handler it delayed the order of one signal in
         ~60 by as much."""
-        if self.writer is not None and self._pending >= self.hand_off_units:
+        if self.writer is not None and self._pending >= min(self.hand_off_units, self.flush_rows):
             self.hand_off()
 
     def use_writer(self, writer: BackgroundWriter) -> None:
@@ -684,7 +685,7 @@ class Recorder:
     def _bump(self) -> None:
         self._pending += 1
         if self.writer is not None:
-            if self._pending >= self.flush_rows:  # a burst inside one signal: memory stays bounded all the same
+            if self._pending >= self.max_in_flight:  # no signal's end in sight: one batch within the bound
                 self.hand_off()
         elif self._pending >= self.flush_rows and self._may_write():
             self.flush()
