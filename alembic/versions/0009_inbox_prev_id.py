@@ -6,7 +6,7 @@ Create Date: 2026-11-28 13:20:00
 
 The daemon's HTTP intake tells the engine, at each commit, the account's row just before its new ones (an
 engine that has taken exactly up to it takes them without reading the inbox). It asked with a query of its
-own after the INSERT: a third round trip to the server in every intake commit, ~0.45 ms of ~1.3. The trigger
+own after the INSERT: a round trip to the server of its own in every intake commit, ~0.45 ms of ~1.3. The trigger
 that numbers rows in commit order now records it as it numbers the row, under the same lock: a query in a
 VOLATILE PL/pgSQL function takes a fresh snapshot (READ COMMITTED), so it sees every row of the account
 numbered before this one, all committed before the lock was granted. The INSERT returns it.

@@ -375,3 +375,31 @@ def test_on_postgresql_the_trigger_finds_the_row_before_by_walking_the_index_bac
         plan = "\n".join(conn.exec_driver_sql("EXPLAIN EXECUTE row_before('DU0000001', 1000)").scalars())
     db.dispose()
     assert plan.startswith("Limit") and "Backward using ix_signal_inbox_account_id" in plan, plan
+
+
+@pytest.mark.timeout(60)
+def test_an_append_larger_than_one_statement_lets_no_other_producer_s_row_in_between(db: Engine) -> None:
+    """SQLAlchemy sends a large append as several INSERT statements: they commit together, so its rows are
+    contiguous among the account's (the engine takes a commit's rows as such)."""
+    big, small = SignalInbox(db, ACCOUNT), SignalInbox(db, ACCOUNT)
+    size = db.dialect.insertmanyvalues_page_size * 2 + 10
+    done = threading.Event()
+    others: list[int] = []
+
+    def other_producer() -> None:
+        n = 0
+        while not done.is_set():
+            others.append(small.add([signal_line(f"other{n}")], "sql")[0].inbox_id)
+            n += 1
+
+    producer = threading.Thread(target=other_producer)
+    producer.start()
+    try:
+        receipts, before = big.append([signal_line(f"big{i}") for i in range(size)], "http")
+    finally:
+        done.set()
+        producer.join(timeout=30)
+    ids = [r.inbox_id for r in receipts]
+    assert len(ids) == size and ids == sorted(ids)
+    assert not [i for i in others if ids[0] <= i <= ids[-1]]
+    assert before == max((i for i in others if i < ids[0]), default=0)
