@@ -94,15 +94,16 @@ class GroupCommit:
 
     async def _write(self) -> None:
         # SQLite: on the loop, not in a thread: the write is mostly CPU (the GIL), and the hop to a thread and
-        # back cost more than it. PostgreSQL: in a thread, as the write is mostly waiting for the server (one
-        # round trip, ``SignalInbox.append``), and the loop reads and parses the next requests meanwhile, which
-        # then share the next transaction: 1.3-1.8x the sustained rate here (docs/performance.md). Either way,
-        # requests read while a write is in flight wait for the next one.
+        # back cost more than it. PostgreSQL, several requests waiting: in a thread, as the write is mostly
+        # waiting for the server (one round trip, ``SignalInbox.append``), and the loop reads and parses the
+        # next requests meanwhile, which then share the next transaction. A lone request is written on the
+        # loop: the two wake-ups of the hop to a thread and back cost more than its round trip (both measured
+        # in docs/performance.md). Either way, requests read while a write is in flight wait for the next one.
         while self._waiting:
             group, self._waiting = self._waiting, []
             lines = [line for request, _ in group for line in request]
             try:
-                if self.in_thread:
+                if self.in_thread and len(group) > 1:
                     receipts, before = await asyncio.to_thread(self.inbox.append, lines, "http")
                 else:
                     receipts, before = self.inbox.append(lines, "http")
