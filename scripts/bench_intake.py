@@ -164,7 +164,8 @@ async def sustained(port: int, clients: int, seconds: float, prefix: str) -> tup
 
 
 def handled_of(db: str, prefix: str) -> tuple[int, int, Counter[str]]:
-    """(signals with this id prefix the engine has recorded, how many became orders, the others' reasons)."""
+    """(signals with this id prefix the engine has recorded, how many became orders, the others' reasons);
+    the prefix "": every signal."""
     with make_engine(db).connect() as c:
         rows = c.execute(select(SignalRow.status, SignalRow.reason_code).where(
             SignalRow.signal_id.like(f"{prefix}%"))).all()
@@ -247,10 +248,15 @@ def main() -> None:
                 conn.close()
                 rates: list[tuple[int, float, float, float, list[float]]] = []
                 for clients, prefix in ((1, "r"), (args.clients, "c")):
+                    # Every signal the engine records meanwhile, this phase's or a backlog of the one before.
+                    handled0, ordered0, _ = handled_of(db, "")
                     answered, elapsed, lat = asyncio.run(sustained(port, clients, args.rate_s, prefix))
-                    handled, ordered, reasons = handled_of(db, prefix)  # by the engine when the last answer came
-                    print(f"  {clients} connection(s): turned down {dict(reasons.most_common(3))}")
-                    rates.append((clients, answered / elapsed, handled / elapsed, ordered / elapsed, lat))
+                    handled1, ordered1, _ = handled_of(db, "")  # by the engine when the last answer came
+                    mine, _, reasons = handled_of(db, prefix)
+                    print(f"  {clients} connection(s): turned down {dict(reasons.most_common(3))}; "
+                          f"{answered - mine:,} of this phase's signals still waiting at its end")
+                    rates.append((clients, answered / elapsed, (handled1 - handled0) / elapsed,
+                                  (ordered1 - ordered0) / elapsed, lat))
             finally:
                 proc.terminate()
                 proc.wait(60)
