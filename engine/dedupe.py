@@ -71,22 +71,29 @@ class BloomFilter:
         self._hashes = hashes
         self._bytes = bytearray(bits >> 3)
 
-    def _positions(self, key: str) -> Iterable[int]:
+    # Every new signal id is asked (and, once the window is full, one is added): the positions are computed in
+    # place, not by a generator, which cost ~1 us of the ~1.5 each took (a miss stops at the first clear bit).
+    def add(self, key: str) -> None:
         h = hash(key)  # randomised per process: the filter lives only in this process's memory
         step = (h >> 29) | 1
         mask = self._mask
-        return ((h + i * step) & mask for i in range(self._hashes))
-
-    def add(self, key: str) -> None:
         data = self._bytes
-        for p in self._positions(key):
+        for i in range(self._hashes):
+            p = (h + i * step) & mask
             data[p >> 3] |= 1 << (p & 7)
 
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str):
             return False
+        h = hash(key)
+        step = (h >> 29) | 1
+        mask = self._mask
         data = self._bytes
-        return all(data[p >> 3] & (1 << (p & 7)) for p in self._positions(key))
+        for i in range(self._hashes):
+            p = (h + i * step) & mask
+            if not data[p >> 3] & (1 << (p & 7)):
+                return False
+        return True
 
 
 class SignalIdIndex:

@@ -51,6 +51,14 @@ def test_a_bloom_filter_never_forgets_a_key(keys: set[str]) -> None:
     assert all(k in bloom for k in keys)
 
 
+def test_a_bloom_filter_says_no_for_nearly_every_key_never_added() -> None:
+    """A "maybe" costs a database lookup on the signal path: a filter far from full must rarely say it."""
+    bloom = BloomFilter(bits=1 << 16)
+    for i in range(1000):
+        bloom.add(f"in-{i}")
+    assert sum(f"out-{i}" in bloom for i in range(1000)) <= 10
+
+
 @given(st.datetimes(min_value=datetime(2001, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC)),
        st.sampled_from(["America/New_York", "Europe/London", "Asia/Tokyo", "UTC"]),
        st.sampled_from([time(0, 0), time(3, 0), time(17, 0), time(23, 30)]))
