@@ -43,7 +43,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from engine.http import Answer, build_app, serve
-from repositories.inbox import SignalInbox
+from repositories.inbox import SignalInbox, handing_over
 
 log = structlog.get_logger("tradectl.intake")
 
@@ -167,7 +167,7 @@ async def _serve_intake(spec: IntakeSpec, link: Connection) -> None:
     loop = asyncio.get_running_loop()
     # No ping before each checkout (a round trip a commit): a connection the server dropped fails one group,
     # answered 503 and retried by its producers, and the pool replaces it.
-    inbox = SignalInbox(make_engine(spec.db_url, pool_pre_ping=False), spec.account)
+    inbox = SignalInbox(handing_over(make_engine(spec.db_url, pool_pre_ping=False)), spec.account)
 
     def hand_over(before: int, rows: Rows) -> None:
         with contextlib.suppress(OSError):  # the engine is gone: it reads them from the inbox when back

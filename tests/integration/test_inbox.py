@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from engine.domain import RejectCode
 from repositories.db import make_engine, upgrade
-from repositories.inbox import InboxError, SignalInbox
+from repositories.inbox import InboxError, SignalInbox, handing_over
 from repositories.models import INBOX_RAW_MAX, SignalInboxRow, SignalRejectRow, SignalRow
 from repositories.recorder import Recorder
 from repositories.repos import Repositories
@@ -235,6 +235,24 @@ def test_an_insert_notifies_a_listener_on_postgresql(db: Engine) -> None:
         assert not listener.notified(timeout=0.5)  # another account's row does not wake this engine
     finally:
         listener.close()
+
+
+@pytest.mark.timeout(30)
+def test_on_postgresql_rows_of_a_producer_that_hands_them_over_raise_no_notification(pg_url: str) -> None:
+    """The daemon's intake hands its rows to the engine itself: the trigger stays silent for them, and
+    still notifies for every other producer's."""
+    upgrade(pg_url)
+    listener = SignalInbox(make_engine(pg_url), ACCOUNT).listen()
+    assert listener is not None
+    intake_db = handing_over(make_engine(pg_url))
+    try:
+        SignalInbox(intake_db, ACCOUNT).add([signal_line("handed")], "http")
+        assert not listener.notified(timeout=0.5)
+        SignalInbox(make_engine(pg_url), ACCOUNT).add([signal_line("by-sql")], "sql")
+        assert listener.notified(timeout=5)
+    finally:
+        listener.close()
+        intake_db.dispose()
 
 
 # -- producers: the Python client and `tradectl submit` -----------------------------------------------------
