@@ -48,7 +48,7 @@ from starlette.routing import BaseRoute, Route
 
 from engine.client import validate
 from engine.config import is_loopback
-from repositories.inbox import InboxError, SignalInbox
+from repositories.inbox import InboxError
 
 log = structlog.get_logger("tradectl.http")
 
@@ -57,15 +57,6 @@ Answer = dict[str, Any]
 # "duplicate". Sync callables run in a worker thread (they write to the database).
 Intake = Callable[[list[str]], list[Answer]] | Callable[[list[str]], Awaitable[list[Answer]]]
 Outcome = Callable[[str], Answer | None]
-
-
-def inbox_intake(inbox: SignalInbox) -> Callable[[list[str]], list[Answer]]:
-    """The standard intake: every line into ``inbox`` in one transaction (idempotent by signal id)."""
-
-    def intake(lines: list[str]) -> list[Answer]:
-        return [r.to_json() for r in inbox.add(lines, "http")]
-
-    return intake
 
 
 class _TooLarge(Exception):

@@ -43,7 +43,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from engine.http import Answer, build_app, serve
-from repositories.inbox import SignalInbox, handing_over
+from repositories.inbox import SignalInbox
 
 log = structlog.get_logger("tradectl.intake")
 
@@ -94,16 +94,17 @@ class GroupCommit:
 
     async def _write(self) -> None:
         # SQLite: on the loop, not in a thread: the write is mostly CPU (the GIL), and the hop to a thread and
-        # back cost more than it. PostgreSQL, several requests waiting: in a thread, as the write is mostly
-        # waiting for the server (one round trip, ``SignalInbox.append``), and the loop reads and parses the
-        # next requests meanwhile, which then share the next transaction. A lone request is written on the
-        # loop: the two wake-ups of the hop to a thread and back cost more than its round trip (both measured
-        # in docs/performance.md). Either way, requests read while a write is in flight wait for the next one.
+        # back cost more than it. PostgreSQL: in a thread, as the write is mostly waiting for the server (one
+        # round trip, ``SignalInbox.append``), and the loop reads and parses the next requests meanwhile, which
+        # then share the next transaction. A lone request too: on the loop it was 20-30% faster for one
+        # producer, but an INSERT can wait (the account's arrival lock held by another producer's open
+        # transaction, a new connection), and the loop must go on answering /healthz and the other requests.
+        # Either way, requests read while a write is in flight wait for the next one.
         while self._waiting:
             group, self._waiting = self._waiting, []
             lines = [line for request, _ in group for line in request]
             try:
-                if self.in_thread and len(group) > 1:
+                if self.in_thread:
                     receipts, before = await asyncio.to_thread(self.inbox.append, lines, "http")
                 else:
                     receipts, before = self.inbox.append(lines, "http")
@@ -167,7 +168,7 @@ async def _serve_intake(spec: IntakeSpec, link: Connection) -> None:
     loop = asyncio.get_running_loop()
     # No ping before each checkout (a round trip a commit): a connection the server dropped fails one group,
     # answered 503 and retried by its producers, and the pool replaces it.
-    inbox = SignalInbox(handing_over(make_engine(spec.db_url, pool_pre_ping=False)), spec.account)
+    inbox = SignalInbox(make_engine(spec.db_url, pool_pre_ping=False), spec.account)
 
     def hand_over(before: int, rows: Rows) -> None:
         with contextlib.suppress(OSError):  # the engine is gone: it reads them from the inbox when back

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, Table, bindparam, event, func, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
@@ -106,22 +106,6 @@ _INSERT_MANY = {
 }
 
 
-def handing_over(db: Engine) -> Engine:
-    """``db``, its connections marked as a producer that hands its rows to the engine itself (the daemon's
-    intake): on PostgreSQL the arrival trigger sends no NOTIFY for their rows (migration 0010), which reached
-    the engine just before the hand-over and cost it a wake-up's work for nothing. Call it on a new engine:
-    connections already open are not marked."""
-    if db.dialect.name == "postgresql":
-        def mark(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("SET tradectl.hands_over = on")  # the session's, for the connection's life
-            cursor.close()
-            dbapi_connection.commit()
-
-        event.listen(db, "connect", mark)
-    return db
-
-
 class SignalInbox:
     """The inbox of one account (the engine that trades it is the one consumer)."""
 
@@ -149,7 +133,11 @@ class SignalInbox:
                 raise InboxError(f"line {n}: a NUL character (the database cannot store it)")
 
     def add(self, lines: Sequence[str], source: Source, now: datetime | None = None) -> list[Receipt]:
-        """Add lines in this order, in one transaction; one receipt per line (a known id: the existing row)."""
+        """Add lines in this order, all or none; one receipt per line (a known id: the existing row).
+
+        On PostgreSQL an append of one INSERT statement commits with it: should looking up the known ids fail
+        after it, the call raises though its new rows are in (the producer's retry finds them as duplicates).
+        """
         return self.append(lines, source, now)[0]
 
     def append(self, lines: Sequence[str], source: Source,

@@ -506,7 +506,7 @@ STATEMENTS: dict[str, tuple[str, ...]] = {
             "    NEW.id := nextval(pg_get_serial_sequence('signal_inbox', 'id'));\n"
             '    SELECT id INTO NEW.prev_id FROM signal_inbox WHERE account = NEW.account AND id < NEW.id\n'
             '        ORDER BY account DESC, id DESC LIMIT 1;\n'
-            "    IF current_setting('tradectl.hands_over', true) IS DISTINCT FROM 'on' THEN\n"
+            "    IF NEW.source IS DISTINCT FROM 'http' THEN  -- the daemon's intake hands its rows to the engine itself\n"
             "        PERFORM pg_notify('tradectl_inbox', NEW.account || ':' || NEW.id);\n"
             '    END IF;\n'
             '    RETURN NEW;\n'

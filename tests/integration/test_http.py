@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from engine.http import build_app, inbox_intake, serve
+from engine.http import Answer, build_app, serve
 from repositories.db import make_engine, upgrade
 from repositories.inbox import SignalInbox
 from tests.conftest import signal_line
@@ -84,13 +84,17 @@ def make_daemon(db_url: str, secret: str | None = SECRET,
     upgrade(db_url)
     inbox = SignalInbox(make_engine(db_url), ACCOUNT)
     registry = CollectorRegistry()
+
+    def inbox_intake(lines: list[str]) -> list[Answer]:  # the HTTP layer alone: no engine to hand rows to
+        return [r.to_json() for r in inbox.add(lines, "http")]
+
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def ready(request: Request) -> Response:
         return JSONResponse({"ready": True})
 
-    app = build_app(intake=inbox_intake(inbox), registry=registry, secret=secret, max_body_bytes=LIMIT,
+    app = build_app(intake=inbox_intake, registry=registry, secret=secret, max_body_bytes=LIMIT,
                     outcome=inbox.outcome, routes=[Route("/metrics", metrics), Route("/readyz", ready)], **kw)
     return inbox, app, registry
 

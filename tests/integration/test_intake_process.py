@@ -166,14 +166,14 @@ def test_a_gap_before_the_handed_rows_is_read_first_so_arrival_order_holds(db: E
 
 
 @pytest.mark.postgres
-def test_the_notification_of_a_handed_row_names_it_so_it_is_not_read_again(pg_url: str) -> None:
+def test_the_notification_of_a_row_names_it_so_the_engine_can_tell_it_from_a_handed_one(pg_url: str) -> None:
     upgrade(pg_url)
     db = make_engine(pg_url)
     inbox = SignalInbox(db, ACCOUNT)
     listener = inbox.listen()
     assert listener is not None
     try:
-        receipts = inbox.add([signal_line("n1"), signal_line("n2")], "http")
+        receipts = inbox.add([signal_line("n1"), signal_line("n2")], "client")  # (the intake's, "http": none)
         deadline = time.monotonic() + 5
         ids: set[int] | None = set()
         while not ids and time.monotonic() < deadline:

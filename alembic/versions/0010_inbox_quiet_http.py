@@ -1,4 +1,4 @@
-"""the inbox trigger notifies only for rows nobody hands over: a producer that does sets tradectl.hands_over
+"""the inbox trigger sends no NOTIFY for the rows of the daemon's HTTP intake (source 'http'): it hands them over
 
 Revision ID: 0010
 Revises: 0009
@@ -6,10 +6,10 @@ Create Date: 2026-11-28 14:00:00
 
 The daemon's HTTP intake hands the rows it commits to the engine over a socket pair. The trigger's NOTIFY for
 the same rows reached the engine first and was drained before the hand-over (0.1-0.3 ms of a lone POST's path,
-and the engine then had to tell the two apart). PostgreSQL also serializes the commits of transactions that
-notify. A producer that hands its rows over sets ``tradectl.hands_over = on`` on its connections
-(``repositories.inbox.handing_over``); the trigger stays silent for those. Every other producer is heard as
-before; a hand-over lost with the engine is covered by the engine's reads at start and on its fallback timer.
+and the engine then matched the two), and PostgreSQL serializes the commits of transactions that notify. The
+intake is the one producer of source 'http' rows, so the trigger stays silent for them; every other producer
+is heard as before. A hand-over lost with the engine is covered by the engine's reads at start and on its
+fallback timer (``InboxSource.fallback_s``).
 """
 
 from collections.abc import Sequence
@@ -35,7 +35,7 @@ $$
 _ALWAYS = """
     PERFORM pg_notify('tradectl_inbox', NEW.account || ':' || NEW.id);"""
 _UNLESS_HANDED_OVER = """
-    IF current_setting('tradectl.hands_over', true) IS DISTINCT FROM 'on' THEN
+    IF NEW.source IS DISTINCT FROM 'http' THEN  -- the daemon's intake hands its rows to the engine itself
         PERFORM pg_notify('tradectl_inbox', NEW.account || ':' || NEW.id);
     END IF;"""
 
