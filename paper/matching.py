@@ -74,19 +74,37 @@ class SimOrder:
 
 @dataclass(frozen=True, slots=True)
 class Execution:
-    exec_id: str
+    """One execution: the fill it reports (made once: the account's position takes it first, then the broker's
+    listener), with the order's running totals and what it realized."""
+
+    fill: Fill
     order: SimOrder
-    quantity: Decimal
-    price: Decimal
-    commission: Decimal
-    ts: datetime
     cum_qty: Decimal
     avg_price: Decimal
     realized: Decimal = ZERO  # P&L this execution realized on the account's position (IB's commission report)
 
+    @property
+    def exec_id(self) -> str:
+        return self.fill.exec_id
+
+    @property
+    def quantity(self) -> Decimal:
+        return self.fill.quantity
+
+    @property
+    def price(self) -> Decimal:
+        return self.fill.price
+
+    @property
+    def commission(self) -> Decimal:
+        return self.fill.commission
+
+    @property
+    def ts(self) -> datetime:
+        return self.fill.ts
+
     def to_fill(self) -> Fill:
-        o = self.order
-        return Fill(self.exec_id, o.ref, o.symbol, o.side, self.quantity, self.price, self.commission, self.ts)
+        return self.fill
 
 
 class MatchingEngine:
@@ -283,12 +301,11 @@ class MatchingEngine:
         if order.remaining == 0:
             self._finish(order, IbStatus.FILLED)
         self._exec_seq += 1
-        exec_id = f"{self.exec_prefix}.{self._exec_seq:08x}.01.01"
-        commission = order.commission - before
+        fill = Fill(f"{self.exec_prefix}.{self._exec_seq:08x}.01.01", order.ref, order.symbol, order.side, qty, price,
+                    order.commission - before, now)
         pos = self.positions.get(order.symbol)
         if pos is None:
             pos = self.positions[order.symbol] = Position(order.symbol)
-        # The account's position takes the execution first, so the Execution is made once, with what it realized
+        # The account's position takes the fill first, so the Execution is made once, with what it realized
         # (``dataclasses.replace`` afterwards cost ~3% of a signal here).
-        realized = pos.apply(Fill(exec_id, order.ref, order.symbol, order.side, qty, price, commission, now))
-        return Execution(exec_id, order, qty, price, commission, now, cum, order.avg_price, realized)
+        return Execution(fill, order, cum, order.avg_price, pos.apply(fill))

@@ -9,7 +9,7 @@ makes identical to theirs (SQLite's sqlite_master, PostgreSQL's catalog, SQLAlch
 
 # ruff: noqa: E501
 
-REVISION = '0010'
+REVISION = '0009'
 
 STATEMENTS: dict[str, tuple[str, ...]] = {
     'sqlite': (
@@ -487,18 +487,6 @@ STATEMENTS: dict[str, tuple[str, ...]] = {
         'ALTER TABLE engine_locks ADD COLUMN broker_state TEXT',
         'ALTER TABLE signals ADD COLUMN ref_price NUMERIC',
         'ALTER TABLE signal_inbox ADD COLUMN prev_id INTEGER',
-        (
-            'CREATE OR REPLACE FUNCTION tradectl_inbox_arrival() RETURNS trigger LANGUAGE plpgsql AS $$\n'
-            'BEGIN\n'
-            "    PERFORM pg_advisory_xact_lock(7342, hashtext('tradectl_inbox:' || NEW.account));\n"
-            "    NEW.id := nextval(pg_get_serial_sequence('signal_inbox', 'id'));\n"
-            '    SELECT id INTO NEW.prev_id FROM signal_inbox WHERE account = NEW.account AND id < NEW.id\n'
-            '        ORDER BY account DESC, id DESC LIMIT 1;\n'
-            "    PERFORM pg_notify('tradectl_inbox', NEW.account || ':' || NEW.id);\n"
-            '    RETURN NEW;\n'
-            'END\n'
-            '$$'
-        ),
         (
             'CREATE OR REPLACE FUNCTION tradectl_inbox_arrival() RETURNS trigger LANGUAGE plpgsql AS $$\n'
             'BEGIN\n'

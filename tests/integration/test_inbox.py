@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from engine.domain import RejectCode
 from repositories.db import make_engine, upgrade
-from repositories.inbox import InboxError, SignalInbox, Source
+from repositories.inbox import InboxError, SignalInbox
 from repositories.models import INBOX_RAW_MAX, SignalInboxRow, SignalRejectRow, SignalRow
 from repositories.recorder import Recorder
 from repositories.repos import Repositories
@@ -235,27 +235,6 @@ def test_an_insert_notifies_a_listener_on_postgresql(db: Engine) -> None:
         assert not listener.notified(timeout=0.5)  # another account's row does not wake this engine
     finally:
         listener.close()
-
-
-@pytest.mark.timeout(30)
-def test_on_postgresql_the_http_intake_s_rows_raise_no_notification_and_every_other_producer_s_do(
-        pg_url: str) -> None:
-    """The daemon's HTTP intake, the one producer of source 'http' rows, hands them to the engine itself."""
-    upgrade(pg_url)
-    db = make_engine(pg_url)
-    inbox = SignalInbox(db, ACCOUNT)
-    listener = inbox.listen()
-    assert listener is not None
-    try:
-        inbox.add([signal_line("handed")], "http")
-        assert not listener.notified(timeout=0.5)
-        others: tuple[Source, ...] = ("sql", "cli", "client")
-        for n, source in enumerate(others):
-            inbox.add([signal_line(f"other{n}")], source)
-            assert listener.notified(timeout=5), source
-    finally:
-        listener.close()
-        db.dispose()
 
 
 # -- producers: the Python client and `tradectl submit` -----------------------------------------------------

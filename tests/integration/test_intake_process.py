@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -20,7 +21,7 @@ from engine.http import serve
 from engine.intake import GroupCommit, IntakeProcess, IntakeSpec, Rows
 from engine.sources import InboxSource
 from repositories.db import make_engine, upgrade
-from repositories.inbox import InboxError, Receipt, SignalInbox, Source
+from repositories.inbox import InboxError, InboxListener, Receipt, SignalInbox, Source
 from repositories.models import INBOX_RAW_MAX, SignalInboxRow
 from tests.conftest import signal_line
 
@@ -165,14 +166,24 @@ def test_a_gap_before_the_handed_rows_is_read_first_so_arrival_order_holds(db: E
     assert seen == sorted(seen) and len(seen) == 2
 
 
-@pytest.mark.postgres
-def test_the_notification_of_a_row_names_it_so_the_engine_can_tell_it_from_a_handed_one(pg_url: str) -> None:
+@contextmanager
+def listening(pg_url: str) -> Iterator[tuple[Engine, SignalInbox, InboxListener]]:
+    """The account's inbox on a new PostgreSQL database, and an engine's LISTEN on it."""
     upgrade(pg_url)
     db = make_engine(pg_url)
     inbox = SignalInbox(db, ACCOUNT)
     listener = inbox.listen()
     assert listener is not None
     try:
+        yield db, inbox, listener
+    finally:
+        listener.close()
+        db.dispose()
+
+
+@pytest.mark.postgres
+def test_the_notification_of_a_row_names_it_so_the_engine_can_tell_it_from_a_handed_one(pg_url: str) -> None:
+    with listening(pg_url) as (db, inbox, listener):
         receipts = inbox.add([signal_line("n1"), signal_line("n2")], "client")  # (the intake's, "http": none)
         deadline = time.monotonic() + 5
         ids: set[int] | None = set()
@@ -184,8 +195,19 @@ def test_the_notification_of_a_row_names_it_so_the_engine_can_tell_it_from_a_han
             conn.execute(insert(SignalInboxRow), {"account": "U999", "raw": signal_line("x")})
         time.sleep(0.2)
         assert listener.arrivals() == set()
-    finally:
-        listener.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(30)
+def test_the_intake_s_own_rows_raise_no_notification_and_every_other_producer_s_do(pg_url: str) -> None:
+    """The intake, the one producer of source 'http' rows, hands them to the engine itself (migration 0009)."""
+    with listening(pg_url) as (_, inbox, listener):
+        inbox.add([signal_line("handed")], "http")
+        assert not listener.notified(timeout=0.5)
+        others: tuple[Source, ...] = ("sql", "cli", "client")
+        for n, source in enumerate(others):
+            inbox.add([signal_line(f"other{n}")], source)
+            assert listener.notified(timeout=5), source
 
 
 # -- the worker process ----------------------------------------------------------------------------------------
