@@ -53,9 +53,9 @@ _GLOBAL_FLAGS: dict[str, str | None] = {"log_level": None}  # options given befo
 
 def _print_version(wanted: bool) -> None:
     if wanted:
-        from importlib.metadata import version
+        from engine import __version__
 
-        typer.echo(f"tradectl {version('tradectl')}")
+        typer.echo(f"tradectl {__version__}")
         raise typer.Exit()
 
 
