@@ -164,7 +164,7 @@ def paper(
     if path is not None and not path.is_file():
         raise _fail(f"signal file {path} does not exist", EXIT_USAGE)
     _settle_gc()
-    show = progress and not json_out
+    show = progress and not json_out and sys.stderr.isatty()  # off a terminal stderr is JSON log lines only
     bar = _progress_bar() if show else _NoProgress()  # hidden: rich.progress is not loaded, the file not counted
     try:
         with bar:

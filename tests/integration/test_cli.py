@@ -34,6 +34,18 @@ def test_paper_session_prints_a_json_summary_and_records_everything(tmp_path: Pa
         json.loads(out.stdout)
 
 
+def test_a_paper_session_off_a_terminal_writes_only_json_lines_to_stderr_no_progress_bar(tmp_path: Path) -> None:
+    sig = write_lines(tmp_path / "s.jsonl", [signal_line("a", seconds=1), signal_line("b", "MSFT", seconds=2)])
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "paper", "--signals", str(sig), "--db",
+                           f"sqlite:///{tmp_path / 'x.db'}", "--no-report"],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "TRADECTL_LOG_FORMAT": "auto"})
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines, "the session logs its start"
+    for line in lines:  # `tradectl paper 2>log; jq . log` must work: a progress bar here broke it
+        assert isinstance(json.loads(line), dict), line
+
+
 def test_read_commands_print_tables_for_people(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'x.db'}"
     runner.invoke(app, ["paper", "--signals", str(write_lines(tmp_path / "s.jsonl", [signal_line("a")])),
