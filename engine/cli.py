@@ -326,7 +326,7 @@ RowsOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Most recent
 _TABLE_ROWS = 50
 
 # what --status accepts, per listing
-_STATUSES: dict[str, tuple[str, ...]] = {"signals": ("accepted", "rejected")}
+_STATUSES: dict[str, tuple[str, ...]] = {"signals": ("accepted", "rejected", "pending")}  # pending: the inbox
 
 
 def _since(text: str | None) -> Any:

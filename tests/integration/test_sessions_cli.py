@@ -97,6 +97,11 @@ def test_an_unknown_status_exits_2_naming_the_accepted_ones(traded: str) -> None
     assert result.exit_code == 2 and "Filled" in result.output
 
 
+def test_an_unknown_signal_status_names_all_three_including_pending(traded: str) -> None:
+    result = runner.invoke(app, ["signals", "--db", traded, "--status", "bogus"])
+    assert result.exit_code == 2 and "accepted, rejected, pending" in result.output
+
+
 def test_fills_have_no_status_to_filter_on(traded: str) -> None:
     result = runner.invoke(app, ["fills", "--db", traded, "--status", "Filled"])
     assert result.exit_code == 2 and "tradectl orders --status" in result.output
