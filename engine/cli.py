@@ -958,8 +958,9 @@ def _change(state_name: str, scope: str, reason: str, flatten: bool, db: str | N
         typer.echo(f"{c.scope} is {c.to_state}{was}: event #{c.id} by {c.actor}: {c.reason}")
         ack = outcome.ack
         if ack is not None:
-            line = (f"acknowledged by {ack['engine']} in {outcome.waited_s * 1000:.0f} ms: "
-                    f"{ack['cancelled']} open order(s) cancelled")
+            line = f"acknowledged by {ack['engine']} in {outcome.waited_s * 1000:.0f} ms"
+            if c.to_state is KillState.HALTED:  # a resume or REDUCE_ONLY cancels nothing: no count to read
+                line += f": {ack['cancelled']} open order(s) cancelled"
             if flatten:
                 line += f", {ack['flatten_orders']} closing order(s) sent"
             typer.echo(line)
@@ -1015,7 +1016,8 @@ def kill(
         help="With --flatten: seconds to wait for the closing orders to fill. Exit 1 naming each position "
              "still open, and why.")] = 10.0,
 ) -> None:
-    """HALT a scope: no new orders, every open order in scope cancelled. Waits for the engine's ack."""
+    """HALT a scope: no new orders, every open order in scope cancelled but the exits protecting a position
+    (they can only reduce it; --flatten closes it and cancels them). Waits for the engine's ack."""
     _change("HALTED", scope, reason, flatten, db, config, json_out, timeout, flatten_wait)
 
 

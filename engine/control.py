@@ -23,7 +23,7 @@ from decimal import Decimal
 import structlog
 
 from broker.reconcile import OpenOrderRecord, reconcile_live
-from engine.acks import NOT_FLATTENED, not_flattened_detail
+from engine.acks import NOT_FLATTENED, not_flattened_detail, protection_kept_detail
 from engine.domain import Blocked, BlockedCause, KillState, KillSwitchChange
 from engine.engine import Engine
 from repositories.errors import DatabaseUnavailable
@@ -219,7 +219,8 @@ class OperatorControl:
                 return
             self._flatten_and_ack(event, cancelled)
             return
-        self._ack(event, cancelled, 0, None)
+        kept = engine.protection_kept(event.scope) if event.to_state is KillState.HALTED else 0
+        self._ack(event, cancelled, 0, protection_kept_detail(kept) if kept else None)
 
     def _flatten_and_ack(self, event: KillSwitchChange, cancelled: int) -> None:
         assert event.id is not None

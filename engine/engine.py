@@ -1005,6 +1005,13 @@ class Engine:
         self.suspect_breaks = breaks if confirm else {}
         return breaks
 
+    def protection_kept(self, scope: str) -> int:
+        """Live exits in scope that protect a position: a halt leaves them working (they can only reduce it)."""
+        board = self.killswitches
+        return sum(1 for o in self.book.orders.values()
+                   if self.protects(o) and o.status is not OrderStatus.PENDING_CANCEL
+                   and board.in_scope(scope, o.intent.strategy, o.symbol))
+
     def pending_cancels(self, scope: str) -> int:
         board = self.killswitches
         return sum(

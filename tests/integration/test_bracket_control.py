@@ -36,6 +36,32 @@ def test_an_operator_kill_keeps_the_exits_protecting_a_position(db_url: str) -> 
     session._finish(datetime.now(UTC), 0.0, 0)
 
 
+def test_a_kill_acknowledgement_says_how_many_protective_exits_it_left_working(db_url: str) -> None:
+    session, clock = open_session(db_url)
+    session.process_line(signal_line("b1", **BRACKET), clock)
+    event = operator(db_url).killswitches.record(GLOBAL, KillState.HALTED, reason="drill", actor="ops@desk",
+                                                 now=datetime.now(UTC))
+    assert session.control.tick(force=True) == 1
+    assert event.id is not None
+    ack = operator(db_url).killswitches.ack_of(event.id)
+    # "0 cancelled" alone read as "nothing is working" while two GTC exits could still fill
+    assert ack is not None and ack["cancelled"] == 0
+    assert ack["detail"].startswith("2 exit order(s) protecting a position left working")
+    session._finish(datetime.now(UTC), 0.0, 0)
+
+
+def test_a_kill_with_nothing_protective_working_acknowledges_without_detail(db_url: str) -> None:
+    session, clock = open_session(db_url)
+    session.process_line(signal_line("p1"), clock)
+    event = operator(db_url).killswitches.record(GLOBAL, KillState.HALTED, reason="drill", actor="ops@desk",
+                                                 now=datetime.now(UTC))
+    assert session.control.tick(force=True) == 1
+    assert event.id is not None
+    ack = operator(db_url).killswitches.ack_of(event.id)
+    assert ack is not None and ack["detail"] is None
+    session._finish(datetime.now(UTC), 0.0, 0)
+
+
 def test_an_operator_kill_with_flatten_cancels_the_protection_then_closes_the_position(db_url: str) -> None:
     session, clock = open_session(db_url)
     session.process_line(signal_line("b1", **BRACKET), clock)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -198,6 +199,27 @@ def test_kill_reduce_only_resume_are_listed_and_audited(db_url: str) -> None:
     assert [a["action"] for a in audit] == ["killswitch.halted", "killswitch.reduce_only", "killswitch.active"]
     assert audit[2]["detail"]["from"] == "HALTED" and audit[2]["detail"]["reason"] == "prints fixed"
     assert "@" in audit[0]["actor"]
+
+
+@pytest.mark.parametrize(("verb", "to_state", "says_cancelled"), [
+    ("kill", "HALTED", True), ("reduce-only", "REDUCE_ONLY", False), ("resume", "ACTIVE", False)])
+def test_an_acknowledged_change_counts_cancels_only_for_a_halt(db_url: str, monkeypatch: pytest.MonkeyPatch,
+                                                                verb: str, to_state: str, says_cancelled: bool) -> None:
+    """A resume never cancels anything: "0 open order(s) cancelled" after it misled (a new-user trial)."""
+    import engine.operator
+    from engine.domain import KillState, KillSwitchChange
+
+    upgrade(db_url)
+    from_state = KillState.ACTIVE if to_state == "HALTED" else KillState.HALTED
+    change = KillSwitchChange(datetime.now(UTC), "global", from_state, KillState(to_state), "drill", "ops@desk",
+                              id=7)
+    ack = {"engine": "vm:1", "cancelled": 0, "flatten_orders": 0, "detail": None}
+    monkeypatch.setattr(engine.operator, "change_killswitch",
+                        lambda *a, **k: engine.operator.ChangeOutcome(change, "vm:1", ack, 0.012))
+    result = runner.invoke(app, [verb, "--reason", "drill", "--db", db_url])
+    assert result.exit_code == 0, result.output
+    assert "acknowledged by vm:1 in 12 ms" in result.stdout
+    assert ("open order(s) cancelled" in result.stdout) is says_cancelled
 
 
 def test_resume_of_a_scope_that_is_not_halted_records_nothing_and_exits_0(db_url: str) -> None:
