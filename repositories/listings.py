@@ -30,6 +30,11 @@ _TABLES: dict[str, tuple[Any, str, str]] = {  # listing -> (model, the column it
 }
 
 
+# An average price exists only once something was filled or held: (its column, the quantity it averages).
+_NO_AVERAGE_WHEN_ZERO: dict[str, tuple[str, str]] = {"orders": ("avg_fill_price", "filled_qty"),
+                                                     "positions": ("avg_cost", "quantity")}
+
+
 @dataclass(frozen=True, slots=True)
 class RowFilter:
     """What a listing keeps; None keeps every row. ``since`` is on the listing's own time column."""
@@ -78,4 +83,10 @@ class Listings:
                 stmt = stmt.limit(limit)
         with reading(self.db) as conn:
             rows = [dict(r) for r in conn.execute(stmt).mappings()]
+        average = _NO_AVERAGE_WHEN_ZERO.get(table)
+        if average is not None:  # the column stores 0 until there is one; a price of 0 would be read as a price
+            column, quantity = average
+            for r in rows:
+                if not r[quantity]:
+                    r[column] = None
         return rows if table == "positions" else rows[::-1]

@@ -56,6 +56,23 @@ def test_a_paper_summary_names_its_venue_and_account(tmp_path: Path) -> None:
     assert (summary["venue"], summary["account"], summary["outcome"]) == ("simulated", "DU0000001", "completed")
 
 
+def test_an_order_never_filled_and_a_flat_position_show_no_average_price(tmp_path: Path) -> None:
+    """A fill price of 0.00 for a cancelled order reads as a price; there is none (a new-user trial)."""
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    lines = [signal_line("rest", order_type="LMT", limit_price=1, seconds=1),  # far below AAPL: never fills
+             signal_line("in", "MSFT", seconds=2), signal_line("out", "MSFT", "flat", seconds=3)]
+    assert runner.invoke(app, ["paper", "--signals", str(write_lines(tmp_path / "s.jsonl", lines)), "--db", db,
+                               "--json"]).exit_code == 0
+    orders = {o["signal_id"]: o for o in _json("orders", "--db", db)}
+    assert orders["rest"]["filled_qty"] == "0" and orders["rest"]["avg_fill_price"] is None
+    assert orders["in"]["avg_fill_price"] is not None and orders["in"]["avg_fill_price"] != "0"
+    (msft,) = _json("positions", "--db", db)
+    assert msft["quantity"] == "0" and msft["avg_cost"] is None
+    table = runner.invoke(app, ["orders", "--db", db]).stdout
+    rest_cells = [c.strip() for c in next(line for line in table.splitlines() if "tc-rest" in line).split("│")]
+    assert rest_cells[-2] == ""  # the last column at 80 columns is avg_fill_price: blank, not 0.00
+
+
 # -- tradectl sessions -------------------------------------------------------------------------------------
 def test_sessions_lists_each_with_its_state_venue_and_own_fills(traded: str) -> None:
     rows = _json("sessions", "--db", traded)
