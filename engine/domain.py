@@ -453,35 +453,71 @@ class Fill:
 
 @dataclass(slots=True)
 class Position:
-    """Net position in one symbol, average-cost accounting."""
+    """Net position in one symbol, average-cost accounting.
+
+    ``avg_cost`` is a quotient, rounded to Decimal's 28 digits, and so is the P&L a partial close realizes
+    against it. When the position goes flat the round trip's P&L is known exactly (its fills' cash: sells less
+    buys), and the closing fill realizes what makes ``realized_pnl`` exactly that: a position opened and closed
+    in lots realizes to the cent, where against the rounded average it kept leftovers such as
+    -2155.789999999999999999999891. The trip's cash is not stored: a position loaded from its row starts its
+    trip from ``avg_cost x quantity``."""
 
     symbol: str
     quantity: Decimal = ZERO
     avg_cost: Decimal = ZERO
     realized_pnl: Decimal = ZERO
     commissions: Decimal = ZERO
+    # The open round trip: its fills' cash so far (sells less buys, exact) and realized_pnl when it began.
+    trip_cash: Decimal | None = field(default=None, compare=False, repr=False)
+    trip_start: Decimal | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.trip_cash is None:
+            self.trip_cash = -self.avg_cost * self.quantity
+        if self.trip_start is None:
+            self.trip_start = self.realized_pnl
 
     def apply(self, fill: Fill) -> Decimal:
         """Book a fill; return the P&L it realized (before commission)."""
         qty = fill.signed_quantity
+        price = fill.price
         self.commissions += fill.commission
-        realized = ZERO
-        if self.quantity == 0 or (self.quantity > 0) == (qty > 0):
-            new_qty = self.quantity + qty
-            self.avg_cost = (self.avg_cost * abs(self.quantity) + fill.price * abs(qty)) / abs(new_qty)
+        held = self.quantity
+        cash = self.trip_cash if self.trip_cash is not None else -self.avg_cost * held
+        start = self.trip_start if self.trip_start is not None else self.realized_pnl
+        if held == 0 or (held > 0) == (qty > 0):
+            new_qty = held + qty
+            self.avg_cost = (self.avg_cost * abs(held) + price * abs(qty)) / abs(new_qty)
+            self.quantity = new_qty
+            self.trip_cash, self.trip_start = cash - price * qty, start
+            return ZERO
+        new_qty = held + qty
+        if new_qty == 0 or (new_qty > 0) != (held > 0):  # the trip ends here: its P&L is its cash, exactly
+            total = start + cash + price * held  # the closing part's cash: -price x (-held)
+            realized = total - self.realized_pnl
+            self.realized_pnl = total
+            self.trip_start = total
+            if new_qty == 0:
+                self.avg_cost, self.trip_cash = ZERO, ZERO
+            else:  # flipped through zero: the remainder opens the next trip at this price
+                self.avg_cost, self.trip_cash = price, -price * new_qty
             self.quantity = new_qty
             return realized
-        closing = min(abs(qty), abs(self.quantity))
-        direction = 1 if self.quantity > 0 else -1
-        realized = (fill.price - self.avg_cost) * closing * direction
+        closing = abs(qty)
+        realized = (price - self.avg_cost) * closing if held > 0 else (self.avg_cost - price) * closing
         self.realized_pnl += realized
-        new_qty = self.quantity + qty
-        if new_qty == 0:
-            self.avg_cost = ZERO
-        elif (new_qty > 0) != (self.quantity > 0):
-            self.avg_cost = fill.price  # flipped through zero: the remainder opened at this price
         self.quantity = new_qty
+        self.trip_cash, self.trip_start = cash - price * qty, start
         return realized
+
+    @property
+    def state(self) -> tuple[Decimal, Decimal, Decimal, Decimal, Decimal | None, Decimal | None]:
+        """Everything a fill changes: to go back to it (an execution correction replays later fills)."""
+        return self.quantity, self.avg_cost, self.realized_pnl, self.commissions, self.trip_cash, self.trip_start
+
+    def restore(self, state: tuple[Decimal, Decimal, Decimal, Decimal, Decimal | None, Decimal | None]) -> None:
+        (self.quantity, self.avg_cost, self.realized_pnl, self.commissions, self.trip_cash,
+         self.trip_start) = state
 
     def unrealized(self, mark: Decimal) -> Decimal:
         return (mark - self.avg_cost) * self.quantity if self.quantity else ZERO

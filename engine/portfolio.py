@@ -19,7 +19,7 @@ from risk.checks import ExposureBook
 
 RECENT_FILLS = 10_000  # fills kept in memory so an execution correction can find the one it replaces
 
-PositionState = tuple[Decimal, Decimal, Decimal, Decimal]  # quantity, average cost, realized P&L, commissions
+PositionState = tuple[Decimal, Decimal, Decimal, Decimal, Decimal | None, Decimal | None]  # Position.state
 
 
 class Portfolio:
@@ -56,7 +56,7 @@ class Portfolio:
             pos = self.positions[symbol] = Position(symbol)
         if self._recent_cap:
             recent = self.recent_fills
-            recent[fill.exec_id] = (fill, order, (pos.quantity, pos.avg_cost, pos.realized_pnl, pos.commissions))
+            recent[fill.exec_id] = (fill, order, pos.state)
             if len(recent) > self._recent_cap:
                 recent.popitem(last=False)
         self.realized_pnl += pos.apply(fill)
@@ -81,7 +81,7 @@ class Portfolio:
         symbol = fill.symbol
         pos = self.positions[symbol]
         realized, commissions = pos.realized_pnl, pos.commissions
-        pos.quantity, pos.avg_cost, pos.realized_pnl, pos.commissions = before
+        pos.restore(before)
         rebuilt: OrderedDict[str, tuple[Fill, Order | None, PositionState]] = OrderedDict()
         replay = False
         for exec_id, (f, o, state) in recent.items():  # corrections are rare: one pass over the memory
@@ -90,7 +90,7 @@ class Portfolio:
                 pos.apply(fill)
                 replay = True
             elif replay and f.symbol == symbol:
-                rebuilt[exec_id] = (f, o, (pos.quantity, pos.avg_cost, pos.realized_pnl, pos.commissions))
+                rebuilt[exec_id] = (f, o, pos.state)
                 pos.apply(f)
             else:
                 rebuilt[exec_id] = (f, o, state)

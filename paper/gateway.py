@@ -353,8 +353,10 @@ class GatewaySim:
         symbol = self._symbol_of(original.order)
         pos = self.matching.positions[symbol]
         signed = original.shares if original.order.action == "BUY" else -original.shares
-        if pos.quantity:  # the corrected price moves the average cost of what is still held
+        if pos.quantity:  # the corrected price moves the average cost of what is still held, and the trip's cash
             pos.avg_cost += (price - original.price) * signed / pos.quantity
+            if pos.trip_cash is not None:
+                pos.trip_cash -= (price - original.price) * signed
         self.cash -= (price - original.price) * signed
         self.executions.append(corrected)
         log.warning("gateway.execution_corrected", exec_id=corrected.exec_id, corrects=original.exec_id,

@@ -2,6 +2,8 @@ from datetime import UTC, datetime
 from decimal import Decimal as D
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine.domain import (
     ORDER_TRANSITIONS,
@@ -90,6 +92,53 @@ def test_short_position_gains_when_price_falls() -> None:
     p = Position("AAPL")
     p.apply(fill("10", "50", Side.SELL))
     assert p.unrealized(D("45")) == D("50")
+
+
+def test_a_position_closed_in_parts_realizes_exactly_its_proceeds_less_its_cost() -> None:
+    """The average cost 100.333... is rounded; the P&L is not: 2 x 102 + 103 - (100 + 100 + 101) = 6."""
+    p = Position("AAPL")
+    for price in ("100", "100", "101"):
+        p.apply(fill("1", price))
+    p.apply(fill("2", "102", Side.SELL))
+    p.apply(fill("1", "103", Side.SELL))
+    assert p.quantity == 0 and str(p.realized_pnl) == "6"  # not 5.999...9 nor 6.000...0
+
+
+def test_a_short_position_closed_in_parts_realizes_exactly_too() -> None:
+    p = Position("AAPL")
+    for qty, price in (("3", "50.01"), ("4", "50.02")):
+        p.apply(fill(qty, price, Side.SELL))
+    for qty, price in (("5", "49.97"), ("2", "50.10")):
+        p.apply(fill(qty, price))
+    assert p.quantity == 0 and p.realized_pnl == D("3") * D("50.01") + 4 * D("50.02") - 5 * D("49.97") - 2 * D("50.10")
+    assert str(p.realized_pnl) == "0.06"
+
+
+def test_a_position_loaded_from_its_row_starts_from_its_average_cost() -> None:
+    p = Position("AAPL", D("10"), D("12.5"), D("-3"), D("1"))  # as repositories.rows loads it
+    p.apply(fill("10", "13", Side.SELL))
+    assert p.realized_pnl == D("2") and p.quantity == 0 and p.avg_cost == 0
+
+
+@given(st.lists(st.tuples(st.integers(1, 500), st.integers(1, 100_000)), min_size=1, max_size=12),
+       st.booleans())
+def test_a_position_that_ends_flat_realized_exactly_what_its_sells_less_its_buys(
+        lots: list[tuple[int, int]], short: bool) -> None:
+    """Opened in lots, closed in other lots (the same total), in cents: every leftover of the rounded average
+    cancels, whatever the split. The sum of every fill's cash is the P&L to the last digit."""
+    opening, closing = (Side.SELL, Side.BUY) if short else (Side.BUY, Side.SELL)
+    p = Position("AAPL")
+    cash = D(0)
+    for qty, cents in lots:
+        p.apply(fill(str(qty), str(D(cents) / 100), opening))
+        cash += D(qty) * D(cents) / 100 * (1 if short else -1)
+    total = sum(q for q, _ in lots)
+    for i, (qty, cents) in enumerate(reversed(lots)):  # the same quantities back at other prices
+        price = D(cents + 7 * (i + 1)) / 100
+        p.apply(fill(str(qty), str(price), closing))
+        cash += D(qty) * price * (-1 if short else 1)
+    assert p.quantity == 0 and total > 0
+    assert p.realized_pnl == cash and p.realized_pnl.as_tuple().exponent == -2  # to the cent, no leftover digits
 
 
 @pytest.mark.parametrize(
