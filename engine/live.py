@@ -92,6 +92,7 @@ class IbkrSession(Session):
         started = wall_clock()
         self._t_connect = perf()
         ib = self.settings.ibkr
+        self._refuse_if_traded(started)  # before IB: a second engine never touches the gateway
         self.broker = IbkrBroker(self.host, self.port, self.client_id, self.account, self.clock,
                                  pacing_per_s=ib.pacing_per_s, connect_timeout_s=ib.connect_timeout_s,
                                  market_data_type=MARKET_DATA_TYPES[ib.market_data_type])

@@ -49,7 +49,7 @@ from paper.broker import PaperBroker
 from paper.market import SIM_START, RandomWalkMarket, read_quotes_csv
 from paper.matching import CommissionSchedule
 from repositories.background_writer import BackgroundWriter
-from repositories.db import ensure_schema, make_engine
+from repositories.db import ensure_schema, make_engine, schema_revision, sqlite_file
 from repositories.errors import DatabaseUnavailable
 from repositories.killswitch_feed import KillSwitchFeed
 from repositories.recorder import Recorder, RowDefect
@@ -142,6 +142,14 @@ class Session(ABC):
         self.db = make_engine(settings.database_url)
         self.repos = Repositories(self.db, settings.account)
         self.account = settings.account
+
+    def _refuse_if_traded(self, now: datetime) -> None:
+        """EngineLocked when another engine trades the account now; takes nothing (``_open`` claims) and makes
+        nothing: a database that does not exist yet, or has no schema, is traded by nobody."""
+        path = sqlite_file(self.settings.database_url)
+        if (path is not None and not path.exists()) or schema_revision(self.db) is None:
+            return
+        self.repos.engine_lock.refuse_if_held(now, stale_after_s=self.settings.killswitch.stale_after_s)
 
     def _open(self, seed: int | None, started: datetime) -> list[Position]:
         """Migrate, check the database belongs to this account and broker, open the session row.

@@ -122,6 +122,17 @@ class EngineLockRepository:
             ).scalar()
         return bool(held)
 
+    def refuse_if_held(self, now: datetime, stale_after_s: float = 5.0) -> None:
+        """Raise EngineLocked when another engine trades the account now, as ``claim`` would, taking nothing:
+        a live engine checks this before it connects to IB, so a second one never touches the gateway (nor,
+        with the same client id, waits for it forever). ``claim`` stays the decision: this only looks first."""
+        held = self.held_by_a_connection()
+        row = self.holder()
+        if held:
+            raise EngineLocked(self.account, row, now)
+        if held is None and row is not None and not _holder_gone(row, now, stale_after_s):
+            raise EngineLocked(self.account, row, now)
+
     def holder(self) -> dict[str, Any] | None:
         """The engine row for this account, alive or not (the caller judges the heartbeat's age)."""
         with reading(self.db) as conn:

@@ -86,3 +86,24 @@ def _locked(repos: Repositories) -> bool:
     except Exception:  # schema not there yet
         return False
     return lock is not None and lock["session_id"] is not None
+
+
+def test_a_live_engine_on_a_traded_account_is_refused_before_it_connects_to_ib(db_url: str) -> None:
+    """A second `tradectl run` used to connect to IB first (with the first's client id it would wait for the
+    gateway forever): now the lock is looked at before, and nothing listens on the port it would dial."""
+    import asyncio
+    import socket
+
+    from engine.live import IbkrSession
+
+    first = _open(db_url)
+    with socket.socket() as probe:  # a port nothing listens on: dialling it would fail with IbkrError instead
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    second = IbkrSession(load_settings(database_url=db_url), host="127.0.0.1", port=port, client_id=1)
+    try:
+        with pytest.raises(EngineLocked, match=rf"already traded by .*:{os.getpid()} \(paper, session"):
+            asyncio.run(second.connect())
+        assert getattr(second, "broker", None) is None  # no IB connection was even made
+    finally:
+        first.control.close()
