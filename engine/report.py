@@ -206,7 +206,9 @@ def _session_line(last: dict[str, Any]) -> str:
         line += f": {last['error']}"
     summary = last.get("summary") or {}
     if "fills" in summary and state != "failed":
-        line += (f"; {summary.get('fills')} fill(s), realized {money(summary.get('realized_pnl'))}, "
+        fills = summary.get("fills")
+        count = f"{fills:,}" if isinstance(fills, int) else fills
+        line += (f"; {count} fill(s), realized {money(summary.get('realized_pnl'))}, "
                  f"commissions {money(summary.get('commissions'))}")
     return f"[red]{line}[/red]" if state in ("failed", "hung") else line
 
@@ -222,11 +224,11 @@ def print_status(payload: dict[str, Any], console: Console | None = None) -> Non
     if broker:
         t.add_row("broker", _broker_line(broker))
     sig = counts["signals"]
-    t.add_row("signals", f"accepted {sig['accepted']}, rejected {sig['rejected']}, "
-                         f"invalid/duplicate {sig['invalid_or_duplicate']}")
-    t.add_row("orders", ", ".join(f"{k} {v}" for k, v in sorted(counts["orders"].items())) or "0")
-    t.add_row("open orders", str(payload["open_orders"]))
-    t.add_row("fills", str(counts["fills"]))
+    t.add_row("signals", f"accepted {sig['accepted']:,}, rejected {sig['rejected']:,}, "
+                         f"invalid/duplicate {sig['invalid_or_duplicate']:,}")
+    t.add_row("orders", ", ".join(f"{k} {v:,}" for k, v in sorted(counts["orders"].items())) or "0")
+    t.add_row("open orders", f"{payload['open_orders']:,}")
+    t.add_row("fills", f"{counts['fills']:,}")
     if counts.get("row_defects"):
         t.add_row("row defects", f"[red]{counts['row_defects']}[/red] refused row(s): `tradectl defects`")
     ks = payload["killswitches"]

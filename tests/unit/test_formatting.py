@@ -103,6 +103,21 @@ def test_status_fits_80_columns_with_a_hung_engine_and_a_failed_session() -> Non
     assert "HUNG: pid 4242" in "\n".join(lines)
 
 
+def test_status_counts_have_thousands_separators_as_the_summary_does() -> None:
+    payload = {
+        "account": "DU0000001", "engine": {"state": "not running"},
+        "counts": {"signals": {"accepted": 1574, "rejected": 12034, "invalid_or_duplicate": 0},
+                   "orders": {"Filled": 1574}, "fills": 2000},
+        "killswitches": {}, "open_orders": 1200,
+        "last_session": {"id": 3, "venue": "simulated", "state": "completed",
+                         "started_at": datetime(2026, 1, 5, tzinfo=UTC).isoformat(), "ended_at": None,
+                         "summary": {"fills": 2000, "realized_pnl": "1.00", "commissions": "2.00"}},
+    }
+    text = " ".join(" ".join(_render(lambda c: print_status(payload, console=c), width=120)).split())
+    assert "accepted 1,574, rejected 12,034" in text and "Filled 1,574" in text
+    assert "fills │ 2,000" in text and "open orders │ 1,200" in text and "2,000 fill(s)" in text
+
+
 def test_json_rows_keep_full_precision_without_exponents() -> None:
     from repositories.listings import plain
 
