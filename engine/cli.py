@@ -438,7 +438,8 @@ def fills(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False,
 @app.command()
 def sessions(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False, limit: RowsOpt = None,
              since: SinceOpt = None) -> None:
-    """Sessions, newest last: venue, account, state (running, completed, stopped, failed...), own fills and P&L."""
+    """Sessions, newest last: venue, account, state (running, completed, stopped, failed...), own fills and P&L
+    (a session still running, or ended without a summary: its numbers so far, from its rows)."""
     from datetime import UTC, datetime
 
     from engine.operator import engine_seen
@@ -449,6 +450,9 @@ def sessions(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = Fal
     seen = engine_seen(repos, settings.killswitch.stale_after_s, datetime.now(UTC))
     rows = [session_state(r, seen) for r in repos.sessions.listing(
         limit if limit is not None or json_out else _TABLE_ROWS, _since(since))]
+    for r in rows:  # no summary yet (running, or ended without one): its numbers from its rows so far
+        if r["summary"] is None:
+            r["so_far"] = repos.sessions.so_far(r["id"])
     if json_out:
         typer.echo(json.dumps(rows, indent=2, default=str))
         return

@@ -255,7 +255,7 @@ def print_sessions(rows: list[dict[str, Any]], console: Console | None = None) -
     c = console or _console()
     flat = []
     for r in rows:
-        s = r.get("summary") or {}
+        s = r.get("summary") or r.get("so_far") or {}  # a running session: its numbers so far
         flat.append({"id": r["id"], "venue": r["venue"], "account": r["account"], "started_at": r["started_at"],
                      "state": r["state"] + (f": {r['error']}" if r.get("error") else ""),
                      "signals": s.get("signals"), "fills": s.get("fills"),

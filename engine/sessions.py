@@ -58,4 +58,5 @@ def session_state(row: dict[str, Any], seen: EngineSeen | None) -> dict[str, Any
         "ended_at": _iso(row.get("ended_at")), "seed": row.get("seed"),
         "error": summary.get("error") if isinstance(summary, dict) and state is SessionState.FAILED else None,
         "summary": summary,
+        "so_far": None,  # `tradectl sessions`: the numbers of a session without a summary, from its rows
     }

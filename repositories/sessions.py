@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, func, insert, select, update
 
 from repositories.errors import reading, writing
-from repositories.models import SessionRow
+from repositories.models import FillRow, PositionRow, SessionRow, SignalRejectRow, SignalRow
 from repositories.rows import session_row
+
+_CENT = Decimal("0.01")
 
 
 class SessionRepository:
@@ -47,6 +50,30 @@ class SessionRepository:
             row = conn.execute(select(SessionRow).order_by(SessionRow.id.desc()).limit(1)).mappings().first()
         return session_row(row) if row else None
 
+    def so_far(self, session_id: int) -> dict[str, Any]:
+        """A session's own numbers from its rows, for one with no summary yet (running, or ended without one):
+        lines taken, fills and commissions; its realized P&L too when it is the latest session and the one
+        before it ended with the account's total (the positions now, less that), else None."""
+        with reading(self.db) as conn:
+            signals = sum(conn.execute(select(func.count()).select_from(t).where(t.c.session_id == session_id))
+                          .scalar_one() for t in (SignalRow.__table__, SignalRejectRow.__table__))
+            commissions = [c for (c,) in conn.execute(select(FillRow.commission).where(
+                FillRow.session_id == session_id))]
+            later = conn.execute(select(func.count()).select_from(SessionRow).where(
+                SessionRow.id > session_id)).scalar_one()
+            before = conn.execute(select(SessionRow.summary).where(SessionRow.id < session_id)
+                                  .order_by(SessionRow.id.desc()).limit(1)).first()
+            realized_now = [r for (r,) in conn.execute(select(PositionRow.realized_pnl).where(
+                PositionRow.account == self.account))]
+        realized: Decimal | None = None
+        if not later:
+            carried = Decimal(0) if before is None else _account_realized(before[0])
+            if carried is not None:
+                realized = (sum(realized_now, Decimal(0)) - carried).quantize(_CENT)
+        return {"signals": signals, "fills": len(commissions),
+                "commissions": str(sum(commissions, Decimal(0)).quantize(_CENT)),
+                "realized_pnl": None if realized is None else str(realized)}
+
     def listing(self, limit: int | None = None, since: datetime | None = None) -> list[dict[str, Any]]:
         """Sessions oldest first (the latest ``limit``, started at or after ``since``), summaries decoded."""
         stmt = select(SessionRow.__table__).order_by(SessionRow.id.desc())
@@ -57,3 +84,12 @@ class SessionRepository:
         with reading(self.db) as conn:
             rows = [session_row(r) for r in conn.execute(stmt).mappings()]
         return rows[::-1]
+
+
+def _account_realized(summary: str | None) -> Decimal | None:
+    """The account's realized P&L a session's summary recorded at its end (None: no summary, or none in it)."""
+    try:
+        value = json.loads(summary).get("account_realized_pnl") if summary else None
+        return None if value is None else Decimal(str(value))
+    except (ValueError, AttributeError, InvalidOperation):
+        return None

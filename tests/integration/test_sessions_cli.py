@@ -73,6 +73,42 @@ def test_an_order_never_filled_and_a_flat_position_show_no_average_price(tmp_pat
     assert rest_cells[-2] == ""  # the last column at 80 columns is avg_fill_price: blank, not 0.00
 
 
+def test_a_running_session_is_listed_with_its_numbers_so_far(tmp_path: Path) -> None:
+    """No summary is written until a session ends: its fills and P&L so far come from its rows (a new-user trial
+    saw blanks for a daemon that had traded)."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from tests.integration.test_control import open_session
+
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    first = [signal_line("f1", seconds=1), signal_line("f2", direction="flat", seconds=2)]
+    assert runner.invoke(app, ["paper", "--signals", str(write_lines(tmp_path / "a.jsonl", first)), "--db", db,
+                               "--json"]).exit_code == 0
+    session, clock = open_session(db)
+    for line in (signal_line("r1", "MSFT"), signal_line("r2", "MSFT", "flat"), signal_line("r3", "MSFT", "long"),
+                 "not json"):
+        session.process_line(line, clock)
+    session.recorder.flush()
+    try:
+        done, running = _json("sessions", "--db", db)
+        assert done["so_far"] is None and done["summary"]["fills"] > 0
+        assert running["state"] == "running" and running["summary"] is None
+        fills = _json("fills", "--db", db, "--session", str(running["id"]))
+        so_far = running["so_far"]
+        assert so_far["signals"] == 4 and so_far["fills"] == len(fills) >= 3
+        assert Decimal(so_far["commissions"]) == sum(Decimal(f["commission"]) for f in fills).quantize(Decimal("0.01"))
+        round_trip = [f for f in fills if f["client_order_id"] in ("tc-r1", "tc-r2")]  # bought, then sold it all
+        assert {f["side"] for f in round_trip} == {"BUY", "SELL"}  # that round trip is all it realized so far
+        cash = sum(Decimal(f["quantity"]) * Decimal(f["price"]) * (1 if f["side"] == "SELL" else -1)
+                   for f in round_trip)
+        assert Decimal(so_far["realized_pnl"]) == cash.quantize(Decimal("0.01"))
+        table = runner.invoke(app, ["sessions", "--db", db]).stdout
+        assert so_far["realized_pnl"].lstrip("-") in table.replace(",", "")
+    finally:
+        session._finish(datetime.now(UTC), 0.0, 0)
+
+
 # -- tradectl sessions -------------------------------------------------------------------------------------
 def test_sessions_lists_each_with_its_state_venue_and_own_fills(traded: str) -> None:
     rows = _json("sessions", "--db", traded)
