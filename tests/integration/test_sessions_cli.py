@@ -97,11 +97,12 @@ def test_a_running_session_is_listed_with_its_numbers_so_far(tmp_path: Path) -> 
         fills = _json("fills", "--db", db, "--session", str(running["id"]))
         so_far = running["so_far"]
         assert so_far["signals"] == 4 and so_far["fills"] == len(fills) >= 3
-        assert Decimal(so_far["commissions"]) == sum(Decimal(f["commission"]) for f in fills).quantize(Decimal("0.01"))
+        commissions = sum((Decimal(f["commission"]) for f in fills), Decimal(0))
+        assert Decimal(so_far["commissions"]) == commissions.quantize(Decimal("0.01"))
         round_trip = [f for f in fills if f["client_order_id"] in ("tc-r1", "tc-r2")]  # bought, then sold it all
         assert {f["side"] for f in round_trip} == {"BUY", "SELL"}  # that round trip is all it realized so far
-        cash = sum(Decimal(f["quantity"]) * Decimal(f["price"]) * (1 if f["side"] == "SELL" else -1)
-                   for f in round_trip)
+        cash = sum((Decimal(f["quantity"]) * Decimal(f["price"]) * (1 if f["side"] == "SELL" else -1)
+                    for f in round_trip), Decimal(0))
         assert Decimal(so_far["realized_pnl"]) == cash.quantize(Decimal("0.01"))
         table = runner.invoke(app, ["sessions", "--db", db]).stdout
         assert so_far["realized_pnl"].lstrip("-") in table.replace(",", "")
