@@ -76,6 +76,28 @@ class _HandledCodes(logging.Filter):
 
 _HANDLED = _HandledCodes()
 
+def _trade_line(trade: Trade) -> str:
+    """A Trade as ib_async's own log lines show it. ``placeOrder``, ``openOrder`` and ``orderStatus`` log the
+    trade in f-strings, formatted whatever the log level: the dataclass repr (contract, the ~150 fields of
+    the order, status, fills, log) is ~1,400 characters and ~100 us, four or five times an order, on the
+    engine's loop, twice what the engine itself spends on the order (docs/performance.md). This names the
+    order and its state: what an operator reading those lines needs."""
+    o, s = trade.order, trade.orderStatus
+    words = [trade.contract.symbol, o.action, str(o.totalQuantity), o.orderType]
+    if o.orderType in ("LMT", "STP LMT"):
+        words.append(f"limit={o.lmtPrice}")
+    if o.orderType in ("STP", "STP LMT"):
+        words.append(f"stop={o.auxPrice}")
+    if o.tif:
+        words.append(o.tif)
+    return (f"Trade({' '.join(words)} orderId={o.orderId} permId={o.permId} ref={o.orderRef!r} "
+            f"parentId={o.parentId} status={s.status} filled={s.filled} remaining={s.remaining} "
+            f"avgFillPrice={s.avgFillPrice} fills={len(trade.fills)})")
+
+
+setattr(Trade, "__repr__", _trade_line)  # noqa: B010 - mypy refuses assigning a method; one process-wide repr
+
+
 ORDER_TYPES = frozenset(t.value for t in OrderType)
 # ocaType of a bracket's exits: an execution reduces the other exit by as much (with overfill protection), so a
 # partly filled take profit leaves the stop for what is left (type 1 would cancel the stop outright)

@@ -49,3 +49,17 @@ def test_a_code_the_adapter_does_not_handle_stays_an_error(wrapper_log: tuple[lo
     configure_logging("json", "info", out)
     logger.error("Error 399, reqId 3: Order message error")
     assert _levels(out) == [("error", "Error 399, reqId 3: Order message error")]
+
+
+def test_ib_asyncs_trade_lines_name_the_order_in_one_short_line() -> None:
+    """ib_async formats a Trade into placeOrder / openOrder / orderStatus lines at any level: its dataclass repr
+    (~1,400 characters, ~100 us) cost the live engine more than the order itself."""
+    from ib_async import LimitOrder, OrderStatus, Stock, Trade
+
+    import broker.ibkr  # noqa: F401 - the adapter sets the repr
+
+    order = LimitOrder("BUY", 100, 150.25, orderId=5, permId=123, orderRef="tc-abc", tif="DAY", parentId=4)
+    line = repr(Trade(Stock("AAPL", "SMART", "USD"), order,
+                      OrderStatus(orderId=5, status="Filled", filled=100, remaining=0, avgFillPrice=150.25)))
+    assert line == ("Trade(AAPL BUY 100 LMT limit=150.25 DAY orderId=5 permId=123 ref='tc-abc' parentId=4 "
+                    "status=Filled filled=100 remaining=0 avgFillPrice=150.25 fills=0)")
