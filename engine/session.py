@@ -49,7 +49,7 @@ from paper.broker import PaperBroker
 from paper.market import SIM_START, RandomWalkMarket, read_quotes_csv
 from paper.matching import CommissionSchedule
 from repositories.background_writer import BackgroundWriter
-from repositories.db import ensure_schema, make_engine, schema_revision, sqlite_file
+from repositories.db import SCHEMA_HEAD, ensure_schema, make_engine, schema_revision, sqlite_file
 from repositories.errors import DatabaseUnavailable
 from repositories.killswitch_feed import KillSwitchFeed
 from repositories.recorder import Recorder, RowDefect
@@ -145,9 +145,10 @@ class Session(ABC):
 
     def _refuse_if_traded(self, now: datetime) -> None:
         """EngineLocked when another engine trades the account now; takes nothing (``_open`` claims) and makes
-        nothing: a database that does not exist yet, or has no schema, is traded by nobody."""
+        nothing: a database that does not exist yet, or has no schema, is traded by nobody. One behind the code's
+        schema is left to ``_open``, which migrates it first (its lock table may lack columns, or be missing)."""
         path = sqlite_file(self.settings.database_url)
-        if (path is not None and not path.exists()) or schema_revision(self.db) is None:
+        if (path is not None and not path.exists()) or schema_revision(self.db) != SCHEMA_HEAD:
             return
         self.repos.engine_lock.refuse_if_held(now, stale_after_s=self.settings.killswitch.stale_after_s)
 

@@ -248,7 +248,8 @@ class DirectEngineLock:
             return None
         key = lock_key(self.account)
         held = self.db.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                              "AND classid::bigint = ? AND objid::bigint = ? AND objsubid = 1",
+                              "AND classid::bigint = ? AND objid::bigint = ? AND objsubid = 1 "
+                              "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
                               (key >> 32, key & 0xFFFFFFFF))
         return bool(held)
 

@@ -117,7 +117,8 @@ class EngineLockRepository:
         with reading(self.db) as conn:
             held = conn.execute(
                 text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                     "AND classid::bigint = :hi AND objid::bigint = :lo AND objsubid = 1"),
+                     "AND classid::bigint = :hi AND objid::bigint = :lo AND objsubid = 1 "
+                     "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
                 {"hi": key >> 32, "lo": key & 0xFFFFFFFF},
             ).scalar()
         return bool(held)

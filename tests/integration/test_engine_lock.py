@@ -107,3 +107,54 @@ def test_a_live_engine_on_a_traded_account_is_refused_before_it_connects_to_ib(d
         assert getattr(second, "broker", None) is None  # no IB connection was even made
     finally:
         first.control.close()
+
+
+@pytest.mark.postgres
+def test_the_account_locked_in_another_database_of_the_server_does_not_count_as_held(pg_url: str,
+                                                                                      pg_server: str) -> None:
+    """Advisory locks are per database: a rehearsal database on the same server, trading the same account,
+    must not make the live database's engine look held (its claim would succeed)."""
+    from sqlalchemy import text
+
+    from repositories.direct import DirectEngineLock, open_database
+    from repositories.rows import lock_key
+    from tests.conftest import throwaway_pg_database
+
+    ensure_schema(pg_url)
+    repos = Repositories(make_engine(pg_url), "DU0000001")
+    direct = DirectEngineLock(open_database(pg_url), "DU0000001")
+    with throwaway_pg_database(pg_server) as elsewhere:
+        other = make_engine(elsewhere)
+        with other.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock_key("DU0000001")})
+            assert repos.engine_lock.held_by_a_connection() is False
+            assert direct.held_by_a_connection() is False
+            repos.engine_lock.refuse_if_held(datetime.now(UTC))  # nothing held here: no refusal
+        other.dispose()
+    with make_engine(pg_url).connect() as conn:  # held in this database: it counts
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock_key("DU0000001")})
+        assert repos.engine_lock.held_by_a_connection() is True
+        assert direct.held_by_a_connection() is True
+        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key("DU0000001")})
+
+
+def test_a_live_engine_on_a_database_behind_the_code_migrates_it_instead_of_failing_the_lock_check(
+        sqlite_url: str) -> None:
+    """The look at the lock before IB reads the lock table as the code knows it: on an older schema (no table,
+    or fewer columns) it leaves the database to the start, which migrates it; here the start then fails only
+    for what it should, the gateway nobody runs."""
+    import asyncio
+    import socket
+
+    from broker.ibkr import IbkrError
+    from engine.live import IbkrSession
+    from repositories.db import upgrade
+
+    upgrade(sqlite_url, "0006")  # before the lock row had its broker_state column
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    session = IbkrSession(load_settings(database_url=sqlite_url, ibkr={"connect_timeout_s": 2}), host="127.0.0.1",
+                          port=port, client_id=1)
+    with pytest.raises(IbkrError):
+        asyncio.run(session.connect())
