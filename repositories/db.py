@@ -14,7 +14,7 @@ from repositories.errors import reading, translated
 ROOT = Path(__file__).resolve().parent.parent
 # The newest Alembic revision this code expects. Kept here so the CLI can check a database without
 # loading Alembic (half a second); tests/test_migrations.py fails when it falls behind the scripts.
-SCHEMA_HEAD = "0009"
+SCHEMA_HEAD = "0010"
 ALEMBIC_DIR = ROOT / "alembic"
 DEFAULT_SQLITE_PATH = Path("var") / "tradectl.db"
 

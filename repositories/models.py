@@ -118,7 +118,7 @@ class FillRow(Base):
     __tablename__ = "fills"
     exec_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     client_order_id: Mapped[str] = mapped_column(String(160), index=True)
-    session_id: Mapped[int] = mapped_column(Integer)
+    session_id: Mapped[int] = mapped_column(Integer, index=True)  # a session's fills (migration 0010)
     symbol: Mapped[str] = mapped_column(String(24), index=True)
     side: Mapped[str] = mapped_column(String(4))
     quantity: Mapped[Decimal] = mapped_column(Money)

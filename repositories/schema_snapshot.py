@@ -9,7 +9,7 @@ makes identical to theirs (SQLite's sqlite_master, PostgreSQL's catalog, SQLAlch
 
 # ruff: noqa: E501
 
-REVISION = '0009'
+REVISION = '0010'
 
 STATEMENTS: dict[str, tuple[str, ...]] = {
     'sqlite': (
@@ -238,6 +238,7 @@ STATEMENTS: dict[str, tuple[str, ...]] = {
         'ALTER TABLE engine_locks ADD COLUMN broker_state TEXT',
         'ALTER TABLE signals ADD COLUMN ref_price VARCHAR(64)',
         'ALTER TABLE signal_inbox ADD COLUMN prev_id INTEGER',
+        'CREATE INDEX ix_fills_session_id ON fills (session_id)',
     ),
     'postgresql': (
         (
@@ -501,5 +502,6 @@ STATEMENTS: dict[str, tuple[str, ...]] = {
             'END\n'
             '$$'
         ),
+        'CREATE INDEX ix_fills_session_id ON fills (session_id)',
     ),
 }

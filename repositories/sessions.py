@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from repositories.errors import reading, writing
 from repositories.models import FillRow, PositionRow, SessionRow, SignalRejectRow, SignalRow
@@ -52,27 +52,42 @@ class SessionRepository:
 
     def so_far(self, session_id: int) -> dict[str, Any]:
         """A session's own numbers from its rows, for one with no summary yet (running, or ended without one):
-        lines taken, fills and commissions; its realized P&L too when it is the latest session and the one
-        before it ended with the account's total (the positions now, less that), else None."""
+        lines taken, fills and commissions (a corrected execution once: its replacement), and its realized P&L
+        when it is the latest session: the positions now, less the account's total at the last session before
+        it that recorded one (sessions between with no fills of their own, e.g. failed starts, are passed over).
+        None when that cannot be known."""
+        fills = FillRow.__table__
+        own = (fills.c.session_id == session_id) & (fills.c.source != "corrected")
         with reading(self.db) as conn:
             signals = sum(conn.execute(select(func.count()).select_from(t).where(t.c.session_id == session_id))
                           .scalar_one() for t in (SignalRow.__table__, SignalRejectRow.__table__))
-            commissions = [c for (c,) in conn.execute(select(FillRow.commission).where(
-                FillRow.session_id == session_id))]
-            later = conn.execute(select(func.count()).select_from(SessionRow).where(
-                SessionRow.id > session_id)).scalar_one()
-            before = conn.execute(select(SessionRow.summary).where(SessionRow.id < session_id)
-                                  .order_by(SessionRow.id.desc()).limit(1)).first()
-            realized_now = [r for (r,) in conn.execute(select(PositionRow.realized_pnl).where(
-                PositionRow.account == self.account))]
-        realized: Decimal | None = None
-        if not later:
-            carried = Decimal(0) if before is None else _account_realized(before[0])
-            if carried is not None:
-                realized = (sum(realized_now, Decimal(0)) - carried).quantize(_CENT)
-        return {"signals": signals, "fills": len(commissions),
-                "commissions": str(sum(commissions, Decimal(0)).quantize(_CENT)),
+            n_fills = conn.execute(select(func.count()).select_from(fills).where(own)).scalar_one()
+            if conn.dialect.name == "postgresql":  # NUMERIC: summed exactly by the server
+                commissions = conn.execute(select(func.coalesce(func.sum(fills.c.commission), 0)).where(own)
+                                           ).scalar_one()
+            else:  # exact decimal text: summed here, not as SQLite's floats
+                commissions = sum(conn.execute(select(fills.c.commission).where(own)).scalars(), Decimal(0))
+            realized = None if conn.execute(select(func.count()).select_from(SessionRow).where(
+                SessionRow.id > session_id)).scalar_one() else self._realized_since(conn, session_id)
+        return {"signals": signals, "fills": n_fills, "commissions": str(Decimal(commissions).quantize(_CENT)),
                 "realized_pnl": None if realized is None else str(realized)}
+
+    def _realized_since(self, conn: Connection, session_id: int) -> Decimal | None:
+        """The account's realized P&L now, less its total at the end of the last session before ``session_id``
+        that recorded one; None when a session between them traded without recording it (crashed)."""
+        carried = Decimal(0)
+        for earlier, summary in conn.execute(select(SessionRow.id, SessionRow.summary).where(
+                SessionRow.id < session_id).order_by(SessionRow.id.desc())):
+            total = _account_realized(summary)
+            if total is not None:
+                carried = total
+                break
+            if conn.execute(select(func.count()).select_from(FillRow).where(FillRow.session_id == earlier)
+                            ).scalar_one():
+                return None  # it traded, and its total is not known
+        now = sum(conn.execute(select(PositionRow.realized_pnl).where(PositionRow.account == self.account))
+                  .scalars(), Decimal(0))
+        return (now - carried).quantize(_CENT)
 
     def listing(self, limit: int | None = None, since: datetime | None = None) -> list[dict[str, Any]]:
         """Sessions oldest first (the latest ``limit``, started at or after ``since``), summaries decoded."""
