@@ -114,6 +114,9 @@ class OrderEventRow(Base):
     reason: Mapped[str | None] = mapped_column(Text)
 
 
+CORRECTED = "corrected"  # fills.source of a fill an execution correction replaced (kept, marked, for the history)
+
+
 class FillRow(Base):
     __tablename__ = "fills"
     exec_id: Mapped[str] = mapped_column(String(64), primary_key=True)

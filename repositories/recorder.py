@@ -35,7 +35,7 @@ from repositories.background_writer import BackgroundWriter, WriterGone, WriterR
 from repositories.driver_batch import DriverBatch
 from repositories.driver_statements import DriverStatements, execute_all
 from repositories.inbox import CONSUMED, consumed_rows
-from repositories.models import Base
+from repositories.models import CORRECTED, Base
 from repositories.writers import one_writer
 
 log = structlog.get_logger("tradectl.recorder")
@@ -51,7 +51,6 @@ _defects: Table = _tables["row_defects"]
 
 RAW_MAX = 4096  # characters of an input line kept in a reject row written in place of a refused one
 
-CORRECTED = "corrected"  # fills.source of a fill an execution correction replaced
 
 _ORDER_UPDATE = (
     update(_orders)

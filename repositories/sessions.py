@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from repositories.errors import reading, writing
-from repositories.models import FillRow, PositionRow, SessionRow, SignalRejectRow, SignalRow
+from repositories.models import CORRECTED, FillRow, PositionRow, SessionRow, SignalRejectRow, SignalRow
 from repositories.rows import session_row
 
 _CENT = Decimal("0.01")
@@ -57,7 +57,7 @@ class SessionRepository:
         it that recorded one (sessions between with no fills of their own, e.g. failed starts, are passed over).
         None when that cannot be known."""
         fills = FillRow.__table__
-        own = (fills.c.session_id == session_id) & (fills.c.source != "corrected")
+        own = (fills.c.session_id == session_id) & (fills.c.source != CORRECTED)
         with reading(self.db) as conn:
             signals = sum(conn.execute(select(func.count()).select_from(t).where(t.c.session_id == session_id))
                           .scalar_one() for t in (SignalRow.__table__, SignalRejectRow.__table__))
