@@ -157,7 +157,9 @@ class OperatorControl:
             self._next_reconcile = now + min(SECOND_LOOK_S, self.reconcile_s)
         if engine.suspect_breaks and self._next_reconcile > now + SECOND_LOOK_S:  # seen after a reconnect
             self._next_reconcile = now + min(SECOND_LOOK_S, self.reconcile_s)
-        if now >= self._next_reconcile and self._refreshed(now):
+        # While the link is down the broker's books are unknown (the IB adapter holds no positions, no orders):
+        # comparing them halted every held symbol during IB's daily restart. Reconnecting compares at once.
+        if now >= self._next_reconcile and engine.broker_connected and self._refreshed(now):
             self.reconcile()
             # a difference seen once is looked at again soon, not in a full interval
             second = min(SECOND_LOOK_S, self.reconcile_s)
@@ -185,6 +187,8 @@ class OperatorControl:
         Returns the position differences.
         """
         engine = self.engine
+        if not engine.broker_connected:  # nothing to compare with: see tick
+            return {}
         snap = engine.broker.snapshot()
         repos = self.repos
         try:

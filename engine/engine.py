@@ -986,6 +986,8 @@ class Engine:
         With ``confirm`` (checks while trading) a difference trips only when the next check finds the same
         one: a fill the broker has counted may still be waiting for its commission report here.
         """
+        if not self.broker_connected:  # the broker's positions are unknown while the link is down, not flat
+            return {}
         theirs = {p.symbol: p.quantity for p in self.broker.positions()}
         breaks: dict[str, tuple[Decimal, Decimal]] = {}
         positions = self.portfolio.positions

@@ -189,3 +189,25 @@ def test_engine_refuses_to_trade_while_it_cannot_read_the_kill_switches(
     session.process_line(signal_line("b2"), clock)
     assert session.engine.stats.orders == 1
     session._finish(datetime.now(UTC), 0.0, 0)
+
+
+def test_a_reconcile_due_while_the_broker_link_is_down_compares_nothing_and_halts_nothing(sqlite_url: str) -> None:
+    """IB's adapter holds no positions and no orders while disconnected: the timer's reconciliation during a
+    gateway restart read every held symbol as a break and halted them all (a service trial)."""
+    from broker.base import BrokerSnapshot
+
+    session, clock = open_session(sqlite_url)
+    session.process_line(signal_line("a1", symbol="AAPL"), clock)  # a position
+    session.process_line(signal_line("m1", symbol="MSFT", order_type="LMT", limit_price=1.0), clock)  # working
+    broker, engine, control = session.broker, session.engine, session.control
+    held = broker.positions()
+    assert held and engine.orders
+    broker.positions = lambda: [] if not broker.connected else held  # type: ignore[method-assign]
+    broker.snapshot = lambda: BrokerSnapshot([], [], [])  # type: ignore[method-assign]
+    broker.disconnect("gateway restart")
+    for _ in range(3):  # the due reconcile, and the second look it would have scheduled
+        control._next_reconcile = 0.0
+        control.tick(force=True)
+    assert operator(sqlite_url).killswitches.states() == {}
+    assert engine.suspect_breaks == {} and [o.status for o in engine.orders.values()] == [OrderStatus.SUBMITTED]
+    session._finish(datetime.now(UTC), 0.0, 0)
