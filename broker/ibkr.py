@@ -175,6 +175,7 @@ class IbkrBroker:
         self.closing = False
         self._listener: BrokerListener | None = None
         self._contracts: dict[str, Contract] = {}
+        self.unknown: set[str] = set()  # symbols IB has no contract for, as of the last attempt (error 200)
         self._tickers: dict[str, Ticker] = {}
         self.gateway: dict[GatewayCondition, tuple[bool, str]] = fresh_gateway_conditions()
         self._max_order_id = 0  # the highest order id this client has used or been shown
@@ -281,7 +282,9 @@ class IbkrBroker:
             found = qualified[0] if qualified else None
             if not isinstance(found, Contract):
                 log.warning("broker.unknown_contract", symbol=symbol)
+                self.unknown.add(symbol)
                 return None
+            self.unknown.discard(symbol)
             self._contracts[symbol] = found
         if symbol not in self._tickers:
             self._tickers[symbol] = self.ib.reqMktData(self._contracts[symbol], "", False, False)

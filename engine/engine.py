@@ -73,10 +73,19 @@ class InstrumentBook:
     def __init__(self, known: Iterable[Instrument] = (), allow_unknown: bool = True) -> None:
         self._known = {i.symbol: i for i in known}
         self.allow_unknown = allow_unknown
+        self.unlisted: set[str] = set()  # symbols the broker says it has no contract for: not instruments
+
+    def unlist(self, symbol: str) -> None:
+        """The broker has no contract for ``symbol``: signals for it are refused as unknown (not lacking data)."""
+        self.unlisted.add(symbol)
+        self._known.pop(symbol, None)
+
+    def relist(self, symbol: str) -> None:
+        self.unlisted.discard(symbol)
 
     def get(self, symbol: str, template: Signal | None = None) -> Instrument | None:
         inst = self._known.get(symbol)
-        if inst is None and self.allow_unknown:
+        if inst is None and self.allow_unknown and symbol not in self.unlisted:
             if template is not None:
                 inst = Instrument(symbol, template.sec_type, template.currency, template.exchange)
             else:

@@ -147,7 +147,16 @@ class IbkrSession(Session):
             return
         self.subscribed.add(symbol)
         wait_s = 0.0 if self.lockstep else self.settings.ibkr.quote_wait_s  # lockstep: the hook moves the market
-        if await self.broker.subscribe(symbol, wait_s=wait_s) is None and not self.lockstep:
+        quote = await self.broker.subscribe(symbol, wait_s=wait_s)
+        instruments = self.engine.instruments
+        if symbol in self.broker.unknown:
+            # A mistyped ticker: refused as unknown_symbol, and not watched (its missing quote made /readyz
+            # fail and the quote-age alert fire for good). The next signal for it asks IB again.
+            self.subscribed.discard(symbol)
+            instruments.unlist(symbol)
+            return
+        instruments.relist(symbol)
+        if quote is None and not self.lockstep:
             log.warning("marketdata.no_quote_yet", symbol=symbol)
 
     async def process_line(self, line: str | bytes, line_no: int | None = None) -> None:

@@ -195,3 +195,28 @@ def test_tradectl_run_trades_a_signal_file_through_the_simulated_gateway(tmp_pat
                          else result.stdout)
     assert summary["signals"] == 3 and summary["invalid"] == 1 and summary["fills"] >= 2
     assert {p["symbol"] for p in summary["positions"]} == {"AAPL", "MSFT"}
+
+
+def test_a_symbol_ib_has_no_contract_for_is_refused_as_unknown_and_not_watched(sqlite_url: str) -> None:
+    """A mistyped ticker (a TradingView alert's) was refused as no_market_data and stayed on the watched list:
+    /readyz failed and the quote-age alert fired for good (a service trial)."""
+    from engine.domain import RejectCode
+    from engine.health import readiness
+
+    async def scenario() -> tuple[dict[str, int], set[str], dict[str, Any]]:
+        gw, session, _ = await lockstep_session(load_settings(database_url=sqlite_url, ibkr={"drain_s": 0.2}),
+                                                client_id=6)
+        await session.process_line(signal_line("typo", symbol="XYZQ", seconds=1))
+        await session.process_line(signal_line("again", symbol="XYZQ", seconds=2))  # asks IB again: still none
+        await session.process_line(signal_line("real", symbol="AAPL", seconds=3))
+        reasons = dict(session.engine.stats.reject_reasons)
+        subscribed = set(session.subscribed)
+        _, conditions = readiness(session)
+        await session.run([])
+        await gw.stop()
+        return reasons, subscribed, conditions
+
+    reasons, subscribed, conditions = run(scenario)
+    assert reasons.get(RejectCode.UNKNOWN_SYMBOL) == 2 and RejectCode.NO_MARKET_DATA not in reasons
+    assert subscribed == {"AAPL"}
+    assert conditions["market_data"]["ok"] is True, conditions["market_data"]
