@@ -24,7 +24,7 @@ from broker.ibkr import IbkrBroker, is_paper_account
 from engine.clock import SignalTimes, SimClock, perf, wall_clock
 from engine.config import Settings
 from engine.domain import Position, Signal
-from engine.engine import InstrumentBook
+from engine.engine import Engine, InstrumentBook
 from engine.session import Session, SessionSummary
 from engine.sources import FileSource, SignalSource, StreamSource
 from paper.market import SIM_START
@@ -148,14 +148,15 @@ class IbkrSession(Session):
         self.subscribed.add(symbol)
         wait_s = 0.0 if self.lockstep else self.settings.ibkr.quote_wait_s  # lockstep: the hook moves the market
         quote = await self.broker.subscribe(symbol, wait_s=wait_s)
-        instruments = self.engine.instruments
-        if symbol in self.broker.unknown:
+        engine: Engine | None = getattr(self, "engine", None)  # None while wiring: the held symbols' marks
+        if engine is not None and symbol in self.broker.unknown:
             # A mistyped ticker: refused as unknown_symbol, and not watched (its missing quote made /readyz
             # fail and the quote-age alert fire for good). The next signal for it asks IB again.
             self.subscribed.discard(symbol)
-            instruments.unlist(symbol)
+            engine.instruments.unlist(symbol)
             return
-        instruments.relist(symbol)
+        if engine is not None:
+            engine.instruments.relist(symbol)
         if quote is None and not self.lockstep:
             log.warning("marketdata.no_quote_yet", symbol=symbol)
 
