@@ -48,6 +48,7 @@ from starlette.routing import BaseRoute, Route
 
 from engine.client import validate
 from engine.config import is_loopback
+from engine.domain import RejectCode
 from repositories.inbox import InboxError
 
 log = structlog.get_logger("tradectl.http")
@@ -75,9 +76,34 @@ class _Refusals:
         log.warning("http.refused", reason=reason, status=status, path=request.url.path, client=client, **detail)
 
 
+_DECODER = json.JSONDecoder()
+_JSON_SPACE = " \t\n\r"
+
+
+def _one_line(text: str) -> str:
+    """A JSON text on one line, as written: a raw line break can only be whitespace between its tokens."""
+    return " ".join(text.splitlines()) if "\n" in text or "\r" in text else text
+
+
+def _items(array: str) -> list[str]:
+    """Each item of a JSON array (valid: ``json.loads`` took it) as its own text, as written, so that the signal
+    parser judges what the producer sent: re-encoded, an object's repeated key had quietly lost a value."""
+    items: list[str] = []
+    i = len(array) - len(array[1:].lstrip(_JSON_SPACE))  # past "[" and the whitespace after it
+    while array[i] != "]":
+        _, end = _DECODER.raw_decode(array, i)
+        items.append(_one_line(array[i:end]))
+        i = end + len(array[end:]) - len(array[end:].lstrip(_JSON_SPACE))
+        if array[i] == ",":
+            i += 1
+            i += len(array[i:]) - len(array[i:].lstrip(_JSON_SPACE))
+    return items
+
+
 def _split(text: str) -> list[str]:
-    """A body as signal lines: one JSON object, a JSON array (each item a line), or JSON lines."""
-    stripped = text.strip()
+    """A body as signal lines: one JSON object, a JSON array (each item a line), or JSON lines. Each line is the
+    producer's own text (never re-encoded): a repeated key is refused here as it is in a file."""
+    stripped = text.strip(_JSON_SPACE)
     if not stripped:
         return []
     try:
@@ -85,10 +111,8 @@ def _split(text: str) -> list[str]:
     except ValueError:
         return [line.strip() for line in stripped.splitlines() if line.strip()]
     if isinstance(whole, list):
-        return [json.dumps(item, separators=(",", ":")) for item in whole]
-    if "\n" in stripped:  # a pretty-printed object: kept as one line, as it would be in a JSONL file
-        return [json.dumps(whole, separators=(",", ":"))]
-    return [stripped]
+        return _items(stripped)
+    return [_one_line(stripped)]  # a pretty-printed object: one line, as it would be in a JSONL file
 
 
 def build_app(*, intake: Intake, secret: str | None, max_body_bytes: int, outcome: Outcome | None = None,
@@ -165,7 +189,13 @@ def build_app(*, intake: Intake, secret: str | None, max_body_bytes: int, outcom
             return JSONResponse({"error": f"body over {max_body_bytes} bytes"}, 413, headers={"Connection": "close"})
         if sig is not None and not signature_ok(sig, body):
             return unauthorised(request, "bad_signature")
-        lines = _split(body.decode("utf-8", "replace"))
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as err:  # never repaired: refused as a file's line would be
+            refusals.count(request, 422, "invalid_encoding")
+            why = f"the body is not valid UTF-8: byte 0x{body[err.start]:02x} at offset {err.start}: nothing was queued"
+            return JSONResponse({"error": why, "code": RejectCode.INVALID_ENCODING.value}, 422)
+        lines = _split(text)
         if not lines:
             refusals.count(request, 422, "empty")
             return JSONResponse({"error": "no signal in the body: send a JSON object, an array of them, or JSON "

@@ -175,6 +175,31 @@ def test_a_body_that_is_not_json_is_answered_422(daemon: Daemon) -> None:
     assert daemon.bearer("").status_code == 422
 
 
+def test_a_repeated_key_in_an_array_item_or_a_pretty_printed_body_is_refused_as_in_a_file(daemon: Daemon) -> None:
+    """Each item was re-encoded after json.loads: a repeated "symbol" quietly kept its last value (a trial)."""
+    doubled = '{"id": "dk1", "symbol": "IBM", "symbol": "AAPL", "direction": "flat"}'
+    for body in (f"[{doubled}]", doubled.replace(", ", ",\n  "), f"[\n  {json.dumps(json.loads(signal_line('ok')))},\n"
+                 f"  {doubled}\n]"):
+        r = daemon.bearer(body)
+        assert r.status_code == 422, body
+        assert any("field 'symbol': duplicate key" in i["reason"] for i in r.json()["invalid"]), r.json()
+    assert daemon.inbox.pending() == []
+
+
+def test_a_pretty_printed_array_is_queued_item_by_item_as_written(daemon: Daemon) -> None:
+    body = json.dumps([json.loads(signal_line(f"p{i}")) for i in range(2)], indent=2)
+    r = daemon.bearer(body)
+    assert r.status_code == 202 and [a["id"] for a in r.json()["signals"]] == ["p0", "p1"]
+    assert [json.loads(i.raw) for i in daemon.inbox.pending()] == json.loads(body)
+
+
+def test_a_body_that_is_not_utf8_is_refused_as_invalid_encoding_never_repaired(daemon: Daemon) -> None:
+    r = httpx.post(f"{daemon.url}/signals", content=signal_line("enc").encode().replace(b"AAPL", b"AA\xffL"),
+                   headers={"Authorization": f"Bearer {SECRET}"}, timeout=10)
+    assert r.status_code == 422 and r.json()["code"] == "invalid_encoding" and "0xff" in r.json()["error"]
+    assert daemon.inbox.pending() == [] and daemon.app.state.refused["invalid_encoding"] == 1
+
+
 def test_a_batch_as_an_array_or_as_json_lines_is_queued_in_order(daemon: Daemon) -> None:
     array = daemon.bearer(json.dumps([json.loads(signal_line(f"a{i}")) for i in range(3)]))
     lines = daemon.bearer("\n".join(signal_line(f"l{i}") for i in range(3)) + "\n")
