@@ -81,6 +81,34 @@ def test_compose_takes_secrets_from_files_never_from_plain_variables() -> None:
     assert all("file" in s for s in compose()["secrets"].values())
 
 
+def test_the_compose_setup_steps_make_every_secret_file_the_compose_file_reads() -> None:
+    """A trial followed the header's steps and the daemon refused to start: no tradectl_http_secret."""
+    header = "\n".join(line for line in (DEPLOY / "docker-compose.yml").read_text().splitlines()
+                       if line.startswith("#"))
+    made = set(re.findall(r"> (secrets/\w+)", header))
+    wanted = {str(s["file"]).removeprefix("./") for s in compose()["secrets"].values()}
+    assert wanted <= made, sorted(wanted - made)
+
+
+def test_the_example_config_writes_its_reports_where_the_daemon_may_write() -> None:
+    """The image's working directory is root's; the unit's state directory and the image's volume are not."""
+    settings = load_settings(DEPLOY / "tradectl.toml")
+    assert settings.report.dir == Path("/var/lib/tradectl/reports")
+    assert "ReadWritePaths=/var/lib/tradectl" in (DEPLOY / "tradectl.service").read_text()
+    assert "tradectl-state:/var/lib/tradectl" in (DEPLOY / "docker-compose.yml").read_text()
+    assert "chown tradectl /var/lib/tradectl" in (DEPLOY / "Dockerfile").read_text()
+
+
+def test_the_unit_serves_http_on_loopback_with_a_host_token_file_over_the_containers_config(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for raw in (DEPLOY / "tradectl.service").read_text().splitlines():
+        if raw.startswith("Environment=TRADECTL_HTTP__"):
+            key, _, value = raw.removeprefix("Environment=").partition("=")
+            monkeypatch.setenv(key, value)
+    http = load_settings(DEPLOY / "tradectl.toml").http
+    assert http.host == "127.0.0.1" and str(http.secret_file) == "/etc/tradectl/http_secret"
+
+
 def test_compose_sets_the_ibc_restart_2fa_and_session_actions() -> None:
     env = compose()["services"]["ib-gateway"]["environment"]
     assert re.fullmatch(r"\d{1,2}:\d\d (AM|PM)", env["AUTO_RESTART_TIME"])
