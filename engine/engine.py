@@ -322,7 +322,10 @@ class Engine:
             pos = self.portfolio.positions.get(symbol)
             position = pos.quantity if pos is not None else ZERO
             working = book.working_qty.get(symbol, ZERO)
-            exposure = position + working
+            # Sized as a broker that confirms cancels at once would see it: orders whose cancel is on its way
+            # (IB confirms later) are gone. Counted, a flat signal read a pending-cancel buy and a working sell
+            # as "flat already" and left the sell to fill. The checks still count them until confirmed.
+            exposure = position + working - book.cancelling(symbol)
             if within_band(target, exposure, self.kelly.rebalance_band):
                 detail = f"position+working {exposure} is within {self.kelly.rebalance_band:.0%} of target {target}"
                 self.reject(signal, now, RejectCode.AT_TARGET, detail)

@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 from decimal import Decimal as D
+from typing import Any
 
 import pytest
 
@@ -183,3 +184,52 @@ def test_an_engine_on_a_broker_that_corrects_executions_books_a_correction_of_a_
                             first.price, first.commission, T0, corrects=exec_id))
     assert rig.engine.positions["AAPL"].quantity == order.intent.quantity - 1
     assert order.filled_qty == order.intent.quantity - 1
+
+
+class LateCancelBroker(PaperBroker):
+    """Confirms cancels only when told, as IB does some time after the request."""
+
+    def __init__(self, clock: Any) -> None:
+        super().__init__(clock)
+        self.asked: list[tuple[str, str]] = []
+
+    def cancel(self, client_order_id: str, reason: str) -> None:
+        self.asked.append((client_order_id, reason))
+
+    def confirm_cancels(self) -> None:
+        asked, self.asked = self.asked, []
+        for coid, reason in asked:
+            super().cancel(coid, reason)
+
+
+def test_a_flat_signal_cancels_a_working_order_even_while_an_opposing_cancel_is_unconfirmed() -> None:
+    """A pending-cancel buy and a working sell summed to zero: the flat signal was refused as at_target and the
+    sell then filled, leaving a short position against a flat target (a service trial)."""
+    rig = Rig(broker_cls=LateCancelBroker)
+    broker = rig.broker
+    assert isinstance(broker, LateCancelBroker)
+    rig.quote()
+    rig.engine.on_signal_line(signal_line("long", order_type="LMT", limit_price=90.0))  # rests
+    rig.engine.on_signal_line(signal_line("short", direction="short", order_type="LMT", limit_price=110.0))
+    assert [coid for coid, _ in broker.asked] == ["tc-long"]  # superseded, its cancel not confirmed yet
+    rig.engine.on_signal_line(signal_line("flat", direction="flat"))
+    assert [r.signal_id for r in rig.rejected if r.code == "at_target"] == ["flat"]  # nothing new to send...
+    assert [coid for coid, _ in broker.asked] == ["tc-long", "tc-short"]  # ...but the working sell is cancelled
+    broker.confirm_cancels()
+    assert rig.engine.orders == {} and rig.engine.positions.get("AAPL") is None
+
+
+def test_a_signal_sized_against_an_unconfirmed_cancel_sends_what_the_target_needs() -> None:
+    """A long target after a flat one whose cancel of the resting buy is not yet confirmed: the buy is going, so
+    the target needs a new one (before, the engine counted the leaving order and sent nothing)."""
+    rig = Rig(broker_cls=LateCancelBroker)
+    broker = rig.broker
+    assert isinstance(broker, LateCancelBroker)
+    rig.quote()
+    rig.engine.on_signal_line(signal_line("long", order_type="LMT", limit_price=90.0))
+    first = rig.submitted[-1]
+    rig.engine.on_signal_line(signal_line("flat", direction="flat"))
+    assert [coid for coid, _ in broker.asked] == ["tc-long"]
+    rig.engine.on_signal_line(signal_line("again", order_type="LMT", limit_price=91.0))  # not a duplicate order
+    assert rig.submitted[-1].client_order_id == "tc-again"
+    assert rig.submitted[-1].intent.quantity == first.intent.quantity
