@@ -195,7 +195,9 @@ class Instrument:
             ticks = ticks.to_integral_value(ROUND_CEILING)
         else:
             ticks = ticks.to_integral_value(ROUND_HALF_EVEN)
-        return (ticks * self.tick_size).normalize() if ticks else ZERO
+        # In the tick's own digits (90.00), not normalized: normalize() wrote 90 as 9E+1 into rows, log lines and
+        # reject reasons ("BUY 1000 AAPL @ 9E+1 was sent...").
+        return (ticks * self.tick_size).quantize(self.tick_size) if ticks else ZERO
 
     def on_tick(self, price: Decimal) -> bool:
         return (price % self.tick_size) == 0

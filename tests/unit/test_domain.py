@@ -153,3 +153,8 @@ def test_quantity_rounds_toward_zero_to_whole_lots() -> None:
     inst = Instrument("X", lot_size=D("100"))
     assert inst.round_lots(D("250")) == D("200")
     assert inst.round_lots(D("-250")) == D("-200")
+
+
+def test_a_price_on_the_tick_keeps_the_ticks_digits_never_an_exponent() -> None:
+    assert str(AAPL.round_price(D("90.0"), Side.BUY)) == "90.00"  # was 9E+1
+    assert str(AAPL.round_price(D("100"))) == "100.00"
