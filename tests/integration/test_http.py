@@ -186,6 +186,17 @@ def test_a_repeated_key_in_an_array_item_or_a_pretty_printed_body_is_refused_as_
     assert daemon.inbox.pending() == []
 
 
+def test_a_body_is_split_into_its_items_exactly_as_json_reads_them() -> None:
+    """Each item as written, its line breaks (CR, LF) joined; a U+2028 inside a string is the string's own: the
+    first cut turned it into a space, and "BRK\u2028B" into the symbol "BRK B" (a review)."""
+    from engine.http import _split
+
+    items = [{"id": "u1", "symbol": "BRK\u2028B"}, [1, "]", {"k": ",\\\""}], "x\u0085y", None]
+    for body in (json.dumps(items, ensure_ascii=False, indent=2), json.dumps(items, ensure_ascii=False),
+                 json.dumps(items).replace("\n", "\r\n"), "[ \t\r\n" + ",\n".join(json.dumps(i) for i in items) + " ]"):
+        assert [json.loads(line) for line in _split(body)] == items, body
+
+
 def test_a_pretty_printed_array_is_queued_item_by_item_as_written(daemon: Daemon) -> None:
     body = json.dumps([json.loads(signal_line(f"p{i}")) for i in range(2)], indent=2)
     r = daemon.bearer(body)
