@@ -158,8 +158,11 @@ class OperatorControl:
         if engine.suspect_breaks and self._next_reconcile > now + SECOND_LOOK_S:  # seen after a reconnect
             self._next_reconcile = now + min(SECOND_LOOK_S, self.reconcile_s)
         # While the link is down the broker's books are unknown (the IB adapter holds no positions, no orders):
-        # comparing them halted every held symbol during IB's daily restart. Reconnecting compares at once.
-        if now >= self._next_reconcile and engine.broker_connected and self._refreshed(now):
+        # comparing them halted every held symbol during IB's daily restart. Reconnecting compares at once, and
+        # the timer's look that would confirm a difference comes a second look's time after it, not at once.
+        if not engine.broker_connected:
+            self._next_reconcile = max(self._next_reconcile, now + SECOND_LOOK_S)
+        elif now >= self._next_reconcile and self._refreshed(now):
             self.reconcile()
             # a difference seen once is looked at again soon, not in a full interval
             second = min(SECOND_LOOK_S, self.reconcile_s)

@@ -211,3 +211,27 @@ def test_a_reconcile_due_while_the_broker_link_is_down_compares_nothing_and_halt
     assert operator(sqlite_url).killswitches.states() == {}
     assert engine.suspect_breaks == {} and [o.status for o in engine.orders.values()] == [OrderStatus.SUBMITTED]
     session._finish(datetime.now(UTC), 0.0, 0)
+
+
+def test_a_difference_seen_on_reconnecting_is_confirmed_by_a_later_look_not_at_once(sqlite_url: str) -> None:
+    """The reconnect compares at once (a first sighting); the timer, overdue after the outage, confirmed it on
+    the very next tick while fills made around the restart were still arriving (a review). A difference that
+    stays is still halted, a second look later."""
+    from broker.base import BrokerPosition
+
+    session, clock = open_session(sqlite_url)
+    session.process_line(signal_line("a1", symbol="AAPL"), clock)
+    broker, engine, control = session.broker, session.engine, session.control
+    (held,) = broker.positions()
+    broker.positions = lambda: [BrokerPosition("AAPL", held.quantity + 5, held.avg_cost)]  # type: ignore[method-assign]
+    broker.disconnect("gateway restart")
+    control._next_reconcile = 0.0
+    control.tick(force=True)  # due, but the link is down: nothing compared
+    broker.reconnect()  # compares at once: a first sighting
+    assert "AAPL" in engine.suspect_breaks
+    control.tick(force=True)
+    assert operator(sqlite_url).killswitches.states() == {}  # not confirmed on the next tick
+    control._next_reconcile = 0.0  # the second look's time has come
+    control.tick(force=True)
+    assert operator(sqlite_url).killswitches.states() == {"symbol:AAPL": KillState.HALTED}
+    session._finish(datetime.now(UTC), 0.0, 0)
