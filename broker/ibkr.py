@@ -295,8 +295,10 @@ class IbkrBroker:
         return self._quotes.get(symbol)
 
     async def sync(self) -> None:
-        """A round trip: every reply the gateway sent before this one has been processed when it returns."""
-        await self.ib.reqCurrentTimeAsync()
+        """A round trip: every reply the gateway sent before this one has been processed when it returns (none to
+        wait for while the link is down)."""
+        if self.ib.isConnected():
+            await self.ib.reqCurrentTimeAsync()
 
     # -- Broker protocol -----------------------------------------------------------------------------
     def submit(self, order: Order) -> None:

@@ -73,15 +73,15 @@ class InstrumentBook:
     def __init__(self, known: Iterable[Instrument] = (), allow_unknown: bool = True) -> None:
         self._known = {i.symbol: i for i in known}
         self.allow_unknown = allow_unknown
-        self.unlisted: set[str] = set()  # symbols the broker says it has no contract for: not instruments
+        self.unlisted: dict[str, str] = {}  # symbols the broker has no contract for, with why: not instruments
 
-    def unlist(self, symbol: str) -> None:
+    def unlist(self, symbol: str, why: str) -> None:
         """The broker has no contract for ``symbol``: signals for it are refused as unknown (not lacking data)."""
-        self.unlisted.add(symbol)
+        self.unlisted[symbol] = why
         self._known.pop(symbol, None)
 
     def relist(self, symbol: str) -> None:
-        self.unlisted.discard(symbol)
+        self.unlisted.pop(symbol, None)
 
     def get(self, symbol: str, template: Signal | None = None) -> Instrument | None:
         inst = self._known.get(symbol)
@@ -296,7 +296,8 @@ class Engine:
             symbol = signal.symbol
             instrument = self.instruments.get(symbol, signal)
             if instrument is None:
-                self.reject(signal, now, RejectCode.UNKNOWN_SYMBOL, f"{symbol} is not a known instrument")
+                why = self.instruments.unlisted.get(symbol) or "is not a known instrument"
+                self.reject(signal, now, RejectCode.UNKNOWN_SYMBOL, f"{symbol} {why}")
                 return None
             quote = self.broker.quote(symbol)
             if quote is None:

@@ -220,3 +220,29 @@ def test_a_symbol_ib_has_no_contract_for_is_refused_as_unknown_and_not_watched(s
     assert reasons.get(RejectCode.UNKNOWN_SYMBOL) == 2 and RejectCode.NO_MARKET_DATA not in reasons
     assert subscribed == {"AAPL"}
     assert conditions["market_data"]["ok"] is True, conditions["market_data"]
+
+
+def test_a_signal_for_a_new_symbol_while_ib_is_away_is_refused_and_the_session_goes_on(sqlite_url: str) -> None:
+    """Qualifying a contract with the socket down raises ConnectionError: it left the signal loop and ended the
+    session (a review). Now the signal is refused, and the next one for the symbol asks IB again."""
+
+    async def scenario() -> tuple[dict[str, int], bool, list[str]]:
+        gw, session, _ = await lockstep_session(load_settings(database_url=sqlite_url, ibkr={"drain_s": 0.2}),
+                                                client_id=7)
+        session.broker.backoff_s = (0.05, 0.2)
+        orders: list[Order] = []
+        session.bus.order_recorded += lambda o, s, r, n: orders.append(o)
+        gw.drop_connections()
+        await until(lambda: not session.engine.broker_connected, "the engine sees the drop")
+        await session.process_line(signal_line("away", symbol="MSFT", seconds=1))
+        watched_while_away = "MSFT" in session.subscribed
+        await until(lambda: session.engine.broker_connected, "reconnected")
+        await session.process_line(signal_line("back", symbol="MSFT", seconds=2))
+        reasons = dict(session.engine.stats.reject_reasons)
+        await session.run([])
+        await gw.stop()
+        return reasons, watched_while_away, [o.client_order_id for o in orders]
+
+    reasons, watched_while_away, sent = run(scenario)
+    assert sum(reasons.values()) == 1 and not watched_while_away
+    assert sent == ["tc-back"]
