@@ -220,8 +220,9 @@ def test_a_flat_signal_cancels_a_working_order_even_while_an_opposing_cancel_is_
 
 
 def test_a_signal_sized_against_an_unconfirmed_cancel_sends_what_the_target_needs() -> None:
-    """A long target after a flat one whose cancel of the resting buy is not yet confirmed: the buy is going, so
-    the target needs a new one (before, the engine counted the leaving order and sent nothing)."""
+    """As a broker that confirms cancels at once would: the leaving buy is gone, so the long target needs a new
+    one (before, the engine counted the leaving order and sent nothing). The pre-trade checks still count it:
+    should the cancel lose the race to a fill, the position limits bound what both can make."""
     rig = Rig(broker_cls=LateCancelBroker)
     broker = rig.broker
     assert isinstance(broker, LateCancelBroker)
