@@ -70,6 +70,11 @@ def make_engine(url: str, *, create: bool = True, **kwargs: Any) -> Engine:
 def alembic_config(url: str) -> Any:
     from alembic.config import Config
 
+    if not (ALEMBIC_DIR / "versions").is_dir():
+        # Installed as a wheel the packages sit in site-packages, whose "alembic" is the Alembic library itself:
+        # the scripts live in the checkout, so tradectl is installed from it in place (pip install -e .).
+        raise FileNotFoundError(f"the migration scripts are not at {ALEMBIC_DIR}: install tradectl from its "
+                                f"checkout in place (pip install -e .), as scripts/bootstrap and deploy/Dockerfile do")
     cfg = Config()
     cfg.set_main_option("script_location", str(ALEMBIC_DIR))
     cfg.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))

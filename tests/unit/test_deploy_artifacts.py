@@ -140,3 +140,16 @@ def test_the_unit_is_type_notify_with_a_watchdog_and_restarts_on_failure() -> No
 def test_the_example_config_loads() -> None:
     settings = load_settings(DEPLOY / "tradectl.toml")
     assert settings.alerts.events.daily_digest == "silent"
+
+
+def test_the_image_installs_in_place_so_the_migrations_are_found() -> None:
+    """From a wheel, repositories/db.py's alembic/ beside the packages is site-packages/alembic: the library."""
+    assert re.search(r"pip install .*-e \.", (DEPLOY / "Dockerfile").read_text())
+
+
+def test_migrations_that_are_not_there_are_named_not_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import repositories.db
+
+    monkeypatch.setattr(repositories.db, "ALEMBIC_DIR", tmp_path / "alembic")  # as in site-packages
+    with pytest.raises(FileNotFoundError, match=r"migration scripts are not at .*pip install -e"):
+        repositories.db.alembic_config("sqlite://")
