@@ -741,7 +741,15 @@ class IbkrBroker:
                     log.warning("broker.reconnect_failed", error=str(err), retry_in_s=min(delay * 2, cap))
                     delay = min(delay * 2, cap)
                     continue
-                await self._resync()
+                try:
+                    await self._resync()
+                except Exception as err:  # half resynced is not a link: drop it and try again (never stuck down)
+                    log.error("broker.resync_failed", error=f"{type(err).__name__}: {err}".splitlines()[0],
+                              retry_in_s=min(delay * 2, cap))
+                    self.connected = False  # not a disconnect to report again: the engine still sees it down
+                    self.ib.disconnect()
+                    delay = min(delay * 2, cap)
+                    continue
                 self._link(True, "reconnected")
                 return
         finally:

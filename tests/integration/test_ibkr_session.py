@@ -246,3 +246,33 @@ def test_a_signal_for_a_new_symbol_while_ib_is_away_is_refused_and_the_session_g
     reasons, watched_while_away, sent = run(scenario)
     assert sum(reasons.values()) == 1 and not watched_while_away
     assert sent == ["tc-back"]
+
+
+def test_a_reconnect_whose_resync_fails_drops_the_link_and_tries_again(sqlite_url: str) -> None:
+    """A resync that raised ended the reconnect task with the socket up and the engine told nothing: the engine
+    stayed 'disconnected' (no orders, no reconciliation) for good (a review)."""
+
+    async def scenario() -> tuple[int, bool]:
+        gw, session, _ = await lockstep_session(load_settings(database_url=sqlite_url, ibkr={"drain_s": 0.2}),
+                                                client_id=8)
+        broker = session.broker
+        broker.backoff_s = (0.05, 0.2)
+        real, calls = broker._resync, [0]
+
+        async def flaky() -> None:
+            calls[0] += 1
+            if calls[0] == 1:
+                raise ConnectionError("socket closed during the resync")
+            await real()
+
+        broker._resync = flaky  # type: ignore[method-assign]
+        gw.drop_connections()
+        await until(lambda: not session.engine.broker_connected, "the engine sees the drop")
+        await until(lambda: session.engine.broker_connected, "reconnected after a failed resync", timeout=15)
+        connected = session.engine.broker_connected
+        await session.run([])
+        await gw.stop()
+        return calls[0], connected
+
+    calls, connected = run(scenario)
+    assert calls == 2 and connected
