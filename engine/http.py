@@ -116,8 +116,8 @@ def _split(text: str) -> list[str]:
         return []
     try:
         whole = json.loads(stripped)
-    except ValueError:
-        return [line.strip() for line in stripped.splitlines() if line.strip()]
+    except ValueError:  # JSON lines: split at LF only (splitlines() also breaks at U+2028 inside a string)
+        return [line.strip(_JSON_SPACE) for line in stripped.split("\n") if line.strip(_JSON_SPACE)]
     if isinstance(whole, list):
         return _items(stripped)
     return [_one_line(stripped)]  # a pretty-printed object: one line, as it would be in a JSONL file

@@ -192,6 +192,8 @@ def test_a_body_is_split_into_its_items_exactly_as_json_reads_them() -> None:
     from engine.http import _split
 
     items = [{"id": "u1", "symbol": "BRK\u2028B"}, [1, "]", {"k": ",\\\""}], "x\u0085y", None]
+    lines = "\r\n".join(json.dumps(i, ensure_ascii=False) for i in items) + "\n"  # JSON lines: LF (or CRLF) only
+    assert [json.loads(line) for line in _split(lines)] == items
     for body in (json.dumps(items, ensure_ascii=False, indent=2), json.dumps(items, ensure_ascii=False),
                  json.dumps(items).replace("\n", "\r\n"), "[ \t\r\n" + ",\n".join(json.dumps(i) for i in items) + " ]"):
         assert [json.loads(line) for line in _split(body)] == items, body
