@@ -147,13 +147,15 @@ class IbkrSession(Session):
             return
         self.subscribed.add(symbol)
         wait_s = 0.0 if self.lockstep else self.settings.ibkr.quote_wait_s  # lockstep: the hook moves the market
+        engine: Engine | None = getattr(self, "engine", None)  # None while wiring: the held symbols' marks
         try:
             quote = await self.broker.subscribe(symbol, wait_s=wait_s)
-        except (ConnectionError, OSError) as err:  # the link is down: asked again with the next signal for it
+        except ConnectionError as err:  # the link is down: asked again with the next signal for it
+            if engine is None:  # a held symbol at start: fail the start (retried), never trade it unwatched
+                raise
             self.subscribed.discard(symbol)  # (it used to end the session: the error left the signal loop)
             log.warning("marketdata.subscribe_failed", symbol=symbol, error=f"{type(err).__name__}: {err}")
             return
-        engine: Engine | None = getattr(self, "engine", None)  # None while wiring: the held symbols' marks
         if engine is not None and symbol in self.broker.unknown:
             # A mistyped ticker: refused as unknown_symbol, and not watched (its missing quote made /readyz
             # fail and the quote-age alert fire for good). The next signal for it asks IB again.
