@@ -189,7 +189,7 @@ class PaperBroker:
         if not executions:
             return
         for ex in executions:
-            listener.on_fill(ex.to_fill())
+            listener.on_fill(ex.fill)
             if ex.order.status == IbStatus.FILLED:
                 self._by_ref.pop(ex.order.ref, None)
         for ex in executions:

@@ -103,9 +103,6 @@ class Execution:
     def ts(self) -> datetime:
         return self.fill.ts
 
-    def to_fill(self) -> Fill:
-        return self.fill
-
 
 class MatchingEngine:
     def __init__(

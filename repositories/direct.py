@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from engine.domain import OPEN_STATUSES, KillState, KillSwitchChange, Order, Position
 from repositories.rows import (
+    ADVISORY_LOCK_HELD,
     KILLSWITCH_CHANNEL,
     database_totals,
     killswitch_audit,
-    lock_key,
+    lock_key_halves,
     order_from_row,
     position_from_row,
     session_row,
@@ -246,11 +247,7 @@ class DirectEngineLock:
         process alive, wherever it runs); None on SQLite."""
         if self.db.dialect != "postgresql":
             return None
-        key = lock_key(self.account)
-        held = self.db.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                              "AND classid::bigint = ? AND objid::bigint = ? AND objsubid = 1 "
-                              "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-                              (key >> 32, key & 0xFFFFFFFF))
+        held = self.db.scalar(ADVISORY_LOCK_HELD.format(hi="?", lo="?"), lock_key_halves(self.account))
         return bool(held)
 
 

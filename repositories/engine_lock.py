@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from repositories.errors import reading, translated, writing
 from repositories.models import EngineLockRow
-from repositories.rows import lock_key, process_alive
+from repositories.rows import ADVISORY_LOCK_HELD, lock_key, lock_key_halves, process_alive
 
 
 class EngineLocked(Exception):
@@ -113,14 +113,9 @@ class EngineLockRepository:
         wherever it runs, even with a stale heartbeat). None on SQLite, which has no such lock."""
         if self.db.dialect.name != "postgresql":
             return None
-        key = lock_key(self.account)
+        hi, lo = lock_key_halves(self.account)
         with reading(self.db) as conn:
-            held = conn.execute(
-                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                     "AND classid::bigint = :hi AND objid::bigint = :lo AND objsubid = 1 "
-                     "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
-                {"hi": key >> 32, "lo": key & 0xFFFFFFFF},
-            ).scalar()
+            held = conn.execute(text(ADVISORY_LOCK_HELD.format(hi=":hi", lo=":lo")), {"hi": hi, "lo": lo}).scalar()
         return bool(held)
 
     def refuse_if_held(self, now: datetime, stale_after_s: float = 5.0) -> None:

@@ -90,6 +90,20 @@ def lock_key(account: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"tradectl:{account}".encode(), digest_size=8).digest()) >> 1
 
 
+# Whether a connection holds the account's advisory lock in this database (advisory locks are per database: a
+# rehearsal database on the same server, trading the same account, does not hold this one). The key's two
+# halves bind as (hi, lo) in each driver's paramstyle: ``ADVISORY_LOCK_HELD.format(hi=":hi", lo=":lo")``.
+ADVISORY_LOCK_HELD = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                      "AND classid::bigint = {hi} AND objid::bigint = {lo} AND objsubid = 1 "
+                      "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+
+
+def lock_key_halves(account: str) -> tuple[int, int]:
+    """The account's lock key as pg_locks shows it: (classid, objid)."""
+    key = lock_key(account)
+    return key >> 32, key & 0xFFFFFFFF
+
+
 def process_alive(holder: str) -> bool | None:
     """Whether the process named by a ``host:pid`` holder still exists; None when it is on another host."""
     host, _, pid = holder.rpartition(":")

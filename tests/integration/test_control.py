@@ -191,7 +191,8 @@ def test_engine_refuses_to_trade_while_it_cannot_read_the_kill_switches(
     session._finish(datetime.now(UTC), 0.0, 0)
 
 
-def test_a_reconcile_due_while_the_broker_link_is_down_compares_nothing_and_halts_nothing(sqlite_url: str) -> None:
+def test_a_reconcile_due_while_the_broker_link_is_down_compares_nothing_and_halts_nothing(
+        sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """IB's adapter holds no positions and no orders while disconnected: the timer's reconciliation during a
     gateway restart read every held symbol as a break and halted them all (a service trial)."""
     from broker.base import BrokerSnapshot
@@ -202,8 +203,9 @@ def test_a_reconcile_due_while_the_broker_link_is_down_compares_nothing_and_halt
     broker, engine, control = session.broker, session.engine, session.control
     held = broker.positions()
     assert held and engine.orders
-    broker.positions = lambda: [] if not broker.connected else held  # type: ignore[method-assign]
-    broker.snapshot = lambda: BrokerSnapshot([], [], [])  # type: ignore[method-assign]
+    # IB's adapter while disconnected: no positions, an empty snapshot
+    monkeypatch.setattr(broker, "positions", lambda: [] if not broker.connected else held)
+    monkeypatch.setattr(broker, "snapshot", lambda: BrokerSnapshot([], [], []))
     broker.disconnect("gateway restart")
     for _ in range(3):  # the due reconcile, and the second look it would have scheduled
         control._next_reconcile = 0.0
@@ -213,7 +215,8 @@ def test_a_reconcile_due_while_the_broker_link_is_down_compares_nothing_and_halt
     session._finish(datetime.now(UTC), 0.0, 0)
 
 
-def test_a_difference_seen_on_reconnecting_is_confirmed_by_a_later_look_not_at_once(sqlite_url: str) -> None:
+def test_a_difference_seen_on_reconnecting_is_confirmed_by_a_later_look_not_at_once(
+        sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The reconnect compares at once (a first sighting); the timer, overdue after the outage, confirmed it on
     the very next tick while fills made around the restart were still arriving (a review). A difference that
     stays is still halted, a second look later."""
@@ -223,7 +226,7 @@ def test_a_difference_seen_on_reconnecting_is_confirmed_by_a_later_look_not_at_o
     session.process_line(signal_line("a1", symbol="AAPL"), clock)
     broker, engine, control = session.broker, session.engine, session.control
     (held,) = broker.positions()
-    broker.positions = lambda: [BrokerPosition("AAPL", held.quantity + 5, held.avg_cost)]  # type: ignore[method-assign]
+    monkeypatch.setattr(broker, "positions", lambda: [BrokerPosition("AAPL", held.quantity + 5, held.avg_cost)])
     broker.disconnect("gateway restart")
     control._next_reconcile = 0.0
     control.tick(force=True)  # due, but the link is down: nothing compared

@@ -248,7 +248,8 @@ def test_a_signal_for_a_new_symbol_while_ib_is_away_is_refused_and_the_session_g
     assert sent == ["tc-back"]
 
 
-def test_a_reconnect_whose_resync_fails_drops_the_link_and_tries_again(sqlite_url: str) -> None:
+def test_a_reconnect_whose_resync_fails_drops_the_link_and_tries_again(sqlite_url: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A resync that raised ended the reconnect task with the socket up and the engine told nothing: the engine
     stayed 'disconnected' (no orders, no reconciliation) for good (a review)."""
 
@@ -265,7 +266,7 @@ def test_a_reconnect_whose_resync_fails_drops_the_link_and_tries_again(sqlite_ur
                 raise ConnectionError("socket closed during the resync")
             await real()
 
-        broker._resync = flaky  # type: ignore[method-assign]
+        monkeypatch.setattr(broker, "_resync", flaky)
         gw.drop_connections()
         await until(lambda: not session.engine.broker_connected, "the engine sees the drop")
         await until(lambda: session.engine.broker_connected, "reconnected after a failed resync", timeout=15)
